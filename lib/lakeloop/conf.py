@@ -1,0 +1,436 @@
+"""Layered, validated configuration.
+
+``conf/base.yaml`` is merged with ``conf/<env>.yaml`` and then with command-line
+overrides (``--set key=value``).  Keys are dotted paths; nested YAML mappings and
+flat dotted keys are equivalent (``spark: {executor.memory: 2g}`` is
+``spark.executor.memory``).  Every key must be declared in :data:`SPEC`; an
+unknown key, a value of the wrong type or a missing required value raises
+:class:`ConfError` naming the key and the file it came from.
+
+String values may reference environment variables as ``${NAME}`` or
+``${NAME:-default}`` so that credentials never live in the files.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["Conf", "ConfError", "Field", "SPEC", "load_conf", "find_conf_dir", "ENVS"]
+
+ENVS = ("local", "standalone", "yarn")
+CLI = "--set"
+
+
+class ConfError(ValueError):
+    """A configuration file or override is invalid; the message names key and file."""
+
+
+@dataclass(frozen=True)
+class Field:
+    """Declaration of one configuration key.
+
+    ``type`` is one of ``str``, ``int``, ``float``, ``bool``, ``size`` (a JVM memory
+    size such as ``4g``), ``dict``, ``list`` or ``enum`` (with ``choices``).
+    """
+
+    type: str
+    required: bool = False
+    nullable: bool = False
+    choices: tuple[str, ...] = ()
+    doc: str = ""
+    flat_keys: bool = False  # dict whose keys contain dots themselves (spark.extra)
+
+
+def _f(type_: str, doc: str = "", **kw: Any) -> Field:
+    return Field(type_, doc=doc, **kw)
+
+
+# Every configuration key lakeloop understands.  ``*`` matches one key segment.
+SPEC: dict[str, Field] = {
+    # -- locations -------------------------------------------------------------------
+    "warehouse": _f("str", "root URI of the Delta tables (bronze/, silver/, gold/, _state/)", required=True),
+    "landing": _f("str", "root URI of the raw landing files", required=True),
+    "log_level": _f("enum", "driver and Spark log level", choices=("ERROR", "WARN", "INFO", "DEBUG")),
+    # -- Spark ----------------------------------------------------------------------------
+    "spark.master": _f("str", "local[N], local-cluster[...], spark://host:port or yarn", required=True),
+    "spark.submit.deployMode": _f("enum", "client or cluster", choices=("client", "cluster")),
+    "spark.driver.memory": _f("size"),
+    "spark.driver.cores": _f("int"),
+    "spark.driver.extraJavaOptions": _f("str", nullable=True),
+    "spark.executor.cores": _f("int"),
+    "spark.executor.memory": _f("size"),
+    "spark.executor.memoryOverhead": _f("size", nullable=True),
+    "spark.executor.instances": _f("int", nullable=True),
+    "spark.executor.extraJavaOptions": _f("str", nullable=True),
+    "spark.cores.max": _f("int", "standalone: total cores for the application", nullable=True),
+    "spark.dynamicAllocation.enabled": _f("bool"),
+    "spark.dynamicAllocation.minExecutors": _f("int"),
+    "spark.dynamicAllocation.maxExecutors": _f("int"),
+    "spark.dynamicAllocation.initialExecutors": _f("int", nullable=True),
+    "spark.dynamicAllocation.shuffleTracking.enabled": _f("bool"),
+    "spark.shuffle.service.enabled": _f("bool"),
+    "spark.scheduler.mode": _f("enum", choices=("FIFO", "FAIR")),
+    "spark.scheduler.allocation.file": _f("str", "FAIR pools file, shipped with --files", nullable=True),
+    "spark.scheduler.pool": _f("str", "FAIR pool the jobs submit to", nullable=True),
+    "spark.sql.adaptive.enabled": _f("bool"),
+    "spark.sql.adaptive.coalescePartitions.enabled": _f("bool"),
+    "spark.sql.adaptive.skewJoin.enabled": _f("bool"),
+    "spark.sql.adaptive.advisoryPartitionSizeInBytes": _f("size"),
+    "spark.sql.shuffle.partitions": _f("int"),
+    "spark.sql.files.maxPartitionBytes": _f("size"),
+    "spark.sql.session.timeZone": _f("str"),
+    "spark.sql.execution.arrow.pyspark.enabled": _f("bool"),
+    "spark.sql.execution.arrow.maxRecordsPerBatch": _f("int"),
+    "spark.ui.enabled": _f("bool"),
+    "spark.ui.showConsoleProgress": _f("bool"),
+    "spark.yarn.queue": _f("str", nullable=True),
+    "spark.yarn.maxAppAttempts": _f("int"),
+    "spark.extra": _f("dict", "any other spark.* properties, passed through unvalidated", flat_keys=True),
+    # -- GPU resource scheduling ----------------------------------------------------------------
+    "gpu.enabled": _f("bool", "request GPUs for executors and training tasks"),
+    "gpu.executor_amount": _f("int", "spark.executor.resource.gpu.amount"),
+    "gpu.task_amount": _f("float", "spark.task.resource.gpu.amount"),
+    "gpu.discovery_script": _f("str", "GPU discovery script; default: the one shipped in lakeloop/resources",
+                               nullable=True),
+    # -- Python environment shipped to the cluster ----------------------------------------------
+    "python.archive": _f("str", "venv-pack/conda-pack archive shipped with --archives (YARN, standalone)",
+                         nullable=True),
+    "python.executable": _f("str", "Python used by driver and workers when no archive is shipped",
+                            nullable=True),
+    # -- Delta tables ----------------------------------------------------------------------------
+    "delta.storage_options": _f("dict", "delta-rs storage options (object stores, HDFS)"),
+    "delta.vacuum_retention_hours": _f("int"),
+    "delta.target_file_size": _f("int", "bytes, target size of files written by optimize"),
+    # -- sources and data quality ----------------------------------------------------------------
+    "sources": _f("dict", "source name -> {format, schema, ...}; see docs/sources.md"),
+    "curate.max_quarantine_rate": _f("float"),
+    "validate.psi_threshold": _f("float"),
+    "validate.enabled": _f("bool"),
+    # -- demo / sample data --------------------------------------------------------------------------
+    "datagen.seed": _f("int"),
+    "datagen.events": _f("int"),
+    "datagen.users": _f("int"),
+    "datagen.items": _f("int"),
+    "datagen.bad_fraction": _f("float"),
+}
+
+
+# set per thread with SparkContext.setLocalProperty, not a SparkConf entry
+_LOCAL_PROPERTIES = {"spark.scheduler.pool"}
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_SIZE = re.compile(r"^\d+(\.\d+)?\s*[kmgtp]?b?$", re.IGNORECASE)
+
+
+def _field_for(key: str) -> tuple[str, Field] | None:
+    if key in SPEC:
+        return key, SPEC[key]
+    for pattern, field in SPEC.items():
+        if "*" in pattern and fnmatch.fnmatchcase(key, pattern) and key.count(".") == pattern.count("."):
+            return pattern, field
+    return None
+
+
+def _is_leaf_container(key: str) -> bool:
+    found = _field_for(key)
+    return found is not None and found[1].type in ("dict", "list")
+
+
+def _flatten(tree: Mapping[str, Any], origin: str, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for raw_key, value in tree.items():
+        if not isinstance(raw_key, str):
+            raise ConfError(f"{origin}: key {raw_key!r} under {prefix or 'top level'} must be a string")
+        key = f"{prefix}{raw_key}"
+        if isinstance(value, Mapping) and not _is_leaf_container(key):
+            if not value:
+                raise ConfError(f"{origin}: {key}: empty section")
+            yield from _flatten(value, origin, key + ".")
+        else:
+            yield key, value
+
+
+def _interpolate(value: Any, key: str, origin: str) -> Any:
+    if isinstance(value, str):
+        def sub(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            if name in os.environ:
+                return os.environ[name]
+            if default is not None:
+                return default
+            raise ConfError(f"{origin}: {key}: environment variable {name} is not set")
+
+        return _ENV_REF.sub(sub, value)
+    if isinstance(value, Mapping):
+        return {k: _interpolate(v, f"{key}.{k}", origin) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, key, origin) for v in value]
+    return value
+
+
+def _check_type(key: str, value: Any, field: Field, origin: str) -> Any:
+    def bad(expected: str) -> ConfError:
+        return ConfError(f"{origin}: {key}: expected {expected}, got {value!r}")
+
+    if value is None:
+        if field.nullable or not field.required:
+            return None
+        raise ConfError(f"{origin}: {key}: a value is required")
+    t = field.type
+    if t == "str":
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise bad("a string")
+        return str(value)
+    if t == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad("an integer")
+        return value
+    if t == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad("a number")
+        return float(value)
+    if t == "bool":
+        if not isinstance(value, bool):
+            raise bad("true or false")
+        return value
+    if t == "size":
+        if isinstance(value, bool) or not _SIZE.match(str(value)):
+            raise bad("a memory size such as 512m or 4g")
+        return str(value)
+    if t == "enum":
+        if value not in field.choices:
+            raise bad("one of " + ", ".join(field.choices))
+        return value
+    if t == "dict":
+        if not isinstance(value, Mapping):
+            raise bad("a mapping")
+        return dict(value)
+    if t == "list":
+        if not isinstance(value, list):
+            raise bad("a list")
+        return value
+    raise AssertionError(f"unknown field type {t!r} for {key}")
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """Parse one ``key=value`` override; the value is read as YAML (``8g``, ``4``, ``true``)."""
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfError(f"{CLI} {item!r}: expected key=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfError(f"{CLI} {key}: value {raw!r} is not valid YAML: {exc}") from None
+    return key, value
+
+
+def find_conf_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """Locate the conf directory.
+
+    Order: ``explicit``, ``$LAKELOOP_CONF_DIR``, ``./conf``, the working directory when the
+    files were shipped there by ``spark-submit --files``, then the project's ``conf/``
+    next to ``lib/``.
+    """
+    candidates: list[Path] = []
+    if explicit:
+        candidates.append(Path(explicit))
+    if os.environ.get("LAKELOOP_CONF_DIR"):
+        candidates.append(Path(os.environ["LAKELOOP_CONF_DIR"]))
+    candidates += [Path("conf"), Path("."), Path(__file__).resolve().parents[2] / "conf"]
+    for c in candidates:
+        if (c / "base.yaml").is_file():
+            return c.resolve()
+    if explicit:
+        raise ConfError(f"conf directory {explicit}: base.yaml not found")
+    raise ConfError("no conf directory with base.yaml found; set LAKELOOP_CONF_DIR or pass --conf-dir")
+
+
+def _read_yaml(path: Path) -> Mapping[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh)
+    except yaml.YAMLError as exc:
+        raise ConfError(f"{path}: not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise ConfError(f"{path}: top level must be a mapping")
+    return data
+
+
+class Conf(Mapping[str, Any]):
+    """A merged, validated configuration: a read-only mapping of dotted keys to values."""
+
+    def __init__(self, values: Mapping[str, Any], origins: Mapping[str, str], env: str,
+                 conf_dir: Path | None = None) -> None:
+        self._values = dict(values)
+        self._origins = dict(origins)
+        self.env = env
+        self.conf_dir = conf_dir
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return f"Conf(env={self.env!r}, keys={len(self)})"
+
+    def origin(self, key: str) -> str:
+        """The file (or ``--set``) that gave ``key`` its value."""
+        return self._origins.get(key, "<default>")
+
+    def section(self, prefix: str) -> dict[str, Any]:
+        """Keys under ``prefix.`` with the prefix removed."""
+        p = prefix.rstrip(".") + "."
+        return {k[len(p):]: v for k, v in self._values.items() if k.startswith(p)}
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> Conf:
+        """A copy with ``overrides`` merged in and validated (for tests and notebooks)."""
+        values, origins = dict(self._values), dict(self._origins)
+        _merge_flat(values, origins, overrides.items(), "override")
+        _validate(values, origins)
+        return Conf(values, origins, self.env, self.conf_dir)
+
+    def path(self, key: str) -> str:
+        """A location key as an absolute path or URI (relative paths resolve against the cwd)."""
+        return resolve_uri(self[key])
+
+    def table_uri(self, name: str) -> str:
+        """URI of table ``layer.name`` (``silver.events`` -> ``<warehouse>/silver/events``)."""
+        parts = name.split(".")
+        if len(parts) != 2 or not all(re.fullmatch(r"[A-Za-z0-9_]+", p) for p in parts):
+            raise ValueError(f"table name {name!r}: expected layer.name, e.g. silver.events")
+        return f"{self.path('warehouse').rstrip('/')}/{parts[0]}/{parts[1]}"
+
+    def spark_properties(self) -> dict[str, str]:
+        """Every Spark property set in conf, as strings, GPU settings included."""
+        props: dict[str, str] = {}
+        for key, value in self._values.items():
+            if key == "spark.extra":
+                props.update({str(k): _spark_str(v) for k, v in value.items() if v is not None})
+            elif key.startswith("spark.") and key not in _LOCAL_PROPERTIES and value is not None:
+                props[key] = _spark_str(value)
+        if self.get("gpu.enabled"):
+            props["spark.executor.resource.gpu.amount"] = str(self.get("gpu.executor_amount", 1))
+            props["spark.task.resource.gpu.amount"] = _spark_str(self.get("gpu.task_amount", 1.0))
+            props["spark.executor.resource.gpu.discoveryScript"] = self.gpu_discovery_script()
+        return props
+
+    def gpu_discovery_script(self) -> str:
+        script = self.get("gpu.discovery_script")
+        if script:
+            return script
+        return str(Path(__file__).resolve().parent / "resources" / "get_gpus_resources.sh")
+
+
+def _spark_str(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def resolve_uri(value: str) -> str:
+    """Absolute local path for a relative/``file:`` location; other URIs are returned as they are."""
+    if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", value) and not value.startswith("file://"):
+        return value
+    if value.startswith("file://"):
+        value = value[len("file://"):]
+    return str(Path(value).expanduser().resolve())
+
+
+def _into_container(key: str, value: Any) -> tuple[str, Any]:
+    """``sources.events.format=x`` -> ``("sources", {"events": {"format": "x"}})``."""
+    parts = key.split(".")
+    for i in range(len(parts) - 1, 0, -1):
+        head, rest = ".".join(parts[:i]), parts[i:]
+        found = _field_for(head)
+        if found is not None and found[1].type == "dict":
+            if found[1].flat_keys:
+                return head, {".".join(rest): value}
+            for part in reversed(rest):
+                value = {part: value}
+            return head, value
+    return key, value
+
+
+def _merge_flat(values: dict[str, Any], origins: dict[str, str],
+                items: Iterable[tuple[str, Any]], origin: str) -> None:
+    for key, value in items:
+        if _field_for(key) is None:
+            key, value = _into_container(key, value)
+        found = _field_for(key)
+        if found is None:
+            hint = _close_match(key)
+            raise ConfError(f"{origin}: unknown key {key!r}" + (f" (did you mean {hint!r}?)" if hint else ""))
+        value = _interpolate(value, key, origin)
+        if found[1].type == "dict" and isinstance(value, Mapping) and isinstance(values.get(key), Mapping):
+            value = _deep_merge(values[key], value)
+        values[key] = _check_type(key, value, found[1], origin)
+        origins[key] = origin
+
+
+def _deep_merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else v
+    return out
+
+
+def _close_match(key: str) -> str | None:
+    import difflib
+
+    names = [k for k in SPEC if "*" not in k]
+    hits = difflib.get_close_matches(key, names, n=1, cutoff=0.75)
+    return hits[0] if hits else None
+
+
+def _validate(values: Mapping[str, Any], origins: Mapping[str, str]) -> None:
+    for key, field in SPEC.items():
+        if field.required and "*" not in key and values.get(key) is None:
+            where = origins.get(key, "base.yaml and the env file")
+            raise ConfError(f"{where}: {key}: a value is required")
+    lo, hi = values.get("spark.dynamicAllocation.minExecutors"), values.get("spark.dynamicAllocation.maxExecutors")
+    if lo is not None and hi is not None and lo > hi:
+        raise ConfError(f"{origins.get('spark.dynamicAllocation.minExecutors')}: "
+                        f"spark.dynamicAllocation.minExecutors ({lo}) > maxExecutors ({hi})")
+
+
+def load_conf(env: str = "local", overrides: Iterable[str] | Mapping[str, Any] = (),
+              conf_dir: str | os.PathLike[str] | None = None) -> Conf:
+    """Load ``base.yaml`` + ``<env>.yaml`` + overrides from ``conf_dir`` and validate them.
+
+    >>> conf = load_conf("local", ["spark.executor.memory=8g"])  # doctest: +SKIP
+    >>> conf["spark.executor.memory"]  # doctest: +SKIP
+    '8g'
+    """
+    directory = find_conf_dir(conf_dir)
+    env_file = directory / f"{env}.yaml"
+    if not env_file.is_file():
+        known = sorted(p.stem for p in directory.glob("*.yaml") if p.stem != "base")
+        raise ConfError(f"unknown env {env!r}: {env_file} not found (known: {', '.join(known)})")
+    values: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    for path in (directory / "base.yaml", env_file):
+        _merge_flat(values, origins, _flatten(_read_yaml(path), str(path)), str(path))
+    if isinstance(overrides, Mapping):
+        items = list(overrides.items())
+    else:
+        items = [parse_override(o) for o in overrides]
+    _merge_flat(values, origins, items, CLI)
+    _validate(values, origins)
+    return Conf(values, origins, env, directory)

@@ -1,0 +1,210 @@
+"""Build the ``spark-submit`` command line for a job from the env's conf.
+
+``spark-submit.sh`` is a thin shell wrapper around ``python -m lakeloop.submit``; all the
+decisions (master, deploy mode, ``--conf`` properties, shipped files, Python environment)
+are made here so that they are unit-tested.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shlex
+import sys
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from lakeloop.conf import Conf, ConfError, load_conf
+from lakeloop.errors import EXIT_USAGE
+
+__all__ = ["SubmitCommand", "build_command", "list_jobs", "package_library", "main"]
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+ENV_DIR = "environment"  # where --archives unpacks the shipped Python environment
+
+
+@dataclass
+class SubmitCommand:
+    """The environment variables and argv of one spark-submit invocation."""
+
+    env: dict[str, str]
+    argv: list[str]
+
+    def render(self) -> str:
+        prefix = [f"{k}={shlex.quote(v)}" for k, v in sorted(self.env.items())]
+        return " ".join(prefix + [shlex.quote(a) for a in self.argv])
+
+
+def list_jobs(root: Path = PROJECT_ROOT) -> list[str]:
+    return sorted(p.stem for p in (root / "jobs").glob("*.py") if not p.stem.startswith("_"))
+
+
+def _sources_digest(lib: Path) -> str:
+    h = hashlib.sha256()
+    for path in sorted(lib.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts:
+            h.update(str(path.relative_to(lib)).encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def package_library(root: Path = PROJECT_ROOT, build_dir: Path | None = None) -> Path:
+    """Zip ``lib/lakeloop`` for ``--py-files``; rebuilt only when a source file changed."""
+    lib = root / "lib"
+    build_dir = build_dir or root / "build"
+    build_dir.mkdir(parents=True, exist_ok=True)
+    target = build_dir / "lakeloop.zip"
+    stamp = build_dir / "lakeloop.zip.sha256"
+    digest = _sources_digest(lib / "lakeloop")
+    if target.exists() and stamp.exists() and stamp.read_text().strip() == digest:
+        return target
+    tmp = target.with_suffix(".zip.tmp")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path in sorted((lib / "lakeloop").rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts:
+                info = zipfile.ZipInfo(str(path.relative_to(lib)), date_time=(1980, 1, 1, 0, 0, 0))
+                info.external_attr = (path.stat().st_mode & 0o777) << 16
+                info.compress_type = zipfile.ZIP_DEFLATED
+                zf.writestr(info, path.read_bytes())
+    os.replace(tmp, target)
+    stamp.write_text(digest + "\n")
+    return target
+
+
+def find_spark_submit(conf: Conf) -> str:
+    """pip-installed pyspark's spark-submit for local masters; ``$SPARK_HOME``'s on a cluster if set."""
+    master = conf["spark.master"]
+    spark_home = os.environ.get("SPARK_HOME")
+    if spark_home and not master.startswith("local"):
+        return str(Path(spark_home) / "bin" / "spark-submit")
+    try:
+        import pyspark
+    except ImportError:
+        raise ConfError("pyspark is not installed in this Python; run ./setup.sh") from None
+    return str(Path(pyspark.__file__).resolve().parent / "bin" / "spark-submit")
+
+
+def _is_cluster_master(master: str) -> bool:
+    return master == "yarn" or master.startswith(("spark://", "k8s://"))
+
+
+def build_command(job: str, env: str = "local", overrides: list[str] | None = None,
+                  job_args: list[str] | None = None, *, conf_dir: str | None = None,
+                  root: Path = PROJECT_ROOT, python: str | None = None) -> SubmitCommand:
+    """The spark-submit invocation for ``job`` in ``env``.
+
+    Raises :class:`ConfError` for invalid conf and :class:`LookupError` for an unknown job.
+    """
+    jobs = list_jobs(root)
+    if job not in jobs:
+        raise LookupError(f"unknown job {job!r}; jobs: {', '.join(jobs)}")
+    overrides = list(overrides or [])
+    job_args = list(job_args or [])
+    conf = load_conf(env, overrides, conf_dir)
+    master = conf["spark.master"]
+    deploy_mode = conf.get("spark.submit.deployMode", "client")
+    on_cluster = _is_cluster_master(master)
+    remote_driver = on_cluster and deploy_mode == "cluster"
+    python = python or sys.executable
+    assert conf.conf_dir is not None
+
+    run_date = _arg_value(job_args, "--date")
+    name = f"lakeloop-{job}" + (f"-{run_date}" if run_date else "")
+    argv = [find_spark_submit(conf), "--master", master, "--deploy-mode", deploy_mode, "--name", name]
+
+    files = [conf.conf_dir / "base.yaml", conf.conf_dir / f"{env}.yaml"]
+    props = conf.spark_properties()
+    props.pop("spark.master", None)
+    props.pop("spark.submit.deployMode", None)
+    pools = props.get("spark.scheduler.allocation.file")
+    if pools:
+        local_pools = Path(pools) if Path(pools).is_absolute() else conf.conf_dir / pools
+        if not local_pools.is_file():
+            raise ConfError(f"{conf.origin('spark.scheduler.allocation.file')}: spark.scheduler.allocation.file: "
+                            f"{local_pools} not found")
+        files.append(local_pools)
+        props["spark.scheduler.allocation.file"] = local_pools.name if remote_driver else str(local_pools)
+    if conf.get("gpu.enabled"):
+        script = Path(conf.gpu_discovery_script())
+        files.append(script)
+        props["spark.executor.resource.gpu.discoveryScript"] = f"./{script.name}" if on_cluster else str(script)
+
+    env_vars: dict[str, str] = {}
+    archive = conf.get("python.archive")
+    if archive and on_cluster:
+        argv += ["--archives", f"{archive}#{ENV_DIR}"]
+        shipped = f"./{ENV_DIR}/bin/python"
+        props["spark.executorEnv.PYSPARK_PYTHON"] = shipped
+        if master == "yarn":
+            props["spark.yarn.appMasterEnv.PYSPARK_PYTHON"] = shipped
+        env_vars["PYSPARK_PYTHON"] = shipped
+        if not remote_driver:
+            env_vars["PYSPARK_DRIVER_PYTHON"] = python
+    else:
+        worker_python = conf.get("python.executable") or python
+        env_vars["PYSPARK_PYTHON"] = worker_python
+        env_vars["PYSPARK_DRIVER_PYTHON"] = python
+
+    for key in sorted(props):
+        argv += ["--conf", f"{key}={props[key]}"]
+    argv += ["--files", ",".join(str(f) for f in files)]
+    argv += ["--py-files", str(package_library(root))]
+    argv.append(str(root / "jobs" / f"{job}.py"))
+    argv += ["--env", env]
+    for item in overrides:
+        argv += ["--set", item]
+    if remote_driver:
+        argv += ["--conf-dir", "."]
+    argv += job_args
+    return SubmitCommand(env_vars, argv)
+
+
+def _arg_value(args: list[str], flag: str) -> str | None:
+    for i, a in enumerate(args):
+        if a == flag and i + 1 < len(args):
+            return args[i + 1]
+        if a.startswith(flag + "="):
+            return a.split("=", 1)[1]
+    return None
+
+
+def _parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    p = argparse.ArgumentParser(prog="spark-submit.sh", add_help=True,
+                                usage="spark-submit.sh JOB [--env ENV] [--set k=v ...] [--dry-run] [job args]")
+    p.add_argument("job", nargs="?")
+    p.add_argument("--env", default=os.environ.get("LAKELOOP_ENV", "local"))
+    p.add_argument("--set", dest="overrides", action="append", default=[])
+    p.add_argument("--conf-dir", default=None)
+    p.add_argument("--dry-run", action="store_true", help="print the command line and exit")
+    p.add_argument("--print0", action="store_true", help=argparse.SUPPRESS)
+    return p.parse_known_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m lakeloop.submit JOB ...``: print the command (``--dry-run``) or emit it for exec."""
+    args, job_args = _parse(list(sys.argv[1:] if argv is None else argv))
+    if not args.job or args.job not in list_jobs():
+        if args.job:
+            print(f"spark-submit.sh: unknown job {args.job!r}", file=sys.stderr)
+        print("jobs: " + " ".join(list_jobs()), file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        cmd = build_command(args.job, args.env, args.overrides, job_args, conf_dir=args.conf_dir)
+    except ConfError as exc:
+        print(f"spark-submit.sh: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.dry_run:
+        print(cmd.render())
+    elif args.print0:
+        # env assignments then argv, NUL-separated, consumed by spark-submit.sh
+        out = [f"{k}={v}" for k, v in sorted(cmd.env.items())] + ["--"] + cmd.argv
+        sys.stdout.write("\0".join(out) + "\0")
+    else:
+        print(cmd.render())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
