@@ -1,0 +1,15 @@
+"""Demo: generate sample data and run the daily pipeline's steps locally, one session for all."""
+
+from __future__ import annotations
+
+import sys
+
+from lakeloop import demo
+
+
+def main(argv: list[str] | None = None) -> int:
+    return demo.main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
