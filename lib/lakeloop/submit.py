@@ -92,7 +92,8 @@ def _is_cluster_master(master: str) -> bool:
 
 def build_command(job: str, env: str = "local", overrides: list[str] | None = None,
                   job_args: list[str] | None = None, *, conf_dir: str | None = None,
-                  root: Path = PROJECT_ROOT, python: str | None = None) -> SubmitCommand:
+                  root: Path = PROJECT_ROOT, python: str | None = None,
+                  check_files: bool = True) -> SubmitCommand:
     """The spark-submit invocation for ``job`` in ``env``.
 
     Raises :class:`ConfError` for invalid conf and :class:`LookupError` for an unknown job.
@@ -134,6 +135,7 @@ def build_command(job: str, env: str = "local", overrides: list[str] | None = No
     env_vars: dict[str, str] = {}
     archive = conf.get("python.archive")
     if archive and on_cluster:
+        archive = _local_archive(archive, root, check_files)
         argv += ["--archives", f"{archive}#{ENV_DIR}"]
         shipped = f"./{ENV_DIR}/bin/python"
         props["spark.executorEnv.PYSPARK_PYTHON"] = shipped
@@ -159,6 +161,16 @@ def build_command(job: str, env: str = "local", overrides: list[str] | None = No
         argv += ["--conf-dir", "."]
     argv += job_args
     return SubmitCommand(env_vars, argv)
+
+
+def _local_archive(archive: str, root: Path, check: bool) -> str:
+    """A relative archive path is relative to the project; a local one must exist."""
+    if "://" in archive:
+        return archive
+    path = Path(archive) if Path(archive).is_absolute() else root / archive
+    if check and not path.is_file():
+        raise ConfError(f"python.archive: {path} not found; build it with scripts/pack-env.sh")
+    return str(path)
 
 
 def _arg_value(args: list[str], flag: str) -> str | None:
@@ -191,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         print("jobs: " + " ".join(list_jobs()), file=sys.stderr)
         return EXIT_USAGE
     try:
-        cmd = build_command(args.job, args.env, args.overrides, job_args, conf_dir=args.conf_dir)
+        cmd = build_command(args.job, args.env, args.overrides, job_args, conf_dir=args.conf_dir,
+                            check_files=not args.dry_run)
     except ConfError as exc:
         print(f"spark-submit.sh: {exc}", file=sys.stderr)
         return EXIT_USAGE
