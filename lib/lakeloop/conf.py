@@ -434,3 +434,16 @@ def load_conf(env: str = "local", overrides: Iterable[str] | Mapping[str, Any] =
     _merge_flat(values, origins, items, CLI)
     _validate(values, origins)
     return Conf(values, origins, env, directory)
+
+
+def describe() -> str:
+    """A Markdown table of every configuration key (``python -m lakeloop.conf`` prints it)."""
+    rows = ["| key | type | required | description |", "|---|---|---|---|"]
+    for key, f in SPEC.items():
+        kind = f.type + (f" ({' / '.join(f.choices)})" if f.choices else "") + (", nullable" if f.nullable else "")
+        rows.append(f"| `{key}` | {kind} | {'yes' if f.required else ''} | {f.doc} |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    print(describe(), end="")
