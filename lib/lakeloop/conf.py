@@ -111,6 +111,9 @@ SPEC: dict[str, Field] = {
     "delta.target_file_size": _f("int", "bytes, target size of files written by optimize"),
     # -- sources and data quality ----------------------------------------------------------------
     "sources": _f("dict", "source name -> {format, schema, ...}; see docs/sources.md"),
+    "schema_dir": _f("str", "directory of the source schema files; default: schemas/ beside conf/",
+                     nullable=True),
+    "ingest.ledger_table": _f("str", "file ledger of the ingest job, a table name layer.name"),
     "curate.max_quarantine_rate": _f("float"),
     "validate.psi_threshold": _f("float"),
     "validate.enabled": _f("bool"),
