@@ -1,0 +1,235 @@
+"""Gold features on hand-built silver frames: favour lists, item stats, point-in-time training set,
+the numba affinity kernel against its pandas reference, and the idempotent features job."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lakeloop import features, kernels
+from lakeloop.features import FeatureParams, day_start
+
+UTC = dt.timezone.utc
+RUN_DATE = dt.date(2026, 11, 10)
+LABEL_TS = day_start(RUN_DATE)
+EVENTS_SCHEMA = ("event_id string, user_id long, item_id long, type string, ts timestamp, session_id string, "
+                 "price double, quantity int, rating int, review_text string, _extra string, dt string")
+ITEMS_SCHEMA = "item_id long, category string, price double, brand string, updated_at timestamp, dt string"
+PARAMS = FeatureParams(max_list_length=3, negatives_per_positive=3, seed=5)
+
+
+def at(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def utc(value: dt.datetime | None) -> dt.datetime | None:
+    """A collected timestamp (naive, local time) as an aware UTC datetime."""
+    return None if value is None else value.astimezone(UTC)
+
+
+def make_events(spark, rows):
+    """rows: (user, item, type, 'YYYY-MM-DD HH:MM:SS'[, price[, rating]])."""
+    out = []
+    for i, (user, item, etype, when, *rest) in enumerate(rows):
+        price = rest[0] if len(rest) > 0 else None
+        rating = rest[1] if len(rest) > 1 else None
+        ts = at(when)
+        out.append((f"e{i:016x}", user, item, etype, ts, f"s{user}", price, 1, rating, None, None,
+                    ts.date().isoformat()))
+    return spark.createDataFrame(out, EVENTS_SCHEMA)
+
+
+def make_items(spark):
+    cats = {1: "toys/lego", 2: "toys/dolls", 3: "books/novel", 4: "books/novel", 5: "garden/tools",
+            6: "garden/tools"}
+    rows = [(i, c, float(10 * i), "acme", at("2026-10-01 00:00:00"), "2026-10-01") for i, c in cats.items()]
+    return spark.createDataFrame(rows, ITEMS_SCHEMA)
+
+
+# history before RUN_DATE, and the label day itself
+HISTORY = [
+    (10, 1, "like", "2026-11-01 10:00:00"), (10, 2, "like", "2026-11-02 10:00:00"),
+    (10, 3, "like", "2026-11-03 10:00:00"), (10, 4, "like", "2026-11-04 10:00:00"),
+    (10, 5, "like", "2026-11-05 10:00:00"),
+    (10, 1, "review", "2026-11-06 09:00:00", None, 4), (10, 2, "review", "2026-11-07 09:00:00", None, 2),
+    (10, 1, "purchase", "2026-11-08 12:00:00", 9.5),
+    (11, 1, "view", "2026-11-02 08:00:00"), (11, 1, "view", "2026-11-03 08:00:00"),
+    (11, 1, "click", "2026-11-03 08:01:00"), (11, 1, "review", "2026-11-04 09:00:00", None, 5),
+    (12, 1, "view", "2026-11-05 08:00:00"), (12, 1, "view", "2026-11-06 08:00:00"),
+    (12, 3, "view", "2026-11-06 08:00:00"), (12, 3, "purchase", "2026-11-06 08:05:00", 30.0),
+    (12, 1, "purchase", "2026-11-09 23:59:59", 10.0),
+    (11, 6, "view", "2026-09-01 08:00:00"),  # outside the 30-day lookback
+]
+LABEL_DAY = [
+    (11, 3, "purchase", "2026-11-10 12:00:00", 30.0), (12, 5, "purchase", "2026-11-10 09:00:00", 50.0),
+    (10, 6, "view", "2026-11-10 01:00:00"),
+]
+
+
+@pytest.fixture(scope="module")
+def items(spark):
+    return make_items(spark)
+
+
+def by_key(df, *keys):
+    return {tuple(r[k] for k in keys) if len(keys) > 1 else r[keys[0]]: r for r in df.collect()}
+
+
+def test_user_favours_lists_are_most_recent_first_and_bounded(spark, items):
+    events = make_events(spark, HISTORY + LABEL_DAY)
+    fav = by_key(features.user_favours(events, items, LABEL_TS, PARAMS), "user_id")
+    u10 = fav[10]
+    assert [x["item_id"] for x in u10["likes"]] == [5, 4, 3]  # 5 likes, capped at 3, newest first
+    assert [x["ts"] for x in u10["likes"]] == sorted((x["ts"] for x in u10["likes"]), reverse=True)
+    assert [(x["item_id"], x["rating"]) for x in u10["reviews"]] == [(2, 2), (1, 4)]
+    assert [(x["item_id"], x["price"]) for x in u10["purchases"]] == [(1, 9.5)]
+    assert u10["n_events"] == 8
+    assert u10["category_counts"] == {"toys/lego": 3, "toys/dolls": 2, "books/novel": 2, "garden/tools": 1}
+    assert utc(u10["last_event_ts"]) == at("2026-11-08 12:00:00")
+    assert fav[11]["likes"] == [] and fav[11]["n_events"] == 4  # the September view is out of the lookback
+    assert set(fav) == {10, 11, 12}  # label-day events are at/after as_of: no user 10 view of item 6
+    assert "garden/tools" not in fav[12]["category_counts"]
+
+
+def test_user_favours_affinity_decays_with_half_life(spark, items):
+    events = make_events(spark, [(20, 1, "view", "2026-11-09 00:00:00"), (20, 2, "view", "2026-11-03 00:00:00"),
+                                 (20, 3, "view", "2026-11-09 00:00:00")])
+    params = FeatureParams(half_life=dt.timedelta(days=1))
+    row = features.user_favours(events, items, LABEL_TS, params).collect()[0]
+    aff = row["category_affinity"]
+    assert aff["toys/lego"] == pytest.approx(0.5, rel=1e-12)  # one half-life old
+    assert aff["toys/dolls"] == pytest.approx(2.0 ** -7, rel=1e-12)
+    assert aff["books/novel"] == pytest.approx(0.5, rel=1e-12)
+
+
+def test_item_stats_ctr_conversion_and_mean_rating(spark, items):
+    events = make_events(spark, HISTORY + [
+        (13, 1, "view", "2026-11-07 08:00:00"), (13, 2, "review", "2026-11-07 08:00:00", None, 3)])
+    stats = by_key(features.item_stats(events, items, LABEL_TS, PARAMS), "item_id")
+    one = stats[1]
+    assert (one["views"], one["clicks"], one["purchases"], one["reviews"]) == (5, 1, 2, 2)
+    assert one["ctr"] == pytest.approx(1 / 5) and one["conversion"] == pytest.approx(2 / 5)
+    assert one["mean_rating"] == pytest.approx(4.5) and one["ratings"] == 2
+    assert one["popularity"] == 5 and one["users"] == 4 and one["category"] == "toys/lego"
+    two = stats[2]
+    assert two["views"] == 0 and two["ctr"] is None and two["conversion"] is None
+    assert two["mean_rating"] == pytest.approx(2.5)
+    assert stats[6]["views"] == 0  # September view is outside the lookback; catalog item still listed
+    assert stats[3]["conversion"] == pytest.approx(1.0)
+
+
+def feature_columns(df):
+    return [c for c in df.columns if c not in ("label",)]
+
+
+def test_training_set_labels_and_negatives(spark, items):
+    events = make_events(spark, HISTORY + LABEL_DAY)
+    rows = features.training_set(events, items, LABEL_TS, PARAMS).collect()
+    positives = {(r["user_id"], r["item_id"]) for r in rows if r["label"] == 1}
+    negatives = {(r["user_id"], r["item_id"]) for r in rows if r["label"] == 0}
+    assert positives == {(11, 3), (12, 5)}
+    assert negatives and not negatives & positives
+    assert {u for u, _ in negatives} <= {11, 12}
+    assert len(rows) == len(positives | negatives)  # no duplicate pairs
+    assert all(utc(r["label_ts"]) == LABEL_TS for r in rows)
+    again = features.training_set(events, items, LABEL_TS, PARAMS).collect()
+    assert sorted(map(tuple, again)) == sorted(map(tuple, rows))  # seeded: the same negatives
+
+
+def test_training_set_is_point_in_time_correct(spark, items):
+    base = make_events(spark, HISTORY + LABEL_DAY)
+    # the label-day events again, plus more activity at and after the label time for the same users/items
+    later = make_events(spark, HISTORY + LABEL_DAY + [
+        (11, 3, "view", "2026-11-10 00:00:00"),  # exactly at label time: must never count
+        (11, 3, "purchase", "2026-11-10 00:00:00", 30.0),
+        (12, 5, "like", "2026-11-10 00:00:00"), (12, 1, "view", "2026-11-10 00:00:01"),
+        (11, 1, "purchase", "2026-11-12 10:00:00", 10.0), (12, 5, "review", "2026-11-20 10:00:00", None, 1),
+    ])
+    first = by_key(features.training_set(base, items, LABEL_TS, PARAMS), "user_id", "item_id")
+    second = by_key(features.training_set(later, items, LABEL_TS, PARAMS), "user_id", "item_id")
+    cols = [c for c in next(iter(first.values())).asDict() if c != "label"]
+    for key in set(first) & {k for k, r in first.items() if r["label"] == 1}:
+        assert {c: first[key][c] for c in cols} == {c: second[key][c] for c in cols}, key
+    r = first[(11, 3)]
+    # item 3 before label time: user 12 viewed it once and bought it once; user 11 never touched it
+    assert (r["item_views"], r["item_purchases"], r["item_conversion"]) == (1, 1, 1.0)
+    assert (r["user_item_events"], r["seconds_since_user_item"]) == (0, None)
+    assert r["user_events"] == 4 and r["user_purchases"] == 0  # the label purchase is not a feature
+    r12 = first[(12, 5)]
+    assert r12["user_purchases"] == 2 and r12["seconds_since_user_event"] == pytest.approx(1.0)
+    assert r12["user_category_events"] == 0 and r12["user_category_affinity"] == 0.0
+
+
+def test_training_set_event_at_label_time_never_counts(spark, items):
+    only_at = make_events(spark, [(11, 3, "view", "2026-11-10 00:00:00"), (11, 3, "click", "2026-11-10 00:00:00"),
+                                  (11, 3, "purchase", "2026-11-10 05:00:00", 30.0)])
+    row = [r for r in features.training_set(only_at, items, LABEL_TS, PARAMS).collect() if r["label"] == 1]
+    assert len(row) == 1
+    r = row[0]
+    assert (r["user_events"], r["item_views"], r["item_clicks"], r["user_item_events"]) == (0, 0, 0, 0)
+    assert r["user_category_affinity"] == 0.0 and r["item_ctr"] is None
+
+
+# -- numba kernel vs pandas reference ---------------------------------------------------------------------
+
+def random_events(n: int, users: int, cats: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    t_ref = pd.Timestamp("2026-11-10", tz="UTC")
+    ages = pd.to_timedelta(rng.integers(1, 40 * 86400 * 10**6, n), unit="us")
+    return pd.DataFrame({"user_id": rng.integers(1, users + 1, n).astype("int64"),
+                         "category": [f"c{k}" for k in rng.integers(0, cats, n)],
+                         "ts": t_ref - ages})
+
+
+def assert_same_affinity(got: pd.DataFrame, want: pd.DataFrame) -> None:
+    got = got.sort_values(["user_id", "category"]).reset_index(drop=True)
+    want = want.sort_values(["user_id", "category"]).reset_index(drop=True)
+    assert list(got["user_id"]) == list(want["user_id"])
+    assert list(got["category"]) == list(want["category"])
+    assert list(got["n"]) == list(want["n"])
+    np.testing.assert_allclose(got["affinity"].to_numpy(), want["affinity"].to_numpy(), rtol=1e-9, atol=0)
+
+
+def test_decay_sums_kernel_direct():
+    users = np.array([1, 1, 1, 2, 2], np.int64)
+    codes = np.array([0, 1, 0, 1, 1], np.int64)
+    day = 86400 * 10**6
+    t_ref = 10 * day
+    t = np.array([10 * day - day, 9 * day, 8 * day, 0, 10 * day - 1], np.int64)
+    rows, out_codes, sums, counts = kernels.decay_sums(users, codes, t, 2, t_ref, math.log(2) / day)
+    assert list(rows) == [0, 1, 3] and list(out_codes) == [0, 1, 1] and list(counts) == [2, 1, 2]
+    np.testing.assert_allclose(sums, [0.5 + 0.25, 0.5, 2.0 ** -10 + 2.0 ** (-1 / day)], rtol=1e-12)
+
+
+@pytest.mark.parametrize("batch_rows", [10000, 37])
+def test_numba_mapinarrow_matches_pandas_reference(spark, batch_rows):
+    pdf = random_events(6000, users=150, cats=12, seed=batch_rows)
+    t_ref = int(pd.Timestamp("2026-11-10", tz="UTC").value // 1000)
+    half_life = 3.5 * 86400
+    old = spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch")
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(batch_rows))  # users straddle batches
+    try:
+        df = spark.createDataFrame(pdf, "user_id long, category string, ts timestamp")
+        prepared = kernels.prepare_affinity_input(df, t_ref, num_partitions=3)
+        got = kernels.affinity_numba(prepared, t_ref, half_life).toPandas()
+        via_spark_pandas = kernels.affinity_pandas_partitions(prepared, t_ref, half_life).toPandas()
+    finally:
+        spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", old)
+    want = kernels.affinity_pandas(pdf, t_ref, half_life)
+    assert len(got) == len(want) == len(pdf.groupby(["user_id", "category"]))
+    assert_same_affinity(got, want)
+    assert_same_affinity(via_spark_pandas, want)
+
+
+def test_affinity_excludes_events_at_or_after_reference_time(spark):
+    t_ref = dt.datetime(2026, 11, 10, tzinfo=UTC)
+    pdf = pd.DataFrame({"user_id": [1, 1, 1], "category": ["a", "a", "b"],
+                        "ts": [t_ref - dt.timedelta(days=1), t_ref, t_ref + dt.timedelta(hours=1)]})
+    df = spark.createDataFrame(pdf, "user_id long, category string, ts timestamp")
+    got = features.category_affinity(df, t_ref, dt.timedelta(days=1)).collect()
+    assert [(r["user_id"], r["category"], r["n"]) for r in got] == [(1, "a", 1)]
+    assert got[0]["affinity"] == pytest.approx(0.5, rel=1e-12)
