@@ -1,0 +1,50 @@
+"""The ``datagen`` job's options and body (``jobs/datagen.py`` only wires them to :mod:`lakeloop.cli`)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+from lakeloop.datagen import SOURCES, day_range, generate, spark_runner
+from lakeloop.schemas import source_schema
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+    from lakeloop.session import RunContext
+
+__all__ = ["add_arguments", "run"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--events/--users/--items/--seed/--bad-fraction`` (defaults: conf ``datagen.*``), ``--days``."""
+    parser.add_argument("--events", type=int, default=None, help="event lines per day (default: datagen.events)")
+    parser.add_argument("--users", type=int, default=None, help="users in the snapshot (default: datagen.users)")
+    parser.add_argument("--items", type=int, default=None, help="items in the catalog (default: datagen.items)")
+    parser.add_argument("--seed", type=int, default=None, help="random seed (default: datagen.seed)")
+    parser.add_argument("--bad-fraction", type=float, default=None,
+                        help="share of lines with one defect (default: datagen.bad_fraction)")
+    parser.add_argument("--days", type=int, default=1, help="consecutive days ending with --date (default 1)")
+    parser.add_argument("--parts", type=int, default=None, help="event files per day (default: by size)")
+    parser.add_argument("--max-part-rows", type=int, default=1_000_000, help="largest file, in lines")
+
+
+def _option(args: argparse.Namespace, ctx: RunContext, name: str):
+    value = getattr(args, name)
+    return ctx.conf[f"datagen.{name}"] if value is None else value
+
+
+def run(ctx: RunContext, spark: SparkSession, args: argparse.Namespace) -> int:
+    dates = day_range(ctx.run_date, args.days)
+    landing = ctx.conf.path("landing")
+    manifests = generate(
+        landing, dates,
+        events=_option(args, ctx, "events"), users=_option(args, ctx, "users"), items=_option(args, ctx, "items"),
+        seed=_option(args, ctx, "seed"), bad_fraction=_option(args, ctx, "bad_fraction"), parts=args.parts,
+        max_part_rows=args.max_part_rows, runner=spark_runner(spark),
+        schemas={s: source_schema(ctx.conf, s) for s in SOURCES})
+    for m in manifests:
+        summary = ", ".join(f"{s} {v['rows']} rows ({v['rows'] - v['counts']['good']} bad)"
+                            for s, v in m["sources"].items())
+        ctx.log.info("datagen %s into %s: %s", m["date"], landing, summary)
+    return 0

@@ -1,0 +1,172 @@
+"""Column values of generated rows, one chunk at a time: events, users and items."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from lakeloop.datagen.render import Col, Frame, hex_ids
+from lakeloop.datagen.world import (BRANDS, CATEGORIES, COUNTRIES, FAVOURITES, REVIEW_TEXTS, SEGMENTS, World,
+                                    day_prices)
+
+__all__ = ["Exposures", "events_frame", "users_frame", "items_frame", "unique_ids"]
+
+EVENT_TYPES = ("view", "click", "add_to_cart", "purchase", "like", "review")
+_TYPE_P = np.array([0.55, 0.20, 0.10, 0.05, 0.06, 0.04])
+_PRICED = np.array([True, True, True, True, False, False])      # like/review carry no price
+_WITH_QUANTITY = np.array([False, False, True, True, False, False])  # others rely on the default 1
+# share of sessions started in each hour of the day (UTC): quiet nights, lunch and evening peaks
+HOUR_CURVE = np.array([2, 1.2, 0.8, 0.6, 0.6, 0.9, 1.8, 3.2, 4.5, 5, 5.2, 5.8,
+                       6.5, 6.2, 5.4, 5.2, 5.3, 5.8, 6.6, 7.4, 7.8, 7, 5.2, 3.4])
+HOUR_CURVE = HOUR_CURVE / HOUR_CURVE.sum()
+_MEAN_SESSION = 6.0          # events per session
+_MEAN_GAP_S = 40.0           # seconds between events of a session
+_FAVOURITE_P = np.array([0.6, 0.3, 0.1])
+_P_TASTE_SESSION = 0.8       # session browses one of the user's favourite categories
+_P_IN_CATEGORY = 0.7         # event's item comes from the session's category (else: anywhere, by popularity)
+_P_EXPOSED = 0.35            # event's item comes from what the user was shown, when there is such a list
+_RATING_P = np.array([0.06, 0.07, 0.14, 0.3, 0.43])
+_QUANTITY_P = np.array([0.78, 0.14, 0.04, 0.02, 0.02])
+_REVIEW_TEXTS = np.array([t for texts in REVIEW_TEXTS for t in texts], dtype=object)
+
+
+def unique_ids(seed: int, counters: np.ndarray) -> np.ndarray:
+    """A bijective scramble of 64-bit counters (distinct counters give distinct ids), keyed by the seed."""
+    x = counters.astype(np.uint64) ^ np.uint64((seed * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+@dataclass(frozen=True)
+class Exposures:
+    """Per-user lists of item ids shown to users (e.g. yesterday's recommendations), as CSR arrays.
+
+    Events of an exposed user pick an item from the list with probability ``_P_EXPOSED``.
+    """
+
+    offsets: np.ndarray  # (users + 1,) into items, by user index
+    items: np.ndarray    # item indexes (id - 1)
+
+    @classmethod
+    def build(cls, exposures: Mapping[int, Sequence[int]], n_users: int, n_items: int) -> Exposures:
+        counts = np.zeros(n_users + 1, dtype=np.int64)
+        flat: list[np.ndarray] = []
+        for user_id in sorted(exposures):
+            ids = np.asarray(exposures[user_id], dtype=np.int64)
+            if not 1 <= user_id <= n_users:
+                raise ValueError(f"exposures: user id {user_id} is not in 1..{n_users}")
+            if len(ids) and (ids.min() < 1 or ids.max() > n_items):
+                raise ValueError(f"exposures: user {user_id} has item ids outside 1..{n_items}")
+            counts[user_id] = len(ids)
+            flat.append(ids - 1)
+        items = np.concatenate(flat) if flat else np.zeros(0, dtype=np.int64)
+        return cls(offsets=np.cumsum(counts), items=items)
+
+
+def _sessions(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Session lengths (>= 1) summing to exactly ``n``."""
+    lengths = rng.geometric(1.0 / _MEAN_SESSION, size=int(n / _MEAN_SESSION * 1.2) + 8)
+    while lengths.sum() < n:
+        lengths = np.concatenate([lengths, rng.geometric(1.0 / _MEAN_SESSION, size=len(lengths))])
+    ends = np.cumsum(lengths)
+    k = int(np.searchsorted(ends, n)) + 1
+    lengths = lengths[:k].copy()
+    lengths[-1] -= int(ends[k - 1]) - n
+    return lengths
+
+
+def _pick_items(w: World, rng: np.random.Generator, user: np.ndarray, session_cat: np.ndarray,
+                exposures: Exposures | None) -> np.ndarray:
+    n = len(user)
+    in_cat = rng.random(n) < _P_IN_CATEGORY
+    cat_pick = np.searchsorted(w.category_cdf, session_cat + rng.random(n) * (1 - 1e-12), side="right")
+    glob_pick = np.searchsorted(w.global_cdf, rng.random(n), side="right")
+    item = np.where(in_cat, w.by_category[np.minimum(cat_pick, w.n_items - 1)], glob_pick)
+    if exposures is not None:
+        start, stop = exposures.offsets[user], exposures.offsets[user + 1]
+        take = (stop > start) & (rng.random(n) < _P_EXPOSED)
+        pos = start + (rng.random(n) * (stop - start)).astype(np.int64)
+        item = np.where(take, exposures.items[np.minimum(pos, max(len(exposures.items) - 1, 0))], item)
+    return np.minimum(item, w.n_items - 1)
+
+
+def events_frame(w: World, rng: np.random.Generator, day: int, id_base: int, n: int, session_base: int,
+                 exposures: Exposures | None = None) -> Frame:
+    """``n`` events of ``day`` in sessions, sorted by time.
+
+    ``id_base`` + row number is the event counter and ``session_base`` + session number the session
+    counter: callers give each chunk disjoint counter ranges so that ids never collide.
+    """
+    lengths = _sessions(rng, n)
+    n_sessions = len(lengths)
+    session = np.repeat(np.arange(n_sessions), lengths)
+    first = np.cumsum(lengths) - lengths
+    position = np.arange(n) - first[session]
+
+    user = np.searchsorted(w.user_activity_cdf, rng.random(n_sessions), side="right")
+    user = np.minimum(user, w.n_users - 1)
+    hour = rng.choice(24, size=n_sessions, p=HOUR_CURVE)
+    start = day * 86400 + hour * 3600 + rng.integers(0, 3600, n_sessions)
+    gaps = np.where(position == 0, 0, np.ceil(rng.exponential(_MEAN_GAP_S, n))).astype(np.int64)
+    offset = np.cumsum(gaps)
+    ts = np.minimum(start[session] + offset - offset[first][session], day * 86400 + 86399)
+
+    favourite = w.user_favourites[user, rng.choice(FAVOURITES, size=n_sessions, p=_FAVOURITE_P)]
+    anywhere = np.searchsorted(np.cumsum(w.category_weight), rng.random(n_sessions), side="right")
+    session_cat = np.where(rng.random(n_sessions) < _P_TASTE_SESSION, favourite,
+                           np.minimum(anywhere, len(CATEGORIES) - 1))
+    item = _pick_items(w, rng, user[session], session_cat[session], exposures)
+
+    etype = np.where(position == 0, 0, rng.choice(len(EVENT_TYPES), size=n, p=_TYPE_P))
+    rating = rng.choice(5, size=n, p=_RATING_P) + 1
+    text_pick = rng.integers(0, 3, n)
+    quantity = rng.choice(len(_QUANTITY_P), size=n, p=_QUANTITY_P) + 1
+    price = day_prices(w, day).price[item]
+
+    order = np.argsort(ts, kind="stable")
+    is_review = etype[order] == EVENT_TYPES.index("review")
+    review_text = _REVIEW_TEXTS[(rating[order] - 1) * 3 + text_pick[order]]
+    return {
+        "event_id": Col(hex_ids("e", unique_ids(w.seed, id_base + order))),
+        "user_id": Col(user[session][order] + 1),
+        "item_id": Col(item[order] + 1),
+        "type": Col(pa.array(np.array(EVENT_TYPES, dtype=object)[etype[order]], pa.string())),
+        "ts": Col(ts[order]),
+        "session_id": Col(hex_ids("s", unique_ids(w.seed, session_base + session[order]))),
+        "price": Col(price[order], valid=_PRICED[etype[order]]),
+        "quantity": Col(quantity[order], valid=_WITH_QUANTITY[etype[order]]),
+        "rating": Col(rating[order], valid=is_review),
+        "review_text": Col(pa.array(review_text, pa.string()), valid=is_review),
+    }
+
+
+def users_frame(w: World, row0: int, n: int) -> Frame:
+    """Users ``row0 + 1`` .. ``row0 + n`` of the daily snapshot."""
+    idx = np.arange(row0, row0 + n)
+    age, segment = w.user_age[idx], w.user_segment[idx]
+    return {
+        "user_id": Col(idx + 1),
+        "country": Col(pa.array(np.array(COUNTRIES, dtype=object)[w.user_country[idx]], pa.string())),
+        "age": Col(age, valid=age >= 0, explicit_null=True),
+        "signup_ts": Col(w.user_signup[idx]),
+        "segment": Col(pa.array(np.array(SEGMENTS, dtype=object)[np.maximum(segment, 0)], pa.string()),
+                       valid=segment >= 0),
+    }
+
+
+def items_frame(w: World, day: int, row0: int, n: int) -> Frame:
+    """Items ``row0 + 1`` .. ``row0 + n`` of the catalog export of ``day``."""
+    idx = np.arange(row0, row0 + n)
+    prices = day_prices(w, day)
+    brand = w.item_brand[idx]
+    return {
+        "item_id": Col(idx + 1),
+        "category": Col(pa.array(np.array(CATEGORIES, dtype=object)[w.item_category[idx]], pa.string())),
+        "price": Col(prices.price[idx]),
+        "brand": Col(pa.array(np.array(BRANDS, dtype=object)[np.maximum(brand, 0)], pa.string()), valid=brand >= 0),
+        "updated_at": Col(prices.updated_at[idx]),
+    }
