@@ -1,0 +1,362 @@
+"""The serving store interface: a versioned keyspace with an atomic switch.
+
+A bulk load writes a complete new version next to the one being served and then
+switches ``{namespace}:current`` to it in one atomic step::
+
+    store.begin_load("2026-11-22")
+    store.write_batch("2026-11-22", items)        # many calls, in Spark executors
+    store.commit_load("2026-11-22", expected_count=n)
+
+Readers always resolve ``current`` and the value in one consistent step, so they see
+either the complete old version or the complete new one.  A load that fails, is
+killed or writes the wrong number of keys never becomes visible.
+
+Store objects are small: they hold a :class:`StoreSettings` and open their connection
+lazily in the process that uses them, so they can be pickled into Spark tasks.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from itertools import islice
+from typing import Any, ClassVar
+
+import orjson
+
+from lakeloop.errors import LakeloopError
+
+__all__ = ["ServingStore", "StoreSettings", "ServingError", "LoadRefused", "LoadInfo",
+           "encode_value", "decode_value", "LOADING", "COMMITTED"]
+
+LOADING = "loading"
+COMMITTED = "committed"
+# states a version passes through while it is being removed; writes are refused
+DELETING = "deleting"
+
+# ':' separates the parts of a key and glob characters would break SCAN patterns
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+_RESERVED_VERSIONS = frozenset({"current", "rt"})
+_JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+
+
+class ServingError(LakeloopError):
+    """A serving store operation cannot be carried out; the store is unchanged."""
+
+
+class LoadRefused(ServingError):
+    """``commit_load`` refused to switch: the load is incomplete, unknown or already switched."""
+
+
+def encode_value(value: Any) -> bytes:
+    """Compact JSON of a prediction or top-N list (numpy scalars and arrays allowed)."""
+    try:
+        return orjson.dumps(value, option=_JSON_OPTIONS)
+    except TypeError as exc:
+        raise ServingError(f"value {value!r:.80} cannot be stored as JSON: {exc}") from None
+
+
+def decode_value(raw: bytes | str | None) -> Any:
+    """The value stored by :func:`encode_value`; ``None`` stays ``None``."""
+    return None if raw is None else orjson.loads(raw)
+
+
+def check_name(what: str, name: str) -> str:
+    """Validate a namespace or version name (letters, digits, ``_ . -``; no ``:``)."""
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ServingError(f"{what} {name!r}: expected letters, digits, '_', '.' or '-' "
+                           "(at most 128, starting with a letter or digit)")
+    if what == "version" and name in _RESERVED_VERSIONS:
+        raise ServingError(f"version {name!r} is reserved")
+    return name
+
+
+def key_text(key: Any) -> str:
+    """A serving key as text: strings as they are, integers in decimal."""
+    if isinstance(key, str):
+        return key
+    if isinstance(key, int) and not isinstance(key, bool):
+        return str(key)
+    if hasattr(key, "item") and isinstance(key.item(), int):  # numpy integer
+        return str(key.item())
+    raise ServingError(f"key {key!r}: expected a string or an integer")
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    """Everything a store needs to reconnect in another process; never a secret.
+
+    ``options`` holds the backend's own settings (Redis host/port/db/password_env,
+    SQLite path).
+    """
+
+    store: str
+    namespace: str = "lakeloop"
+    keep_versions: int = 2
+    ttl_seconds: int | None = None
+    batch_size: int = 2000
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_name("namespace", self.namespace)
+        for name, low in (("keep_versions", 1), ("batch_size", 1)):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < low:
+                raise ServingError(f"serving.{name}: expected an integer >= {low}, got {getattr(self, name)!r}")
+        if self.ttl_seconds is not None and (not isinstance(self.ttl_seconds, int) or self.ttl_seconds < 1):
+            raise ServingError(f"serving.ttl_seconds: expected null or an integer >= 1, got {self.ttl_seconds!r}")
+        object.__setattr__(self, "options", dict(self.options))
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain dict (JSON-safe) that :meth:`from_dict` turns back into these settings."""
+        return asdict(self) | {"options": dict(self.options)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> StoreSettings:
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class LoadInfo:
+    """What the store knows about one version: its state and the distinct keys written."""
+
+    version: str
+    state: str
+    count: int
+    started_at: float | None = None
+    committed_at: float | None = None
+
+
+def chunked(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    it = iter(items)
+    while chunk := list(islice(it, size)):
+        yield chunk
+
+
+def merge_views(batch: Any, realtime: Any) -> dict[str, Any] | None:
+    """The ``lookup`` result: the batch value (a mapping, or ``{"value": v}``) plus ``realtime``."""
+    if batch is None and realtime is None:
+        return None
+    merged = dict(batch) if isinstance(batch, Mapping) else ({} if batch is None else {"value": batch})
+    if realtime is not None:
+        merged["realtime"] = realtime
+    return merged
+
+
+class ServingStore(ABC):
+    """A versioned key-value serving store with an atomic switch between versions.
+
+    Keys are strings (integers are written in decimal); values are anything JSON can
+    hold and are stored as compact JSON.  Version names use letters, digits, ``_``,
+    ``.`` and ``-``.
+
+    Subclasses implement the storage primitives; connections are opened lazily per
+    process (and per thread where the driver requires it) and never pickled.
+    """
+
+    #: the ``serving.store`` value this class implements
+    kind: ClassVar[str]
+
+    def __init__(self, settings: StoreSettings) -> None:
+        if settings.store != self.kind:
+            raise ServingError(f"{type(self).__name__} cannot use settings for store {settings.store!r}")
+        self.settings = settings
+        self._local = threading.local()
+
+    # -- pickling: only the settings travel ---------------------------------------------------------
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.settings,)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(namespace={self.namespace!r}, {self._describe()})"
+
+    def config(self) -> dict[str, Any]:
+        """A small JSON-safe dict from which :func:`lakeloop.serving.store_from_config` rebuilds this store."""
+        return self.settings.to_dict()
+
+    @property
+    def namespace(self) -> str:
+        return self.settings.namespace
+
+    def _connection(self) -> Any:
+        """This process's (and thread's) connection, opened on first use."""
+        local = self._local
+        if getattr(local, "pid", None) != os.getpid():
+            local.conn, local.pid = self._connect(), os.getpid()
+        return local.conn
+
+    def close(self) -> None:
+        """Close this thread's connection; the store reconnects on next use."""
+        local = self._local
+        if getattr(local, "pid", None) == os.getpid():
+            self._disconnect(local.conn)
+        local.pid = local.conn = None
+
+    def __enter__(self) -> ServingStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- bulk load -------------------------------------------------------------------------------
+    def begin_load(self, version: str) -> None:
+        """Start loading ``version``.
+
+        Leftovers of an earlier load of the same version (a failed run being repeated)
+        are removed first.  Loading the version that is being served is refused.
+        """
+        check_name("version", version)
+        if self.current_version() == version:
+            raise ServingError(f"version {version!r} is being served; load under a new version name")
+        if self.load_info(version) is not None:
+            self._remove_version(version)
+        self._begin(version)
+
+    def write_batch(self, version: str, items: Iterable[tuple[Any, Any]], *, encoded: bool = False) -> int:
+        """Write ``(key, value)`` pairs into a version being loaded; returns the pairs written.
+
+        Runs in Spark executors, once or many times per partition.  Values are encoded as
+        JSON unless ``encoded`` is true, in which case they already are JSON text (e.g. from
+        Spark's ``to_json``) and are stored as they are.  Writing to a version that is not
+        loading (committed, aborted, never begun) raises :class:`ServingError`.  Writing a key
+        twice keeps the last value and counts the key once.
+        """
+        check_name("version", version)
+        written = 0
+        for chunk in chunked(items, self.settings.batch_size):
+            # a duplicate inside one command would be counted twice by the stores' new-key count
+            pairs = {key_text(k): (v if encoded else encode_value(v)) for k, v in chunk}
+            written += len(chunk)
+            self._write(version, [(k, _as_bytes(v)) for k, v in pairs.items()])
+        self._flush(version)
+        return written
+
+    def commit_load(self, version: str, expected_count: int) -> str | None:
+        """Switch ``current`` to ``version`` if exactly ``expected_count`` distinct keys were written.
+
+        The check and the switch are one atomic step; on refusal (:class:`LoadRefused`)
+        nothing changes and the previous version keeps serving.  After the switch, versions
+        beyond ``serving.keep_versions`` are deleted.  Returns the version served before.
+        """
+        check_name("version", version)
+        previous = self._commit(version, int(expected_count))
+        self.collect_garbage()
+        return previous
+
+    def abort_load(self, version: str) -> int:
+        """Remove a version that is not being served (a failed load); returns the keys deleted."""
+        check_name("version", version)
+        if self.current_version() == version:
+            raise ServingError(f"version {version!r} is being served and cannot be aborted")
+        if self.load_info(version) is None:
+            return 0
+        return self._remove_version(version)
+
+    def collect_garbage(self) -> list[str]:
+        """Delete committed versions beyond ``keep_versions`` (never the current one); returns them."""
+        current = self.current_version()
+        committed = [v for v in self.versions() if v != current]
+        keep_others = self.settings.keep_versions - (1 if current else 0)
+        doomed = committed[:max(len(committed) - keep_others, 0)]
+        for version in doomed:
+            self._remove_version(version)
+        return doomed
+
+    # -- reads -----------------------------------------------------------------------------------
+    def get(self, key: Any) -> Any:
+        """The value of ``key`` in the current version, or ``None``."""
+        return self.get_many([key])[0]
+
+    def get_many(self, keys: Sequence[Any]) -> list[Any]:
+        """Values of ``keys`` in the current version (``None`` where missing), read consistently."""
+        texts = [key_text(k) for k in keys]
+        if not texts:
+            return []
+        _, raw = self._read_current(texts)
+        return [decode_value(r) for r in raw]
+
+    def lookup(self, key: Any) -> dict[str, Any] | None:
+        """Batch value merged with the real-time view: the batch mapping plus a ``realtime`` field.
+
+        A batch value that is not a mapping comes back as ``{"value": ...}``; ``None`` when
+        the key is in neither view.
+        """
+        batch, realtime = self._read_both(key_text(key))
+        return merge_views(decode_value(batch), decode_value(realtime))
+
+    def put_realtime(self, items: Iterable[tuple[Any, Any]], ttl: int | None = None) -> int:
+        """Write real-time values (not versioned, ``{namespace}:rt:{key}``); ``ttl`` in seconds."""
+        if ttl is not None and (not isinstance(ttl, int) or ttl < 1):
+            raise ServingError(f"realtime ttl: expected None or an integer >= 1, got {ttl!r}")
+        written = 0
+        for chunk in chunked(items, self.settings.batch_size):
+            pairs = {key_text(k): encode_value(v) for k, v in chunk}
+            self._write_realtime(list(pairs.items()), ttl)
+            written += len(chunk)
+        return written
+
+    def get_realtime(self, key: Any) -> Any:
+        """The real-time value of ``key``, or ``None``."""
+        return decode_value(self._read_realtime(key_text(key)))
+
+    @abstractmethod
+    def current_version(self) -> str | None:
+        """The version being served, or ``None`` before the first commit."""
+
+    @abstractmethod
+    def versions(self) -> list[str]:
+        """Committed versions still stored, oldest first (the current one is normally last)."""
+
+    @abstractmethod
+    def load_info(self, version: str) -> LoadInfo | None:
+        """State and key count of ``version``, or ``None`` when the store has no trace of it."""
+
+    # -- backend primitives ---------------------------------------------------------------------------
+    @abstractmethod
+    def _describe(self) -> str: ...
+
+    @abstractmethod
+    def _connect(self) -> Any: ...
+
+    @abstractmethod
+    def _disconnect(self, conn: Any) -> None: ...
+
+    @abstractmethod
+    def _begin(self, version: str) -> None: ...
+
+    @abstractmethod
+    def _write(self, version: str, pairs: list[tuple[str, bytes]]) -> None:
+        """Write distinct keys if ``version`` is loading, counting the keys that are new."""
+
+    def _flush(self, version: str) -> None:
+        """Wait for writes still in flight (stores that pipeline them)."""
+
+    @abstractmethod
+    def _commit(self, version: str, expected_count: int) -> str | None: ...
+
+    @abstractmethod
+    def _remove_version(self, version: str) -> int:
+        """Stop writes to ``version``, then delete its keys and its record; returns keys deleted."""
+
+    @abstractmethod
+    def _read_current(self, keys: list[str]) -> tuple[str | None, list[bytes | None]]: ...
+
+    @abstractmethod
+    def _read_both(self, key: str) -> tuple[bytes | None, bytes | None]: ...
+
+    @abstractmethod
+    def _write_realtime(self, pairs: list[tuple[str, bytes]], ttl: int | None) -> None: ...
+
+    @abstractmethod
+    def _read_realtime(self, key: str) -> bytes | None: ...
+
+
+def _as_bytes(value: Any) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    raise ServingError(f"encoded value {value!r:.80}: expected JSON text (str or bytes)")
