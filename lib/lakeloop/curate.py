@@ -1,0 +1,365 @@
+"""Schema-on-read curation: ``bronze.<source>`` -> ``silver.<source>`` + ``silver.<source>_quarantine``.
+
+Every bronze line of the run date ends in exactly one of the two tables.  Parsing and cleansing are
+Spark SQL expressions (no Python per row):
+
+1. parse: JSON lines through ``try_parse_json`` (a variant keeps each value's JSON kind, so a string
+   column given a number is told apart from ``"12"`` given to a number column); CSV lines split by
+   an RFC 4180 regular expression against the header line of their own file;
+2. cleanse each column from its text: numbers accept ``12``, ``"12"`` and ``"12.0"``; a
+   non-integral value for an integer column, an overflow or an unparsable text is ``wrong_type``;
+   absent/null/empty values take the column default, stay null when nullable, and are
+   ``missing_required`` otherwise;
+3. check ``range``/``enum``/``regex`` (``out_of_range``) and the unknown-field policy;
+4. keep one row per primary key: the latest by event time, then by ingest order; the others are
+   ``duplicate``.
+
+A rejected line keeps its raw text, lineage, a reason code and a detail naming the column.  When
+several defects meet in one line, the reason is the first in :data:`REASONS` order.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pyspark.sql import Column as SparkColumn
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+
+from lakeloop.errors import DataQualityError
+from lakeloop.schemas import Column, SourceSchema
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+    from lakeloop.conf import Conf
+
+__all__ = ["REASONS", "CurateReport", "parse", "cleanse", "classify", "deduplicate", "curate_frame",
+           "silver_frame", "quarantine_frame", "curate_source", "report_uri"]
+
+log = logging.getLogger("lakeloop.curate")
+
+REASONS = ("malformed", "unknown_field", "missing_required", "wrong_type", "out_of_range", "duplicate")
+# reasons that count against curate.max_quarantine_rate (a duplicate is not bad data)
+RATE_REASONS = REASONS[:-1]
+LINEAGE = ("_file", "_line", "_ingested_at")
+QUARANTINE_COLUMNS = ("value", "_header", "reason", "detail", "_file", "_line", "_ingested_at", "_batch_id", "dt")
+
+_NUMBER = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
+# epoch numbers at or above this magnitude are milliseconds, below it seconds (year 5138)
+_EPOCH_MILLIS_FROM = 100_000_000_000
+_JSON_NUMBER_KINDS = ("BIGINT", "DOUBLE", "FLOAT")
+
+
+def _raw(name: str) -> str:
+    return f"__raw_{name}"
+
+
+def _kind(name: str) -> str:
+    return f"__kind_{name}"
+
+
+def _err(name: str) -> str:
+    return f"__err_{name}"
+
+
+def _msg(name: str) -> str:
+    return f"__msg_{name}"
+
+
+# -- 1. parse -------------------------------------------------------------------------------------------
+
+
+def parse(bronze: DataFrame, schema: SourceSchema) -> DataFrame:
+    """Add, per schema column, its text (``__raw_<c>``, null when absent) and JSON kind (``__kind_<c>``),
+    plus ``__malformed`` (why the line cannot be parsed, or null), ``__unknown`` (field names not in
+    the schema) and ``_extra`` (JSON object of the unknown fields, null when none).
+    """
+    if schema.format == "csv":
+        return _parse_csv(bronze, schema)
+    return _parse_jsonl(bronze, schema)
+
+
+def _parse_jsonl(bronze: DataFrame, schema: SourceSchema) -> DataFrame:
+    known = F.array(*[F.lit(n) for n in schema.names])
+    v = F.expr("try_parse_json(value)")
+    df = bronze.withColumn("__v", v)
+    fields = F.expr("try_variant_get(__v, '$', 'map<string,variant>')")
+    df = df.withColumn("__fields", fields)
+    trimmed = F.trim(F.col("value"))
+    malformed = (
+        F.when(F.col("value").isNull() | (trimmed == ""), F.lit("empty line"))
+        .when(F.col("__v").isNull(), F.lit("not valid JSON (or a key repeated)"))
+        .when(F.col("__fields").isNull(), F.lit("not a JSON object"))
+        .when(~trimmed.endswith("}"), F.lit("text after the JSON object"))
+    )
+    unknown = F.array_except(F.map_keys("__fields"), known)
+    extra_map = F.map_filter("__fields", lambda k, _: ~F.array_contains(known, k))
+    cols: list[SparkColumn] = [
+        malformed.alias("__malformed"),
+        F.when(malformed.isNull(), unknown).alias("__unknown"),
+        F.when(malformed.isNull() & (F.size(unknown) > 0), F.to_json(extra_map)).alias("_extra"),
+    ]
+    items = [F.expr(f"try_variant_get(__v, '$.{c.name}')").alias(f"__item_{c.name}") for c in schema.columns]
+    df = df.select("*", *cols, *items).drop("__v", "__fields")
+    texts: list[SparkColumn] = []
+    for c in schema.columns:
+        item = F.col(f"__item_{c.name}")
+        present = item.isNotNull() & ~F.is_variant_null(item)
+        texts.append(F.when(present, item.cast("string")).alias(_raw(c.name)))
+        texts.append(F.when(present, F.schema_of_variant(item)).alias(_kind(c.name)))
+    return df.select("*", *texts).drop(*[f"__item_{c.name}" for c in schema.columns])
+
+
+def _java_char(ch: str) -> str:
+    """``ch`` escaped for a Java regular expression (inside or outside a character class)."""
+    return ch if ch.isalnum() else "\\" + ch
+
+
+def _csv_fields(line: SparkColumn, schema: SourceSchema) -> tuple[SparkColumn, SparkColumn]:
+    """(fields, well_formed) of one CSV line: quoted fields unquoted, unquoted empty fields null."""
+    d, q = _java_char(schema.csv.delimiter), _java_char(schema.csv.quote)
+    field_re = f"(?:{q}(?:[^{q}]|{q}{q})*+{q}|[^{d}{q}]*+)"
+    # every field is preceded by the delimiter, so each match consumes at least one character
+    framed = F.concat(F.lit(schema.csv.delimiter), line)
+    well_formed = framed.rlike(f"^(?:{d}{field_re})+$")
+    tokens = F.regexp_extract_all(framed, F.lit(f"{d}({field_re})"), 1)
+    quote = schema.csv.quote
+
+    def unquote(tok: SparkColumn) -> SparkColumn:
+        inner = tok.substr(F.lit(2), F.length(tok) - 2)
+        return (F.when(tok == "", F.lit(None).cast("string"))
+                .when(tok.startswith(quote), F.replace(inner, F.lit(quote * 2), F.lit(quote)))
+                .otherwise(tok))
+
+    return F.transform(tokens, unquote), well_formed
+
+
+def _parse_csv(bronze: DataFrame, schema: SourceSchema) -> DataFrame:
+    known = F.array(*[F.lit(n) for n in schema.names])
+    values, well_formed = _csv_fields(F.col("value"), schema)
+    if schema.csv.header:
+        if "_header" not in bronze.columns:
+            bronze = bronze.withColumn("_header", F.lit(None).cast("string"))
+        header, header_ok = _csv_fields(F.col("_header"), schema)
+    else:
+        header, header_ok = known, F.lit(True)
+    df = bronze.withColumn("__fields", values).withColumn("__hdr", header)
+    n_fields, n_header = F.size("__fields"), F.size("__hdr")
+    malformed = (
+        F.when(F.col("value").isNull() | (F.col("value") == ""), F.lit("empty line"))
+        .when(F.col("__hdr").isNull() | ~header_ok, F.lit("file has no readable header line"))
+        .when(F.size(F.array_distinct("__hdr")) != n_header, F.lit("header repeats a column name"))
+        .when(~well_formed, F.lit("unbalanced or misplaced quote"))
+        .when(n_fields != n_header, F.concat(F.lit("line has "), n_fields.cast("string"),
+                                             F.lit(" fields, the header "), n_header.cast("string")))
+    )
+    unknown = F.array_except(F.col("__hdr"), known)
+    extra_map = F.map_filter(F.map_from_arrays("__hdr", "__fields"), lambda k, _: ~F.array_contains(known, k))
+    cols: list[SparkColumn] = [
+        malformed.alias("__malformed"),
+        F.when(malformed.isNull(), unknown).alias("__unknown"),
+        F.when(malformed.isNull() & (F.size(unknown) > 0), F.to_json(extra_map)).alias("_extra"),
+    ]
+    for c in schema.columns:
+        pos = F.array_position("__hdr", c.name)
+        text = F.when(malformed.isNull() & (pos > 0), F.element_at("__fields", pos.cast("int")))
+        cols.append(text.alias(_raw(c.name)))
+        cols.append(F.when(text.isNotNull(), F.lit("STRING")).alias(_kind(c.name)))
+    return df.select("*", *cols).drop("__fields", "__hdr")
+
+
+# -- 2./3. cleanse and check one column ----------------------------------------------------------------
+
+
+def _kind_ok(c: Column, kind: SparkColumn) -> SparkColumn:
+    """Which JSON kinds a column accepts: numbers as numbers or strings; strings only as strings."""
+    t = c.base_type
+    if t == "string":
+        return kind == "STRING"
+    if t == "boolean":
+        return kind.isin("BOOLEAN", "STRING")
+    number = kind.isin(*_JSON_NUMBER_KINDS) | kind.startswith("DECIMAL")
+    return number | (kind == "STRING")
+
+
+def _typed(c: Column, text: SparkColumn) -> SparkColumn:
+    """``text`` converted to the column type; null when it is not a valid value of the type."""
+    t = c.base_type
+    s = F.trim(text)
+    is_number = s.rlike(_NUMBER)
+    if t == "string":
+        return text
+    if t in ("int", "long"):
+        as_dec = s.try_cast("decimal(38,18)")
+        integral = as_dec == F.floor(as_dec)
+        return F.when(is_number & integral, as_dec.try_cast(c.sql_type))
+    if t == "double":
+        d = s.try_cast("double")
+        return F.when(is_number & ~F.isnan(d) & (F.abs(d) != F.lit(float("inf"))), d)
+    if t == "decimal":
+        d = s.try_cast(c.sql_type)
+        return F.when(is_number & (d == s.try_cast("decimal(38,18)")), d)
+    if t == "boolean":
+        low = F.lower(s)
+        return F.when(low.isin("true", "false"), low == "true")
+    if t == "timestamp":
+        n = s.try_cast("decimal(38,6)")
+        epoch = F.when(F.abs(n) >= _EPOCH_MILLIS_FROM, n / 1000).otherwise(n)
+        return F.when(is_number, F.timestamp_seconds(epoch)).otherwise(s.try_cast("timestamp"))
+    if t == "date":
+        return s.try_cast("date")
+    raise AssertionError(t)
+
+
+def _literal(c: Column, value: Any) -> SparkColumn:
+    return F.lit(value).cast(c.sql_type)
+
+
+def _constraint(c: Column, v: SparkColumn) -> tuple[SparkColumn, SparkColumn] | None:
+    """(violated, why) for the column's range/enum/regex over its typed value ``v``, or ``None``."""
+    checks: list[tuple[SparkColumn, str]] = []
+    if c.range is not None:
+        lo, hi = c.range
+        bad = F.lit(False)
+        if lo is not None:
+            bad = bad | (v < _literal(c, lo))
+        if hi is not None:
+            bad = bad | (v > _literal(c, hi))
+        checks.append((bad, f"outside range [{lo}, {hi}]"))
+    if c.enum is not None:
+        checks.append((~v.isin(*c.enum), "not one of " + ", ".join(map(str, c.enum))))
+    if c.regex is not None:
+        checks.append((~v.rlike(c.regex), f"does not match {c.regex}"))
+    if not checks:
+        return None
+    violated = F.lit(False)
+    why = F.lit(None).cast("string")
+    for bad, text in reversed(checks):
+        violated = violated | bad
+        why = F.when(bad, F.lit(text)).otherwise(why)
+    return violated, why
+
+
+def _typed_name(name: str) -> str:
+    return f"__typed_{name}"
+
+
+def _absent_name(name: str) -> str:
+    return f"__absent_{name}"
+
+
+def cleanse(parsed: DataFrame, schema: SourceSchema) -> DataFrame:
+    """Add, per column, its typed value (under the column's name) and, when the value is bad, the
+    reason (``__err_<c>``) and a detail naming the column (``__msg_<c>``).
+
+    Each step is its own projection over named columns, so that no expression is repeated inside
+    another (which would blow up the generated code of wide schemas).
+    """
+    steps: list[SparkColumn] = []
+    for c in schema.columns:
+        text, kind = F.col(_raw(c.name)), F.col(_kind(c.name))
+        absent = text.isNull() if c.base_type == "string" else (text.isNull() | (F.trim(text) == ""))
+        steps += [absent.alias(_absent_name(c.name)), F.when(_kind_ok(c, kind), _typed(c, text)).alias(_typed_name(c.name))]
+    df = parsed.select("*", *steps)
+
+    values = []
+    for c in schema.columns:
+        fallback = _literal(c, c.default) if c.default is not None else F.lit(None).cast(c.sql_type)
+        values.append(F.when(F.col(_absent_name(c.name)), fallback).otherwise(F.col(_typed_name(c.name))).alias(c.name))
+    df = df.select("*", *values)
+
+    errors: list[SparkColumn] = []
+    for c in schema.columns:
+        absent, typed, value = F.col(_absent_name(c.name)), F.col(_typed_name(c.name)), F.col(c.name)
+        err = (F.when(absent & F.lit(c.required), F.lit("missing_required"))
+               .when(~absent & typed.isNull(), F.lit("wrong_type")))
+        check = _constraint(c, value)
+        if check is not None:
+            err = err.when(value.isNotNull() & check[0], F.lit("out_of_range"))
+        errors.append(err.alias(_err(c.name)))
+    df = df.select("*", *errors)
+
+    messages: list[SparkColumn] = []
+    for c in schema.columns:
+        err, text = F.col(_err(c.name)), F.col(_raw(c.name))
+        shown = F.coalesce(text, F.lit(repr(c.default)))
+        check = _constraint(c, F.col(c.name))
+        msg = (F.when(err == "missing_required", F.lit(f"{c.name}: required value is missing"))
+               .when(err == "wrong_type", F.concat(F.lit(f"{c.name}="), text, F.lit(f": not a valid {c.type} ("),
+                                                   F.lower(F.col(_kind(c.name))), F.lit(")"))))
+        if check is not None:
+            msg = msg.when(err == "out_of_range", F.concat(F.lit(f"{c.name}="), shown, F.lit(": "), check[1]))
+        messages.append(msg.alias(_msg(c.name)))
+    helpers = [n for c in schema.columns for n in (_absent_name(c.name), _typed_name(c.name))]
+    return df.select("*", *messages).drop(*helpers)
+
+
+# -- 3. one reason per line ---------------------------------------------------------------------------
+
+
+def classify(cleansed: DataFrame, schema: SourceSchema) -> DataFrame:
+    """Add ``reason`` and ``detail``: the first defect of the line in :data:`REASONS` order,
+    or null for a line that is valid (before de-duplication)."""
+    malformed = F.col("__malformed")
+    if schema.unknown_fields == "reject":
+        unknown = F.size(F.coalesce(F.col("__unknown"), F.array())) > 0
+    else:
+        unknown = F.lit(False)
+    reason = F.when(malformed.isNotNull(), F.lit("malformed")).when(unknown, F.lit("unknown_field"))
+    detail = F.when(malformed.isNotNull(), malformed).when(
+        unknown, F.concat(F.lit("unknown field(s): "), F.array_join("__unknown", ", ")))
+    for code in ("missing_required", "wrong_type", "out_of_range"):
+        hits = [F.when(F.col(_err(c.name)) == code, F.col(_msg(c.name))) for c in schema.columns]
+        first = F.coalesce(*hits)
+        reason = reason.when(first.isNotNull(), F.lit(code))
+        detail = detail.when(first.isNotNull(), first)
+    return cleansed.withColumn("reason", reason).withColumn("detail", detail)
+
+
+def deduplicate(classified: DataFrame, schema: SourceSchema) -> DataFrame:
+    """Mark all but one valid line per primary key as ``duplicate``.
+
+    The line kept is the latest by event time, then by ingest order (``_ingested_at``, ``_file``,
+    ``_line``); the detail of a duplicate names the key and the line that was kept.
+    """
+    if not schema.primary_key:
+        return classified
+    order: list[SparkColumn] = []
+    if schema.event_time:
+        order.append(F.col(schema.event_time).desc_nulls_last())
+    order += [F.col("_ingested_at").desc_nulls_last(), F.col("_file").desc_nulls_last(),
+              F.col("_line").desc_nulls_last()]
+    valid = F.col("reason").isNull()
+    w = Window.partitionBy(valid, *schema.primary_key).orderBy(*order)
+    rank = F.row_number().over(w)
+    kept = F.concat(F.first("_file").over(w), F.lit(":"), F.first("_line").over(w).cast("string"))
+    key = F.concat_ws(", ", *[F.concat(F.lit(f"{k}="), F.col(k).cast("string")) for k in schema.primary_key])
+    dup = valid & (rank > 1)
+    return (classified
+            .withColumn("detail", F.when(dup, F.concat(F.lit("duplicate of "), key, F.lit(", kept "), kept))
+                        .otherwise(F.col("detail")))
+            .withColumn("reason", F.when(dup, F.lit("duplicate")).otherwise(F.col("reason"))))
+
+
+def curate_frame(bronze: DataFrame, schema: SourceSchema) -> DataFrame:
+    """Bronze lines -> every line with its typed columns, ``_extra`` and ``reason``/``detail``
+    (null reason: the line belongs in silver)."""
+    return deduplicate(classify(cleanse(parse(bronze, schema), schema), schema), schema)
+
+
+def silver_frame(curated: DataFrame, schema: SourceSchema) -> DataFrame:
+    """The silver rows of a curated frame: typed columns, ``_extra``, lineage, ``dt``."""
+    return (curated.where(F.col("reason").isNull())
+            .select(*schema.names, "_extra", *LINEAGE, "dt"))
+
+
+def quarantine_frame(curated: DataFrame) -> DataFrame:
+    """The rejected rows of a curated frame: raw line, header (CSV), reason, detail, lineage, ``dt``."""
+    if "_header" not in curated.columns:
+        curated = curated.withColumn("_header", F.lit(None).cast("string"))
+    return curated.where(F.col("reason").isNotNull()).select(*QUARANTINE_COLUMNS)
