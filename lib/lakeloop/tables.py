@@ -1,0 +1,39 @@
+"""Delta tables on Spark without the JVM connector.
+
+delta-rs (``deltalake``) owns the transaction log; Spark's native parquet reader and writer move
+the data.  A write stages parquet files in a uniquely named folder under the table root and the
+driver commits them with their partition values and footer statistics; a read resolves the
+snapshot's file list with delta-rs and hands it to ``spark.read.parquet``.  See ``docs/tables.md``.
+
+>>> from lakeloop import tables  # doctest: +SKIP
+>>> tables.write(df, "/data/silver/events", mode="overwrite", partition_by=["dt"],
+...              replace_where="dt = '2026-11-01'")  # doctest: +SKIP
+>>> tables.read(spark, "/data/silver/events", where="dt = '2026-11-01'")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+
+from lakeloop.delta.log import (ConcurrentWriteError, DeltaError, ReplaceWhereViolation, SchemaMismatchError,
+                                UnsupportedFeatureError, configure, load_table, locate)
+from lakeloop.delta.maintain import MergeResult, history, merge, optimize, restore, vacuum
+from lakeloop.delta.read import read
+from lakeloop.delta.write import WriteResult, write
+
+__all__ = ["read", "write", "exists", "version", "merge", "history", "optimize", "vacuum", "restore", "configure", "WriteResult", "MergeResult", "DeltaError",
+           "SchemaMismatchError", "ReplaceWhereViolation", "ConcurrentWriteError", "UnsupportedFeatureError"]
+
+
+def exists(uri: str | os.PathLike[str], *, storage_options: dict[str, str] | None = None) -> bool:
+    """Whether ``uri`` holds a Delta table."""
+    from deltalake import DeltaTable
+
+    loc = locate(uri, storage_options)
+    return DeltaTable.is_deltatable(loc.delta, loc.storage_options or None)
+
+
+def version(uri: str | os.PathLike[str], *, storage_options: dict[str, str] | None = None) -> int | None:
+    """The latest version of the table at ``uri``; None when there is no table."""
+    table = load_table(locate(uri, storage_options))
+    return None if table is None else table.version()
