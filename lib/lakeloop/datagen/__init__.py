@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from lakeloop.conf import ConfError
 from lakeloop.datagen import files
 from lakeloop.datagen.defects import KINDS, QUARANTINE_KINDS, VALID_KINDS
 from lakeloop.datagen.generator import SOURCES, Task, build_manifest, make_plan, plan_tasks, run_task
@@ -50,7 +51,7 @@ def spark_runner(spark: SparkSession) -> Runner:
 def day_range(last: str | dt.date, days: int) -> list[str]:
     """``days`` consecutive ISO dates ending with ``last``."""
     if days < 1:
-        raise ValueError(f"days must be at least 1, got {days}")
+        raise ConfError(f"datagen: days must be at least 1, got {days}")
     end = dt.date.fromisoformat(last) if isinstance(last, str) else last
     return [(end - dt.timedelta(days=days - 1 - i)).isoformat() for i in range(days)]
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lakeloop.conf import ConfError
+
 __all__ = ["WrittenFile", "part_name", "partition_dir", "write_atomic", "remove_stale", "write_manifest", "resolve_landing",
            "manifest_path"]
 
@@ -108,5 +110,5 @@ def resolve_landing(landing: str | os.PathLike[str]) -> str:
     if text.startswith("file://"):
         text = text[len("file://"):]
     elif "://" in text:
-        raise ValueError(f"landing {text!r}: datagen writes to a filesystem path (local or shared mount)")
+        raise ConfError(f"landing {text!r}: datagen writes to a filesystem path (local or shared mount)")
     return str(Path(text).expanduser().resolve())

@@ -20,9 +20,10 @@ import numpy as np
 
 from lakeloop.datagen import files
 from lakeloop.datagen.defects import KINDS, QUARANTINE_KINDS, VALID_KINDS, applicable_kinds, apply_defect
-from lakeloop.datagen.render import join_tokens, render_lines, row_tokens
+from lakeloop.datagen.render import join_tokens, render_lines, rows_tokens
 from lakeloop.datagen.sources import Exposures, events_frame, items_frame, users_frame
 from lakeloop.datagen.world import EPOCH_DAY, rng_for, world
+from lakeloop.conf import ConfError
 from lakeloop.schemas import SourceSchema, load_schema
 
 __all__ = ["Plan", "Task", "SOURCES", "plan_tasks", "run_task", "build_manifest", "GENERATOR_VERSION"]
@@ -98,26 +99,26 @@ def make_plan(*, events: int, users: int, items: int, seed: int, bad_fraction: f
     schemas = dict(schemas) if schemas is not None else default_schemas()
     for source, (_, fmt) in SOURCES.items():
         if source not in schemas or schemas[source].format != fmt:
-            raise ValueError(f"datagen: needs the {fmt} schema of source {source!r}")
+            raise ConfError(f"datagen: needs the {fmt} schema of source {source!r}")
     for name, value in (("events", events), ("users", users), ("items", items)):
         if not isinstance(value, (int, np.integer)) or value < (0 if name == "events" else 1):
-            raise ValueError(f"datagen: {name} must be a{' non-negative' if name == 'events' else ' positive'} "
+            raise ConfError(f"datagen: {name} must be a{' non-negative' if name == 'events' else ' positive'} "
                              f"integer, got {value!r}")
     if not 0.0 <= bad_fraction <= 1.0:
-        raise ValueError(f"datagen: bad_fraction must be within [0, 1], got {bad_fraction!r}")
+        raise ConfError(f"datagen: bad_fraction must be within [0, 1], got {bad_fraction!r}")
     max_rows = min(max_part_rows, chunk_rows * MAX_CHUNKS_PER_PART, 1 << _ROW_BITS)
     if max_rows < 1:
-        raise ValueError(f"datagen: max_part_rows must be positive, got {max_part_rows!r}")
+        raise ConfError(f"datagen: max_part_rows must be positive, got {max_part_rows!r}")
     counts = {"events": events, "users": users, "items": items}
     n_parts = {s: max(1, math.ceil(n / max_rows)) for s, n in counts.items()}
     if parts is not None:
         if parts < 1 or math.ceil(events / parts) > max_rows:
-            raise ValueError(f"datagen: parts={parts} gives event parts of more than {max_rows} rows or none")
+            raise ConfError(f"datagen: parts={parts} gives event parts of more than {max_rows} rows or none")
         n_parts["events"] = parts
     else:
         n_parts["events"] = max(n_parts["events"], min(2, max(events, 1)))
     if max(n_parts.values()) >= 1 << _PART_BITS:
-        raise ValueError(f"datagen: too many parts ({max(n_parts.values())}); raise max_part_rows")
+        raise ConfError(f"datagen: too many parts ({max(n_parts.values())}); raise max_part_rows")
     return Plan(seed=int(seed), events=int(events), users=int(users), items=int(items),
                 bad_fraction=float(bad_fraction), parts=n_parts,
                 schemas=schemas, chunk_rows=chunk_rows,
@@ -188,14 +189,14 @@ _DUP, _GOOD = KINDS.index("duplicate"), KINDS.index("good")
 _FALLBACK = KINDS.index("malformed")  # for a duplicate with no earlier good line to copy
 
 
-def _duplicate(rnd: random.Random, chunk: _Chunk, pos: int, earlier: _Chunk | None) -> bytes | None:
+def _duplicate(rnd: random.Random, good: np.ndarray, pos: int, chunk: _Chunk, earlier: _Chunk | None) -> bytes | None:
     """A copy of an earlier good line: from this chunk before ``pos`` or from the previous part."""
-    local = np.flatnonzero(chunk.kinds[:pos] == _GOOD)
-    remote = np.flatnonzero(earlier.kinds == _GOOD) if earlier is not None else np.zeros(0, np.int64)
-    if len(remote) and (not len(local) or rnd.random() < 0.5):
+    n_local = int(np.searchsorted(good, pos))
+    remote = np.flatnonzero(earlier.kinds == _GOOD) if earlier is not None else good[:0]
+    if len(remote) and (not n_local or rnd.random() < 0.5):
         return earlier.line(int(remote[rnd.randrange(len(remote))]))
-    if len(local):
-        return chunk.line(int(local[rnd.randrange(len(local))]))
+    if n_local:
+        return chunk.line(int(good[rnd.randrange(n_local)]))
     return None
 
 
@@ -206,22 +207,33 @@ def _chunk_bytes(plan: Plan, task: Task, chunk: int, counts: Counter) -> bytes:
     rnd = random.Random(int(rng.integers(0, 2**63)))
     earlier = _base_chunk(plan, Task(task.landing, task.date, task.source, task.part - 1), 0)[0] \
         if chunk == 0 and task.part > 0 and np.any(base.kinds == _DUP) else None
-    offsets = np.frombuffer(base.lines.buffers()[1], dtype=np.int32)[base.lines.offset:]
-    data = base.lines.buffers()[2]
+    good = np.flatnonzero(base.kinds == _GOOD)
+    bad = np.flatnonzero(base.kinds != _GOOD)
+    replacements: dict[int, bytes] = {}
+    for pos in bad[base.kinds[bad] == _DUP]:
+        line = _duplicate(rnd, good, int(pos), base, earlier)
+        if line is None:
+            base.kinds[pos] = _FALLBACK
+        else:
+            replacements[int(pos)] = line
+    defective = bad[base.kinds[bad] != _DUP]
+    for pos, tokens in zip(defective, rows_tokens(schema, base.frame, defective, task.fmt)):
+        line = apply_defect(KINDS[base.kinds[pos]], rnd, schema, tokens, task.fmt)
+        replacements[int(pos)] = (line + "\n").encode("utf-8")
+    counts.update({KINDS[k]: int(c) for k, c in zip(*np.unique(base.kinds, return_counts=True))})
+    return _splice(base.lines, replacements)
+
+
+def _splice(lines, replacements: dict[int, bytes]) -> bytes:
+    """The bytes of an Arrow array of lines with some lines replaced."""
+    offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32)[lines.offset:lines.offset + len(lines) + 1]
+    data = lines.buffers()[2]
     pieces: list[bytes] = []
     done = int(offsets[0])
-    for pos in np.flatnonzero(base.kinds != _GOOD):
-        kind = int(base.kinds[pos])
-        line = _duplicate(rnd, base, pos, earlier) if kind == _DUP else None
-        if kind == _DUP and line is None:
-            kind = base.kinds[pos] = _FALLBACK
-        if line is None:
-            tokens = row_tokens(schema, base.frame, int(pos), task.fmt)
-            line = (apply_defect(KINDS[kind], rnd, schema, tokens, task.fmt) + "\n").encode("utf-8")
-        pieces += [data[done:int(offsets[pos])].to_pybytes(), line]
+    for pos in sorted(replacements):
+        pieces += [data[done:int(offsets[pos])].to_pybytes(), replacements[pos]]
         done = int(offsets[pos + 1])
-    pieces.append(data[done:int(offsets[len(base.kinds)])].to_pybytes())
-    counts.update({KINDS[k]: int(c) for k, c in zip(*np.unique(base.kinds, return_counts=True))})
+    pieces.append(data[done:int(offsets[-1])].to_pybytes())
     return b"".join(pieces)
 
 

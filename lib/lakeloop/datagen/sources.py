@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from lakeloop.datagen.render import Col, Frame, hex_ids
+from lakeloop.datagen.render import Col, Frame, hex_ids, vocabulary
 from lakeloop.datagen.world import (BRANDS, CATEGORIES, COUNTRIES, FAVOURITES, REVIEW_TEXTS, SEGMENTS, World,
                                     day_prices)
 
@@ -30,7 +30,7 @@ _P_IN_CATEGORY = 0.7         # event's item comes from the session's category (e
 _P_EXPOSED = 0.35            # event's item comes from what the user was shown, when there is such a list
 _RATING_P = np.array([0.06, 0.07, 0.14, 0.3, 0.43])
 _QUANTITY_P = np.array([0.78, 0.14, 0.04, 0.02, 0.02])
-_REVIEW_TEXTS = np.array([t for texts in REVIEW_TEXTS for t in texts], dtype=object)
+_REVIEW_TEXTS = [t for texts in REVIEW_TEXTS for t in texts]
 
 
 def unique_ids(seed: int, counters: np.ndarray) -> np.ndarray:
@@ -129,18 +129,18 @@ def events_frame(w: World, rng: np.random.Generator, day: int, id_base: int, n: 
 
     order = np.argsort(ts, kind="stable")
     is_review = etype[order] == EVENT_TYPES.index("review")
-    review_text = _REVIEW_TEXTS[(rating[order] - 1) * 3 + text_pick[order]]
+    review_text = (rating[order] - 1) * 3 + text_pick[order]
     return {
-        "event_id": Col(hex_ids("e", unique_ids(w.seed, id_base + order))),
+        "event_id": Col(hex_ids(unique_ids(w.seed, id_base + order)), prefix="e"),
         "user_id": Col(user[session][order] + 1),
         "item_id": Col(item[order] + 1),
-        "type": Col(pa.array(np.array(EVENT_TYPES, dtype=object)[etype[order]], pa.string())),
+        "type": Col(vocabulary(EVENT_TYPES, etype[order])),
         "ts": Col(ts[order]),
-        "session_id": Col(hex_ids("s", unique_ids(w.seed, session_base + session[order]))),
+        "session_id": Col(hex_ids(unique_ids(w.seed, session_base + session[order])), prefix="s"),
         "price": Col(price[order], valid=_PRICED[etype[order]]),
         "quantity": Col(quantity[order], valid=_WITH_QUANTITY[etype[order]]),
         "rating": Col(rating[order], valid=is_review),
-        "review_text": Col(pa.array(review_text, pa.string()), valid=is_review),
+        "review_text": Col(vocabulary(_REVIEW_TEXTS, review_text), valid=is_review),
     }
 
 
@@ -150,11 +150,10 @@ def users_frame(w: World, row0: int, n: int) -> Frame:
     age, segment = w.user_age[idx], w.user_segment[idx]
     return {
         "user_id": Col(idx + 1),
-        "country": Col(pa.array(np.array(COUNTRIES, dtype=object)[w.user_country[idx]], pa.string())),
+        "country": Col(vocabulary(COUNTRIES, w.user_country[idx])),
         "age": Col(age, valid=age >= 0, explicit_null=True),
         "signup_ts": Col(w.user_signup[idx]),
-        "segment": Col(pa.array(np.array(SEGMENTS, dtype=object)[np.maximum(segment, 0)], pa.string()),
-                       valid=segment >= 0),
+        "segment": Col(vocabulary(SEGMENTS, np.maximum(segment, 0)), valid=segment >= 0),
     }
 
 
@@ -165,8 +164,8 @@ def items_frame(w: World, day: int, row0: int, n: int) -> Frame:
     brand = w.item_brand[idx]
     return {
         "item_id": Col(idx + 1),
-        "category": Col(pa.array(np.array(CATEGORIES, dtype=object)[w.item_category[idx]], pa.string())),
+        "category": Col(vocabulary(CATEGORIES, w.item_category[idx])),
         "price": Col(prices.price[idx]),
-        "brand": Col(pa.array(np.array(BRANDS, dtype=object)[np.maximum(brand, 0)], pa.string()), valid=brand >= 0),
+        "brand": Col(vocabulary(BRANDS, np.maximum(brand, 0)), valid=brand >= 0),
         "updated_at": Col(prices.updated_at[idx]),
     }
