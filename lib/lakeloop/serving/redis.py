@@ -23,6 +23,8 @@ import time
 from typing import Any
 
 import redis as redis_py
+from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.retry import Retry
 
 from lakeloop.conf import ConfError
 from lakeloop.serving.base import (COMMITTED, DELETING, LOADING, LoadInfo, LoadRefused, ServingError,
@@ -166,13 +168,16 @@ class RedisStore(ServingStore):
 
     def _connect(self) -> _Connection:
         o = self.settings.options
+        # no retries for the first PING: redis-py retries authentication failures (a
+        # ConnectionError) with backoff, which turns a wrong password into a long hang
         client = redis_py.Redis(host=o.get("host", "127.0.0.1"), port=int(o.get("port", 6379)),
                                 db=int(o.get("db", 0)), password=self._password(),
                                 socket_timeout=o.get("socket_timeout", 60),
                                 socket_connect_timeout=o.get("connect_timeout", 10),
-                                health_check_interval=30)
+                                health_check_interval=30, retry=Retry(NoBackoff(), 0))
         try:
             client.ping()
+            client.set_retry(Retry(ExponentialBackoff(cap=2.0, base=0.05), 3))
         except redis_py.AuthenticationError as exc:
             raise ServingError(f"{self._describe()}: authentication failed ({exc}); "
                                "check serving.redis.password_env") from None

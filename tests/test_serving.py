@@ -1,0 +1,420 @@
+"""Serving stores against a real redis-server on loopback and a real SQLite file.
+
+Every behavioural test runs on both stores through the same ``ServingStore`` interface.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from lakeloop.conf import ConfError
+from lakeloop.serving import (LoadRefused, ServingError, ServingStore, StoreSettings, open_store,
+                              store_from_config)
+from lakeloop.serving.redis import RedisStore
+from lakeloop.serving.sqlite import SQLiteStore
+from tests.redis_server import MISSING, REDIS_SERVER, RedisServer
+
+ROOT = Path(__file__).resolve().parents[1]
+STORES = ["sqlite", "redis"]
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    if REDIS_SERVER is None:
+        pytest.skip(MISSING)
+    with RedisServer(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@pytest.fixture
+def make_store(request, tmp_path):
+    """``make_store(kind, **settings)``: a store in a fresh namespace (Redis) or file (SQLite)."""
+    made: list[ServingStore] = []
+
+    def make(kind: str, **settings) -> ServingStore:
+        if kind == "redis":
+            server = request.getfixturevalue("redis_server")
+            options = {"host": server.host, "port": server.port}
+        else:
+            options = {"path": str(tmp_path / "serving.sqlite")}
+        namespace = settings.pop("namespace", "t" + uuid.uuid4().hex[:10])
+        store = store_from_config(StoreSettings(kind, namespace, options=options, **settings))
+        made.append(store)
+        return store
+
+    yield make
+    for store in made:
+        store.close()
+
+
+@pytest.fixture(params=STORES)
+def kind(request) -> str:
+    return request.param
+
+
+def values(version: str, n: int, start: int = 0) -> list[tuple[str, dict]]:
+    return [(f"k{i}", {"version": version, "i": i}) for i in range(start, start + n)]
+
+
+def load(store: ServingStore, version: str, n: int, batch: int = 100) -> None:
+    store.begin_load(version)
+    for start in range(0, n, batch):
+        store.write_batch(version, values(version, min(batch, n - start), start))
+    store.commit_load(version, n)
+
+
+def raw_key_count(store: ServingStore, version: str) -> int:
+    """Keys of ``version`` physically left in the backend, counted without the store's own bookkeeping."""
+    if isinstance(store, RedisStore):
+        o = store.settings.options
+        import redis
+
+        client = redis.Redis(host=o["host"], port=o["port"])
+        return sum(1 for _ in client.scan_iter(match=f"{store.namespace}:{version}:*", count=1000))
+    with sqlite3.connect(store.settings.options["path"]) as db:
+        return db.execute("SELECT count(*) FROM serving_entries WHERE namespace = ? AND version = ?",
+                          (store.namespace, version)).fetchone()[0]
+
+
+# -- round trip -------------------------------------------------------------------------------------------
+def test_round_trip(make_store, kind):
+    store = make_store(kind)
+    assert store.current_version() is None and store.versions() == [] and store.get("a") is None
+    store.begin_load("2026-11-22")
+    rows = [("a", {"score": 0.5, "items": [3, 1, 2]}), (7, [["i1", 0.9], ["i2", 0.8]]), ("ünï", "text"),
+            ("n", 12)]
+    assert store.write_batch("2026-11-22", rows[:2]) == 2
+    assert store.write_batch("2026-11-22", iter(rows[2:])) == 2
+    assert store.get("a") is None, "a load is invisible before its commit"
+    assert store.commit_load("2026-11-22", 4) is None
+    assert store.current_version() == "2026-11-22"
+    assert store.versions() == ["2026-11-22"]
+    assert store.get("a") == {"score": 0.5, "items": [3, 1, 2]}
+    assert store.get(7) == store.get("7") == [["i1", 0.9], ["i2", 0.8]]
+    assert store.get_many(["ünï", "missing", "n"]) == ["text", None, 12]
+    assert store.get_many([]) == []
+    info = store.load_info("2026-11-22")
+    assert (info.state, info.count) == ("committed", 4)
+
+
+def test_encoded_values_are_stored_verbatim(make_store, kind):
+    store = make_store(kind)
+    store.begin_load("v1")
+    store.write_batch("v1", [("a", '{"x":[1,2]}'), ("b", b"[3]")], encoded=True)
+    store.commit_load("v1", 2)
+    assert store.get_many(["a", "b"]) == [{"x": [1, 2]}, [3]]
+
+
+def test_bad_names_and_values_are_clear_errors(make_store, kind):
+    store = make_store(kind)
+    for version in ("a:b", "", "current", "x*"):
+        with pytest.raises(ServingError, match="version"):
+            store.begin_load(version)
+    store.begin_load("v1")
+    with pytest.raises(ServingError, match="key None"):
+        store.write_batch("v1", [(None, 1)])
+    with pytest.raises(ServingError, match="cannot be stored as JSON"):
+        store.write_batch("v1", [("k", object())])
+    with pytest.raises(ServingError, match="v9.*not loading"):
+        store.write_batch("v9", [("k", 1)])
+
+
+# -- the switch ---------------------------------------------------------------------------------------------
+def test_commit_with_wrong_count_refuses_to_switch(make_store, kind):
+    store = make_store(kind)
+    load(store, "v1", 50)
+    store.begin_load("v2")
+    store.write_batch("v2", values("v2", 40))
+    with pytest.raises(LoadRefused, match="40 keys, expected 50"):
+        store.commit_load("v2", 50)
+    assert store.current_version() == "v1"
+    assert store.get("k3") == {"version": "v1", "i": 3}
+    assert store.versions() == ["v1"]
+    store.write_batch("v2", values("v2", 10, start=40))
+    store.commit_load("v2", 50)
+    assert store.current_version() == "v2" and store.get("k45") == {"version": "v2", "i": 45}
+    with pytest.raises(LoadRefused, match="committed, not loading"):
+        store.commit_load("v2", 50)
+    with pytest.raises(LoadRefused, match="unknown, not loading"):
+        store.commit_load("never", 0)
+    with pytest.raises(ServingError, match="not loading"):
+        store.write_batch("v2", values("v2", 1))
+
+
+def test_rewritten_keys_count_once(make_store, kind):
+    store = make_store(kind, batch_size=7)
+    store.begin_load("v1")
+    store.write_batch("v1", values("v1", 30))
+    store.write_batch("v1", values("v1", 30))  # a retried Spark task writes its partition again
+    store.write_batch("v1", [("k1", "dup"), ("k1", "last")])
+    assert store.load_info("v1").count == 30
+    with pytest.raises(LoadRefused, match="30 keys, expected 32"):
+        store.commit_load("v1", 32)  # rows counted upstream, with a duplicate key among them
+    store.commit_load("v1", 30)
+    assert store.get("k1") == "last"
+
+
+def test_abort_removes_a_failed_load(make_store, kind):
+    store = make_store(kind)
+    load(store, "v1", 20)
+    store.begin_load("v2")
+    store.write_batch("v2", values("v2", 15))
+    assert store.abort_load("v2") == 15
+    assert store.load_info("v2") is None and raw_key_count(store, "v2") == 0
+    with pytest.raises(ServingError, match="not loading"):
+        store.write_batch("v2", values("v2", 1))  # a straggling writer cannot resurrect it
+    assert raw_key_count(store, "v2") == 0
+    with pytest.raises(ServingError, match="being served"):
+        store.abort_load("v1")
+    with pytest.raises(ServingError, match="being served"):
+        store.begin_load("v1")
+    assert store.abort_load("never-loaded") == 0
+    assert store.current_version() == "v1" and store.get("k0") == {"version": "v1", "i": 0}
+
+
+def test_begin_load_replaces_leftovers_of_the_same_version(make_store, kind):
+    store = make_store(kind)
+    store.begin_load("v1")
+    store.write_batch("v1", values("old", 25))
+    store.begin_load("v1")  # the run is repeated for the same date
+    assert store.load_info("v1").count == 0 and raw_key_count(store, "v1") == 0
+    store.write_batch("v1", values("v1", 10))
+    store.commit_load("v1", 10)
+    assert store.get("k9") == {"version": "v1", "i": 9} and store.get("k10") is None
+
+
+@pytest.mark.parametrize("keep", [1, 2, 3])
+def test_gc_keeps_exactly_keep_versions(make_store, kind, keep):
+    store = make_store(kind, keep_versions=keep)
+    names = [f"v{i}" for i in range(1, 6)]
+    for name in names:
+        load(store, name, 30)
+    kept = names[-keep:]
+    assert store.versions() == kept
+    assert store.current_version() == "v5"
+    for name in names:
+        assert raw_key_count(store, name) == (30 if name in kept else 0), name
+        assert (store.load_info(name) is not None) == (name in kept)
+
+
+def test_gc_never_deletes_a_load_in_progress(make_store, kind):
+    store = make_store(kind, keep_versions=1)
+    load(store, "v1", 10)
+    store.begin_load("slow")
+    store.write_batch("slow", values("slow", 5))
+    load(store, "v2", 10)
+    assert store.load_info("slow").count == 5 and store.versions() == ["v2"]
+
+
+# -- TTL, real-time view ---------------------------------------------------------------------------------
+def test_ttl_is_set_on_version_keys_when_configured(make_store, kind):
+    store = make_store(kind, ttl_seconds=300)
+    before = time.time()
+    load(store, "v1", 5)
+    if isinstance(store, RedisStore):
+        ttl = store._client.ttl(f"{store.namespace}:v1:k0")
+        assert 290 <= ttl <= 300
+        assert store._client.ttl(f"{store.namespace}:current") == -1  # the pointer itself never expires
+    else:
+        with sqlite3.connect(store.settings.options["path"]) as db:
+            (expires,) = db.execute("SELECT DISTINCT expires_at FROM serving_entries WHERE namespace = ?",
+                                    (store.namespace,)).fetchone()
+        assert before + 300 <= expires <= time.time() + 300
+    untimed = make_store(kind)
+    load(untimed, "v1", 5)
+    if isinstance(untimed, RedisStore):
+        assert untimed._client.ttl(f"{untimed.namespace}:v1:k0") == -1
+
+
+def test_expired_values_are_not_served(make_store, kind):
+    store = make_store(kind, ttl_seconds=1)
+    load(store, "v1", 3)
+    store.put_realtime([("k0", {"clicks": 1})], ttl=1)
+    assert store.get("k0") is not None and store.get_realtime("k0") is not None
+    time.sleep(2.1)
+    assert store.get_many(["k0", "k1"]) == [None, None]
+    assert store.get_realtime("k0") is None and store.lookup("k0") is None
+
+
+def test_realtime_view_and_lookup(make_store, kind):
+    store = make_store(kind)
+    assert store.put_realtime([("k1", {"clicks": 4}), ("only-rt", 2)], ttl=60) == 2
+    assert store.lookup("k1") == {"realtime": {"clicks": 4}}
+    load(store, "v1", 3)
+    store.begin_load("v2")
+    store.write_batch("v2", [("k2", [["i9", 0.1]])])
+    store.commit_load("v2", 1)
+    assert store.get_realtime("k1") == {"clicks": 4}
+    assert store.lookup("k2") == {"value": [["i9", 0.1]]}
+    store.begin_load("v3")
+    store.write_batch("v3", values("v3", 3))
+    store.commit_load("v3", 3)
+    assert store.lookup("k1") == {"version": "v3", "i": 1, "realtime": {"clicks": 4}}
+    assert store.lookup("k0") == {"version": "v3", "i": 0}
+    assert store.lookup("only-rt") == {"realtime": 2}
+    assert store.lookup("nothing") is None
+    store.put_realtime([("k1", {"clicks": 5})])
+    assert store.lookup("k1")["realtime"] == {"clicks": 5}
+    assert store.get("k1") == {"version": "v3", "i": 1}, "the real-time view never changes batch values"
+    if isinstance(store, RedisStore):
+        assert store._client.ttl(f"{store.namespace}:rt:only-rt") > 0
+        assert store._client.ttl(f"{store.namespace}:rt:k1") == -1
+
+
+# -- processes and pickling -------------------------------------------------------------------------------
+def test_store_survives_pickling(make_store, kind):
+    store = make_store(kind)
+    load(store, "v1", 4)  # connected before pickling: the connection must not travel
+    payload = pickle.dumps(store)
+    assert len(payload) < 1024
+    clone = pickle.loads(payload)
+    assert type(clone) is type(store) and clone.config() == store.config()
+    assert clone.get("k2") == {"version": "v1", "i": 2}
+    assert store_from_config(json.loads(json.dumps(store.config()))).get("k3") == {"version": "v1", "i": 3}
+
+
+def test_readers_only_see_complete_versions_during_loads(make_store, kind):
+    n = 400
+    store = make_store(kind, keep_versions=1, batch_size=50)
+    load(store, "v0", n)
+    keys = [f"k{i}" for i in range(0, n, 7)]
+    stop = threading.Event()
+    seen: list[str] = []
+    errors: list[str] = []
+
+    def read(reader: ServingStore) -> None:
+        try:
+            while not stop.is_set():
+                got = reader.get_many(keys)
+                versions = {g["version"] if g else None for g in got}
+                if len(versions) != 1 or None in versions:
+                    errors.append(f"mixed or missing: {sorted(map(str, versions))}")
+                elif [g["i"] for g in got] != [int(k[1:]) for k in keys]:
+                    errors.append("values out of order")
+                else:
+                    seen.append(versions.pop())
+                single = reader.get("k0")
+                if single is None:
+                    errors.append("k0 missing")
+        finally:
+            reader.close()
+
+    readers = [threading.Thread(target=read, args=(pickle.loads(pickle.dumps(store)),)) for _ in range(2)]
+    for t in readers:
+        t.start()
+    try:
+        for v in range(1, 6):
+            load(store, f"v{v}", n, batch=50)  # keep_versions=1: each switch deletes the version just served
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        for t in readers:
+            t.join(30)
+    assert not errors, errors[:5]
+    assert len(set(seen)) >= 2, f"readers did not overlap the switches: {set(seen)}"
+    assert set(seen) <= {f"v{v}" for v in range(6)}
+    assert store.get_many(keys)[0]["version"] == "v5"
+
+
+_WRITER = r"""
+import itertools, json, sys
+from lakeloop.serving import store_from_config
+store = store_from_config(json.loads(sys.argv[1]))
+version = sys.argv[2]
+for n in itertools.count():
+    store.write_batch(version, ((f"k{i}", {"version": version, "i": i}) for i in range(n * 1000, n * 1000 + 1000)))
+    print(n, flush=True)
+"""
+
+
+def test_load_killed_midway_leaves_the_served_version_intact(make_store, kind):
+    store = make_store(kind, batch_size=100)
+    load(store, "v1", 2000)
+    store.begin_load("v2")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "lib"), os.environ.get("PYTHONPATH", "")]))
+    child = subprocess.Popen([sys.executable, "-c", _WRITER, json.dumps(store.config()), "v2"],
+                             stdout=subprocess.PIPE, env=env, text=True)
+    try:
+        for line in child.stdout:
+            if int(line) >= 2:
+                break
+        time.sleep(0.01)  # land inside a write_batch call
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.kill()
+        child.wait(30)
+    assert child.returncode == -signal.SIGKILL
+    written = store.load_info("v2").count
+    assert written >= 3000
+    assert store.current_version() == "v1" and store.versions() == ["v1"]
+    got = store.get_many([f"k{i}" for i in range(2000)])
+    assert got == [{"version": "v1", "i": i} for i in range(2000)]
+    with pytest.raises(LoadRefused):
+        store.commit_load("v2", 2000)
+    assert store.current_version() == "v1"
+    load(store, "v3", 2500)  # a later load works and cleans nothing it should not
+    assert store.current_version() == "v3" and store.get("k2499") == {"version": "v3", "i": 2499}
+    assert store.abort_load("v2") == written
+    assert store.versions() == ["v1", "v3"] and store.get("k0") == {"version": "v3", "i": 0}
+
+
+# -- configuration ----------------------------------------------------------------------------------------
+def test_open_store_from_conf(conf, redis_server):
+    store = open_store(conf)
+    assert isinstance(store, SQLiteStore)
+    assert store.settings.options["path"] == str(Path(conf["warehouse"]).resolve() / "_serving" / "serving.sqlite")
+    load(store, "v1", 3)
+    assert Path(store.settings.options["path"]).is_file()
+    with sqlite3.connect(store.settings.options["path"]) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    store.close()
+    redis_conf = conf.with_overrides({"serving.store": "redis", "serving.redis.port": redis_server.port,
+                                      "serving.namespace": "conf-" + uuid.uuid4().hex[:8], "serving.ttl_seconds": 60,
+                                      "serving.keep_versions": 3, "serving.batch_size": 10})
+    rstore = open_store(redis_conf)
+    assert isinstance(rstore, RedisStore)
+    assert (rstore.settings.keep_versions, rstore.settings.ttl_seconds, rstore.settings.batch_size) == (3, 60, 10)
+    load(rstore, "v1", 25)
+    assert rstore.get("k24") == {"version": "v1", "i": 24}
+    with pytest.raises(ConfError, match="serving.keep_versions"):
+        open_store(conf.with_overrides({"serving.keep_versions": 0}))
+    with pytest.raises(ConfError, match="serving.store"):
+        conf.with_overrides({"serving.store": "memcached"})
+
+
+def test_redis_password_comes_from_the_named_environment_variable(tmp_path, monkeypatch):
+    if REDIS_SERVER is None:
+        pytest.skip(MISSING)
+    secret = "s3cr3t-" + uuid.uuid4().hex
+    with RedisServer(tmp_path / "auth", password=secret) as server:
+        options = {"host": server.host, "port": server.port, "password_env": "LAKELOOP_TEST_REDIS_PASSWORD"}
+        store = RedisStore(StoreSettings("redis", "auth", options=options))
+        monkeypatch.delenv("LAKELOOP_TEST_REDIS_PASSWORD", raising=False)
+        with pytest.raises(ConfError, match="LAKELOOP_TEST_REDIS_PASSWORD is not set"):
+            store.current_version()
+        monkeypatch.setenv("LAKELOOP_TEST_REDIS_PASSWORD", "wrong")
+        with pytest.raises(ServingError, match="authentication failed"):
+            store.current_version()
+        monkeypatch.setenv("LAKELOOP_TEST_REDIS_PASSWORD", secret)
+        load(store, "v1", 3)
+        assert store.get("k1") == {"version": "v1", "i": 1}
+        for text in (repr(store), json.dumps(store.config()), pickle.dumps(store).decode("latin-1")):
+            assert secret not in text
+        clone = pickle.loads(pickle.dumps(store))  # reads the variable again where it connects
+        assert clone.get("k2") == {"version": "v1", "i": 2}
+        unauthenticated = RedisStore(StoreSettings("redis", "auth", options={"port": server.port}))
+        with pytest.raises(ServingError, match="authentication|NOAUTH"):
+            unauthenticated.current_version()
+        store.close()
