@@ -263,7 +263,7 @@ def test_popularity_taste_and_daily_curve(day):
     heavy = [c for c in by_user.values() if sum(c.values()) >= 20]
     assert heavy
     concentration = sum(sum(n for _, n in c.most_common(3)) / sum(c.values()) for c in heavy) / len(heavy)
-    assert concentration > 0.5, concentration  # 3 of 26 categories: ~0.12 without taste
+    assert concentration > 0.5, concentration  # 3 of 29 categories: ~0.1 without taste
 
     hours = Counter(int(r["ts"][11:13]) for r in good)
     assert sum(hours[h] for h in (19, 20, 21)) > 3 * sum(hours[h] for h in (2, 3, 4))

@@ -246,7 +246,7 @@ def run_task(plan: Plan, task: Task) -> dict[str, Any]:
     sha256) and the count of each kind of row in it."""
     counts: Counter = Counter()
     lo, hi = plan.part_bounds(task.source, task.part)
-    n_chunks = max(1, math.ceil((hi - lo) / plan.chunk_rows))
+    n_chunks = math.ceil((hi - lo) / plan.chunk_rows)  # an empty part is an empty file
 
     def chunks() -> Iterator[bytes]:
         if task.fmt == "csv":

@@ -33,9 +33,11 @@ _QUANTITY_P = np.array([0.78, 0.14, 0.04, 0.02, 0.02])
 _REVIEW_TEXTS = [t for texts in REVIEW_TEXTS for t in texts]
 
 
-def unique_ids(seed: int, counters: np.ndarray) -> np.ndarray:
-    """A bijective scramble of 64-bit counters (distinct counters give distinct ids), keyed by the seed."""
-    x = counters.astype(np.uint64) ^ np.uint64((seed * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF)
+def unique_ids(seed: int, counters: np.ndarray, salt: int = 0) -> np.ndarray:
+    """A bijective scramble of 64-bit counters (distinct counters give distinct ids), keyed by the
+    seed and ``salt`` (one salt per kind of id, so that different kinds never look alike)."""
+    key = ((seed * 0x9E3779B97F4A7C15) ^ (salt * 0xD1B54A32D192ED03)) & 0xFFFFFFFFFFFFFFFF
+    x = counters.astype(np.uint64) ^ np.uint64(key)
     x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
     return x ^ (x >> np.uint64(31))
@@ -136,7 +138,7 @@ def events_frame(w: World, rng: np.random.Generator, day: int, id_base: int, n: 
         "item_id": Col(item[order] + 1),
         "type": Col(vocabulary(EVENT_TYPES, etype[order])),
         "ts": Col(ts[order]),
-        "session_id": Col(hex_ids(unique_ids(w.seed, session_base + session[order])), prefix="s"),
+        "session_id": Col(hex_ids(unique_ids(w.seed, session_base + session[order], salt=1)), prefix="s"),
         "price": Col(price[order], valid=_PRICED[etype[order]]),
         "quantity": Col(quantity[order], valid=_WITH_QUANTITY[etype[order]]),
         "rating": Col(rating[order], valid=is_review),

@@ -175,7 +175,7 @@ def day_prices(w: World, day: int) -> DayPrices:
     rng = rng_for(w.seed, day, 0, 3)
     n = w.n_items
     discount = _DISCOUNTS[rng.choice(4, size=n, p=[0.9, 0.05, 0.03, 0.02])]
-    changed = rng.random(n) < 0.05
+    changed = discount != 100
     price = np.maximum(1, w.item_base_price * discount // 100)
     updated = np.where(changed, day * 86400 - rng.integers(1, 86400, n), w.item_created)
     return DayPrices(price=price.astype(np.int64), updated_at=updated.astype(np.int64))
