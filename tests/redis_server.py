@@ -2,7 +2,8 @@
 
 ``RedisServer`` starts ``redis-server`` on a free port with persistence off and its
 working directory in a temporary folder, waits until it answers PING and stops it on
-exit.  ``REDIS_SERVER`` is the binary, or ``None`` when it is not installed.
+exit.  ``REDIS_SERVER`` is the binary, or ``None`` when it is not installed.  Test modules
+import the ``redis_server`` fixture from here.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+
+import pytest
 
 REDIS_SERVER = shutil.which("redis-server")
 MISSING = "redis-server is not installed (apt-get install redis-server); Redis store tests need a real server"
@@ -84,3 +87,12 @@ class RedisServer:
         self.stop()
         if self._tmp is not None:
             self._tmp.cleanup()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """A redis-server for the whole test session; the test is skipped when the binary is absent."""
+    if REDIS_SERVER is None:
+        pytest.skip(MISSING)
+    with RedisServer(tmp_path_factory.mktemp("redis")) as server:
+        yield server

@@ -24,18 +24,10 @@ from lakeloop.serving import (LoadRefused, ServingError, ServingStore, StoreSett
                               store_from_config)
 from lakeloop.serving.redis import RedisStore
 from lakeloop.serving.sqlite import SQLiteStore
-from tests.redis_server import MISSING, REDIS_SERVER, RedisServer
+from tests.redis_server import MISSING, REDIS_SERVER, RedisServer, redis_server  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 STORES = ["sqlite", "redis"]
-
-
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory):
-    if REDIS_SERVER is None:
-        pytest.skip(MISSING)
-    with RedisServer(tmp_path_factory.mktemp("redis")) as server:
-        yield server
 
 
 @pytest.fixture

@@ -1,0 +1,56 @@
+"""Bulk loads from Spark executors into both serving stores (real Spark, real redis-server, real SQLite)."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from pyspark.sql import functions as F
+
+from lakeloop.serving import StoreSettings, load_dataframe, store_from_config
+from tests.redis_server import redis_server  # noqa: F401
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def store(request, tmp_path):
+    if request.param == "redis":
+        server = request.getfixturevalue("redis_server")
+        options = {"host": server.host, "port": server.port}
+    else:
+        options = {"path": str(tmp_path / "serving.sqlite")}
+    store = store_from_config(StoreSettings(request.param, "spark" + uuid.uuid4().hex[:8], batch_size=64,
+                                            options=options))
+    yield store
+    store.close()
+
+
+def test_load_dataframe_writes_from_executors_and_switches(spark, store):
+    predictions = (spark.range(0, 1000, numPartitions=4)
+                   .withColumn("top", F.array(F.struct(F.concat(F.lit("i"), (F.col("id") % 7).cast("string")).alias("item"),
+                                                         (F.col("id") / 1000).alias("score"))))
+                   .withColumn("label", F.concat(F.lit("u"), F.col("id").cast("string"))))
+    assert load_dataframe(store, predictions, "2026-11-22", "id", "top") == 1000
+    assert store.current_version() == "2026-11-22"
+    assert store.get(999) == [{"item": "i5", "score": 0.999}]
+    assert store.get_many([0, 500]) == [[{"item": "i0", "score": 0.0}], [{"item": "i3", "score": 0.5}]]
+
+    assert load_dataframe(store, predictions, "2026-11-23", "label", "id") == 1000  # scalar values
+    assert store.get("u42") == 42 and store.versions() == ["2026-11-22", "2026-11-23"]
+
+
+def test_duplicate_keys_stop_the_load_and_keep_the_served_version(spark, store):
+    good = spark.range(0, 100, numPartitions=2).withColumn("v", F.col("id") * 2)
+    load_dataframe(store, good, "v1", "id", "v")
+    duplicated = good.union(spark.range(0, 10).withColumn("v", F.lit(-1)))
+    with pytest.raises(Exception, match="100 keys, expected 110"):
+        load_dataframe(store, duplicated, "v2", "id", "v")
+    assert store.current_version() == "v1" and store.get(5) == 10
+    assert store.load_info("v2") is None, "the failed load is aborted"
+
+
+@pytest.mark.slow
+def test_null_keys_fail_the_load_with_a_clear_error(spark, store):
+    frame = spark.createDataFrame([("a", 1), (None, 2)], "k string, v int")
+    with pytest.raises(Exception, match="key None: expected a string or an integer"):
+        load_dataframe(store, frame, "v1", "k", "v")
+    assert store.current_version() is None and store.load_info("v1") is None
