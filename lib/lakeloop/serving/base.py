@@ -226,11 +226,16 @@ class ServingStore(ABC):
         """
         check_name("version", version)
         written = 0
+        # hot path: one dict per command (a duplicate key inside one command would be counted
+        # twice by the stores' new-key count), type checks inlined for the common types
         for chunk in chunked(items, self.settings.batch_size):
-            # a duplicate inside one command would be counted twice by the stores' new-key count
-            pairs = {key_text(k): (v if encoded else encode_value(v)) for k, v in chunk}
+            if encoded:
+                pairs = {(k if type(k) is str else key_text(k)): (v if type(v) is bytes else _as_bytes(v))
+                         for k, v in chunk}
+            else:
+                pairs = {(k if type(k) is str else key_text(k)): encode_value(v) for k, v in chunk}
             written += len(chunk)
-            self._write(version, [(k, _as_bytes(v)) for k, v in pairs.items()])
+            self._write(version, pairs)
         self._flush(version)
         return written
 
@@ -328,8 +333,8 @@ class ServingStore(ABC):
     def _begin(self, version: str) -> None: ...
 
     @abstractmethod
-    def _write(self, version: str, pairs: list[tuple[str, bytes]]) -> None:
-        """Write distinct keys if ``version`` is loading, counting the keys that are new."""
+    def _write(self, version: str, pairs: dict[str, bytes]) -> None:
+        """Write ``key -> JSON`` if ``version`` is loading, counting the keys that are new."""
 
     def _flush(self, version: str) -> None:
         """Wait for writes still in flight (stores that pipeline them)."""

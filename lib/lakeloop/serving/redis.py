@@ -107,9 +107,12 @@ return 1
 _SCRIPTS = {"write": _WRITE, "commit": _COMMIT, "read": _READ, "lookup": _LOOKUP, "begin": _BEGIN}
 
 
-def _resp(args: list[bytes]) -> bytes:
-    """One command in the Redis protocol (RESP2)."""
-    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
+# a key (prefix + key) and its value as two bulk strings of the Redis protocol (RESP2)
+_RESP_PAIR = b"$%d\r\n%b%b\r\n$%d\r\n%b\r\n"
+
+
+def _resp_arg(arg: bytes) -> bytes:
+    return b"$%d\r\n%b\r\n" % (len(arg), arg)
 
 
 def _refusal(exc: redis_py.ResponseError) -> ServingError | None:
@@ -207,20 +210,21 @@ class RedisStore(ServingStore):
     def _begin(self, version: str) -> None:
         self._run("begin", [self._meta(version)], [repr(time.time())])
 
-    def _write(self, version: str, pairs: list[tuple[str, bytes]]) -> None:
-        # redis-py packs every argument in Python; packing the whole command at once is ~3x faster
+    def _write(self, version: str, pairs: dict[str, bytes]) -> None:
+        # redis-py packs every argument separately in Python, which dominates a bulk load;
+        # formatting the protocol here takes one operation per key
         conn = self._connection()
         prefix = self._key(version, "").encode()
-        args = [b"EVALSHA", conn.scripts["write"].sha.encode(), b"1", self._meta(version).encode(),
+        head = [b"EVALSHA", conn.scripts["write"].sha.encode(), b"1", self._meta(version).encode(),
                 str(self.settings.ttl_seconds or 0).encode()]
-        for key, value in pairs:
-            args.append(prefix + key.encode())
-            args.append(value)
+        plen = len(prefix)
+        body = [_RESP_PAIR % (plen + len(kb := k.encode()), prefix, kb, len(v), v) for k, v in pairs.items()]
+        message = b"*%d\r\n" % (len(head) + 2 * len(pairs)) + b"".join(_resp_arg(a) for a in head) + b"".join(body)
         if conn.writer is None:
             conn.client.script_load(_WRITE)
             conn.writer = conn.client.connection_pool.get_connection()
         try:
-            conn.writer.send_packed_command([_resp(args)], check_health=False)
+            conn.writer.send_packed_command([message], check_health=False)
         except BaseException:
             _drop_writer(conn)
             raise

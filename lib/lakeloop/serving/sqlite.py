@@ -100,10 +100,11 @@ class SQLiteStore(ServingStore):
             self._db.execute("INSERT INTO serving_loads VALUES (?, ?, ?, ?, NULL)",
                              (self.namespace, version, LOADING, time.time()))
 
-    def _write(self, version: str, pairs: list[tuple[str, bytes]]) -> None:
+    def _write(self, version: str, pairs: dict[str, bytes]) -> None:
         ttl = self.settings.ttl_seconds
         expires = time.time() + ttl if ttl else None
-        rows = [(self.namespace, version, key, value.decode(), expires) for key, value in pairs]
+        ns = self.namespace
+        rows = [(ns, version, key, value.decode(), expires) for key, value in pairs.items()]
         with _transaction(self._db):
             if self._state(version) != LOADING:
                 raise ServingError(f"version {version!r} is not loading")

@@ -1,0 +1,181 @@
+"""Serving store benchmark: bulk-load throughput and lookup latency, Redis and SQLite.
+
+    .venv/bin/python bench/serving.py [--keys 1000000] [--lookups 20000]
+
+Loads ``--keys`` top-10 recommendation lists into each store through the public API
+(``begin_load`` / ``write_batch`` / ``commit_load``), once with values already JSON (what
+Spark's ``to_json`` hands over) and once with Python objects encoded by the store.  A plain
+redis-py pipeline of MSETs of the same bytes, with no versioning, no counting and no checks,
+is measured in the same run as the reference.  Lookup latency is measured from a second
+process (``get`` of one random key, and ``get_many`` of 100) against the loaded version.
+A redis-server on a free loopback port is started for the run unless ``--redis-port`` is given.
+All ratios compare figures measured in this one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "lib"), str(ROOT)]
+
+from lakeloop.serving import ServingStore, StoreSettings, store_from_config  # noqa: E402
+from lakeloop.serving.base import encode_value  # noqa: E402
+
+TARGET_KEYS_PER_S = 300_000
+POOL = 10_000  # distinct values, cycled, so the benchmark does not hold 1M Python objects
+
+
+def value_pool() -> list[list[list]]:
+    rng = random.Random(7)
+    return [[[f"item{rng.randrange(100_000)}", round(rng.random(), 4)] for _ in range(10)] for _ in range(POOL)]
+
+
+def timed_load(store: ServingStore, version: str, n: int, pool: list, encoded: bool) -> dict[str, float]:
+    store.begin_load(version)
+    start = time.perf_counter()
+    # one write_batch per simulated partition of 100k rows, as executors would call it
+    for offset in range(0, n, 100_000):
+        part = ((f"user{i}", pool[i % len(pool)]) for i in range(offset, min(offset + 100_000, n)))
+        store.write_batch(version, part, encoded=encoded)
+    written = time.perf_counter() - start
+    store.commit_load(version, n)
+    total = time.perf_counter() - start
+    return {"write_s": written, "total_s": total, "keys_per_s": n / total}
+
+
+def redis_baseline(port: int, n: int, encoded_pool: list[bytes], batch: int) -> float:
+    """Keys/s of plain redis-py: pipelined MSET, transaction=False, no versioning or checks."""
+    import redis
+
+    client = redis.Redis(port=port)
+    start = time.perf_counter()
+    pipe = client.pipeline(transaction=False)
+    for offset in range(0, n, batch):
+        pipe.mset({f"baseline:user{i}": encoded_pool[i % len(encoded_pool)]
+                   for i in range(offset, min(offset + batch, n))})
+        if (offset // batch) % 8 == 7:
+            pipe.execute()
+    pipe.execute()
+    elapsed = time.perf_counter() - start
+    cursor_keys = list(client.scan_iter(match="baseline:*", count=10_000))
+    for i in range(0, len(cursor_keys), 10_000):
+        client.unlink(*cursor_keys[i:i + 10_000])
+    return n / elapsed
+
+
+def read_latency(config: dict, n_keys: int, lookups: int) -> dict[str, float]:
+    """Run in a second process: p50/p99 of get() and get_many(100) on random keys, in microseconds."""
+    store = store_from_config(config)
+    rng = random.Random(11)
+    store.get("user0")  # connect
+    singles, manys = [], []
+    for _ in range(lookups):
+        key = f"user{rng.randrange(n_keys)}"
+        t = time.perf_counter()
+        value = store.get(key)
+        singles.append(time.perf_counter() - t)
+        assert value is not None, key
+    for _ in range(max(lookups // 20, 1)):
+        keys = [f"user{rng.randrange(n_keys)}" for _ in range(100)]
+        t = time.perf_counter()
+        got = store.get_many(keys)
+        manys.append(time.perf_counter() - t)
+        assert None not in got
+    return {"get_p50_us": _pct(singles, 50), "get_p99_us": _pct(singles, 99),
+            "get_many100_p50_us": _pct(manys, 50), "get_many100_p99_us": _pct(manys, 99)}
+
+
+def _pct(samples: list[float], p: int) -> float:
+    return statistics.quantiles(samples, n=100, method="inclusive")[p - 1] * 1e6 if p < 100 else max(samples) * 1e6
+
+
+def latency_from_second_process(store: ServingStore, n_keys: int, lookups: int) -> dict[str, float]:
+    out = subprocess.run([sys.executable, __file__, "--reader", json.dumps(store.config()), str(n_keys),
+                          str(lookups)], check=True, capture_output=True, text=True)
+    return json.loads(out.stdout)
+
+
+def bench_store(name: str, store: ServingStore, n: int, pool: list, encoded_pool: list,
+                lookups: int) -> dict[str, float]:
+    print(f"{name}: loading {n:,} keys ...", file=sys.stderr)
+    objects = timed_load(store, "bench-objects", n, pool, encoded=False)
+    json_in = timed_load(store, "bench-json", n, encoded_pool, encoded=True)
+    latency = latency_from_second_process(store, n, lookups)
+    return {"objects_keys_per_s": objects["keys_per_s"], "json_keys_per_s": json_in["keys_per_s"],
+            "commit_s": json_in["total_s"] - json_in["write_s"], **latency}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--keys", type=int, default=1_000_000)
+    p.add_argument("--lookups", type=int, default=20_000)
+    p.add_argument("--batch-size", type=int, default=2000)
+    p.add_argument("--redis-port", type=int, default=None, help="use this running redis-server on 127.0.0.1")
+    p.add_argument("--stores", default="redis,sqlite")
+    p.add_argument("--reader", nargs=3, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.reader:
+        print(json.dumps(read_latency(json.loads(args.reader[0]), int(args.reader[1]), int(args.reader[2]))))
+        return 0
+
+    pool = value_pool()
+    encoded_pool = [encode_value(v) for v in pool]
+    results: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
+        server = None
+        if "redis" in args.stores:
+            port = args.redis_port
+            if port is None:
+                from tests.redis_server import RedisServer
+
+                server = RedisServer(Path(tmp) / "redis").start()
+                port = server.port
+            try:
+                store = store_from_config(StoreSettings("redis", "bench", keep_versions=2,
+                                                        batch_size=args.batch_size, options={"port": port}))
+                results["redis"] = bench_store("redis", store, args.keys, pool, encoded_pool, args.lookups)
+                results["redis"]["baseline_mset_keys_per_s"] = redis_baseline(port, args.keys, encoded_pool,
+                                                                              args.batch_size)
+            finally:
+                if server is not None:
+                    server.stop()
+        if "sqlite" in args.stores:
+            store = store_from_config(StoreSettings("sqlite", "bench", keep_versions=2, batch_size=args.batch_size,
+                                                    options={"path": str(Path(tmp) / "serving.sqlite")}))
+            results["sqlite"] = bench_store("sqlite", store, args.keys, pool, encoded_pool, args.lookups)
+            store.close()
+    report(results, args.keys)
+    return 0
+
+
+def report(results: dict[str, dict[str, float]], n: int) -> None:
+    print(f"serving bench: {n:,} keys, top-10 lists (~{len(encode_value(value_pool()[0]))} B JSON each)")
+    print(f"{'store':8} {'load keys/s (JSON in)':>22} {'(objects in)':>13} {'commit s':>9} "
+          f"{'get p50 us':>11} {'get p99 us':>11} {'mget100 p50':>12} {'mget100 p99':>12}")
+    for name, r in results.items():
+        print(f"{name:8} {r['json_keys_per_s']:>22,.0f} {r['objects_keys_per_s']:>13,.0f} {r['commit_s']:>9.2f} "
+              f"{r['get_p50_us']:>11.0f} {r['get_p99_us']:>11.0f} {r['get_many100_p50_us']:>12.0f} "
+              f"{r['get_many100_p99_us']:>12.0f}")
+    if "redis" in results:
+        r = results["redis"]
+        print(f"ratio redis load (JSON in) / target {TARGET_KEYS_PER_S:,} keys/s: "
+              f"{r['json_keys_per_s'] / TARGET_KEYS_PER_S:.2f}")
+        print(f"ratio redis load (objects in) / target: {r['objects_keys_per_s'] / TARGET_KEYS_PER_S:.2f}")
+        print(f"ratio redis load (JSON in) / plain redis-py MSET pipeline "
+              f"({r['baseline_mset_keys_per_s']:,.0f} keys/s): {r['json_keys_per_s'] / r['baseline_mset_keys_per_s']:.2f}")
+    if "redis" in results and "sqlite" in results:
+        print(f"ratio sqlite / redis load (JSON in): "
+              f"{results['sqlite']['json_keys_per_s'] / results['redis']['json_keys_per_s']:.2f}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
