@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from lakeloop.conf import Conf
 
 __all__ = ["REASONS", "CurateReport", "parse", "cleanse", "classify", "deduplicate", "curate_frame",
-           "silver_frame", "quarantine_frame", "curate_source", "report_uri"]
+           "silver_frame", "quarantine_frame", "curate_source", "curate", "report_uri", "run", "add_arguments"]
 
 log = logging.getLogger("lakeloop.curate")
 
@@ -363,3 +363,176 @@ def quarantine_frame(curated: DataFrame) -> DataFrame:
     if "_header" not in curated.columns:
         curated = curated.withColumn("_header", F.lit(None).cast("string"))
     return curated.where(F.col("reason").isNotNull()).select(*QUARANTINE_COLUMNS)
+
+
+# -- the job: one source, one date -----------------------------------------------------------------------
+
+
+@dataclass
+class CurateReport:
+    """Counts of one curate run; ``bronze_rows == silver_rows + quarantine_rows`` always holds."""
+
+    source: str
+    dt: str
+    run_id: str
+    bronze_rows: int
+    silver_rows: int
+    quarantine_rows: int
+    quarantine_by_reason: dict[str, int]
+    quarantine_rate: float  # duplicates excluded
+    max_quarantine_rate: float
+    passed: bool
+    bronze_version: int | None
+    silver_version: int | None = None
+    quarantine_version: int | None = None
+    skipped: bool = False  # bronze unchanged since the last run: nothing rewritten
+    started_at: str = ""
+    finished_at: str = ""
+    tables: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def reconciled(self) -> bool:
+        return (self.bronze_rows == self.silver_rows + self.quarantine_rows
+                and self.quarantine_rows == sum(self.quarantine_by_reason.values()))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "reconciled": self.reconciled}
+
+    def summary(self) -> str:
+        reasons = ", ".join(f"{k}={v}" for k, v in self.quarantine_by_reason.items() if v)
+        return (f"{self.source} dt={self.dt}: bronze {self.bronze_rows} = silver {self.silver_rows} + quarantine "
+                f"{self.quarantine_rows} ({reasons or 'none'}); quarantine rate {self.quarantine_rate:.4f} "
+                f"(max {self.max_quarantine_rate})")
+
+
+def report_uri(conf: Conf, source: str, date: str) -> str:
+    """``<warehouse>/_reports/curate/<source>/dt=<date>.json``."""
+    return f"{conf.path('warehouse').rstrip('/')}/_reports/curate/{source}/dt={date}.json"
+
+
+def _write_text(spark: SparkSession, uri: str, text: str) -> None:
+    """Write a small text file through Hadoop's FileSystem (local disk, HDFS and object stores alike)."""
+    jvm = spark.sparkContext._jvm
+    path = jvm.org.apache.hadoop.fs.Path(uri)
+    fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    out = fs.create(path, True)
+    try:
+        out.write(bytearray(text.encode("utf-8")))
+    finally:
+        out.close()
+
+
+def _bronze(spark: SparkSession, conf: Conf, schema: SourceSchema, date: str) -> tuple[DataFrame, int | None]:
+    from lakeloop import tables
+    from lakeloop.ingest import bronze_schema
+
+    uri = conf.table_uri(f"bronze.{schema.source}")
+    version = tables.version(uri)
+    if version is None:
+        return spark.createDataFrame([], bronze_schema(schema)), None
+    return tables.read(spark, uri, version=version, where=f"dt = '{date}'"), version
+
+
+def _counts(curated: DataFrame) -> dict[str | None, int]:
+    return {r["reason"]: int(r["count"]) for r in curated.groupBy("reason").count().collect()}
+
+
+def curate_source(spark: SparkSession, conf: Conf, source: str, date: str, *, run_id: str = "",
+                  force: bool = False) -> CurateReport:
+    """Curate ``bronze.<source>`` for ``date`` into ``silver.<source>`` and its quarantine table.
+
+    Both tables are overwritten for ``dt = date`` only.  Each write carries the transaction
+    ``(curate:<source>:<date>, bronze version + 1)``, so a re-run over an unchanged bronze table
+    commits nothing (``skipped``) unless ``force``.  The JSON report is written to
+    :func:`report_uri` in every case.
+
+    Raises
+    ------
+    DataQualityError
+        When the quarantine rate (duplicates excluded) exceeds ``curate.max_quarantine_rate``; the
+        quarantine and the report are written, silver is not.
+    """
+    from lakeloop import tables
+    from lakeloop.schemas import source_schema
+
+    schema = source_schema(conf, source)
+    started = _now()
+    bronze, bronze_version = _bronze(spark, conf, schema, date)
+    curated = curate_frame(bronze, schema).persist()
+    try:
+        counts = _counts(curated)
+        by_reason = {r: counts.get(r, 0) for r in REASONS}
+        total = sum(counts.values())
+        bad = sum(by_reason[r] for r in RATE_REASONS)
+        limit = float(conf.get("curate.max_quarantine_rate", 1.0))
+        report = CurateReport(
+            source=source, dt=date, run_id=run_id, bronze_rows=total, silver_rows=counts.get(None, 0),
+            quarantine_rows=sum(by_reason.values()), quarantine_by_reason=by_reason,
+            quarantine_rate=bad / total if total else 0.0, max_quarantine_rate=limit,
+            passed=(bad / total if total else 0.0) <= limit, bronze_version=bronze_version, started_at=started,
+            tables={"silver": conf.table_uri(f"silver.{source}"),
+                    "quarantine": conf.table_uri(f"silver.{source}_quarantine")})
+        txn = None if force else (f"curate:{source}:{date}", (bronze_version if bronze_version is not None else -1) + 1)
+        where = f"dt = '{date}'"
+        q = tables.write(quarantine_frame(curated), report.tables["quarantine"], mode="overwrite",
+                         partition_by=["dt"], replace_where=where, txn=txn)
+        report.quarantine_version = q.version
+        if report.passed:
+            s = tables.write(silver_frame(curated, schema), report.tables["silver"], mode="overwrite",
+                             partition_by=["dt"], replace_where=where, txn=txn)
+            report.silver_version, report.skipped = s.version, s.skipped and q.skipped
+    finally:
+        curated.unpersist()
+    report.finished_at = _now()
+    _write_text(spark, report_uri(conf, source, date), json.dumps(report.as_dict(), indent=2, sort_keys=True))
+    log.info("curate %s", report.summary())
+    if not report.passed:
+        raise DataQualityError(f"curate {report.summary()}: quarantine rate above curate.max_quarantine_rate; "
+                               f"silver not written; see {report_uri(conf, source, date)}")
+    return report
+
+
+def _now() -> str:
+    import datetime as dt
+
+    return dt.datetime.now(dt.timezone.utc).isoformat()
+
+
+def curate(spark: SparkSession, conf: Conf, date: str, sources: Sequence[str] | None = None, *,
+           run_id: str = "", force: bool = False) -> list[CurateReport]:
+    """Curate ``sources`` (default: every source in conf) for ``date``.
+
+    Every source is curated even when one fails its quality gate; the first
+    :class:`DataQualityError` is raised at the end.
+    """
+    from lakeloop.schemas import source_names, source_schema
+
+    names = list(sources) if sources else source_names(conf)
+    for name in names:
+        source_schema(conf, name)
+    reports: list[CurateReport] = []
+    failures: list[DataQualityError] = []
+    for name in names:
+        try:
+            reports.append(curate_source(spark, conf, name, date, run_id=run_id, force=force))
+        except DataQualityError as exc:
+            failures.append(exc)
+    if failures:
+        raise DataQualityError("; ".join(str(f) for f in failures))
+    return reports
+
+
+def run(ctx, spark: SparkSession, args) -> int:
+    """Body of ``jobs/curate.py``."""
+    for report in curate(spark, ctx.conf, ctx.date, args.source, run_id=ctx.run_id, force=args.force):
+        ctx.log.info("curate report %s", json.dumps(report.as_dict(), sort_keys=True))
+    return 0
+
+
+def add_arguments(parser) -> None:
+    """The options of ``jobs/curate.py`` beyond the common ones."""
+    parser.add_argument("--source", action="append", default=None,
+                        help="source to curate (repeatable; default: every source in conf)")
+    parser.add_argument("--force", action="store_true",
+                        help="recompute even when bronze has not changed since the last run (e.g. after a "
+                             "schema change)")
