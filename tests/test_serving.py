@@ -18,12 +18,11 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from lakeloop.conf import ConfError
-from lakeloop.serving import (LoadRefused, ServingError, ServingStore, StoreSettings, open_store,
-                              store_from_config)
+from lakeloop.serving import LoadRefused, ServingError, ServingStore, StoreSettings, open_store, store_from_config
 from lakeloop.serving.redis import RedisStore
 from lakeloop.serving.sqlite import SQLiteStore
+
 from tests.redis_server import MISSING, REDIS_SERVER, RedisServer, redis_server  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -363,7 +362,8 @@ def test_load_killed_midway_leaves_the_served_version_intact(make_store, kind):
 
 
 # -- configuration ----------------------------------------------------------------------------------------
-def test_open_store_from_conf(conf, redis_server):
+def test_open_store_from_conf(conf, request):
+    server = request.getfixturevalue("redis_server")
     store = open_store(conf)
     assert isinstance(store, SQLiteStore)
     assert store.settings.options["path"] == str(Path(conf["warehouse"]).resolve() / "_serving" / "serving.sqlite")
@@ -372,7 +372,7 @@ def test_open_store_from_conf(conf, redis_server):
     with sqlite3.connect(store.settings.options["path"]) as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     store.close()
-    redis_conf = conf.with_overrides({"serving.store": "redis", "serving.redis.port": redis_server.port,
+    redis_conf = conf.with_overrides({"serving.store": "redis", "serving.redis.port": server.port,
                                       "serving.namespace": "conf-" + uuid.uuid4().hex[:8], "serving.ttl_seconds": 60,
                                       "serving.keep_versions": 3, "serving.batch_size": 10})
     rstore = open_store(redis_conf)

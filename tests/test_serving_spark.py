@@ -5,9 +5,9 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from lakeloop.serving import StoreSettings, load_dataframe, store_from_config
 from pyspark.sql import functions as F
 
-from lakeloop.serving import StoreSettings, load_dataframe, store_from_config
 from tests.redis_server import redis_server  # noqa: F401
 
 
@@ -25,9 +25,9 @@ def store(request, tmp_path):
 
 
 def test_load_dataframe_writes_from_executors_and_switches(spark, store):
+    item = F.concat(F.lit("i"), (F.col("id") % 7).cast("string"))
     predictions = (spark.range(0, 1000, numPartitions=4)
-                   .withColumn("top", F.array(F.struct(F.concat(F.lit("i"), (F.col("id") % 7).cast("string")).alias("item"),
-                                                         (F.col("id") / 1000).alias("score"))))
+                   .withColumn("top", F.array(F.struct(item.alias("item"), (F.col("id") / 1000).alias("score"))))
                    .withColumn("label", F.concat(F.lit("u"), F.col("id").cast("string"))))
     assert load_dataframe(store, predictions, "2026-11-22", "id", "top") == 1000
     assert store.current_version() == "2026-11-22"

@@ -336,7 +336,7 @@ class ServingStore(ABC):
     def _write(self, version: str, pairs: dict[str, bytes]) -> None:
         """Write ``key -> JSON`` if ``version`` is loading, counting the keys that are new."""
 
-    def _flush(self, version: str) -> None:
+    def _flush(self, version: str) -> None:  # noqa: B027 - optional hook, nothing to do by default
         """Wait for writes still in flight (stores that pipeline them)."""
 
     @abstractmethod

@@ -27,8 +27,7 @@ from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 
 from lakeloop.conf import ConfError
-from lakeloop.serving.base import (COMMITTED, DELETING, LOADING, LoadInfo, LoadRefused, ServingError,
-                                   ServingStore)
+from lakeloop.serving.base import COMMITTED, DELETING, LOADING, LoadInfo, LoadRefused, ServingError, ServingStore
 
 __all__ = ["RedisStore"]
 

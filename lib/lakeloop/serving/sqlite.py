@@ -21,8 +21,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from lakeloop.serving.base import (COMMITTED, DELETING, LOADING, LoadInfo, LoadRefused, ServingError,
-                                   ServingStore, chunked)
+from lakeloop.serving.base import (
+    COMMITTED,
+    DELETING,
+    LOADING,
+    LoadInfo,
+    LoadRefused,
+    ServingError,
+    ServingStore,
+    chunked,
+)
 
 __all__ = ["SQLiteStore"]
 
@@ -133,7 +141,8 @@ class SQLiteStore(ServingStore):
     def _remove_version(self, version: str) -> int:
         db, ns = self._db, self.namespace
         with _transaction(db):
-            db.execute("UPDATE serving_loads SET state = ? WHERE namespace = ? AND version = ?", (DELETING, ns, version))
+            db.execute("UPDATE serving_loads SET state = ? WHERE namespace = ? AND version = ?",
+                       (DELETING, ns, version))
         deleted = 0
         while True:
             with _transaction(db):
