@@ -27,10 +27,12 @@ Contract
     feature columns and return the positive-class probability per row (a 1-d array or series,
     or a frame/2-d array whose last column is that probability).  The evaluation gate and bulk
     inference rely on this and on nothing else.
-``fit_local(train, valid, params, device)`` (optional; needed by ``--tune``)
-    Train single-node on pandas frames inside one Spark task and return a :class:`FitResult`.
-    ``device`` comes from :func:`lakeloop.train.gpu.task_device` (``"cpu"`` or ``"cuda:N"``).
-    Backends that cannot do this leave ``supports_local_fit`` false and ``--tune`` is refused.
+``fit_local(train, valid, features, label, params, device)`` and ``predict_local(model, frame)``
+    (optional; needed by ``--tune``)
+    Train single-node on pandas frames inside one Spark task and return a :class:`FitResult`;
+    score a pandas frame with the resulting model (positive-class probabilities).  ``device``
+    comes from :func:`lakeloop.train.gpu.task_device` (``"cpu"`` or ``"cuda:N"``).  Backends that
+    cannot do this leave ``supports_local_fit`` false and ``--tune`` is refused.
 ``device_params(device)``
     Backend parameters that pin ``device`` (for xgboost ``{"device": "cuda:N"}``), so tests and
     tuning tasks can see exactly which device a task would use.
@@ -82,12 +84,14 @@ class FitResult:
 
     ``model`` is the backend's native model (an ``xgboost.Booster``, a Keras model, a torch
     module); ``history`` maps ``"<dataset>-<metric>"`` to one value per round/epoch; ``params`` are
-    the effective hyper-parameters.
+    the effective hyper-parameters; ``feature_importance`` (optional) maps feature names to a
+    non-negative importance for the evaluation report.
     """
 
     model: Any
     history: dict[str, list[float]]
     params: dict[str, Any]
+    feature_importance: dict[str, float] = field(default_factory=dict)
 
 
 class Backend(ABC):
@@ -118,6 +122,10 @@ class Backend(ABC):
                   params: dict[str, Any], *, device: str = "cpu") -> FitResult:
         """Single-node training inside one Spark task (tuning trials)."""
         raise NotImplementedError(f"backend {self.name!r} cannot train single-node trials")
+
+    def predict_local(self, model: Any, frame: pd.DataFrame) -> Any:
+        """Positive-class probabilities of ``model`` (from :meth:`fit_local`) for ``frame``."""
+        raise NotImplementedError(f"backend {self.name!r} cannot score single-node trials")
 
 
 def get_backend(name: str) -> Backend:

@@ -1,0 +1,191 @@
+"""One training run for a date: data -> (tuning) -> in-cluster fit -> MLflow -> registry -> gate.
+
+:func:`train_for_date` is the body of ``jobs/train.py``.  Everything needed to reproduce the run is
+logged on the MLflow run: effective hyper-parameters, the feature list (param and ``features.json``),
+the Delta version of every input table (params ``input.<table>.version`` and tags), the seed and
+holdout fraction, per-round/epoch metrics, and the model with its signature and input example.
+The model is registered as a new version with the ``@challenger`` alias and gated
+(:mod:`lakeloop.train.gate`); the gate's decision is tagged on the run and on the model version and
+written to the run report JSON (:func:`lakeloop.train.report.write_run_report`).
+
+A re-run of a date trains and registers a new version (registry versions are append-only), gates it
+against the champion of that moment and replaces the date's report; ``@champion`` only ever moves
+to a version that passed the gate.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lakeloop.train import gate, registry, report, tuning
+from lakeloop.train.base import Backend, FitResult, TrainingData, get_backend
+from lakeloop.train.data import load_training_data
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from mlflow.models import ModelSignature
+    from pyspark.sql import SparkSession
+
+    from lakeloop.conf import Conf
+
+__all__ = ["TrainOutcome", "train_for_date", "model_signature", "holdout_frame"]
+
+MODEL_ARTIFACT = "model"
+
+
+@dataclass
+class TrainOutcome:
+    """What a training run produced: MLflow run, model version, gate decision, report file."""
+
+    run_id: str
+    model_version: str
+    decision: gate.GateDecision
+    report_path: Path
+    trial_run_ids: list[str] = field(default_factory=list)
+
+
+def model_signature(features: list[str]) -> ModelSignature:
+    """Inputs: the feature columns as doubles (NaN = missing); output: the positive-class probability."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    return ModelSignature(inputs=Schema([ColSpec("double", f) for f in features]),
+                          outputs=Schema([ColSpec("double")]))
+
+
+def holdout_frame(data: TrainingData, max_rows: int, seed: int) -> pd.DataFrame:
+    """The holdout as pandas (features + label), a seeded sample of ``max_rows`` when larger."""
+    frame = data.valid.select(*data.features, data.label)
+    total = frame.count()
+    if total > max_rows:
+        frame = frame.sample(fraction=min(1.0, 1.1 * max_rows / total), seed=seed).limit(max_rows)
+    return frame.toPandas()
+
+
+def _positive_rate(data: TrainingData) -> float:
+    from pyspark.sql import functions as F
+
+    return float(data.train.agg(F.avg(data.label)).first()[0])
+
+
+def _tune(spark: SparkSession, conf: Conf, backend: Backend, data: TrainingData, params: dict[str, Any],
+          trials: int) -> tuple[dict[str, Any], list[str], dict[str, Any]]:
+    import mlflow
+
+    metric, seed = conf["train.gate_metric"], conf["train.seed"]
+    configs = tuning.sample_space(conf["train.tune_space"], trials, seed)
+    done = tuning.run_trials(spark, backend, data, params, configs, metric=metric,
+                             sample_rows=conf["train.tune_sample_rows"], seed=seed)
+    ids = tuning.log_trials(done, metric)
+    best = tuning.best_trial(done, metric)
+    mlflow.set_tags({"tune.trials": str(len(done)), "tune.best_trial": str(best.index)})
+    mlflow.log_metric(f"tune.best_holdout_{metric}", best.value)
+    summary = {"trials": [{"index": t.index, "params": t.params, metric: t.value, "device": t.device}
+                          for t in sorted(done, key=lambda t: t.index)],
+               "best": best.index}
+    return {**params, **best.params}, ids, summary
+
+
+def _log_inputs(conf: Conf, data: TrainingData, backend: Backend, run_date: dt.date, shuffle: bool,
+                tags: dict[str, str]) -> None:
+    import mlflow
+
+    versions = {f"input.{table}.version": str(v) for table, v in data.input_versions.items()}
+    mlflow.set_tags({**tags, **versions, "lakeloop.run_date": run_date.isoformat(),
+                     "lakeloop.backend": backend.name, "lakeloop.shuffle_labels": str(shuffle).lower()})
+    mlflow.log_params({**versions, "features": ",".join(data.features), "n_features": len(data.features),
+                       "label": data.label, "train.seed": conf["train.seed"], "train.days": conf["train.days"],
+                       "train.holdout_fraction": conf["train.holdout_fraction"]})
+    mlflow.log_dict({"features": data.features, "label": data.label}, "features.json")
+
+
+def _log_fit(fit: FitResult) -> None:
+    import mlflow
+
+    mlflow.log_params({f"param.{k}": v for k, v in fit.params.items()})
+    registry.log_history(fit.history)
+    if fit.feature_importance:
+        mlflow.log_dict(fit.feature_importance, "feature_importance.json")
+
+
+def _log_evaluation(holdout: pd.DataFrame, label: str, scores: Any, fit: FitResult) -> list[str]:
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = report.evaluation_plots(holdout[label].to_numpy(), scores, fit.feature_importance, tmp)
+        mlflow.log_artifacts(tmp, "evaluation")
+    return [f"evaluation/{p.name}" for p in paths]
+
+
+def _log_decision(decision: gate.GateDecision) -> None:
+    import mlflow
+
+    mlflow.set_tags(gate.decision_tags(decision))
+    values = {"gate.challenger_value": decision.challenger_value, "gate.reference_value": decision.reference_value}
+    values.update({f"gate.baseline.{k}": v for k, v in decision.baselines.items()})
+    mlflow.log_metrics({k: v for k, v in values.items() if v is not None})
+
+
+def train_for_date(spark: SparkSession, conf: Conf, run_date: dt.date, *, backend: str | None = None,
+                   shuffle_labels: bool = False, tune: int = 0,
+                   tags: dict[str, str] | None = None) -> TrainOutcome:
+    """Train, log, register and gate a model on the training set of ``run_date``.
+
+    Parameters
+    ----------
+    backend : str, optional
+        A module of :mod:`lakeloop.train`; default ``train.backend``.
+    shuffle_labels : bool
+        Permute the training labels (diagnostic: the gate must refuse the model).
+    tune : int
+        Number of tuning trials (0: none); the best configuration is then trained in the cluster.
+    tags : dict, optional
+        Extra MLflow run tags (the job's run id).
+
+    Returns
+    -------
+    :class:`TrainOutcome`
+        Whether the model was promoted is ``outcome.decision.passed``; the caller decides the exit
+        code (``jobs/train.py`` raises :class:`lakeloop.errors.GateRefused`).
+    """
+    import mlflow
+
+    impl = get_backend(backend or conf["train.backend"])
+    registry.setup(conf)
+    data = load_training_data(spark, conf, run_date, shuffle=shuffle_labels)
+    params = {**impl.default_params(conf), **conf["train.params"]}
+    holdout = holdout_frame(data, conf["train.gate_max_rows"], conf["train.seed"])
+    prior = _positive_rate(data)
+    tuned: dict[str, Any] = {}
+    trial_ids: list[str] = []
+    with mlflow.start_run(run_name=f"{impl.name}-{run_date.isoformat()}") as run:
+        _log_inputs(conf, data, impl, run_date, shuffle_labels, tags or {})
+        if tune:
+            params, trial_ids, tuned = _tune(spark, conf, impl, data, params, tune)
+        fit = impl.fit(spark, data, params, gpu=bool(conf.get("gpu.enabled")))
+        _log_fit(fit)
+        example = holdout[data.features].head(5)
+        info = impl.log_model(fit, MODEL_ARTIFACT, signature=model_signature(data.features), input_example=example)
+        version = registry.register_challenger(conf, info.model_uri, run.info.run_id,
+                                               {"run_date": run_date.isoformat(), "backend": impl.name})
+        decision, scores = gate.evaluate(conf, holdout, data.features, data.label, prior, version.version)
+        plots = _log_evaluation(holdout, data.label, scores, fit) if scores is not None else []
+        gate.apply(conf, decision)
+        _log_decision(decision)
+        payload = {"run_date": run_date.isoformat(), "mlflow_run_id": run.info.run_id,
+                   "experiment_id": run.info.experiment_id, "backend": impl.name,
+                   "model_name": conf["mlflow.model_name"], "model_version": version.version,
+                   "model_uri": info.model_uri, "params": fit.params, "features": data.features,
+                   "input_versions": data.input_versions, "shuffle_labels": shuffle_labels,
+                   "positive_rate": prior, "tuning": tuned, "artifacts": plots, "gate": decision.as_dict(),
+                   "tags": tags or {}}
+        path = report.write_run_report(conf, run_date, payload)
+        mlflow.log_artifact(str(path), "report")
+    data.train.unpersist()
+    data.valid.unpersist()
+    return TrainOutcome(run_id=run.info.run_id, model_version=version.version, decision=decision,
+                        report_path=path, trial_run_ids=trial_ids)
