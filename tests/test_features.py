@@ -233,3 +233,52 @@ def test_affinity_excludes_events_at_or_after_reference_time(spark):
     got = features.category_affinity(df, t_ref, dt.timedelta(days=1)).collect()
     assert [(r["user_id"], r["category"], r["n"]) for r in got] == [(1, "a", 1)]
     assert got[0]["affinity"] == pytest.approx(0.5, rel=1e-12)
+
+
+# -- the job: gold tables, idempotent per run date --------------------------------------------------------
+
+def write_silver(spark, conf):
+    from lakeloop import tables
+
+    tables.write(make_events(spark, HISTORY + LABEL_DAY), conf.table_uri("silver.events"), mode="overwrite",
+                 partition_by=["dt"])
+    tables.write(make_items(spark), conf.table_uri("silver.items"), mode="overwrite", partition_by=["dt"])
+
+
+def snapshot(spark, conf):
+    from lakeloop import tables
+
+    out = {}
+    for name in features.GOLD_TABLES:
+        df = tables.read(spark, conf.table_uri(name))
+        out[name] = sorted(map(str, df.drop("as_of").collect()))
+    return out
+
+
+@pytest.mark.slow
+def test_features_job_writes_gold_and_is_idempotent(spark, conf):
+    from jobs.features import main
+    from lakeloop import tables
+
+    write_silver(spark, conf)
+    args = ["--set", f"warehouse={conf['warehouse']}", "--set", f"landing={conf['landing']}",
+            "--set", "features.max_list_length=2"]
+    assert main(["--date", "2026-11-09", *args]) == 0
+    assert main(["--date", "2026-11-10", *args]) == 0
+    first = snapshot(spark, conf)
+    versions = {name: tables.version(conf.table_uri(name)) for name in features.GOLD_TABLES}
+    assert main(["--date", "2026-11-10", *args]) == 0  # re-run replaces the date's partition
+    assert snapshot(spark, conf) == first
+    assert all(tables.version(conf.table_uri(n)) > v for n, v in versions.items())
+
+    fav = tables.read(spark, conf.table_uri("gold.user_favours"))
+    assert {r["dt"] for r in fav.select("dt").distinct().collect()} == {"2026-11-09", "2026-11-10"}
+    day10 = by_key(fav.where("dt = '2026-11-10'"), "user_id")
+    assert [x["item_id"] for x in day10[10]["likes"]] == [5, 4]  # capped by features.max_list_length
+    assert 10 in day10 and day10[10]["n_events"] == 9  # as of the end of the run date: label-day view counts
+    train = tables.read(spark, conf.table_uri("gold.training_set")).where("dt = '2026-11-10'")
+    assert {(r["user_id"], r["item_id"]) for r in train.where("label = 1").collect()} == {(11, 3), (12, 5)}
+    train9 = tables.read(spark, conf.table_uri("gold.training_set")).where("dt = '2026-11-09'")
+    assert {(r["user_id"], r["item_id"]) for r in train9.where("label = 1").collect()} == {(12, 1)}
+    stats = by_key(tables.read(spark, conf.table_uri("gold.item_stats")).where("dt = '2026-11-10'"), "item_id")
+    assert stats[1]["views"] == 4 and stats[1]["ctr"] == pytest.approx(0.25)

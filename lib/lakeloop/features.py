@@ -319,15 +319,20 @@ def build_gold(spark: SparkSession, conf: Conf, run_date: dt.date,
     end_of_day = day_start(run_date) + dt.timedelta(days=1)
     first_day = (day_start(run_date) - params.lookback - dt.timedelta(days=1)).date()
     last_day = (day_start(run_date) + params.label_window).date()
-    events = tables.read(spark, conf.table_uri("silver.events")).where(
-        F.col("dt").between(first_day.isoformat(), last_day.isoformat()))
-    items = tables.read(spark, conf.table_uri("silver.items")).where(F.col("dt") <= last_day.isoformat())
-    frames = {
-        "gold.user_favours": user_favours(events, items, end_of_day, params),
-        "gold.item_stats": item_stats(events, items, end_of_day, params),
-        "gold.training_set": training_set(events, items, day_start(run_date), params),
-    }
-    day = run_date.isoformat()
-    return {name: tables.write(df.withColumn("dt", F.lit(day)), conf.table_uri(name), mode="overwrite",
-                               partition_by=["dt"], replace_where=f"dt = '{day}'")
-            for name, df in frames.items()}
+    events = tables.read(spark, conf.table_uri("silver.events"),
+                         where=f"dt >= '{first_day.isoformat()}' AND dt <= '{last_day.isoformat()}'")
+    items = tables.read(spark, conf.table_uri("silver.items"), where=f"dt <= '{last_day.isoformat()}'")
+    events, items = events.persist(), items.persist()  # read once for the three tables
+    try:
+        frames = {
+            "gold.user_favours": user_favours(events, items, end_of_day, params),
+            "gold.item_stats": item_stats(events, items, end_of_day, params),
+            "gold.training_set": training_set(events, items, day_start(run_date), params),
+        }
+        day = run_date.isoformat()
+        return {name: tables.write(df.withColumn("dt", F.lit(day)), conf.table_uri(name), mode="overwrite",
+                                   partition_by=["dt"], replace_where=f"dt = '{day}'")
+                for name, df in frames.items()}
+    finally:
+        events.unpersist()
+        items.unpersist()
