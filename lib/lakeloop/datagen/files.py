@@ -14,8 +14,8 @@ from typing import Any
 
 from lakeloop.conf import ConfError
 
-__all__ = ["WrittenFile", "part_name", "partition_dir", "write_atomic", "remove_stale", "write_manifest", "resolve_landing",
-           "manifest_path"]
+__all__ = ["WrittenFile", "part_name", "partition_dir", "write_atomic", "remove_stale", "write_manifest",
+           "manifest_path", "resolve_landing"]
 
 _TMP_SUFFIX = ".tmp"
 

@@ -11,19 +11,19 @@ import datetime as dt
 import math
 import random
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from lakeloop.conf import ConfError
 from lakeloop.datagen import files
 from lakeloop.datagen.defects import KINDS, QUARANTINE_KINDS, VALID_KINDS, applicable_kinds, apply_defect
 from lakeloop.datagen.render import join_tokens, render_lines, rows_tokens
 from lakeloop.datagen.sources import Exposures, events_frame, items_frame, users_frame
 from lakeloop.datagen.world import EPOCH_DAY, rng_for, world
-from lakeloop.conf import ConfError
 from lakeloop.schemas import SourceSchema, load_schema
 
 __all__ = ["Plan", "Task", "SOURCES", "plan_tasks", "run_task", "build_manifest", "GENERATOR_VERSION"]
@@ -57,9 +57,9 @@ class Plan:
         return n * part // k, n * (part + 1) // k
 
     def params(self) -> dict[str, Any]:
+        exposed = 0 if self.exposures is None else int(np.count_nonzero(np.diff(self.exposures.offsets)))
         return {"events": self.events, "users": self.users, "items": self.items, "bad_fraction": self.bad_fraction,
-                "parts": dict(self.parts), "chunk_rows": self.chunk_rows,
-                "exposed_users": 0 if self.exposures is None else int(np.count_nonzero(np.diff(self.exposures.offsets)))}
+                "parts": dict(self.parts), "chunk_rows": self.chunk_rows, "exposed_users": exposed}
 
 
 @dataclass(frozen=True)
@@ -217,10 +217,10 @@ def _chunk_bytes(plan: Plan, task: Task, chunk: int, counts: Counter) -> bytes:
         else:
             replacements[int(pos)] = line
     defective = bad[base.kinds[bad] != _DUP]
-    for pos, tokens in zip(defective, rows_tokens(schema, base.frame, defective, task.fmt)):
+    for pos, tokens in zip(defective, rows_tokens(schema, base.frame, defective, task.fmt), strict=True):
         line = apply_defect(KINDS[base.kinds[pos]], rnd, schema, tokens, task.fmt)
         replacements[int(pos)] = (line + "\n").encode("utf-8")
-    counts.update({KINDS[k]: int(c) for k, c in zip(*np.unique(base.kinds, return_counts=True))})
+    counts.update({KINDS[k]: int(c) for k, c in zip(*np.unique(base.kinds, return_counts=True), strict=True)})
     return _splice(base.lines, replacements)
 
 
@@ -277,6 +277,3 @@ def build_manifest(plan: Plan, date: str, results: Sequence[Mapping[str, Any]]) 
         }
     return {"date": date, "seed": plan.seed, "generator_version": GENERATOR_VERSION,
             "params": plan.params(), "sources": sources}
-
-
-Runner = Callable[[Callable[[Task], dict], Sequence[Task]], list]

@@ -74,7 +74,7 @@ def hex_ids(ids: np.ndarray) -> pa.Array:
 @lru_cache(maxsize=1)
 def _clock() -> pa.Array:
     sod = np.arange(86400)
-    return pa.array([f"{h:02d}:{m:02d}:{s:02d}" for h, m, s in zip(sod // 3600, sod // 60 % 60, sod % 60)])
+    return pa.array([f"{h:02d}:{m:02d}:{s:02d}" for h, m, s in zip(sod // 3600, sod // 60 % 60, sod % 60, strict=True)])
 
 
 def _mask(valid: np.ndarray | None) -> np.ndarray | None:
@@ -146,7 +146,7 @@ def _scalar_text(type_: str, value) -> str:
     if type_ == "double":
         return f"{value // 100}.{value % 100:02d}"
     if type_ == "timestamp":
-        return dt.datetime.fromtimestamp(value, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return dt.datetime.fromtimestamp(value, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return str(value)
 
 
@@ -159,7 +159,7 @@ def _column_tokens(column, col: Col, rows: np.ndarray, fmt: str) -> list:
     quote = '"' if fmt != "csv" and column.type in ("string", "timestamp") else ""
     absent = "" if fmt == "csv" else (NULL_JSON if col.explicit_null else OMIT)
     return [f"{quote}{col.prefix}{_scalar_text(column.type, v)}{quote}" if ok else absent
-            for v, ok in zip(values, valid)]
+            for v, ok in zip(values, valid, strict=True)]
 
 
 def rows_tokens(schema: SourceSchema, frame: Frame, rows: np.ndarray, fmt: str) -> list[list[tuple[str, str | None]]]:

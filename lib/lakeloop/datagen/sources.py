@@ -6,11 +6,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import pyarrow as pa
 
 from lakeloop.datagen.render import Col, Frame, hex_ids, vocabulary
-from lakeloop.datagen.world import (BRANDS, CATEGORIES, COUNTRIES, FAVOURITES, REVIEW_TEXTS, SEGMENTS, World,
-                                    day_prices)
+from lakeloop.datagen.world import BRANDS, CATEGORIES, COUNTRIES, FAVOURITES, REVIEW_TEXTS, SEGMENTS, World, day_prices
 
 __all__ = ["Exposures", "events_frame", "users_frame", "items_frame", "unique_ids"]
 
@@ -88,11 +86,11 @@ def _pick_items(w: World, rng: np.random.Generator, user: np.ndarray, session_ca
     cat_pick = np.searchsorted(w.category_cdf, session_cat + rng.random(n) * (1 - 1e-12), side="right")
     glob_pick = np.searchsorted(w.global_cdf, rng.random(n), side="right")
     item = np.where(in_cat, w.by_category[np.minimum(cat_pick, w.n_items - 1)], glob_pick)
-    if exposures is not None:
+    if exposures is not None and len(exposures.items):
         start, stop = exposures.offsets[user], exposures.offsets[user + 1]
         take = (stop > start) & (rng.random(n) < _P_EXPOSED)
         pos = start + (rng.random(n) * (stop - start)).astype(np.int64)
-        item = np.where(take, exposures.items[np.minimum(pos, max(len(exposures.items) - 1, 0))], item)
+        item = np.where(take, exposures.items[np.minimum(pos, len(exposures.items) - 1)], item)
     return np.minimum(item, w.n_items - 1)
 
 
