@@ -100,6 +100,16 @@ def test_round_trip(make_store, kind):
     assert (info.state, info.count) == ("committed", 4)
 
 
+def test_large_reads_and_writes_span_several_commands(make_store, kind):
+    store = make_store(kind, batch_size=3000)
+    load(store, "v1", 2500, batch=2500)  # more keys than one script slice / SQL IN list
+    keys = [f"k{i}" for i in reversed(range(2600))] + ["k5"]
+    got = store.get_many(keys)
+    assert got[:100] == [None] * 100
+    assert got[100:-1] == [{"version": "v1", "i": i} for i in reversed(range(2500))]
+    assert got[-1] == {"version": "v1", "i": 5}
+
+
 def test_encoded_values_are_stored_verbatim(make_store, kind):
     store = make_store(kind)
     store.begin_load("v1")
