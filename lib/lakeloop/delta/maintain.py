@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from lakeloop.delta.log import (DeltaError, SchemaMismatchError, TableLocation, check_readable, defaults, locate,
-                                open_table)
+                                open_table, spark_schema)
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -43,6 +43,7 @@ def _quote(name: str) -> str:
 
 def merge(spark: SparkSession, uri: str, source_df: DataFrame, keys: list[str], *, delete_when: str | None = None,
           update: bool = True, insert: bool = True, partition_by: list[str] | None = None,
+          extra_columns: list[str] | None = None,
           storage_options: dict[str, str] | None = None) -> MergeResult:
     """Upsert ``source_df`` into the table at ``uri`` by ``keys`` (created from the source if missing).
 
@@ -50,7 +51,10 @@ def merge(spark: SparkSession, uri: str, source_df: DataFrame, keys: list[str], 
     (``insert``).  ``delete_when`` is a SQL predicate over the source row, its columns written as
     ``s.<column>`` (e.g. ``"s.op = 'D'"``): matching target rows are deleted and such source rows are
     never inserted.  The source is collected to the driver as Arrow and merged by delta-rs, so it
-    should be the changed rows, not a full table.  Source keys must be unique.
+    should be the changed rows, not a full table.  Source keys must be unique.  Source columns the
+    table lacks (e.g. an operation code) are only visible to ``delete_when``; table columns the source
+    lacks keep their values on update and are null on insert.  ``extra_columns``: source columns not
+    to store when the merge creates the table.
     """
     from lakeloop.delta.write import _plan, _utc_timestamps, write
 
@@ -66,21 +70,24 @@ def merge(spark: SparkSession, uri: str, source_df: DataFrame, keys: list[str], 
     table = load_table(loc)
     if table is None:
         rows = source_df if delete_when is None else source_df.where(_unaliased(delete_when, negate=True))
+        rows = rows.drop(*[c for c in extra_columns or () if c in rows.columns])
         result = write(rows, uri, partition_by=partition_by, storage_options=storage_options)
         return MergeResult(result.version, {"num_target_rows_inserted": result.rows})
     check_readable(table, loc)
-    plan = _plan(source_df, loc, table, None, False)
+    table_columns = set(spark_schema(table).fieldNames())
+    written = [c for c in source_df.columns if c in table_columns]
+    plan = _plan(source_df.select(*[f"`{c}`" for c in written]), loc, table, None, False)
     source = _arrow_source(source_df, plan.schema, keys, loc)
     on = " AND ".join(f"t.{_quote(k)} = s.{_quote(k)}" for k in keys)
     merger = table.merge(source, on, source_alias="s", target_alias="t")
-    columns = {_quote(c): f"s.{_quote(c)}" for c in source_df.columns}
+    columns = {_quote(c): f"s.{_quote(c)}" for c in written}
     if delete_when is not None:
         merger = merger.when_matched_delete(predicate=delete_when)
     if update:
         merger = merger.when_matched_update(columns)
     if insert:
         merger = merger.when_not_matched_insert(
-            columns, predicate=None if delete_when is None else f"NOT ({delete_when})")
+            columns, predicate=None if delete_when is None else f"NOT coalesce(({delete_when}), false)")
     metrics = merger.execute()
     return MergeResult(int(table.version()), dict(metrics))
 
@@ -96,10 +103,12 @@ def _arrow_source(source_df: DataFrame, schema: Any, keys: list[str], loc: Table
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from lakeloop.delta.write import _conform
+    from pyspark.sql import functions as F
 
-    present = set(source_df.columns)
-    arrow = _conform(source_df, schema).select(*[f.name for f in schema.fields if f.name in present]).toArrow()
+    # table columns cast to the table's types; extra source columns (e.g. an op code) kept for predicates
+    types = {f.name: f.dataType for f in schema.fields}
+    arrow = source_df.select(*[F.col(f"`{c}`").cast(types[c]).alias(c) if c in types else F.col(f"`{c}`")
+                               for c in source_df.columns]).toArrow()
     if arrow.num_rows:
         counts = arrow.group_by(keys).aggregate([([], "count_all")])
         dup = counts.filter(pc.greater(counts["count_all"], 1))
@@ -154,7 +163,8 @@ def vacuum(uri: str, retention_hours: int | None = None, dry_run: bool = False, 
     if hours < 0:
         raise ValueError(f"retention_hours must be >= 0, got {hours}")
     removed = [_relative(loc, p) for p in
-               table.vacuum(retention_hours=hours, dry_run=dry_run, enforce_retention_duration=False)]
+               table.vacuum(retention_hours=hours, dry_run=dry_run, enforce_retention_duration=False,
+                                         full=True)]
     partition_columns = set(table.metadata().partition_columns)
     live = {p for p in _referenced(table)}
     cutoff = time.time() - hours * 3600
