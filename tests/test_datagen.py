@@ -194,7 +194,6 @@ def test_good_rows_follow_the_contract(day):
 def test_row_renderer_matches_the_column_renderer(source):
     """Bad rows are rendered row by row, good rows column-wise: both must give the same line."""
     import numpy as np
-
     from lakeloop.datagen.generator import SOURCES, Task, _frame, make_plan
     from lakeloop.datagen.render import join_tokens, render_lines, rows_tokens
     from lakeloop.datagen.world import rng_for

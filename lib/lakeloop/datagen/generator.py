@@ -189,12 +189,12 @@ _DUP, _GOOD = KINDS.index("duplicate"), KINDS.index("good")
 _FALLBACK = KINDS.index("malformed")  # for a duplicate with no earlier good line to copy
 
 
-def _duplicate(rnd: random.Random, good: np.ndarray, pos: int, chunk: _Chunk, earlier: _Chunk | None) -> bytes | None:
+def _duplicate(rnd: random.Random, chunk: _Chunk, good: np.ndarray, pos: int,
+               earlier: _Chunk | None, earlier_good: np.ndarray) -> bytes | None:
     """A copy of an earlier good line: from this chunk before ``pos`` or from the previous part."""
     n_local = int(np.searchsorted(good, pos))
-    remote = np.flatnonzero(earlier.kinds == _GOOD) if earlier is not None else good[:0]
-    if len(remote) and (not n_local or rnd.random() < 0.5):
-        return earlier.line(int(remote[rnd.randrange(len(remote))]))
+    if len(earlier_good) and (not n_local or rnd.random() < 0.5):
+        return earlier.line(int(earlier_good[rnd.randrange(len(earlier_good))]))
     if n_local:
         return chunk.line(int(good[rnd.randrange(n_local)]))
     return None
@@ -205,13 +205,16 @@ def _chunk_bytes(plan: Plan, task: Task, chunk: int, counts: Counter) -> bytes:
     base, rng = _base_chunk(plan, task, chunk)
     schema = plan.schemas[task.source]
     rnd = random.Random(int(rng.integers(0, 2**63)))
-    earlier = _base_chunk(plan, Task(task.landing, task.date, task.source, task.part - 1), 0)[0] \
-        if chunk == 0 and task.part > 0 and np.any(base.kinds == _DUP) else None
     good = np.flatnonzero(base.kinds == _GOOD)
     bad = np.flatnonzero(base.kinds != _GOOD)
+    dups = bad[base.kinds[bad] == _DUP]
+    earlier = None  # chunk 0 of the previous part, whose good lines may reappear here
+    if chunk == 0 and task.part > 0 and len(dups):
+        earlier = _base_chunk(plan, Task(task.landing, task.date, task.source, task.part - 1), 0)[0]
+    earlier_good = np.flatnonzero(earlier.kinds == _GOOD) if earlier is not None else good[:0]
     replacements: dict[int, bytes] = {}
-    for pos in bad[base.kinds[bad] == _DUP]:
-        line = _duplicate(rnd, good, int(pos), base, earlier)
+    for pos in dups:
+        line = _duplicate(rnd, base, good, int(pos), earlier, earlier_good)
         if line is None:
             base.kinds[pos] = _FALLBACK
         else:
