@@ -263,7 +263,7 @@ def test_duplicates_cross_parts(day):
 
 # -- realism -------------------------------------------------------------------------------------------
 
-def test_popularity_taste_and_daily_curve(day):
+def test_popularity_taste_funnel_and_daily_curve(day):
     landing, manifest = day
     _, rows = classify(landing, "events", [f["path"] for f in manifest["sources"]["events"]["files"]])
     good = [r for _, kind, r in rows if kind == "good"]
@@ -282,6 +282,16 @@ def test_popularity_taste_and_daily_curve(day):
     assert heavy
     concentration = sum(sum(n for _, n in c.most_common(3)) / sum(c.values()) for c in heavy) / len(heavy)
     assert concentration > 0.5, concentration  # 3 of 29 categories: ~0.1 without taste
+
+    seen_in_session: dict[str, set] = {}
+    purchases = repeat = 0
+    for r in good:
+        items_so_far = seen_in_session.setdefault(r["session_id"], set())
+        if r["type"] == "purchase":
+            purchases += 1
+            repeat += r["item_id"] in items_so_far
+        items_so_far.add(r["item_id"])
+    assert purchases and repeat / purchases > 0.4  # bought after looking at it
 
     hours = Counter(int(r["ts"][11:13]) for r in good)
     assert sum(hours[h] for h in (19, 20, 21)) > 3 * sum(hours[h] for h in (2, 3, 4))

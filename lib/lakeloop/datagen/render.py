@@ -30,7 +30,6 @@ __all__ = ["Col", "Frame", "render_lines", "rows_tokens", "join_tokens", "hex_id
 
 OMIT = None  # token of a key left out of a JSON object
 NULL_JSON = "null"
-Piece = "pa.Array | str"
 
 
 @dataclass

@@ -25,6 +25,7 @@ _MEAN_GAP_S = 40.0           # seconds between events of a session
 _FAVOURITE_P = np.array([0.6, 0.3, 0.1])
 _P_TASTE_SESSION = 0.8       # session browses one of the user's favourite categories
 _P_IN_CATEGORY = 0.7         # event's item comes from the session's category (else: anywhere, by popularity)
+_P_FOLLOWS = 0.6            # a non-view event acts on the previous event's item (view -> cart -> purchase)
 _P_EXPOSED = 0.35            # event's item comes from what the user was shown, when there is such a list
 _RATING_P = np.array([0.06, 0.07, 0.14, 0.3, 0.43])
 _QUANTITY_P = np.array([0.78, 0.14, 0.04, 0.02, 0.02])
@@ -119,9 +120,12 @@ def events_frame(w: World, rng: np.random.Generator, day: int, id_base: int, n: 
     anywhere = np.searchsorted(np.cumsum(w.category_weight), rng.random(n_sessions), side="right")
     session_cat = np.where(rng.random(n_sessions) < _P_TASTE_SESSION, favourite,
                            np.minimum(anywhere, len(CATEGORIES) - 1))
-    item = _pick_items(w, rng, user[session], session_cat[session], exposures)
-
     etype = np.where(position == 0, 0, rng.choice(len(EVENT_TYPES), size=n, p=_TYPE_P))
+    item = _pick_items(w, rng, user[session], session_cat[session], exposures)
+    # funnel: most non-view events act on the item of the event before them in the session; events
+    # are still grouped by session here and a session starts with a view, so chains stay in-session
+    follows = (etype != 0) & (rng.random(n) < _P_FOLLOWS)
+    item = item[np.maximum.accumulate(np.where(follows, 0, np.arange(n)))]
     rating = rng.choice(5, size=n, p=_RATING_P) + 1
     text_pick = rng.integers(0, 3, n)
     quantity = rng.choice(len(_QUANTITY_P), size=n, p=_QUANTITY_P) + 1
