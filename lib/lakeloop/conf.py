@@ -164,6 +164,16 @@ SPEC: dict[str, Field] = {
     "train.infra_check_rows": _f("int", "rows the infra check predicts with models:/<name>@challenger"),
     "train.tune_space": _f("dict", "tuning search space: param -> list of values (random draws)"),
     "train.tune_sample_rows": _f("int", "training rows broadcast to every tuning trial"),
+    # -- bulk inference --------------------------------------------------------------------------
+    "infer.candidates_per_user": _f("int", "candidate items scored per user (favourite categories' popular "
+                                    "items and the user's recent items)"),
+    "infer.categories_per_user": _f("int", "favourite categories (by decayed affinity) candidates come from"),
+    "infer.top_n": _f("int", "best-scored items per user pushed to the serving store"),
+    "infer.batch_size": _f("int", "rows per Arrow batch given to the model "
+                           "(spark.sql.execution.arrow.maxRecordsPerBatch while scoring)"),
+    "infer.table": _f("str", "predictions table, layer.name"),
+    "infer.fail_partition": _f("int", "fault injection: the serving load fails in this partition "
+                               "(tests of the atomic switch); null: never", nullable=True),
     # -- demo / sample data --------------------------------------------------------------------------
     "datagen.seed": _f("int"),
     "datagen.events": _f("int"),
