@@ -1,0 +1,58 @@
+"""A small client of the HTTP lookup API (:mod:`lakeloop.serve_api`): one keep-alive connection.
+
+>>> client = LookupClient("127.0.0.1", 8080)          # doctest: +SKIP
+>>> client.recommendations(42)                        # doctest: +SKIP
+(200, {'user_id': 42, 'items': [...], 'realtime': {...}})
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+from typing import Any
+from urllib.parse import quote
+
+__all__ = ["LookupClient"]
+
+
+class LookupClient:
+    """``GET`` the lookup routes over one persistent HTTP/1.1 connection; returns ``(status, body)``."""
+
+    def __init__(self, host: str, port: int, timeout: float = 10.0) -> None:
+        self.host, self.port, self.timeout = host, port, timeout
+        self._conn: http.client.HTTPConnection | None = None
+
+    def get(self, path: str) -> tuple[int, Any]:
+        """``GET path``; the connection is reopened once when the server closed it."""
+        for attempt in (0, 1):
+            conn = self._conn or http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+            self._conn = conn
+            try:
+                conn.request("GET", path)
+                response = conn.getresponse()
+                return response.status, json.loads(response.read() or b"null")
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                self.close()
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    def recommendations(self, user_id: Any) -> tuple[int, Any]:
+        return self.get(f"/v1/recommendations/{quote(str(user_id), safe='')}")
+
+    def prediction(self, key: Any) -> tuple[int, Any]:
+        return self.get(f"/v1/predictions/{quote(str(key), safe='')}")
+
+    def health(self) -> tuple[int, Any]:
+        return self.get("/healthz")
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> LookupClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
