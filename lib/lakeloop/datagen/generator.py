@@ -31,6 +31,7 @@ __all__ = ["Plan", "Task", "SOURCES", "plan_tasks", "run_task", "build_manifest"
 GENERATOR_VERSION = 1
 SOURCES: dict[str, tuple[int, str]] = {"events": (1, "jsonl"), "users": (2, "jsonl"), "items": (3, "csv")}
 CHUNK_ROWS = 100_000
+HEAD_ROWS = 10_000              # the first chunk of a part is small: the next part regenerates it
 MAX_CHUNKS_PER_PART = 255       # chunk number has 8 bits in the session counter
 _ROW_BITS, _PART_BITS = 28, 16  # event counter: day | part | row in part
 
@@ -106,7 +107,7 @@ def make_plan(*, events: int, users: int, items: int, seed: int, bad_fraction: f
                              f"integer, got {value!r}")
     if not 0.0 <= bad_fraction <= 1.0:
         raise ConfError(f"datagen: bad_fraction must be within [0, 1], got {bad_fraction!r}")
-    max_rows = min(max_part_rows, chunk_rows * MAX_CHUNKS_PER_PART, 1 << _ROW_BITS)
+    max_rows = min(max_part_rows, chunk_rows * (MAX_CHUNKS_PER_PART - 1), 1 << _ROW_BITS)
     if max_rows < 1:
         raise ConfError(f"datagen: max_part_rows must be positive, got {max_part_rows!r}")
     counts = {"events": events, "users": users, "items": items}
@@ -149,9 +150,20 @@ class _Chunk:
         return self.lines[i].as_py().encode("utf-8")
 
 
-def _chunk_bounds(plan: Plan, task: Task, chunk: int) -> tuple[int, int]:
+def _chunk_starts(plan: Plan, task: Task) -> list[int]:
+    """Source row where each chunk of the part starts, and where the part ends.
+
+    Chunk 0 holds at most ``HEAD_ROWS`` rows: the next part copies duplicates from it and so
+    generates it a second time.
+    """
     lo, hi = plan.part_bounds(task.source, task.part)
-    return min(hi, lo + chunk * plan.chunk_rows), min(hi, lo + (chunk + 1) * plan.chunk_rows)
+    head = min(hi, lo + min(HEAD_ROWS, plan.chunk_rows))
+    return ([lo] if hi > lo else []) + list(range(head, hi, plan.chunk_rows)) + [hi]
+
+
+def _chunk_bounds(plan: Plan, task: Task, chunk: int) -> tuple[int, int]:
+    starts = _chunk_starts(plan, task)
+    return starts[chunk], starts[chunk + 1]
 
 
 def _n_bad(plan: Plan, start: int, stop: int) -> int:
@@ -249,7 +261,7 @@ def run_task(plan: Plan, task: Task) -> dict[str, Any]:
     sha256) and the count of each kind of row in it."""
     counts: Counter = Counter()
     lo, hi = plan.part_bounds(task.source, task.part)
-    n_chunks = math.ceil((hi - lo) / plan.chunk_rows)  # an empty part is an empty file
+    n_chunks = len(_chunk_starts(plan, task)) - 1  # an empty part is an empty file
 
     def chunks() -> Iterator[bytes]:
         if task.fmt == "csv":
