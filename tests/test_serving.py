@@ -151,7 +151,9 @@ def test_commit_with_wrong_count_refuses_to_switch(make_store, kind):
     with pytest.raises(LoadRefused, match="unknown, not loading"):
         store.commit_load("never", 0)
     with pytest.raises(ServingError, match="not loading"):
-        store.write_batch("v2", values("v2", 1))
+        store.write_batch("v2", [("k45", "straggler"), ("new", 1)])  # a task that outlived its load
+    assert store.get_many(["k45", "new"]) == [{"version": "v2", "i": 45}, None]
+    assert store.load_info("v2").count == 50
 
 
 def test_rewritten_keys_count_once(make_store, kind):

@@ -5,15 +5,20 @@ Keyspace of namespace ``ns``::
     ns:current             the version being served (string)
     ns:{version}:{key}     a loaded value (compact JSON)
     ns:rt:{key}            a real-time value (not versioned)
-    ns:_load:{version}     hash: state (loading | committed | deleting), count, started_at, committed_at
+    ns:_load:{version}     hash: state (loading | committed | deleting), started_at, committed_at
+    ns:_count:{version}    distinct keys written so far
     ns:_versions           sorted set of committed versions, scored by commit time
 
-Loads, the switch and reads are Lua scripts, so every check-and-act is atomic on the
-server: a batch is written only while its version is ``loading`` and counts the keys that
-are new (Spark task retries rewrite keys without inflating the count); the commit checks
-state and count and sets ``current`` in the same step; a read resolves ``current`` and
-all the values it asks for in one step.  The scripts build key names from arguments, which
-a single Redis server (or a replica set) allows and Redis Cluster does not.
+Every check-and-act is atomic on the server.  A write command is ``WATCH`` of the load's
+record, a check that it is ``loading``, then ``MULTI``, a Lua script counting the keys that
+do not exist yet, ``MSET`` (and a script setting the TTL when one is configured), ``EXEC``:
+the count and the write happen together, and not at all when the load was committed or
+aborted meanwhile (the record changed, so ``EXEC`` discards the transaction).  Task retries
+rewrite keys without inflating the count.  Values do not pass through Lua, which would
+double the server's cost per key.  The commit
+script checks state and count and sets ``current`` in the same step; a read script resolves
+``current`` and all the values it asks for in one step.  The scripts build key names from
+arguments, which a single Redis server (or a replica set) allows and Redis Cluster does not.
 """
 
 from __future__ import annotations
@@ -32,38 +37,30 @@ from lakeloop.serving.base import COMMITTED, DELETING, LOADING, LoadInfo, LoadRe
 __all__ = ["RedisStore"]
 
 _REFUSED = "LAKELOOP_REFUSED"
-_NOT_LOADING = "LAKELOOP_NOT_LOADING"
-# Lua's unpack() is limited to ~8000 values; MSET/EXISTS/MGET are issued in slices below that
+# Lua's unpack() is limited to ~8000 values; EXISTS and MGET are issued in slices below that
 _SLICE = 1000
 
-_WRITE = f"""
-local meta, ttl = KEYS[1], tonumber(ARGV[1])
-if redis.call('HGET', meta, 'state') ~= '{LOADING}' then
-  return redis.error_reply('{_NOT_LOADING} version ' .. string.match(meta, '[^:]+$') .. ' is not loading')
+_COUNT_NEW = f"""
+local new = #ARGV
+for s = 1, #ARGV, {_SLICE} do
+  new = new - redis.call('EXISTS', unpack(ARGV, s, math.min(s + {_SLICE - 1}, #ARGV)))
 end
-local new = 0
-for s = 2, #ARGV, {2 * _SLICE} do
-  local e = math.min(s + {2 * _SLICE - 1}, #ARGV)
-  local keys = {{}}
-  for i = s, e, 2 do keys[#keys + 1] = ARGV[i] end
-  new = new + #keys - redis.call('EXISTS', unpack(keys))
-  if ttl > 0 then
-    for i = s, e, 2 do redis.call('SET', ARGV[i], ARGV[i + 1], 'EX', ttl) end
-  else
-    redis.call('MSET', unpack(ARGV, s, e))
-  end
-end
-return redis.call('HINCRBY', meta, 'count', new)
+return redis.call('INCRBY', KEYS[1], new)
+"""
+
+_EXPIRE = """
+for i = 2, #ARGV do redis.call('EXPIRE', ARGV[i], ARGV[1]) end
+return #ARGV - 1
 """
 
 _COMMIT = f"""
-local meta, current, versions = KEYS[1], KEYS[2], KEYS[3]
+local meta, current, versions, counter = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local version, expected, now = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local state = redis.call('HGET', meta, 'state')
 if state ~= '{LOADING}' then
   return redis.error_reply('{_REFUSED} version ' .. version .. ' is ' .. (state or 'unknown') .. ', not loading')
 end
-local count = tonumber(redis.call('HGET', meta, 'count') or '0')
+local count = tonumber(redis.call('GET', counter) or '0')
 if count ~= expected then
   return redis.error_reply('{_REFUSED} version ' .. version .. ' has ' .. count .. ' keys, expected ' .. expected)
 end
@@ -99,27 +96,34 @@ _BEGIN = f"""
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return redis.error_reply('{_REFUSED} version has a record; remove it first')
 end
-redis.call('HSET', KEYS[1], 'state', '{LOADING}', 'count', 0, 'started_at', ARGV[1])
+redis.call('HSET', KEYS[1], 'state', '{LOADING}', 'started_at', ARGV[1])
+redis.call('SET', KEYS[2], 0)
 return 1
 """
 
-_SCRIPTS = {"write": _WRITE, "commit": _COMMIT, "read": _READ, "lookup": _LOOKUP, "begin": _BEGIN}
+_SCRIPTS = {"count_new": _COUNT_NEW, "expire": _EXPIRE, "commit": _COMMIT, "read": _READ, "lookup": _LOOKUP,
+            "begin": _BEGIN}
 
 
-# a key (prefix + key) and its value as two bulk strings of the Redis protocol (RESP2)
-_RESP_PAIR = b"$%d\r\n%b%b\r\n$%d\r\n%b\r\n"
+def _resp(*args: bytes) -> bytes:
+    """One command in the Redis protocol (RESP2)."""
+    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%b\r\n" % (len(a), a) for a in args)
 
 
-def _resp_arg(arg: bytes) -> bytes:
-    return b"$%d\r\n%b\r\n" % (len(arg), arg)
+def _resp_command(head: list[bytes], tail: list[bytes]) -> bytes:
+    """``head`` arguments followed by ``tail``, a list of arguments already in protocol form."""
+    return b"*%d\r\n" % (len(head) + len(tail)) + b"".join(b"$%d\r\n%b\r\n" % (len(a), a) for a in head) + \
+        b"".join(tail)
+
+
+_MULTI, _EXEC, _UNWATCH = _resp(b"MULTI"), _resp(b"EXEC"), _resp(b"UNWATCH")
 
 
 def _refusal(exc: redis_py.ResponseError) -> ServingError | None:
     text = str(exc)
-    for marker, cls in ((_REFUSED, LoadRefused), (_NOT_LOADING, ServingError)):
-        if marker in text:
-            return cls(text.split(marker, 1)[1].split(" script:", 1)[0].strip())
-    return None
+    if _REFUSED not in text:
+        return None
+    return LoadRefused(text.split(_REFUSED, 1)[1].split(" script:", 1)[0].strip())
 
 
 class _Connection:
@@ -128,7 +132,8 @@ class _Connection:
     def __init__(self, client: redis_py.Redis) -> None:
         self.client = client
         self.scripts = {name: client.register_script(body) for name, body in _SCRIPTS.items()}
-        # bulk writes are pipelined on a dedicated connection: replies still to read
+        # bulk writes use a dedicated connection (WATCH is per connection); replies of the last
+        # transaction are read while the next command is being prepared
         self.writer: Any = None
         self.pending = 0
 
@@ -142,8 +147,6 @@ class RedisStore(ServingStore):
     """
 
     kind = "redis"
-    #: bulk-write commands sent before waiting for their replies
-    pipeline_depth = 8
     #: keys per SCAN / UNLINK round trip when a version is deleted
     delete_batch = 5000
 
@@ -157,6 +160,9 @@ class RedisStore(ServingStore):
 
     def _meta(self, version: str) -> str:
         return self._key("_load", version)
+
+    def _counter(self, version: str) -> str:
+        return self._key("_count", version)
 
     # -- connection ------------------------------------------------------------------------------
     def _password(self) -> str | None:
@@ -207,50 +213,68 @@ class RedisStore(ServingStore):
 
     # -- load ------------------------------------------------------------------------------------
     def _begin(self, version: str) -> None:
-        self._run("begin", [self._meta(version)], [repr(time.time())])
+        self._run("begin", [self._meta(version), self._counter(version)], [repr(time.time())])
 
     def _write(self, version: str, pairs: dict[str, bytes]) -> None:
         # redis-py packs every argument separately in Python, which dominates a bulk load;
-        # formatting the protocol here takes one operation per key
+        # the protocol is formatted here with one operation per key instead
         conn = self._connection()
         prefix = self._key(version, "").encode()
-        head = [b"EVALSHA", conn.scripts["write"].sha.encode(), b"1", self._meta(version).encode(),
-                str(self.settings.ttl_seconds or 0).encode()]
-        plen = len(prefix)
-        body = [_RESP_PAIR % (plen + len(kb := k.encode()), prefix, kb, len(v), v) for k, v in pairs.items()]
-        message = b"*%d\r\n" % (len(head) + 2 * len(pairs)) + b"".join(_resp_arg(a) for a in head) + b"".join(body)
+        meta = self._meta(version).encode()
+        keys = [b"$%d\r\n%b\r\n" % (len(k), k) for k in (prefix + k.encode() for k in pairs)]
+        kv = [b"%b$%d\r\n%b\r\n" % (k, len(v), v) for k, v in zip(keys, pairs.values(), strict=True)]
+        transaction = [_MULTI, _resp_command([b"EVALSHA", conn.scripts["count_new"].sha.encode(), b"1",
+                                              self._counter(version).encode()], keys),
+                       b"*%d\r\n$4\r\nMSET\r\n" % (1 + 2 * len(kv)) + b"".join(kv)]
+        if self.settings.ttl_seconds:
+            transaction.append(_resp_command([b"EVALSHA", conn.scripts["expire"].sha.encode(), b"0",
+                                              str(self.settings.ttl_seconds).encode()], keys))
+        transaction.append(_EXEC)
         if conn.writer is None:
-            conn.client.script_load(_WRITE)
+            for name in ("count_new", "expire"):
+                conn.client.script_load(_SCRIPTS[name])
             conn.writer = conn.client.connection_pool.get_connection()
         try:
-            conn.writer.send_packed_command([message], check_health=False)
+            conn.writer.send_packed_command([_resp(b"WATCH", meta), _resp(b"HGET", meta, b"state")],
+                                            check_health=False)
+            self._flush(version)  # the previous transaction ran while this one was prepared
+            conn.writer.read_response()  # OK
+            state = conn.writer.read_response()
+            if state == LOADING.encode():
+                conn.writer.send_packed_command(transaction, check_health=False)
+                conn.pending = len(transaction) - 1  # replies: OK for MULTI, QUEUED per command, then EXEC's
+            else:
+                conn.writer.send_packed_command([_UNWATCH], check_health=False)
+                conn.writer.read_response()
         except BaseException:
+            # replies may be left unread on the connection: never reuse it
             _drop_writer(conn)
             raise
-        conn.pending += 1
-        if conn.pending >= self.pipeline_depth:
-            self._flush(version)
+        if state != LOADING.encode():
+            raise ServingError(f"version {version} is {state.decode() if state else 'unknown'}, not loading")
 
     def _flush(self, version: str) -> None:
         conn = self._connection()
-        errors = []
+        if not conn.pending:
+            return
         try:
-            while conn.pending:
-                try:
-                    conn.writer.read_response()
-                except redis_py.ResponseError as exc:
-                    errors.append(exc)
-                conn.pending -= 1
+            for _ in range(conn.pending):
+                conn.writer.read_response()
+            results = conn.writer.read_response()
+            conn.pending = 0
         except BaseException:
             # a broken or interrupted connection may hold unread replies: never reuse it
             _drop_writer(conn)
             raise
-        if errors:
-            raise _refusal(errors[0]) or errors[0]
+        if results is None:
+            raise ServingError(f"version {version} was committed or removed during a write; nothing was written")
+        failed = next((r for r in results if isinstance(r, Exception)), None)
+        if failed is not None:
+            raise failed
 
     def _commit(self, version: str, expected_count: int) -> str | None:
-        previous = self._run("commit", [self._meta(version), self._key("current"), self._key("_versions")],
-                             [version, expected_count, repr(time.time())])
+        previous = self._run("commit", [self._meta(version), self._key("current"), self._key("_versions"),
+                                        self._counter(version)], [version, expected_count, repr(time.time())])
         return previous.decode() if previous is not None else None
 
     def _remove_version(self, version: str) -> int:
@@ -267,7 +291,7 @@ class RedisStore(ServingStore):
                 batch = []
         if batch:
             deleted += client.unlink(*batch)
-        client.delete(meta)
+        client.delete(meta, self._counter(version))
         return deleted
 
     # -- reads -----------------------------------------------------------------------------------
@@ -279,10 +303,12 @@ class RedisStore(ServingStore):
         return [v.decode() for v in self._client.zrange(self._key("_versions"), 0, -1)]
 
     def load_info(self, version: str) -> LoadInfo | None:
-        fields = {k.decode(): v.decode() for k, v in self._client.hgetall(self._meta(version)).items()}
+        pipe = self._client.pipeline(transaction=True)
+        raw, count = pipe.hgetall(self._meta(version)).get(self._counter(version)).execute()
+        fields = {k.decode(): v.decode() for k, v in raw.items()}
         if not fields:
             return None
-        return LoadInfo(version=version, state=fields.get("state", "unknown"), count=int(fields.get("count", 0)),
+        return LoadInfo(version=version, state=fields.get("state", "unknown"), count=int(count or 0),
                         started_at=_float(fields.get("started_at")),
                         committed_at=_float(fields.get("committed_at")))
 
@@ -311,8 +337,9 @@ class RedisStore(ServingStore):
 
 
 def _drop_writer(conn: _Connection) -> None:
-    conn.writer.disconnect()
-    conn.client.connection_pool.release(conn.writer)
+    if conn.writer is not None:
+        conn.writer.disconnect()
+        conn.client.connection_pool.release(conn.writer)
     conn.writer, conn.pending = None, 0
 
 
