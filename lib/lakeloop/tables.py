@@ -19,9 +19,11 @@ from lakeloop.delta.log import (ConcurrentWriteError, DeltaError, ReplaceWhereVi
                                 UnsupportedFeatureError, configure, load_table, locate)
 from lakeloop.delta.maintain import MergeResult, history, merge, optimize, restore, vacuum
 from lakeloop.delta.read import read
+from lakeloop.delta.stream import read_stream, stream_to
 from lakeloop.delta.write import WriteResult, write
 
-__all__ = ["read", "write", "exists", "version", "merge", "history", "optimize", "vacuum", "restore", "configure", "WriteResult", "MergeResult", "DeltaError",
+__all__ = ["read", "write", "exists", "version", "merge", "history", "optimize", "vacuum", "restore", "configure",
+           "read_stream", "stream_to", "WriteResult", "MergeResult", "DeltaError",
            "SchemaMismatchError", "ReplaceWhereViolation", "ConcurrentWriteError", "UnsupportedFeatureError"]
 
 

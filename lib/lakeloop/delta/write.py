@@ -393,22 +393,22 @@ def _field_json(field: StructField) -> str:
 
 
 def _partition_strings(entry: Any) -> dict[str, str | None]:
-    """Typed partition values back to Delta's string form."""
+    return {name: partition_string(value) for name, value in entry.partition_values}
+
+
+def partition_string(value: Any) -> str | None:
+    """A typed partition value in Delta's string form (timestamps in UTC)."""
     import datetime as dt
 
-    out: dict[str, str | None] = {}
-    for name, value in entry.partition_values:
-        if value is None:
-            out[name] = None
-        elif isinstance(value, dt.datetime):
-            out[name] = value.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
-        elif isinstance(value, bool):
-            out[name] = "true" if value else "false"
-        elif isinstance(value, dt.date):
-            out[name] = value.isoformat()
-        else:
-            out[name] = str(value)
-    return out
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return str(value)
 
 
 def delete_files(loc: TableLocation, staged: list[StagedFile]) -> None:
