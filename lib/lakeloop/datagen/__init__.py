@@ -90,11 +90,12 @@ def generate(landing: str | os.PathLike[str], dates: Sequence[str], *, events: i
         :func:`lakeloop.schemas.source_schema`); the project's ``schemas/`` files by default.
     """
     landing = files.resolve_landing(landing)
+    dates = list(dict.fromkeys(dates))
     for d in dates:
         dt.date.fromisoformat(d)
     plan = make_plan(events=events, users=users, items=items, seed=seed, bad_fraction=bad_fraction, parts=parts,
                      max_part_rows=max_part_rows, exposures=exposures, schemas=schemas)
-    tasks = plan_tasks(landing, list(dates), plan)
+    tasks = plan_tasks(landing, dates, plan)
     results = (runner or _in_process)(partial(run_task, plan), tasks)
     manifests = []
     for d in dates:

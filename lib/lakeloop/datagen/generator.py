@@ -26,7 +26,8 @@ from lakeloop.datagen.sources import Exposures, events_frame, items_frame, users
 from lakeloop.datagen.world import EPOCH_DAY, rng_for, world
 from lakeloop.schemas import SourceSchema, load_schema
 
-__all__ = ["Plan", "Task", "SOURCES", "plan_tasks", "run_task", "build_manifest", "GENERATOR_VERSION"]
+__all__ = ["Plan", "Task", "SOURCES", "make_plan", "default_schemas", "plan_tasks", "run_task", "build_manifest",
+           "GENERATOR_VERSION"]
 
 GENERATOR_VERSION = 1
 SOURCES: dict[str, tuple[int, str]] = {"events": (1, "jsonl"), "users": (2, "jsonl"), "items": (3, "csv")}
