@@ -398,13 +398,13 @@ def test_open_store_from_conf(conf, request):
         conf.with_overrides({"serving.store": "memcached"})
 
 
-def test_redis_password_comes_from_the_named_environment_variable(tmp_path, monkeypatch):
+def test_redis_password_comes_from_the_named_environment_variable(conf, tmp_path, monkeypatch):
     if REDIS_SERVER is None:
         pytest.skip(MISSING)
     secret = "s3cr3t-" + uuid.uuid4().hex
     with RedisServer(tmp_path / "auth", password=secret) as server:
-        options = {"host": server.host, "port": server.port, "password_env": "LAKELOOP_TEST_REDIS_PASSWORD"}
-        store = RedisStore(StoreSettings("redis", "auth", options=options))
+        store = open_store(conf.with_overrides({"serving.store": "redis", "serving.redis.port": server.port,
+                                                "serving.redis.password_env": "LAKELOOP_TEST_REDIS_PASSWORD"}))
         monkeypatch.delenv("LAKELOOP_TEST_REDIS_PASSWORD", raising=False)
         with pytest.raises(ConfError, match="LAKELOOP_TEST_REDIS_PASSWORD is not set"):
             store.current_version()

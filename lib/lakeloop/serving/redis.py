@@ -279,7 +279,7 @@ class RedisStore(ServingStore):
 
     def _remove_version(self, version: str) -> int:
         client, meta = self._client, self._meta(version)
-        # first stop writers (the write script checks the state), then forget the version
+        # first stop writers (changing the record they WATCH discards their queued transactions)
         client.hset(meta, "state", DELETING)
         client.zrem(self._key("_versions"), version)
         deleted = 0
