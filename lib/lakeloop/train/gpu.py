@@ -31,7 +31,7 @@ def task_gpu_addresses() -> list[str]:
 
 
 def _resolve(addresses: Sequence[str] | None) -> list[str]:
-    return list(task_gpu_addresses() if addresses is None else addresses)
+    return [a.strip() for a in (task_gpu_addresses() if addresses is None else addresses)]
 
 
 def task_device(addresses: Sequence[str] | None = None) -> str:

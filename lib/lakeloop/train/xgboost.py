@@ -40,7 +40,7 @@ class XGBoostBackend(Backend):
 
     def default_params(self, conf: Conf) -> dict[str, Any]:
         return {"n_estimators": 100, "max_depth": 6, "learning_rate": 0.1, "min_child_weight": 1,
-                "subsample": 1.0, "objective": "binary:logistic", "eval_metric": ["logloss", "auc"],
+                "subsample": 1.0, "eval_metric": ["logloss", "auc"],
                 "random_state": conf["train.seed"], "num_workers": conf["train.num_workers"]}
 
     def device_params(self, device: str) -> dict[str, Any]:
@@ -84,6 +84,7 @@ class XGBoostBackend(Backend):
         booster_params["seed"] = booster_params.pop("random_state", 0)
         booster_params.update(self.device_params(device))
         booster_params.setdefault("nthread", 1)
+        booster_params["objective"] = "binary:logistic"
         dtrain = xgb.DMatrix(train[features], label=train[label], feature_names=features)
         dvalid = xgb.DMatrix(valid[features], label=valid[label], feature_names=features)
         evals: dict[str, dict[str, list[float]]] = {}
