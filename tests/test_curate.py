@@ -9,17 +9,16 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from pyspark.sql import functions as F
-from pyspark.testing import assertDataFrameEqual
-
 from lakeloop import tables
 from lakeloop.curate import REASONS, curate, curate_frame, curate_source, report_uri
 from lakeloop.errors import EXIT_DATA_QUALITY, DataQualityError
 from lakeloop.ingest import ingest
 from lakeloop.schemas import load_schema
+from pyspark.sql import functions as F
+from pyspark.testing import assertDataFrameEqual
 from test_ingest import DATE, land
 
-AT = dt.datetime(2026, 11, 1, 6, 0, tzinfo=dt.timezone.utc)
+AT = dt.datetime(2026, 11, 1, 6, 0, tzinfo=dt.UTC)
 EID = "e0123456789abcdef"
 
 
@@ -124,9 +123,9 @@ def test_booleans_timestamps_and_dates(spark, numbers):
              '{"b": "true", "t": 1793527200, "day": "2026-11-01"}',
              '{"b": "false", "t": "1793527200000", "day": "2026-11-01"}']
     got = curated(spark, numbers, lines).select("b", "t", "day", "reason")
-    ten = dt.datetime(2026, 11, 1, 10, 0, tzinfo=dt.timezone.utc)
-    expected = spark.createDataFrame([(True, ten, dt.date(2026, 11, 1), None), (False, ten, dt.date(2026, 11, 1), None),
-                                      (True, ten, dt.date(2026, 11, 1), None), (False, ten, dt.date(2026, 11, 1), None)],
+    ten = dt.datetime(2026, 11, 1, 10, 0, tzinfo=dt.UTC)
+    day = dt.date(2026, 11, 1)
+    expected = spark.createDataFrame([(b, ten, day, None) for b in (True, False, True, False)],
                                      "b boolean, t timestamp, day date, reason string")
     assertDataFrameEqual(got, expected)
 
@@ -188,7 +187,7 @@ def test_unknown_fields_keep_and_reject(spark, events, tmp_path):
 
 
 def test_duplicates_latest_wins_by_event_time_then_ingest_order(spark, events):
-    later = dt.datetime(2026, 11, 1, 8, 0, tzinfo=dt.timezone.utc)
+    later = dt.datetime(2026, 11, 1, 8, 0, tzinfo=dt.UTC)
     lines = [ev(ts="2026-11-01T10:00:00Z", quantity=1),   # line 1: older event
              ev(ts="2026-11-01T11:00:00Z", quantity=2),   # line 2: latest event: kept
              ev(ts="2026-11-01T09:00:00Z", quantity=3),   # line 3
@@ -275,6 +274,7 @@ def test_curate_job_writes_silver_quarantine_and_report(spark, conf):
     assert reports["items"].quarantine_by_reason["out_of_range"] == 1 and reports["items"].silver_rows == 1
 
 
+@pytest.mark.slow
 def test_rerun_is_idempotent_and_gate_fails_with_exit_code_3(spark, conf):
     conf = conf.with_overrides({"curate.max_quarantine_rate": 0.9})
     _land_events(conf)

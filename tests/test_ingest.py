@@ -8,12 +8,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-from pyspark.sql import functions as F
-
 from lakeloop import tables
 from lakeloop.errors import EXIT_OK, EXIT_USAGE
 from lakeloop.ingest import IngestError, file_key, ingest, ingest_source, read_lines
 from lakeloop.schemas import SchemaError
+from pyspark.sql import functions as F
 
 DATE = "2026-11-01"
 

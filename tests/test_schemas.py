@@ -5,7 +5,6 @@ from __future__ import annotations
 import textwrap
 
 import pytest
-
 from lakeloop.errors import EXIT_USAGE, exit_code_for
 from lakeloop.schemas import SchemaError, load_schema, source_names, source_schema, violation
 

@@ -20,6 +20,7 @@ several defects meet in one line, the reason is the first in :data:`REASONS` ord
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 from collections.abc import Sequence
@@ -30,8 +31,10 @@ from pyspark.sql import Column as SparkColumn
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
+from lakeloop import tables
 from lakeloop.errors import DataQualityError
-from lakeloop.schemas import Column, SourceSchema
+from lakeloop.ingest import bronze_schema
+from lakeloop.schemas import Column, SourceSchema, source_names, source_schema
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -264,7 +267,8 @@ def cleanse(parsed: DataFrame, schema: SourceSchema) -> DataFrame:
     for c in schema.columns:
         text, kind = F.col(_raw(c.name)), F.col(_kind(c.name))
         absent = text.isNull() if c.base_type == "string" else (text.isNull() | (F.trim(text) == ""))
-        steps += [absent.alias(_absent_name(c.name)), F.when(_kind_ok(c, kind), _typed(c, text)).alias(_typed_name(c.name))]
+        typed = F.when(_kind_ok(c, kind), _typed(c, text))
+        steps += [absent.alias(_absent_name(c.name)), typed.alias(_typed_name(c.name))]
     df = parsed.select("*", *steps)
 
     values = []
@@ -423,9 +427,6 @@ def _write_text(spark: SparkSession, uri: str, text: str) -> None:
 
 
 def _bronze(spark: SparkSession, conf: Conf, schema: SourceSchema, date: str) -> tuple[DataFrame, int | None]:
-    from lakeloop import tables
-    from lakeloop.ingest import bronze_schema
-
     uri = conf.table_uri(f"bronze.{schema.source}")
     version = tables.version(uri)
     if version is None:
@@ -452,9 +453,6 @@ def curate_source(spark: SparkSession, conf: Conf, source: str, date: str, *, ru
         When the quarantine rate (duplicates excluded) exceeds ``curate.max_quarantine_rate``; the
         quarantine and the report are written, silver is not.
     """
-    from lakeloop import tables
-    from lakeloop.schemas import source_schema
-
     schema = source_schema(conf, source)
     started = _now()
     bronze, bronze_version = _bronze(spark, conf, schema, date)
@@ -493,9 +491,7 @@ def curate_source(spark: SparkSession, conf: Conf, source: str, date: str, *, ru
 
 
 def _now() -> str:
-    import datetime as dt
-
-    return dt.datetime.now(dt.timezone.utc).isoformat()
+    return dt.datetime.now(dt.UTC).isoformat()
 
 
 def curate(spark: SparkSession, conf: Conf, date: str, sources: Sequence[str] | None = None, *,
@@ -505,8 +501,6 @@ def curate(spark: SparkSession, conf: Conf, date: str, sources: Sequence[str] | 
     Every source is curated even when one fails its quality gate; the first
     :class:`DataQualityError` is raised at the end.
     """
-    from lakeloop.schemas import source_names, source_schema
-
     names = list(sources) if sources else source_names(conf)
     for name in names:
         source_schema(conf, name)

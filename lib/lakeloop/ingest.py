@@ -250,7 +250,7 @@ def ingest_source(spark: SparkSession, conf: Conf, source: str, date: str, *, ba
     """
     schema = source_schema(conf, source)
     dt.date.fromisoformat(date)
-    at = (now or dt.datetime.now(dt.timezone.utc)).astimezone(dt.timezone.utc)
+    at = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
     result = IngestResult(source, date, batch_id or f"{date}-{uuid.uuid4().hex[:12]}")
     files, result.ignored = list_landing(spark, landing_dir(conf, source, date), schema.format)
     for name in result.ignored:

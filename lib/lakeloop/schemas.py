@@ -349,7 +349,7 @@ def _temporal(value: Any, type_: str, bad: SchemaError) -> dt.date | dt.datetime
     if type_ == "date" and isinstance(value, dt.date) and not isinstance(value, dt.datetime):
         return value
     if isinstance(value, dt.datetime):
-        return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+        return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
     if not isinstance(value, str):
         raise bad
     try:
@@ -358,7 +358,7 @@ def _temporal(value: Any, type_: str, bad: SchemaError) -> dt.date | dt.datetime
         parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         raise bad from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
 
 def _range(raw: Any, col: Column, where: str) -> tuple[Any, Any] | None:
