@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import statistics
 import subprocess
@@ -39,37 +40,70 @@ def value_pool() -> list[list[list]]:
     return [[[f"item{rng.randrange(100_000)}", round(rng.random(), 4)] for _ in range(10)] for _ in range(POOL)]
 
 
-def timed_load(store: ServingStore, version: str, n: int, pool: list, encoded: bool) -> dict[str, float]:
+class Meter:
+    """Wall time, this process's CPU time and (for Redis) the server's CPU time of a block.
+
+    On a shared machine wall-clock throughput depends on the other load; CPU seconds do not,
+    so keys per CPU second (client + server) is reported next to keys per wall second.
+    """
+
+    def __init__(self, redis_port: int | None = None) -> None:
+        self.redis_port = redis_port
+
+    def _server_cpu(self) -> float:
+        if self.redis_port is None:
+            return 0.0
+        import redis
+
+        info = redis.Redis(port=self.redis_port).info("cpu")
+        return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+    def __enter__(self) -> Meter:
+        self._wall, self._cpu, self._server = time.perf_counter(), time.process_time(), self._server_cpu()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall_s = time.perf_counter() - self._wall
+        self.client_cpu_s = time.process_time() - self._cpu
+        self.server_cpu_s = self._server_cpu() - self._server
+
+    def rates(self, n: int) -> dict[str, float]:
+        return {"keys_per_s": n / self.wall_s, "keys_per_cpu_s": n / (self.client_cpu_s + self.server_cpu_s),
+                "client_us_per_key": self.client_cpu_s / n * 1e6, "server_us_per_key": self.server_cpu_s / n * 1e6}
+
+
+def timed_load(store: ServingStore, version: str, n: int, pool: list, encoded: bool,
+               meter: Meter) -> dict[str, float]:
     store.begin_load(version)
-    start = time.perf_counter()
-    # one write_batch per simulated partition of 100k rows, as executors would call it
-    for offset in range(0, n, 100_000):
-        part = ((f"user{i}", pool[i % len(pool)]) for i in range(offset, min(offset + 100_000, n)))
-        store.write_batch(version, part, encoded=encoded)
-    written = time.perf_counter() - start
-    store.commit_load(version, n)
-    total = time.perf_counter() - start
-    return {"write_s": written, "total_s": total, "keys_per_s": n / total}
+    with meter:
+        # one write_batch per simulated partition of 100k rows, as executors would call it
+        for offset in range(0, n, 100_000):
+            part = ((f"user{i}", pool[i % len(pool)]) for i in range(offset, min(offset + 100_000, n)))
+            store.write_batch(version, part, encoded=encoded)
+        start = time.perf_counter()
+        store.commit_load(version, n)
+        commit_s = time.perf_counter() - start
+    return {"commit_s": commit_s, **meter.rates(n)}
 
 
-def redis_baseline(port: int, n: int, encoded_pool: list[bytes], batch: int) -> float:
-    """Keys/s of plain redis-py: pipelined MSET, transaction=False, no versioning or checks."""
+def redis_baseline(port: int, n: int, encoded_pool: list[bytes], batch: int) -> dict[str, float]:
+    """Plain redis-py: pipelined MSET, transaction=False, no versioning, counting or checks."""
     import redis
 
     client = redis.Redis(port=port)
-    start = time.perf_counter()
-    pipe = client.pipeline(transaction=False)
-    for offset in range(0, n, batch):
-        pipe.mset({f"baseline:user{i}": encoded_pool[i % len(encoded_pool)]
-                   for i in range(offset, min(offset + batch, n))})
-        if (offset // batch) % 8 == 7:
-            pipe.execute()
-    pipe.execute()
-    elapsed = time.perf_counter() - start
-    cursor_keys = list(client.scan_iter(match="baseline:*", count=10_000))
-    for i in range(0, len(cursor_keys), 10_000):
-        client.unlink(*cursor_keys[i:i + 10_000])
-    return n / elapsed
+    meter = Meter(port)
+    with meter:
+        pipe = client.pipeline(transaction=False)
+        for offset in range(0, n, batch):
+            pipe.mset({f"baseline:user{i}": encoded_pool[i % len(encoded_pool)]
+                       for i in range(offset, min(offset + batch, n))})
+            if (offset // batch) % 8 == 7:
+                pipe.execute()
+        pipe.execute()
+    keys = list(client.scan_iter(match="baseline:*", count=10_000))
+    for i in range(0, len(keys), 10_000):
+        client.unlink(*keys[i:i + 10_000])
+    return meter.rates(n)
 
 
 def read_latency(config: dict, n_keys: int, lookups: int) -> dict[str, float]:
@@ -104,14 +138,16 @@ def latency_from_second_process(store: ServingStore, n_keys: int, lookups: int) 
     return json.loads(out.stdout)
 
 
-def bench_store(name: str, store: ServingStore, n: int, pool: list, encoded_pool: list,
-                lookups: int) -> dict[str, float]:
+def bench_store(name: str, store: ServingStore, n: int, pool: list, encoded_pool: list, lookups: int,
+                redis_port: int | None = None) -> dict[str, float]:
     print(f"{name}: loading {n:,} keys ...", file=sys.stderr)
-    objects = timed_load(store, "bench-objects", n, pool, encoded=False)
-    json_in = timed_load(store, "bench-json", n, encoded_pool, encoded=True)
+    objects = timed_load(store, "bench-objects", n, pool, encoded=False, meter=Meter(redis_port))
+    json_in = timed_load(store, "bench-json", n, encoded_pool, encoded=True, meter=Meter(redis_port))
     latency = latency_from_second_process(store, n, lookups)
-    return {"objects_keys_per_s": objects["keys_per_s"], "json_keys_per_s": json_in["keys_per_s"],
-            "commit_s": json_in["total_s"] - json_in["write_s"], **latency}
+    return {"objects_keys_per_s": objects["keys_per_s"], "objects_keys_per_cpu_s": objects["keys_per_cpu_s"],
+            "json_keys_per_s": json_in["keys_per_s"], "json_keys_per_cpu_s": json_in["keys_per_cpu_s"],
+            "client_us_per_key": json_in["client_us_per_key"], "server_us_per_key": json_in["server_us_per_key"],
+            "commit_s": json_in["commit_s"], **latency}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -142,9 +178,8 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 store = store_from_config(StoreSettings("redis", "bench", keep_versions=2,
                                                         batch_size=args.batch_size, options={"port": port}))
-                results["redis"] = bench_store("redis", store, args.keys, pool, encoded_pool, args.lookups)
-                results["redis"]["baseline_mset_keys_per_s"] = redis_baseline(port, args.keys, encoded_pool,
-                                                                              args.batch_size)
+                results["redis"] = bench_store("redis", store, args.keys, pool, encoded_pool, args.lookups, port)
+                results["baseline"] = redis_baseline(port, args.keys, encoded_pool, args.batch_size)
             finally:
                 if server is not None:
                     server.stop()
@@ -158,24 +193,36 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def report(results: dict[str, dict[str, float]], n: int) -> None:
-    print(f"serving bench: {n:,} keys, top-10 lists (~{len(encode_value(value_pool()[0]))} B JSON each)")
-    print(f"{'store':8} {'load keys/s (JSON in)':>22} {'(objects in)':>13} {'commit s':>9} "
-          f"{'get p50 us':>11} {'get p99 us':>11} {'mget100 p50':>12} {'mget100 p99':>12}")
-    for name, r in results.items():
-        print(f"{name:8} {r['json_keys_per_s']:>22,.0f} {r['objects_keys_per_s']:>13,.0f} {r['commit_s']:>9.2f} "
-              f"{r['get_p50_us']:>11.0f} {r['get_p99_us']:>11.0f} {r['get_many100_p50_us']:>12.0f} "
-              f"{r['get_many100_p99_us']:>12.0f}")
+    print(f"serving bench: {n:,} keys, top-10 lists (~{len(encode_value(value_pool()[0]))} B JSON each); "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print(f"{'store':7} {'load keys/s':>12} {'per CPU s':>10} {'objects keys/s':>15} {'per CPU s':>10} "
+          f"{'commit s':>9} {'get p50/p99 us':>15} {'mget100 p50/p99 us':>19}")
+    for name in ("redis", "sqlite"):
+        if name not in results:
+            continue
+        r = results[name]
+        print(f"{name:7} {r['json_keys_per_s']:>12,.0f} {r['json_keys_per_cpu_s']:>10,.0f} "
+              f"{r['objects_keys_per_s']:>15,.0f} {r['objects_keys_per_cpu_s']:>10,.0f} {r['commit_s']:>9.2f} "
+              f"{r['get_p50_us']:>7.0f}/{r['get_p99_us']:<7.0f} {r['get_many100_p50_us']:>9.0f}/"
+              f"{r['get_many100_p99_us']:<9.0f}")
+    print("(load: values already JSON, as from Spark's to_json; objects: Python values encoded by the store;"
+          " per CPU s: keys per CPU second of client + server)")
+    for name in ("redis", "sqlite"):
+        if name in results:
+            r = results[name]
+            print(f"{name} load CPU per key: client {r['client_us_per_key']:.2f} us, "
+                  f"server {r['server_us_per_key']:.2f} us")
     if "redis" in results:
-        r = results["redis"]
-        print(f"ratio redis load (JSON in) / target {TARGET_KEYS_PER_S:,} keys/s: "
-              f"{r['json_keys_per_s'] / TARGET_KEYS_PER_S:.2f}")
-        print(f"ratio redis load (objects in) / target: {r['objects_keys_per_s'] / TARGET_KEYS_PER_S:.2f}")
-        baseline = r["baseline_mset_keys_per_s"]
-        print(f"ratio redis load (JSON in) / plain redis-py MSET pipeline ({baseline:,.0f} keys/s): "
-              f"{r['json_keys_per_s'] / baseline:.2f}")
+        r, b = results["redis"], results["baseline"]
+        print(f"plain redis-py MSET pipeline: {b['keys_per_s']:,.0f} keys/s, {b['keys_per_cpu_s']:,.0f} per CPU s "
+              f"(client {b['client_us_per_key']:.2f} us, server {b['server_us_per_key']:.2f} us per key)")
+        for label, field in (("wall", "json_keys_per_s"), ("CPU", "json_keys_per_cpu_s")):
+            base = "keys_per_s" if label == "wall" else "keys_per_cpu_s"
+            print(f"ratio redis load / target {TARGET_KEYS_PER_S:,} keys/s ({label}): "
+                  f"{r[field] / TARGET_KEYS_PER_S:.2f}   / plain MSET pipeline ({label}): {r[field] / b[base]:.2f}")
     if "redis" in results and "sqlite" in results:
-        print(f"ratio sqlite / redis load (JSON in): "
-              f"{results['sqlite']['json_keys_per_s'] / results['redis']['json_keys_per_s']:.2f}")
+        print(f"ratio sqlite / redis load (CPU): "
+              f"{results['sqlite']['json_keys_per_cpu_s'] / results['redis']['json_keys_per_cpu_s']:.2f}")
 
 
 if __name__ == "__main__":
