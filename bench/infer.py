@@ -1,0 +1,250 @@
+"""Bulk inference benchmark: Spark scoring paths against single-process predict, the serving
+bulk load into Redis, and lookup latency of the HTTP API.
+
+    .venv/bin/python bench/infer.py [--rows 1000000] [--cores 2] [--keys 300000] [--lookups 5000]
+
+One run, one data set (``--rows`` x the 16 training features, 5% missing values, written once to
+parquet and cached in Spark), one xgboost model (100 trees, depth 6, the training backend's
+defaults) saved as an MLflow model.  Measured:
+
+* single process: ``Booster.inplace_predict`` on the float32 matrix with one thread (rows/s per core);
+* Spark ``lakeloop.infer.score`` (``mapInArrow``, model cached per worker, ``local[cores]``);
+* ``mlflow.pyfunc.spark_udf(env_manager="local")`` on the same frame;
+* a row-at-a-time Python UDF (per-worker cached booster) on a slice, extrapolated;
+* Redis bulk load through the serving store (``begin_load``/``write_batch``/``commit_load``) of
+  ``--keys`` top-10 lists already JSON (what ``to_json`` hands over);
+* lookup latency of ``jobs/serve.py`` (a separate process) from this process: ``--lookups``
+  requests of random known users, 4 client threads with keep-alive connections.
+
+Spark figures are per core (rows/s divided by ``--cores``) and each Spark path is timed after one
+warm-up pass (workers started, model loaded), best of ``--repeat`` passes.  All ratios compare
+figures measured in this one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "lib"), str(ROOT)]
+os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+
+import numpy as np  # noqa: E402
+from lakeloop import infer  # noqa: E402
+from lakeloop.train.data import FEATURES  # noqa: E402
+
+TARGET_VS_SINGLE = 0.85
+TARGET_VS_SPARK_UDF = 3.0
+TARGET_KEYS_PER_S = 300_000
+
+
+def make_data(rows: int, seed: int = 11) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(rows, len(FEATURES))).astype(np.float32)
+    x[rng.uniform(size=x.shape) < 0.05] = np.nan
+    logit = x[:, 0] - 0.5 * x[:, 1] + np.nan_to_num(x[:, 4]) * np.nan_to_num(x[:, 8]) + 0.3 * x[:, 12]
+    label = (rng.uniform(size=rows) < 1 / (1 + np.exp(-np.nan_to_num(logit)))).astype(np.int32)
+    return x, label
+
+
+def train_model(x: np.ndarray, label: np.ndarray, path: Path):
+    import mlflow.xgboost
+    import xgboost as xgb
+
+    sample = slice(0, min(len(x), 200_000))
+    booster = xgb.train({"objective": "binary:logistic", "max_depth": 6, "eta": 0.1, "nthread": 2},
+                        xgb.DMatrix(x[sample], label=label[sample], feature_names=FEATURES), num_boost_round=100)
+    mlflow.xgboost.save_model(booster, str(path), model_format="ubj")
+    return booster, infer.ModelRef("bench", "1", str(path), infer._flavors(str(path)))
+
+
+def best_time(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def single_process(booster, x: np.ndarray, repeat: int) -> float:
+    booster.set_param({"nthread": 1})
+    booster.inplace_predict(x[:1000])
+    return len(x) / best_time(lambda: booster.inplace_predict(x, validate_features=False), repeat)
+
+
+def spark_session(cores: int, batch: int):
+    from pyspark.sql import SparkSession
+
+    spark = (SparkSession.builder.master(f"local[{cores}]").appName("bench-infer")
+             .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
+             .config("spark.driver.memory", "4g").config("spark.sql.session.timeZone", "UTC")
+             .config("spark.sql.execution.arrow.maxRecordsPerBatch", str(batch))
+             .config("spark.sql.shuffle.partitions", str(cores * 4)).getOrCreate())
+    spark.sparkContext.setLogLevel("ERROR")
+    return spark
+
+
+def spark_frame(spark, x: np.ndarray, directory: Path, partitions: int):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    cols = {"user_id": pa.array(np.arange(len(x), dtype=np.int64)),
+            "item_id": pa.array(np.arange(len(x), dtype=np.int64) % 1000)}
+    cols.update({name: pa.array(x[:, j].astype(np.float64), from_pandas=True) for j, name in enumerate(FEATURES)})
+    pq.write_table(pa.table(cols), directory / "features.parquet")
+    df = spark.read.parquet(str(directory / "features.parquet")).repartition(partitions).cache()
+    df.count()
+    return df
+
+
+def timed_write(df, repeat: int) -> float:
+    run = lambda: df.write.format("noop").mode("overwrite").save()  # noqa: E731
+    run()  # warm-up: workers started, model loaded and cached
+    return best_time(run, repeat)
+
+
+def spark_paths(spark, df, ref, rows: int, cores: int, repeat: int, row_udf_rows: int) -> dict[str, float]:
+    import mlflow.pyfunc
+    from pyspark.sql import functions as F
+
+    out = {"mapInArrow": rows / timed_write(infer.score(df, ref), repeat) / cores}
+    pyfunc = mlflow.pyfunc.spark_udf(spark, ref.artifact_uri, result_type="double", env_manager="local")
+    udf_frame = df.select("user_id", "item_id", pyfunc(F.struct(*FEATURES)).alias("score"))
+    out["spark_udf"] = rows / timed_write(udf_frame, repeat) / cores
+    row_udf = F.udf(_RowScorer(ref), "double")
+    sliced = df.limit(row_udf_rows).repartition(cores).cache()
+    sliced.count()
+    row_frame = sliced.select("user_id", row_udf(*FEATURES).alias("score"))
+    out["row_udf"] = row_udf_rows / timed_write(row_frame, 1) / cores
+    return out
+
+
+class _RowScorer:
+    """Row-at-a-time UDF body with the same per-worker model cache as the mapInArrow path."""
+
+    def __init__(self, ref) -> None:
+        self.ref = ref
+
+    def __call__(self, *values: float | None) -> float:
+        scorer, _ = infer.load_scorer(self.ref, FEATURES)
+        row = np.array([[np.nan if v is None else v for v in values]], dtype=np.float32)
+        return float(scorer(row)[0])
+
+
+def redis_load(keys: int) -> tuple[float, int]:
+    from lakeloop.serving import StoreSettings, store_from_config
+
+    from tests.redis_server import RedisServer
+
+    rng = np.random.default_rng(5)
+    pool = [json.dumps([{"item_id": int(i), "score": round(float(s), 6)}
+                        for i, s in zip(rng.integers(0, 100_000, 10), rng.uniform(size=10), strict=True)]).encode()
+            for _ in range(10_000)]
+    server = RedisServer().start()
+    store = store_from_config(StoreSettings("redis", "bench", options={"host": server.host, "port": server.port}))
+    store.begin_load("v1")
+    t0 = time.perf_counter()
+    for offset in range(0, keys, 100_000):  # one write_batch per simulated partition
+        store.write_batch("v1", ((u, pool[u % len(pool)]) for u in range(offset, min(offset + 100_000, keys))),
+                          encoded=True)
+    store.commit_load("v1", keys)
+    elapsed = time.perf_counter() - t0
+    return keys / elapsed, server
+
+
+def lookup_latency(server, keys: int, lookups: int, threads: int = 4) -> dict[str, float]:
+    from lakeloop.serving.client import LookupClient
+
+    proc = subprocess.Popen([sys.executable, str(ROOT / "jobs" / "serve.py"), "--port", "0",
+                             "--set", "serving.store=redis", "--set", f"serving.redis.port={server.port}",
+                             "--set", "serving.namespace=bench", "--set", "warehouse=/tmp", "--set", "landing=/tmp"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
+    try:
+        line = proc.stdout.readline()
+        port = int(line.rsplit(":", 1)[1])
+        latencies: list[float] = []
+        lock = threading.Lock()
+
+        def worker(seed: int) -> None:
+            rng = np.random.default_rng(seed)
+            mine = []
+            with LookupClient("127.0.0.1", port) as client:
+                for user in rng.integers(0, keys, lookups // threads):
+                    t0 = time.perf_counter()
+                    status, _ = client.recommendations(int(user))
+                    mine.append(time.perf_counter() - t0)
+                    assert status == 200, status
+            with lock:
+                latencies.extend(mine)
+
+        pool = [threading.Thread(target=worker, args=(s,)) for s in range(threads)]
+        t0 = time.perf_counter()
+        for t in pool:
+            t.start()
+        for t in pool:
+            t.join()
+        wall = time.perf_counter() - t0
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    q = statistics.quantiles(latencies, n=100)
+    return {"p50_ms": q[49] * 1e3, "p99_ms": q[98] * 1e3, "requests_per_s": len(latencies) / wall}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--rows", type=int, default=1_000_000)
+    p.add_argument("--cores", type=int, default=2)
+    p.add_argument("--batch", type=int, default=10_000, help="Arrow batch size (infer.batch_size)")
+    p.add_argument("--repeat", type=int, default=2)
+    p.add_argument("--row-udf-rows", type=int, default=20_000)
+    p.add_argument("--keys", type=int, default=300_000)
+    p.add_argument("--lookups", type=int, default=5_000)
+    args = p.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="bench-infer-") as tmp:
+        x, label = make_data(args.rows)
+        booster, ref = train_model(x, label, Path(tmp) / "model")
+        single = single_process(booster, x, args.repeat)
+        spark = spark_session(args.cores, args.batch)
+        df = spark_frame(spark, x, Path(tmp), args.cores * 4)
+        paths = spark_paths(spark, df, ref, args.rows, args.cores, args.repeat, args.row_udf_rows)
+        spark.stop()
+        keys_per_s, server = redis_load(args.keys)
+        try:
+            latency = lookup_latency(server, args.keys, args.lookups)
+        finally:
+            server.stop()
+
+    print(f"rows={args.rows} features={len(FEATURES)} cores={args.cores} batch={args.batch} "
+          f"(load average {os.getloadavg()[0]:.1f})")
+    print(f"single process inplace_predict, 1 thread:  {single:12,.0f} rows/s per core")
+    for name, rate in paths.items():
+        print(f"spark {name:<11} local[{args.cores}]:          {rate:12,.0f} rows/s per core")
+    ratios = {
+        "mapInArrow / single process": (paths["mapInArrow"] / single, TARGET_VS_SINGLE),
+        "mapInArrow / spark_udf": (paths["mapInArrow"] / paths["spark_udf"], TARGET_VS_SPARK_UDF),
+        "mapInArrow / row UDF": (paths["mapInArrow"] / paths["row_udf"], None),
+    }
+    for name, (ratio, target) in ratios.items():
+        verdict = "" if target is None else f"  target >= {target}: {'met' if ratio >= target else 'MISSED'}"
+        print(f"{name:<30} {ratio:8.2f}x{verdict}")
+    print(f"redis bulk load through the store: {keys_per_s:,.0f} keys/s  target >= {TARGET_KEYS_PER_S:,}: "
+          f"{'met' if keys_per_s >= TARGET_KEYS_PER_S else 'MISSED'}")
+    print(f"lookup API (jobs/serve.py, redis), {args.lookups} requests, 4 keep-alive clients: "
+          f"p50 {latency['p50_ms']:.2f} ms  p99 {latency['p99_ms']:.2f} ms  {latency['requests_per_s']:,.0f} req/s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,293 @@
+"""Bulk inference: candidates, the scoring frame against the training features, mapInArrow scoring
+with the xgboost fast path and the pyfunc fallback (model loads counted in the workers), and the
+infer job end to end on generated data with a trained champion, on SQLite and Redis stores."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+from lakeloop import features, infer
+from lakeloop.train.data import FEATURES
+
+from tests.redis_server import redis_server  # noqa: F401
+from tests.test_features import HISTORY, LABEL_DAY, LABEL_TS, PARAMS, make_events, make_items
+
+END_OF_RUN_DATE = LABEL_TS + dt.timedelta(days=1)
+
+
+@pytest.fixture(scope="module")
+def items(spark):
+    return make_items(spark)
+
+
+@pytest.fixture(scope="module")
+def events(spark):
+    return make_events(spark, HISTORY + LABEL_DAY)
+
+
+def rows_by_pair(df):
+    return {(r["user_id"], r["item_id"]): r.asDict() for r in df.collect()}
+
+
+# -- features: the training code, as of the scoring time --------------------------------------------------
+
+def test_scoring_frame_has_the_training_features_of_the_same_pairs(spark, events, items):
+    train = features.training_set(events, items, LABEL_TS, PARAMS)
+    want = rows_by_pair(train.select("user_id", "item_id", *[train[c].cast("double").alias(c) for c in FEATURES]))
+    pairs = spark.createDataFrame(list(want), "user_id long, item_id long")
+    got = rows_by_pair(infer.scoring_frame(events, items, pairs, LABEL_TS, PARAMS))
+    assert got == want and len(got) > 4
+
+
+def test_scoring_frame_counts_events_up_to_the_scoring_time(spark, events, items):
+    pairs = spark.createDataFrame([(11, 3), (12, 5), (12, 2)], "user_id long, item_id long")
+    before = rows_by_pair(infer.scoring_frame(events, items, pairs, LABEL_TS, PARAMS))
+    after = rows_by_pair(infer.scoring_frame(events, items, pairs, END_OF_RUN_DATE, PARAMS))
+    assert set(before) == set(after) == {(11, 3), (12, 5), (12, 2)}  # exactly the pairs: no sampled negatives
+    # the purchase of item 3 by user 11 on the run date counts at the end of that day, not at its start
+    assert (before[(11, 3)]["user_purchases"], after[(11, 3)]["user_purchases"]) == (0.0, 1.0)
+    assert (before[(11, 3)]["user_item_purchases"], after[(11, 3)]["user_item_purchases"]) == (0.0, 1.0)
+    assert after[(12, 5)]["item_purchases"] == 1.0 and before[(12, 5)]["item_purchases"] == 0.0
+
+
+def test_candidates_are_recent_items_and_favourite_categories_bounded(spark, events, items):
+    favours = features.user_favours(events, items, END_OF_RUN_DATE, PARAMS)
+    stats = features.item_stats(events, items, END_OF_RUN_DATE, PARAMS)
+    cats = {r["item_id"]: r["category"] for r in stats.collect()}
+    fav = {r["user_id"]: r for r in favours.collect()}
+
+    got: dict[int, set[int]] = {}
+    for r in infer.candidates(favours, stats, per_user=3, categories=1).collect():
+        got.setdefault(r["user_id"], set()).add(r["item_id"])
+    assert set(got) == set(fav)
+    for user, picked in got.items():
+        assert 1 <= len(picked) <= 3
+        top_cat = max(fav[user]["category_affinity"].items(), key=lambda kv: (kv[1], [-ord(c) for c in kv[0]]))[0]
+        recent = [x["item_id"] for kind in ("likes", "reviews", "purchases") for x in fav[user][kind] or []]
+        assert all(i in recent[:1] or cats[i] == top_cat for i in picked), (user, picked, top_cat)
+    assert 5 in got[10]  # user 10's most recent like
+
+    wide = infer.candidates(favours, stats, per_user=50, categories=3).where("user_id = 10").collect()
+    recent10 = {x["item_id"] for kind in ("likes", "reviews", "purchases") for x in fav[10][kind]}
+    in_fav_cats = {i for i, c in cats.items() if c in fav[10]["category_affinity"]}
+    assert {r["item_id"] for r in wide} == recent10 | in_fav_cats
+    with pytest.raises(ValueError, match="must be >= 1"):
+        infer.candidates(favours, stats, per_user=0, categories=1)
+
+
+# -- scoring ------------------------------------------------------------------------------------------------
+
+def random_features(n: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(rng.normal(size=(n, len(FEATURES))), columns=FEATURES)
+    frame.loc[rng.uniform(size=n) < 0.2, "seconds_since_user_item"] = np.nan  # missing values
+    return frame
+
+
+@pytest.fixture(scope="module")
+def xgb_model(tmp_path_factory):
+    import mlflow.xgboost
+    import xgboost as xgb
+
+    train = random_features(2000, 1)
+    label = (train["item_price"] + train["user_events"] > 0).astype(int)
+    booster = xgb.train({"objective": "binary:logistic", "max_depth": 3, "nthread": 1},
+                        xgb.DMatrix(train, label=label, feature_names=FEATURES), num_boost_round=20)
+    path = tmp_path_factory.mktemp("xgb") / "model"
+    mlflow.xgboost.save_model(booster, str(path), model_format="ubj")
+    ref = infer.ModelRef("m", "1", str(path), infer._flavors(str(path)))
+    return ref, booster
+
+
+def scored_against(spark, ref, frame, partitions=8, batch=37):
+    sdf = spark.createDataFrame(frame.assign(user_id=np.arange(len(frame)), item_id=7)).repartition(partitions)
+    loads = spark.sparkContext.accumulator(0)
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(batch))
+    try:
+        out = infer.score(sdf, ref, loads=loads).toPandas().sort_values("user_id")
+    finally:
+        spark.conf.unset("spark.sql.execution.arrow.maxRecordsPerBatch")
+    return out, loads.value
+
+
+def test_xgboost_fast_path_scores_like_booster_predict_and_loads_once_per_worker(spark, xgb_model):
+    import xgboost as xgb
+
+    ref, booster = xgb_model
+    assert "xgboost" in ref.flavors
+    frame = random_features(1000, 2)
+    out, loads = scored_against(spark, ref, frame)
+    want = booster.predict(xgb.DMatrix(frame, feature_names=FEATURES))
+    assert list(out.columns) == ["user_id", "item_id", "score"] and len(out) == 1000
+    np.testing.assert_allclose(out["score"].to_numpy(), want, rtol=1e-6)
+    # 8 partitions of ~27 batches each ran on at most 2 reused workers (local[2]); a fresh
+    # model URI so no earlier test warmed the cache
+    assert 1 <= loads <= spark.sparkContext.defaultParallelism < 8
+    _, again = scored_against(spark, ref, frame)
+    assert again == 0  # cached in the reused workers
+
+
+def test_pyfunc_fallback_for_other_flavours(spark, tmp_path):
+    import mlflow.pyfunc
+    from lakeloop.train.run import model_signature
+
+    class Logistic(mlflow.pyfunc.PythonModel):  # local: pickled by value into the model
+        """A pyfunc model without a native flavour: probability from two features."""
+
+        def predict(self, context, model_input, params=None):
+            return 1 / (1 + np.exp(-(model_input["item_price"] - model_input["user_events"])))
+
+    mlflow.pyfunc.save_model(str(tmp_path / "pyfunc"), python_model=Logistic(), signature=model_signature(FEATURES))
+    ref = infer.ModelRef("m", "2", str(tmp_path / "pyfunc"), infer._flavors(str(tmp_path / "pyfunc")))
+    assert "xgboost" not in ref.flavors
+    frame = random_features(300, 3)
+    out, loads = scored_against(spark, ref, frame, partitions=4, batch=50)
+    want = 1 / (1 + np.exp(-(frame["item_price"].astype("float32") - frame["user_events"].astype("float32"))))
+    np.testing.assert_allclose(out["score"].to_numpy(), want.to_numpy(), rtol=1e-5)
+    assert 1 <= loads <= 2
+
+
+def test_scoring_frame_without_features_is_refused(spark, xgb_model):
+    with pytest.raises(Exception, match="lacks columns item_price"):
+        infer.score(spark.range(3).withColumnRenamed("id", "user_id").withColumn("item_id", spark.range(1).id),
+                    xgb_model[0])
+
+
+# -- the job end to end: generated data -> gold -> trained champion -> infer ----------------------------------
+
+DAYS = ("2026-11-01", "2026-11-02")
+RUN_DATE = dt.date(2026, 11, 2)
+
+
+@pytest.fixture(scope="module")
+def pipeline(spark, tmp_path_factory):
+    """Two days through datagen, ingest, curate and features, then a trained @champion; the job arguments."""
+    import importlib
+
+    from lakeloop.conf import load_conf
+    from lakeloop.train import registry
+
+    from tests.conftest import ROOT
+
+    root = tmp_path_factory.mktemp("infer-e2e")
+    overrides = [f"warehouse={root / 'warehouse'}", f"landing={root / 'landing'}", "datagen.events=3000",
+                 "datagen.users=120", "datagen.items=80", "train.num_workers=1", "validate.enabled=false",
+                 "infer.candidates_per_user=12", "infer.top_n=5"]
+    args = [x for o in overrides for x in ("--set", o)]
+    for day in DAYS:
+        for job in ("datagen", "ingest", "curate", "features") + (("train",) if day == DAYS[-1] else ()):
+            assert importlib.import_module(f"jobs.{job}").main(["--date", day, *args]) == 0, (job, day)
+    conf = load_conf("local", overrides, conf_dir=ROOT / "conf")
+    champion = registry.version_for_alias(conf, registry.CHAMPION)
+    assert champion is not None
+    return conf, overrides, args, champion.version
+
+
+def read_predictions(spark, conf):
+    from lakeloop import tables
+
+    return tables.read(spark, conf.table_uri("gold.predictions")).toPandas()
+
+
+def top_from_table(predictions, user, n):
+    rows = predictions[predictions["user_id"] == user].sort_values("rank").head(n)
+    return [{"item_id": int(r.item_id), "score": float(r.score)} for r in rows.itertuples()]
+
+
+@pytest.mark.slow
+def test_infer_writes_predictions_and_switches_the_store_after_all_partitions(spark, pipeline):
+    from lakeloop.serving import open_store
+
+    conf, _, _, champion = pipeline
+    store = open_store(conf)
+    result = infer.infer_for_date(spark, conf, RUN_DATE, "run1")
+    predictions = read_predictions(spark, conf)
+    assert result.model.version == champion and result.rows == len(predictions) > 0
+    assert set(predictions["dt"]) == {"2026-11-02"} and set(predictions["model_version"]) == {champion}
+    assert set(predictions["model_name"]) == {conf["mlflow.model_name"]}
+    per_user = predictions.groupby("user_id")["rank"].agg(["count", "min", "max"])
+    assert (per_user["count"] <= 12).all() and (per_user["min"] == 1).all()
+    assert (per_user["max"] == per_user["count"]).all()
+    assert predictions["score"].between(0, 1).all() and predictions["score"].nunique() > 10
+
+    # the store serves the new version, holding one top-5 list for every scored user
+    assert store.current_version() == result.serving_version == f"2026-11-02-v{champion}-run1"
+    assert store.load_info(result.serving_version).count == result.users == len(per_user)
+    for user in per_user.index[:20]:
+        assert store.get(int(user)) == pytest.approx(top_from_table(predictions, user, 5))
+
+    # the model was loaded once per Python worker, not once per partition
+    assert 1 <= result.model_loads <= spark.sparkContext.defaultParallelism < result.scoring_partitions
+
+
+@pytest.mark.slow
+def test_rerun_of_the_date_is_idempotent(spark, pipeline):
+    from lakeloop.serving import open_store
+
+    conf, _, args, _ = pipeline
+    assert importlib_main("infer")(["--date", "2026-11-02", *args]) == 0
+    first = read_predictions(spark, conf)
+    store = open_store(conf)
+    before = store.current_version()
+    assert importlib_main("infer")(["--date", "2026-11-02", *args]) == 0
+    second = read_predictions(spark, conf)
+    cols = ["user_id", "item_id", "score", "rank", "model_version", "dt"]
+    assert len(second) == len(first)  # the date's partition replaced, not appended to
+    pd.testing.assert_frame_equal(second[cols].sort_values(cols).reset_index(drop=True),
+                                  first[cols].sort_values(cols).reset_index(drop=True))
+    after = store.current_version()
+    assert after != before and store.versions()[-2:] == [before, after]
+    users = [int(u) for u in first["user_id"].unique()[:10]]
+    assert store.get_many(users) == [top_from_table(second, u, 5) for u in users]
+
+
+@pytest.mark.slow
+def test_failing_partition_leaves_the_previous_version_serving(spark, pipeline):
+    from lakeloop.conf import load_conf
+    from lakeloop.serving import open_store
+
+    from tests.conftest import ROOT
+
+    conf, overrides, args, champion = pipeline
+    store = open_store(conf)
+    good = infer.infer_for_date(spark, conf, RUN_DATE, "good")
+    served = store.get_many(list(range(200)))
+    failing = load_conf("local", [*overrides, "infer.fail_partition=1"], conf_dir=ROOT / "conf")
+    with pytest.raises(Exception, match="injected failure in partition 1"):
+        infer.infer_for_date(spark, failing, RUN_DATE, "bad")
+    assert store.current_version() == good.serving_version
+    assert store.load_info(infer.serving_version(RUN_DATE, champion, "bad")) is None  # aborted, keys removed
+    assert store.get_many(list(range(200))) == served
+    # the job reports the failure as an exit code
+    assert importlib_main("infer")(["--date", "2026-11-02", *args, "--set", "infer.fail_partition=0"]) == 1
+    assert store.current_version() == good.serving_version
+
+
+@pytest.mark.slow
+def test_redis_store_and_explicit_model_version(spark, pipeline, redis_server):  # noqa: F811
+    from lakeloop.conf import load_conf
+    from lakeloop.serving import open_store
+
+    from tests.conftest import ROOT
+
+    conf, overrides, _, champion = pipeline
+    on_redis = load_conf("local", [*overrides, "serving.store=redis", f"serving.redis.port={redis_server.port}",
+                                   "serving.namespace=infer-e2e"], conf_dir=ROOT / "conf")
+    result = infer.infer_for_date(spark, on_redis, RUN_DATE, "r1", model_version=champion)
+    store = open_store(on_redis)
+    assert store.current_version() == result.serving_version
+    assert store.load_info(result.serving_version).count == result.users
+    predictions = read_predictions(spark, conf)
+    for user in predictions["user_id"].unique()[:20]:
+        assert store.get(int(user)) == pytest.approx(top_from_table(predictions, user, 5))
+    with pytest.raises(infer.ModelNotFound, match="version 999 not found"):
+        infer.infer_for_date(spark, on_redis, RUN_DATE, "r2", model_version=999)
+
+
+def importlib_main(job):
+    import importlib
+
+    return importlib.import_module(f"jobs.{job}").main
