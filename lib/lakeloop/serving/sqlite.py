@@ -49,6 +49,7 @@ CREATE TABLE IF NOT EXISTS serving_realtime (
     PRIMARY KEY (namespace, key)) WITHOUT ROWID;
 """
 
+_TABLES = ("serving_loads", "serving_current", "serving_entries", "serving_realtime")
 _UPSERT_ENTRY = ("INSERT INTO serving_entries VALUES (?, ?, ?, ?, ?) ON CONFLICT DO UPDATE "
                  "SET value = excluded.value, expires_at = excluded.expires_at")
 _UPSERT_REALTIME = ("INSERT INTO serving_realtime VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE "
@@ -83,9 +84,13 @@ class SQLiteStore(ServingStore):
         conn = sqlite3.connect(path, timeout=self.busy_timeout, isolation_level=None)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
-        with _transaction(conn):
-            for statement in filter(str.strip, _SCHEMA.split(";")):
-                conn.execute(statement)
+        # readers must not queue for the write lock behind a load just to learn the tables exist
+        tables = conn.execute(f"SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN "
+                              f"({','.join('?' * len(_TABLES))})", _TABLES).fetchone()[0]
+        if tables < len(_TABLES):
+            with _transaction(conn):
+                for statement in filter(str.strip, _SCHEMA.split(";")):
+                    conn.execute(statement)
         return conn
 
     def _disconnect(self, conn: sqlite3.Connection) -> None:
