@@ -232,6 +232,19 @@ def test_manifest_counts_match_an_independent_classification(day, source):
     assert sum(entry["expected_quarantine"].values()) + entry["expected_silver"] == entry["rows"]
 
 
+def test_parts_of_many_chunks(tmp_path):
+    params = dict(PARAMS, parts=2, chunk_rows=150)  # parts of 1500 events and 200 users: 10 and 2 chunks
+    manifest = generate_day(tmp_path, DATE, **params)
+    for source in ("events", "users"):
+        entry = manifest["sources"][source]
+        kinds, rows = classify(tmp_path, source, [f["path"] for f in entry["files"]])
+        assert dict(kinds) == {k: v for k, v in entry["counts"].items() if v}
+        assert len(rows) - kinds["good"] == round(PARAMS["bad_fraction"] * len(rows))
+        key = "event_id" if source == "events" else "user_id"
+        keys = [r[key] for _, kind, r in rows if kind == "good"]
+        assert len(keys) == len(set(keys)) == entry["counts"]["good"]
+
+
 def test_every_kind_appears_and_unknown_fields_only_where_kept(day):
     landing, manifest = day
     events = manifest["sources"]["events"]["counts"]

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from lakeloop.conf import ConfError
 from lakeloop.datagen import files
 from lakeloop.datagen.defects import KINDS, QUARANTINE_KINDS, VALID_KINDS
-from lakeloop.datagen.generator import SOURCES, Task, build_manifest, make_plan, plan_tasks, run_task
+from lakeloop.datagen.generator import CHUNK_ROWS, SOURCES, Task, build_manifest, make_plan, plan_tasks, run_task
 from lakeloop.schemas import SourceSchema
 
 if TYPE_CHECKING:
@@ -59,7 +59,8 @@ def day_range(last: str | dt.date, days: int) -> list[str]:
 def generate(landing: str | os.PathLike[str], dates: Sequence[str], *, events: int, users: int, items: int,
              seed: int, bad_fraction: float, parts: int | None = None, max_part_rows: int = 1_000_000,
              exposures: Mapping[int, Sequence[int]] | None = None, runner: Runner | None = None,
-             schemas: Mapping[str, SourceSchema] | None = None) -> list[dict[str, Any]]:
+             schemas: Mapping[str, SourceSchema] | None = None,
+             chunk_rows: int = CHUNK_ROWS) -> list[dict[str, Any]]:
     """Write the landing files and manifest of each date in ``dates``; returns the manifests.
 
     Parameters
@@ -88,13 +89,16 @@ def generate(landing: str | os.PathLike[str], dates: Sequence[str], *, events: i
     schemas : dict, optional
         Source name -> :class:`lakeloop.schemas.SourceSchema` (e.g. from conf with
         :func:`lakeloop.schemas.source_schema`); the project's ``schemas/`` files by default.
+    chunk_rows : int
+        Lines generated at a time: bounds memory, does not change the files' layout (the bytes do
+        depend on it, as each chunk has its own random stream).
     """
     landing = files.resolve_landing(landing)
     dates = list(dict.fromkeys(dates))
     for d in dates:
         dt.date.fromisoformat(d)
     plan = make_plan(events=events, users=users, items=items, seed=seed, bad_fraction=bad_fraction, parts=parts,
-                     max_part_rows=max_part_rows, exposures=exposures, schemas=schemas)
+                     max_part_rows=max_part_rows, exposures=exposures, schemas=schemas, chunk_rows=chunk_rows)
     tasks = plan_tasks(landing, dates, plan)
     results = (runner or _in_process)(partial(run_task, plan), tasks)
     manifests = []

@@ -108,6 +108,8 @@ def make_plan(*, events: int, users: int, items: int, seed: int, bad_fraction: f
                              f"integer, got {value!r}")
     if not 0.0 <= bad_fraction <= 1.0:
         raise ConfError(f"datagen: bad_fraction must be within [0, 1], got {bad_fraction!r}")
+    if not 1 <= chunk_rows <= 1 << 20:  # sessions of a chunk are numbered in 20 bits
+        raise ConfError(f"datagen: chunk_rows must be within [1, 1048576], got {chunk_rows!r}")
     max_rows = min(max_part_rows, chunk_rows * (MAX_CHUNKS_PER_PART - 1), 1 << _ROW_BITS)
     if max_rows < 1:
         raise ConfError(f"datagen: max_part_rows must be positive, got {max_part_rows!r}")
