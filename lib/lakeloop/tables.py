@@ -14,13 +14,17 @@ snapshot's file list with delta-rs and hands it to ``spark.read.parquet``.  See 
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING, Any
 
 from lakeloop.delta.log import (ConcurrentWriteError, DeltaError, ReplaceWhereViolation, SchemaMismatchError,
                                 UnsupportedFeatureError, configure, load_table, locate)
 from lakeloop.delta.maintain import MergeResult, history, merge, optimize, restore, vacuum
 from lakeloop.delta.read import read
-from lakeloop.delta.stream import read_stream, stream_to
 from lakeloop.delta.write import WriteResult, write
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql.streaming import StreamingQuery
 
 __all__ = ["read", "write", "exists", "version", "merge", "history", "optimize", "vacuum", "restore", "configure",
            "read_stream", "stream_to", "WriteResult", "MergeResult", "DeltaError",
@@ -39,3 +43,19 @@ def version(uri: str | os.PathLike[str], *, storage_options: dict[str, str] | No
     """The latest version of the table at ``uri``; None when there is no table."""
     table = load_table(locate(uri, storage_options))
     return None if table is None else table.version()
+
+
+def read_stream(spark: SparkSession, uri: str, **kwargs: Any) -> DataFrame:
+    """A streaming DataFrame of rows appended to the table (``lakeloop_delta`` source); see
+    :func:`lakeloop.delta.stream.read_stream`.  Imported lazily: Spark 3.5 has no Python data sources."""
+    from lakeloop.delta.stream import read_stream as _read_stream
+
+    return _read_stream(spark, uri, **kwargs)
+
+
+def stream_to(df: DataFrame, uri: str, checkpoint: str, **kwargs: Any) -> StreamingQuery:
+    """Write a streaming frame to a table exactly once per row (txn = query id, batch id); see
+    :func:`lakeloop.delta.stream.stream_to`."""
+    from lakeloop.delta.stream import stream_to as _stream_to
+
+    return _stream_to(df, uri, checkpoint, **kwargs)
