@@ -1,0 +1,260 @@
+"""The ``tfos`` backend: a Keras MLP trained with TensorFlowOnSpark (``InputMode.SPARK``).
+
+One TensorFlow worker per executor (``train.num_workers``, capped by the executors the cluster
+has; one in ``local`` mode, where all tasks share one executor).  Spark feeds the training rows
+(the feature columns and the label) to the workers through TFoS's data feed for ``epochs``
+passes; with more than one worker they train one model together with
+``MultiWorkerMirroredStrategy``.  The holdout (at most ``valid_max_rows`` rows, seeded sample)
+travels with the worker arguments and is evaluated after every epoch, so ``history`` holds
+``training-loss``, ``training-auc``, ``validation-loss`` and ``validation-auc`` per epoch.
+
+The model standardises its inputs itself (a ``Normalization`` layer holding the training
+means/variances, then missing values, NaN, become the mean), so the exported Keras file is the
+whole model.  Worker 0 saves it with the history in ``export_dir`` (a directory every executor
+and the driver can reach; default: a temporary directory, which suits single-host clusters).
+The logged MLflow model is a pyfunc wrapper around that Keras file whose ``predict`` returns the
+positive-class probability.
+
+GPU: each TensorFlow process sees only the GPU Spark assigned to its task
+(:func:`lakeloop.train.gpu.pin_tensorflow`, as ``/GPU:0``); without GPUs it runs on CPU.  All
+TensorFlowOnSpark calls go through :mod:`lakeloop.train.tfos_adapter`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import mlflow.pyfunc
+
+from lakeloop.train import tfos_adapter
+from lakeloop.train.base import Backend, FitResult, TrainingData
+from lakeloop.train.torch import feature_moments, holdout_arrays
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from mlflow.models import ModelSignature
+    from mlflow.models.model import ModelInfo
+    from pyspark.sql import SparkSession
+
+    from lakeloop.conf import Conf
+
+__all__ = ["TFoSBackend", "BACKEND", "KerasProbability", "build_model"]
+
+MODEL_FILE = "model.keras"
+HISTORY_FILE = "history.json"
+_KERAS_ARTIFACT = "keras_model"
+# share of a worker's rows one epoch consumes: partitions are not exactly even, and a worker that
+# waits for rows that never come would stall the others
+_FEED_SHARE = 0.9
+
+
+@dataclass
+class WorkerArgs:
+    """Everything a TensorFlow worker needs (pickled to the executors)."""
+
+    features: list[str]
+    means: list[float]
+    variances: list[float]
+    hidden: list[int]
+    learning_rate: float
+    batch_size: int
+    epochs: int
+    steps_per_epoch: int
+    seed: int
+    valid_x: Any
+    valid_y: Any
+    export_dir: str
+
+    def __contains__(self, key: str) -> bool:
+        # TFoS probes its arguments like an argparse namespace (``"num_gpus" in tf_args``)
+        return key in self.__dict__
+
+
+def build_model(means: list[float], variances: list[float], hidden: list[int], learning_rate: float) -> Any:
+    """The compiled Keras MLP: normalise, NaN -> mean, ReLU hidden layers, sigmoid output."""
+    import keras
+
+    model = keras.Sequential([keras.Input(shape=(len(means),)),
+                              keras.layers.Normalization(mean=means, variance=variances),
+                              _nan_to_zero_layer()(),
+                              *[keras.layers.Dense(units, activation="relu") for units in hidden],
+                              keras.layers.Dense(1, activation="sigmoid")])
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="binary_crossentropy",
+                  metrics=[keras.metrics.AUC(name="auc")])
+    return model
+
+
+def _nan_to_zero_layer() -> type:
+    """A registered Keras layer replacing NaN with 0 (after normalisation: the training mean)."""
+    import keras
+
+    name = "lakeloop>NanToZero"
+    registered = keras.saving.get_registered_object(name)
+    if registered is not None:
+        return registered
+
+    @keras.saving.register_keras_serializable(package="lakeloop", name="NanToZero")
+    class NanToZero(keras.layers.Layer):
+        def call(self, inputs):
+            return keras.ops.where(keras.ops.isnan(inputs), keras.ops.zeros_like(inputs), inputs)
+
+    return NanToZero
+
+
+def load_keras(path: str) -> Any:
+    """Load a model saved by :func:`worker_main`."""
+    import keras
+
+    _nan_to_zero_layer()
+    return keras.saving.load_model(path)
+
+
+def _pin_task_gpu() -> None:
+    from pyspark import TaskContext
+
+    from lakeloop.train import gpu
+
+    # TFoS forks the TensorFlow process from the task's Python worker, so the task context is there
+    if TaskContext.get() is not None:
+        gpu.pin_tensorflow()
+
+
+def _feed_batches(feed: Any, batch_size: int):
+    import numpy as np
+
+    while not feed.should_stop():
+        rows = feed.next_batch(batch_size)
+        if not rows:
+            return
+        block = np.asarray(rows, dtype=np.float32)
+        yield block[:, :-1], block[:, -1:]
+
+
+def worker_main(args: WorkerArgs, ctx: Any) -> None:
+    """TFoS ``map_fun``: train on the fed rows; worker 0 saves the model and the history."""
+    _pin_task_gpu()
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(args.seed)
+    strategy = (tf.distribute.MultiWorkerMirroredStrategy() if ctx.num_workers > 1
+                else tf.distribute.get_strategy())
+    n_features = len(args.features)
+    feed = ctx.get_data_feed(train_mode=True)
+    dataset = tf.data.Dataset.from_generator(
+        lambda: _feed_batches(feed, args.batch_size),
+        output_signature=(tf.TensorSpec((None, n_features), tf.float32), tf.TensorSpec((None, 1), tf.float32)))
+    options = tf.data.Options()
+    # Spark already gave each worker its own rows
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    dataset = dataset.with_options(options)
+    with strategy.scope():
+        model = build_model(args.means, args.variances, args.hidden, args.learning_rate)
+    fitted = model.fit(dataset, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
+                       validation_data=(args.valid_x, args.valid_y), verbose=0)
+    if ctx.task_index == 0:
+        os.makedirs(args.export_dir, exist_ok=True)
+        model.save(os.path.join(args.export_dir, MODEL_FILE))
+        history = {k: [float(v) for v in values] for k, values in fitted.history.items()}
+        with open(os.path.join(args.export_dir, HISTORY_FILE), "w", encoding="utf-8") as f:
+            json.dump(history, f)
+    feed.terminate()
+
+
+def num_executors(spark: SparkSession, requested: int) -> int:
+    """TFoS workers: ``requested`` capped by the executors (one in ``local`` mode), at least 1."""
+    sc = spark.sparkContext
+    if sc.master.startswith("local["):
+        return 1
+    # the executor memory status lists the driver too
+    available = sc._jsc.sc().getExecutorMemoryStatus().size() - 1
+    return max(1, min(requested, available))
+
+
+def _history(raw: dict[str, list[float]]) -> dict[str, list[float]]:
+    """Keras history keys (``loss``, ``val_auc``) as ``training-loss``, ``validation-auc``."""
+    return {(f"validation-{k[4:]}" if k.startswith("val_") else f"training-{k}"): v for k, v in raw.items()}
+
+
+class KerasProbability(mlflow.pyfunc.PythonModel):
+    """pyfunc wrapper: positive-class probability of a saved Keras model for the feature columns."""
+
+    def __init__(self, features: list[str]) -> None:
+        self.features = list(features)
+        self._model = None
+
+    def load_context(self, context: Any) -> None:
+        self._model = load_keras(context.artifacts[_KERAS_ARTIFACT])
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> Any:
+        import numpy as np
+
+        x = model_input[self.features].to_numpy(dtype=np.float32)
+        return self._model.predict(x, verbose=0, batch_size=8192)[:, 0].astype(np.float64)
+
+
+class TFoSBackend(Backend):
+    """Keras MLP trained in the cluster with TensorFlowOnSpark."""
+
+    name = "tfos"
+
+    def default_params(self, conf: Conf) -> dict[str, Any]:
+        return {"hidden": [32, 16], "learning_rate": 0.003, "batch_size": 64, "epochs": 3,
+                "valid_max_rows": 20000, "seed": conf["train.seed"], "num_workers": conf["train.num_workers"],
+                "export_dir": None}
+
+    def device_params(self, device: str) -> dict[str, Any]:
+        # TensorFlow numbers the visible GPUs from 0 once CUDA_VISIBLE_DEVICES is narrowed
+        if device == "cpu":
+            return {"CUDA_VISIBLE_DEVICES": "", "tf_device": "/CPU:0"}
+        return {"CUDA_VISIBLE_DEVICES": device.removeprefix("cuda:"), "tf_device": "/GPU:0"}
+
+    def fit(self, spark: SparkSession, data: TrainingData, params: dict[str, Any], *,
+            gpu: bool = False) -> FitResult:
+        from pyspark.sql import functions as F
+
+        workers = num_executors(spark, int(params["num_workers"]))
+        seed = int(params["seed"])
+        means, stds = feature_moments(data.train, data.features)
+        cols = [F.col(c).cast("double") for c in (*data.features, data.label)]
+        rows = data.train.select(*cols).rdd.map(tuple).repartition(workers).cache()
+        total = rows.count()
+        batch = int(params["batch_size"])
+        steps = max(1, math.floor(_FEED_SHARE * total / workers / batch))
+        valid_x, valid_y = holdout_arrays(data, int(params["valid_max_rows"]), seed)
+        export_dir = params.get("export_dir") or tempfile.mkdtemp(prefix="lakeloop-tfos-")
+        args = WorkerArgs(features=list(data.features), means=means, variances=[s * s for s in stds],
+                          hidden=[int(h) for h in params["hidden"]], learning_rate=float(params["learning_rate"]),
+                          batch_size=batch, epochs=int(params["epochs"]), steps_per_epoch=steps, seed=seed,
+                          valid_x=valid_x, valid_y=valid_y, export_dir=export_dir)
+        try:
+            tfos_adapter.train_cluster(spark.sparkContext, worker_main, args, workers, rows, args.epochs)
+            model = load_keras(os.path.join(export_dir, MODEL_FILE))
+            with open(os.path.join(export_dir, HISTORY_FILE), encoding="utf-8") as f:
+                history = _history(json.load(f))
+        finally:
+            rows.unpersist()
+            if not params.get("export_dir"):
+                shutil.rmtree(export_dir, ignore_errors=True)
+        effective = {k: v for k, v in params.items() if k != "export_dir"}
+        return FitResult(model=model, history=history,
+                         params={**effective, "num_workers": workers, "steps_per_epoch": steps, "gpu": gpu})
+
+    def log_model(self, result: FitResult, name: str, *, signature: ModelSignature,
+                  input_example: pd.DataFrame) -> ModelInfo:
+        features = [spec.name for spec in signature.inputs.inputs]
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, MODEL_FILE)
+            result.model.save(path)
+            return mlflow.pyfunc.log_model(name=name, python_model=KerasProbability(features),
+                                           artifacts={_KERAS_ARTIFACT: path}, signature=signature,
+                                           input_example=input_example)
+
+
+BACKEND = TFoSBackend()
