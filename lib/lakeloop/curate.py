@@ -100,15 +100,11 @@ def _parse_jsonl(bronze: DataFrame, schema: SourceSchema) -> DataFrame:
         .when(F.col("__fields").isNull(), F.lit("not a JSON object"))
         .when(~trimmed.endswith("}"), F.lit("text after the JSON object"))
     )
+    df = df.withColumn("__malformed", malformed)
     unknown = F.array_except(F.map_keys("__fields"), known)
     extra_map = F.map_filter("__fields", lambda k, _: ~F.array_contains(known, k))
-    cols: list[SparkColumn] = [
-        malformed.alias("__malformed"),
-        F.when(malformed.isNull(), unknown).alias("__unknown"),
-        F.when(malformed.isNull() & (F.size(unknown) > 0), F.to_json(extra_map)).alias("_extra"),
-    ]
     items = [F.expr(f"try_variant_get(__v, '$.{c.name}')").alias(f"__item_{c.name}") for c in schema.columns]
-    df = df.select("*", *cols, *items).drop("__v", "__fields")
+    df = df.select("*", *_unknown_and_extra(unknown, extra_map), *items).drop("__v", "__fields")
     texts: list[SparkColumn] = []
     for c in schema.columns:
         item = F.col(f"__item_{c.name}")
@@ -116,6 +112,13 @@ def _parse_jsonl(bronze: DataFrame, schema: SourceSchema) -> DataFrame:
         texts.append(F.when(present, item.cast("string")).alias(_raw(c.name)))
         texts.append(F.when(present, F.schema_of_variant(item)).alias(_kind(c.name)))
     return df.select("*", *texts).drop(*[f"__item_{c.name}" for c in schema.columns])
+
+
+def _unknown_and_extra(unknown: SparkColumn, extra_map: SparkColumn) -> list[SparkColumn]:
+    """``__unknown`` (names not in the schema) and ``_extra`` (their JSON object) of a parsable line."""
+    parsed = F.col("__malformed").isNull()
+    return [F.when(parsed, unknown).alias("__unknown"),
+            F.when(parsed & (F.size(unknown) > 0), F.to_json(extra_map)).alias("_extra")]
 
 
 def _java_char(ch: str) -> str:
@@ -161,16 +164,13 @@ def _parse_csv(bronze: DataFrame, schema: SourceSchema) -> DataFrame:
         .when(n_fields != n_header, F.concat(F.lit("line has "), n_fields.cast("string"),
                                              F.lit(" fields, the header "), n_header.cast("string")))
     )
+    df = df.withColumn("__malformed", malformed)
     unknown = F.array_except(F.col("__hdr"), known)
     extra_map = F.map_filter(F.map_from_arrays("__hdr", "__fields"), lambda k, _: ~F.array_contains(known, k))
-    cols: list[SparkColumn] = [
-        malformed.alias("__malformed"),
-        F.when(malformed.isNull(), unknown).alias("__unknown"),
-        F.when(malformed.isNull() & (F.size(unknown) > 0), F.to_json(extra_map)).alias("_extra"),
-    ]
+    cols = _unknown_and_extra(unknown, extra_map)
     for c in schema.columns:
         pos = F.array_position("__hdr", c.name)
-        text = F.when(malformed.isNull() & (pos > 0), F.element_at("__fields", pos.cast("int")))
+        text = F.when(F.col("__malformed").isNull() & (pos > 0), F.element_at("__fields", pos.cast("int")))
         cols.append(text.alias(_raw(c.name)))
         cols.append(F.when(text.isNotNull(), F.lit("STRING")).alias(_kind(c.name)))
     return df.select("*", *cols).drop("__fields", "__hdr")
