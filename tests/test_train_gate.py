@@ -6,6 +6,7 @@ the xgboost backend so these tests need no Spark job."""
 from __future__ import annotations
 
 import json
+import uuid
 
 import mlflow
 import mlflow.pyfunc
@@ -32,21 +33,29 @@ def frames():
     return train, holdout
 
 
+@pytest.fixture(scope="module")
+def tracking(tmp_path_factory):
+    """One SQLite tracking store for the module (creating its tables takes seconds)."""
+    root = tmp_path_factory.mktemp("mlflow")
+    return {"mlflow.tracking_uri": f"sqlite:///{root}/mlflow.db", "mlflow.artifact_root": str(root / "artifacts")}
+
+
 @pytest.fixture
-def gate_conf(conf):
-    conf = conf.with_overrides({"mlflow.model_name": "gate-test", "train.gate_margin": 0.01})
+def gate_conf(conf, tracking):
+    """A conf with its own registered model name in the shared store."""
+    conf = conf.with_overrides({**tracking, "mlflow.model_name": f"gate-{uuid.uuid4().hex[:8]}",
+                                "train.gate_margin": 0.01})
     registry.setup(conf)
     return conf
 
 
 def register(conf, fit=None, python_model=None):
     """Log a model in a new run and register it with @challenger; returns the version string."""
-    example = None
     with mlflow.start_run() as run:
         if python_model is None:
-            info = BACKEND.log_model(fit, "model", signature=model_signature(FEATURES), input_example=example)
+            info = BACKEND.log_model(fit, "model", signature=model_signature(FEATURES), input_example=None)
         else:
-            info = mlflow.pyfunc.log_model(name="model", python_model=python_model)
+            info = mlflow.pyfunc.log_model(name="model", python_model=python_model, pip_requirements=[])
         return registry.register_challenger(conf, info.model_uri, run.info.run_id, {}).version
 
 
@@ -116,7 +125,7 @@ def test_shuffled_labels_refused_and_better_model_promoted(gate_conf, frames):
     assert decision.challenger_value >= decision.champion_value + 0.01
     assert champion(gate_conf) == better
     # both were scored on the same holdout: re-scoring the old champion gives the value the gate used
-    old = mlflow.pyfunc.load_model(f"models:/gate-test/{v1}").predict(frames[1][FEATURES])
+    old = mlflow.pyfunc.load_model(f"models:/{gate_conf['mlflow.model_name']}/{v1}").predict(frames[1][FEATURES])
     assert gate.score("auc", frames[1][LABEL].to_numpy(), np.asarray(old)) == pytest.approx(decision.champion_value)
 
 
@@ -141,7 +150,7 @@ def test_infra_check_failure_refuses_promotion(gate_conf, frames, broken, messag
     bad = register(gate_conf, python_model=broken)
     decision, scores = run_gate(gate_conf, frames, bad)
     assert not decision.passed and scores is None
-    assert "infra check failed for models:/gate-test@challenger" in decision.reason
+    assert f"infra check failed for models:/{gate_conf['mlflow.model_name']}@challenger" in decision.reason
     assert message in decision.reason
     assert champion(gate_conf) == v1
     assert version_tags(gate_conf, bad)["gate.decision"] == "refused"

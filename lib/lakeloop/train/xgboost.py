@@ -73,8 +73,10 @@ class XGBoostBackend(Backend):
                   input_example: pd.DataFrame) -> ModelInfo:
         import mlflow.xgboost
 
+        # pinned explicitly: MLflow's inference of requirements loads the model in a subprocess
         return mlflow.xgboost.log_model(result.model, name=name, signature=signature,
-                                        input_example=input_example, model_format="ubj")
+                                        input_example=input_example, model_format="ubj",
+                                        pip_requirements=_requirements("xgboost", "numpy", "pandas"))
 
     def fit_local(self, train: pd.DataFrame, valid: pd.DataFrame, features: list[str], label: str,
                   params: dict[str, Any], *, device: str = "cpu") -> FitResult:
@@ -100,6 +102,12 @@ class XGBoostBackend(Backend):
         import xgboost as xgb
 
         return model.predict(xgb.DMatrix(frame[model.feature_names], feature_names=model.feature_names))
+
+
+def _requirements(*packages: str) -> list[str]:
+    from importlib.metadata import version
+
+    return [f"{p}=={version(p)}" for p in packages]
 
 
 def _importance(booster: Any) -> dict[str, float]:
