@@ -35,7 +35,7 @@ __all__ = ["ServingStore", "StoreSettings", "ServingError", "LoadRefused", "Load
 
 LOADING = "loading"
 COMMITTED = "committed"
-# states a version passes through while it is being removed; writes are refused
+# the state of a version being removed; writes to it are refused
 DELETING = "deleting"
 
 # ':' separates the parts of a key and glob characters would break SCAN patterns
@@ -153,8 +153,8 @@ class ServingStore(ABC):
     hold and are stored as compact JSON.  Version names use letters, digits, ``_``,
     ``.`` and ``-``.
 
-    Subclasses implement the storage primitives; connections are opened lazily per
-    process (and per thread where the driver requires it) and never pickled.
+    Subclasses implement the storage primitives; connections are opened lazily, one per
+    process and thread, and are never pickled.
     """
 
     #: the ``serving.store`` value this class implements
