@@ -9,11 +9,10 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-
 from lakeloop import features, kernels
 from lakeloop.features import FeatureParams, day_start
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 RUN_DATE = dt.date(2026, 11, 10)
 LABEL_TS = day_start(RUN_DATE)
 EVENTS_SCHEMA = ("event_id string, user_id long, item_id long, type string, ts timestamp, session_id string, "
@@ -257,8 +256,9 @@ def snapshot(spark, conf):
 
 @pytest.mark.slow
 def test_features_job_writes_gold_and_is_idempotent(spark, conf):
-    from jobs.features import main
     from lakeloop import tables
+
+    from jobs.features import main
 
     write_silver(spark, conf)
     args = ["--set", f"warehouse={conf['warehouse']}", "--set", f"landing={conf['landing']}",

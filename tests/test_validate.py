@@ -8,13 +8,12 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-
 from lakeloop import tables, validate
 from lakeloop.errors import DataQualityError
 from lakeloop.validate import ColumnProfile, psi
 
 SCHEMA = "user_id long, price double, quantity int, type string, ts timestamp, _file string, dt string"
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def sample(n: int, seed: int, *, price_shift: float = 0.0, types=("view", "click", "purchase"),
@@ -59,7 +58,7 @@ def test_profile_matches_pandas(spark):
         "_file": "f", "dt": "2026-11-01"})
     rows = [(None if pd.isna(u) else int(u), None if p is None else p, int(q), t, ts.to_pydatetime(), "f", "d")
             for u, p, q, t, ts in zip(pdf["user_id"], pdf["price"].astype(object), pdf["quantity"], pdf["type"],
-                                      pdf["ts"])]
+                                      pdf["ts"], strict=True)]
     rows[4] = (*rows[4][:1], None, *rows[4][2:])  # row 4 is a null price, row 2 a NaN one
     df = spark.createDataFrame(rows, SCHEMA)  # from rows: pandas would turn NaN into null
     got = by_column(validate.profile(df, bins=4, top_k=2))

@@ -82,7 +82,7 @@ class FeatureParams:
 
 def day_start(day: dt.date) -> dt.datetime:
     """Midnight UTC opening ``day``."""
-    return dt.datetime.combine(day, dt.time(0), tzinfo=dt.timezone.utc)
+    return dt.datetime.combine(day, dt.time(0), tzinfo=dt.UTC)
 
 
 def _micros(t: dt.datetime) -> int:

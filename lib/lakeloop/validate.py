@@ -135,7 +135,7 @@ def psi(expected: Sequence[float], actual: Sequence[float], floor: float = PSI_F
     if e_total <= 0 or a_total <= 0:
         return None
     total = 0.0
-    for e, a in zip(expected, actual):
+    for e, a in zip(expected, actual, strict=True):
         e_frac, a_frac = max(e / e_total, floor), max(a / a_total, floor)
         total += (a_frac - e_frac) * math.log(a_frac / e_frac)
     return total
@@ -273,8 +273,8 @@ def profile(df: DataFrame, columns: Sequence[str] | None = None,
             p.min, p.max, p.mean, p.std = (one[f"{i}_{s}"] for s in ("min", "max", "mean", "std"))
             values = one[f"{i}_q"]
             if values is not None:
-                p.quantiles = [(q, float(v)) for q, v in zip(probs, values) if q in REPORT_QUANTILES]
-                by_prob = dict(zip(probs, values))
+                p.quantiles = [(q, float(v)) for q, v in zip(probs, values, strict=True) if q in REPORT_QUANTILES]
+                by_prob = dict(zip(probs, values, strict=True))
                 edges[name] = sorted({float(by_prob[q]) for q in _edge_probs(bins)})
         profiles[name] = p
 
@@ -416,7 +416,7 @@ def validate_table(spark: SparkSession, conf: Conf, table: str, run_date: dt.dat
     default, overrides = conf["validate.psi_threshold"], conf["validate.column_thresholds"]
     result.findings = compare(table, result.profiles, default, overrides)
     limits = {p.column: _threshold(table, p.column, default, overrides) for p in result.profiles}
-    frame = stats_frame(spark, result, limits, dt.datetime.now(dt.timezone.utc))
+    frame = stats_frame(spark, result, limits, dt.datetime.now(dt.UTC))
     tables.write(frame, stats_uri, mode="overwrite", partition_by=["table_name", "dt"],
                  replace_where=f"table_name = {_quote(table)} AND dt = {_quote(day)}")
     return result
