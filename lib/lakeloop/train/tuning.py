@@ -46,7 +46,7 @@ def sample_space(space: dict[str, list[Any]], n: int, seed: int) -> list[dict[st
         if not isinstance(values, list) or not values:
             raise ValueError(f"train.tune_space.{key}: expected a non-empty list of values")
     keys = sorted(space)
-    grid = [dict(zip(keys, combo)) for combo in itertools.product(*(space[k] for k in keys))]
+    grid = [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(space[k] for k in keys))]
     return random.Random(seed).sample(grid, min(n, len(grid)))
 
 
