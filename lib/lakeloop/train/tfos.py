@@ -22,6 +22,7 @@ TensorFlowOnSpark calls go through :mod:`lakeloop.train.tfos_adapter`.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -29,8 +30,6 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-
-import mlflow.pyfunc
 
 from lakeloop.train import tfos_adapter
 from lakeloop.train.base import Backend, FitResult, TrainingData
@@ -44,7 +43,7 @@ if TYPE_CHECKING:
 
     from lakeloop.conf import Conf
 
-__all__ = ["TFoSBackend", "BACKEND", "KerasProbability", "build_model"]
+__all__ = ["TFoSBackend", "BACKEND", "build_model", "load_keras", "worker_main", "num_executors"]
 
 MODEL_FILE = "model.keras"
 HISTORY_FILE = "history.json"
@@ -182,21 +181,28 @@ def _history(raw: dict[str, list[float]]) -> dict[str, list[float]]:
     return {(f"validation-{k[4:]}" if k.startswith("val_") else f"training-{k}"): v for k, v in raw.items()}
 
 
-class KerasProbability(mlflow.pyfunc.PythonModel):
-    """pyfunc wrapper: positive-class probability of a saved Keras model for the feature columns."""
+@functools.cache
+def _probability_model_class() -> type:
+    """The pyfunc wrapper class, built on first use: TensorFlow processes never import MLflow."""
+    import mlflow.pyfunc
 
-    def __init__(self, features: list[str]) -> None:
-        self.features = list(features)
-        self._model = None
+    class KerasProbability(mlflow.pyfunc.PythonModel):
+        """pyfunc wrapper: positive-class probability of a saved Keras model for the feature columns."""
 
-    def load_context(self, context: Any) -> None:
-        self._model = load_keras(context.artifacts[_KERAS_ARTIFACT])
+        def __init__(self, features: list[str]) -> None:
+            self.features = list(features)
+            self._model = None
 
-    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> Any:
-        import numpy as np
+        def load_context(self, context: Any) -> None:
+            self._model = load_keras(context.artifacts[_KERAS_ARTIFACT])
 
-        x = model_input[self.features].to_numpy(dtype=np.float32)
-        return self._model.predict(x, verbose=0, batch_size=8192)[:, 0].astype(np.float64)
+        def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> Any:
+            import numpy as np
+
+            x = model_input[self.features].to_numpy(dtype=np.float32)
+            return self._model.predict(x, verbose=0, batch_size=8192)[:, 0].astype(np.float64)
+
+    return KerasProbability
 
 
 class TFoSBackend(Backend):
@@ -248,11 +254,13 @@ class TFoSBackend(Backend):
 
     def log_model(self, result: FitResult, name: str, *, signature: ModelSignature,
                   input_example: pd.DataFrame) -> ModelInfo:
+        import mlflow.pyfunc
+
         features = [spec.name for spec in signature.inputs.inputs]
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, MODEL_FILE)
             result.model.save(path)
-            return mlflow.pyfunc.log_model(name=name, python_model=KerasProbability(features),
+            return mlflow.pyfunc.log_model(name=name, python_model=_probability_model_class()(features),
                                            artifacts={_KERAS_ARTIFACT: path}, signature=signature,
                                            input_example=input_example)
 

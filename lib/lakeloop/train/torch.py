@@ -23,10 +23,9 @@ GPU: with ``gpu=True`` the distributor is started with ``use_gpu=True`` and each
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import TYPE_CHECKING, Any
-
-import mlflow.pyfunc
 
 from lakeloop.train.base import Backend, FitResult, TrainingData
 
@@ -38,7 +37,7 @@ if TYPE_CHECKING:
 
     from lakeloop.conf import Conf
 
-__all__ = ["TorchBackend", "BACKEND", "TorchProbability", "build_network", "feature_moments",
+__all__ = ["TorchBackend", "BACKEND", "build_network", "feature_moments",
            "holdout_arrays", "train_process"]
 
 
@@ -186,20 +185,27 @@ def train_process(features: list[str], label: str, means: list[float], stds: lis
         dist.destroy_process_group()
 
 
-class TorchProbability(mlflow.pyfunc.PythonModel):
-    """pyfunc wrapper: sigmoid of the network's logit for the feature columns."""
+@functools.cache
+def _probability_model_class() -> type:
+    """The pyfunc wrapper class, built on first use: worker processes never import MLflow."""
+    import mlflow.pyfunc
 
-    def __init__(self, network: Any, features: list[str]) -> None:
-        self.network = network.cpu().eval()
-        self.features = list(features)
+    class TorchProbability(mlflow.pyfunc.PythonModel):
+        """pyfunc wrapper: sigmoid of the network's logit for the feature columns."""
 
-    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> Any:
-        import numpy as np
-        import torch
+        def __init__(self, network: Any, features: list[str]) -> None:
+            self.network = network.cpu().eval()
+            self.features = list(features)
 
-        x = torch.from_numpy(model_input[self.features].to_numpy(dtype=np.float32))
-        with torch.no_grad():
-            return torch.sigmoid(self.network(x))[:, 0].double().numpy()
+        def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> Any:
+            import numpy as np
+            import torch
+
+            x = torch.from_numpy(model_input[self.features].to_numpy(dtype=np.float32))
+            with torch.no_grad():
+                return torch.sigmoid(self.network(x))[:, 0].double().numpy()
+
+    return TorchProbability
 
 
 class TorchBackend(Backend):
@@ -240,8 +246,11 @@ class TorchBackend(Backend):
     def log_model(self, result: FitResult, name: str, *, signature: ModelSignature,
                   input_example: pd.DataFrame) -> ModelInfo:
         features = [spec.name for spec in signature.inputs.inputs]
-        return mlflow.pyfunc.log_model(name=name, python_model=TorchProbability(result.model, features),
-                                       signature=signature, input_example=input_example)
+        import mlflow.pyfunc
+
+        wrapper = _probability_model_class()(result.model, features)
+        return mlflow.pyfunc.log_model(name=name, python_model=wrapper, signature=signature,
+                                       input_example=input_example)
 
 
 BACKEND = TorchBackend()
