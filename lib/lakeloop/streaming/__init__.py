@@ -1,0 +1,166 @@
+"""Speed layer: Structured Streaming into bronze (exactly once) and real-time views.
+
+Two queries per source, each with its own checkpoint (:func:`lakeloop.streaming.runner.checkpoint_dir`):
+
+``bronze_<source>``
+    landing files (or a Kafka topic, ``stream.source``) -> ``bronze.<source>`` with the lineage
+    columns of batch ingest, sharing its file ledger; rejected lines -> ``silver.<source>_stream_quarantine``
+    (:mod:`lakeloop.streaming.bronze`).
+``realtime_<source>``
+    ``bronze.<source>`` (``lakeloop_delta`` stream) -> event-time window counts with a watermark ->
+    ``stream.realtime_table`` and the serving store's real-time view (:mod:`lakeloop.streaming.realtime`).
+    Only for sources with an event time, item, user and type (``events``).
+
+>>> report = run_stream(spark, conf, "events", trigger="availableNow")  # doctest: +SKIP
+>>> report.bronze.rows, report.queries["realtime_events"].late_rows_dropped  # doctest: +SKIP
+
+See docs/streaming.md.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from lakeloop import tables
+from lakeloop.schemas import source_schema
+from lakeloop.streaming.bronze import BronzeStats, BronzeWriter, quarantine_table
+from lakeloop.streaming.realtime import (RealtimeStats, RealtimeWriter, item_categories, realtime_frame,
+                                         supports_realtime, valid_events)
+from lakeloop.streaming.runner import TRIGGERS, Supervisor, checkpoint_dir, start, trigger_kwargs
+from lakeloop.streaming.sources import StreamError, source_stream
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+    from lakeloop.conf import Conf
+
+__all__ = ["StreamError", "StreamReport", "TRIGGERS", "run_stream", "checkpoint_dir", "quarantine_table", "run",
+           "add_arguments"]
+
+log = logging.getLogger("lakeloop.stream")
+
+
+@dataclass
+class StreamReport:
+    """What one run of the speed layer did."""
+
+    source: str
+    trigger: str
+    bronze: BronzeStats
+    realtime: RealtimeStats | None
+    queries: dict[str, Any] = field(default_factory=dict)  # name -> QueryProgress
+    stopped_by_request: bool = False
+
+    @property
+    def late_rows_dropped(self) -> int:
+        return sum(q.late_rows_dropped for q in self.queries.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "trigger": self.trigger, "bronze": asdict(self.bronze),
+                "realtime": asdict(self.realtime) if self.realtime else None,
+                "queries": {k: q.as_dict() for k, q in self.queries.items()},
+                "late_rows_dropped": self.late_rows_dropped, "stopped_by_request": self.stopped_by_request}
+
+
+def run_stream(spark: SparkSession, conf: Conf, source: str = "events", *, trigger: str | None = None,
+               interval: str | None = None, stop: threading.Event | None = None,
+               realtime: bool = True) -> StreamReport:
+    """Run the bronze and realtime queries of ``source``.
+
+    Parameters
+    ----------
+    trigger : str, optional
+        ``availableNow`` (process what has arrived, then return) or ``processingTime`` (run until
+        ``stop`` is set); default ``stream.trigger``.
+    interval : str, optional
+        processingTime interval, default ``stream.interval``.
+    stop : :class:`threading.Event`, optional
+        Set it to stop the queries after their current micro-batch.
+    realtime : bool
+        Also run the realtime query (when the source supports it).
+
+    Returns
+    -------
+    :class:`StreamReport`
+    """
+    schema = source_schema(conf, source)
+    trigger = trigger or conf.get("stream.trigger") or "availableNow"
+    how = trigger_kwargs(trigger, interval or conf.get("stream.interval"))
+    files = (conf.get("stream.source") or "files") == "files"
+    supervisor = Supervisor(stop)
+    bronze_cp = checkpoint_dir(conf, f"bronze_{source}")
+    bronze_writer = BronzeWriter(conf, schema, bronze_cp, files=files)
+    lines = source_stream(spark, conf, schema)
+    realtime_writer = RealtimeWriter(conf, checkpoint_dir(conf, f"realtime_{source}")) \
+        if realtime and supports_realtime(schema) else None
+    report = StreamReport(source, trigger, bronze_writer.stats, realtime_writer.stats if realtime_writer else None)
+    try:
+        bronze_query = start(lines, f"bronze_{source}", bronze_cp, bronze_writer, how)
+        if trigger == "availableNow":
+            # the realtime query reads what the bronze query wrote: run them one after the other
+            supervisor.watch([bronze_query])
+            if realtime_writer is not None and not supervisor.stop.is_set():
+                supervisor.watch([_start_realtime(spark, conf, schema, realtime_writer, how)])
+        else:
+            queries = [bronze_query]
+            if realtime_writer is not None:
+                queries.append(_start_realtime(spark, conf, schema, realtime_writer, how))
+            supervisor.watch(queries)
+    finally:
+        if realtime_writer is not None:
+            realtime_writer.close()
+        report.queries = supervisor.progress
+        report.stopped_by_request = supervisor.stopped_by_request
+    log.info("stream report %s", json.dumps(report.as_dict(), sort_keys=True))
+    return report
+
+
+def _start_realtime(spark: SparkSession, conf: Conf, schema: Any, writer: RealtimeWriter,
+                    how: dict[str, Any]) -> Any:
+    bronze_uri = conf.table_uri(f"bronze.{schema.source}")
+    if not tables.exists(bronze_uri):
+        # the lakeloop_delta source needs the table; an empty one with bronze's schema is what ingest makes
+        from lakeloop.ingest import bronze_schema
+
+        tables.write(spark.createDataFrame([], bronze_schema(schema)), bronze_uri, mode="append",
+                     partition_by=["dt"])
+    events = valid_events(tables.read_stream(spark, bronze_uri), schema)
+    counts = realtime_frame(events, schema, conf.get("stream.window") or "10 minutes",
+                            conf.get("stream.watermark") or "10 minutes", item_categories(spark, conf))
+    return start(counts, f"realtime_{schema.source}", writer.checkpoint, writer, how, output_mode="update")
+
+
+def run(ctx, spark: SparkSession, args) -> int:
+    """Body of ``jobs/stream.py``: SIGTERM/SIGINT stop the queries after their current batch."""
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: Any) -> None:
+        ctx.log.info("signal %d: stopping after the current micro-batch", signum)
+        stop.set()
+
+    previous = {s: signal.signal(s, request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        report = run_stream(spark, ctx.conf, args.source, trigger=args.trigger, interval=args.interval, stop=stop)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    ctx.log.info("stream done %s", json.dumps(report.as_dict(), sort_keys=True))
+    if report.late_rows_dropped:
+        ctx.log.warning("stream %s: %d late rows dropped by the watermark (%s)", args.source,
+                        report.late_rows_dropped, ctx.conf.get("stream.watermark"))
+    return 0
+
+
+def add_arguments(parser) -> None:
+    """The options of ``jobs/stream.py`` beyond the common ones."""
+    parser.add_argument("--source", default="events", help="source to stream (default: events)")
+    parser.add_argument("--trigger", choices=TRIGGERS, default=None,
+                        help="availableNow: process what has arrived and exit; processingTime: run until "
+                             "SIGTERM (default: stream.trigger)")
+    parser.add_argument("--interval", default=None,
+                        help="processingTime interval, e.g. '10 seconds' (default: stream.interval)")
