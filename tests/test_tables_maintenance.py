@@ -292,3 +292,20 @@ def test_unsupported_features_are_named(spark, tmp_path):
         tables.read(spark, uri)
     with pytest.raises(tables.UnsupportedFeatureError, match="deletionVectors"):
         tables.write(spark.createDataFrame([(2,)], "x long"), uri)
+
+
+def test_configure_takes_retention_and_storage_options_from_conf(spark, tmp_path, conf):
+    from lakeloop.delta.log import defaults
+
+    uri = conf.table_uri("silver.t")
+    tables.write(spark.range(3), uri)
+    tables.write(spark.range(4), uri, mode="overwrite")
+    try:
+        tables.configure(conf.with_overrides({"delta.vacuum_retention_hours": 0,
+                                              "delta.storage_options": {"timeout": "120s"}}))
+        assert defaults().storage_options == {"timeout": "120s"}
+        assert any(p.endswith(".parquet") for p in tables.vacuum(uri))  # retention 0 from conf
+        assert tables.read(spark, uri).count() == 4
+    finally:
+        tables.configure(conf)
+    assert defaults().vacuum_retention_hours == 168 and defaults().storage_options == {}
