@@ -10,6 +10,7 @@ if [ -z "$PY" ]; then
   if [ -x "$ROOT/.venv/bin/python" ]; then PY="$ROOT/.venv/bin/python"; else PY=python3; fi
 fi
 export PYTHONPATH="$ROOT/lib${PYTHONPATH:+:$PYTHONPATH}"
+export LAKELOOP_HOME="$ROOT"
 
 check_java() {
   local java="java"

@@ -53,8 +53,9 @@ def test_local_uses_pip_spark_submit_and_conf(project):
     assert props["spark.executor.memory"] == "3g"
     assert props["spark.sql.adaptive.enabled"] == "true"
     assert props["spark.scheduler.allocation.file"] == str(CONF / "fairscheduler.xml")
-    assert flag(cmd, "--files").split(",") == [str(CONF / "base.yaml"), str(CONF / "local.yaml"),
-                                              str(CONF / "fairscheduler.xml")]
+    schemas = sorted(str(p) for p in (ROOT / "schemas").glob("*.yaml"))
+    assert schemas and flag(cmd, "--files").split(",") == [str(CONF / "base.yaml"), str(CONF / "local.yaml"),
+                                                          *schemas, str(CONF / "fairscheduler.xml")]
     assert flag(cmd, "--py-files") == str(project / "build" / "lakeloop.zip")
     assert cmd.env == {"PYSPARK_PYTHON": "/py/bin/python", "PYSPARK_DRIVER_PYTHON": "/py/bin/python"}
     tail = cmd.argv[cmd.argv.index(str(project / "jobs" / "ingest.py")):]
@@ -179,3 +180,17 @@ def test_wrapper_refuses_old_java(tmp_path):
     res = run_wrapper("demo", env={"JAVA_HOME": str(tmp_path / "jdk")})
     assert res.returncode == 2
     assert "Java 1.8.0_392" in res.stderr and "Java 17 or newer" in res.stderr
+
+
+def test_project_root_found_from_the_shipped_zip(project, tmp_path):
+    """Imported from build/lakeloop.zip (as spark-submit's --py-files does), lakeloop still finds jobs/."""
+    (project / "conf").mkdir()
+    (project / "conf" / "base.yaml").write_text("warehouse: /w\n")
+    z = package_library(project)
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import lakeloop.paths as p; "
+            "print(p.__file__); print(p.project_root())")
+    env = {k: v for k, v in os.environ.items() if k not in ("LAKELOOP_HOME", "PYTHONPATH")}
+    out = subprocess.run([sys.executable, "-c", code, str(z)], capture_output=True, text=True, env=env,
+                         cwd=tmp_path, check=True).stdout.splitlines()
+    assert out[0].startswith(str(z))
+    assert out[1] == str(project)

@@ -23,6 +23,8 @@ from typing import Any
 
 import yaml
 
+from lakeloop.paths import project_root
+
 __all__ = ["Conf", "ConfError", "Field", "SPEC", "load_conf", "find_conf_dir", "ENVS"]
 
 ENVS = ("local", "standalone", "yarn")
@@ -324,7 +326,7 @@ def find_conf_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
         candidates.append(Path(explicit))
     if os.environ.get("LAKELOOP_CONF_DIR"):
         candidates.append(Path(os.environ["LAKELOOP_CONF_DIR"]))
-    candidates += [Path("conf"), Path("."), Path(__file__).resolve().parents[2] / "conf"]
+    candidates += [Path("conf"), Path("."), project_root() / "conf"]
     for c in candidates:
         if (c / "base.yaml").is_file():
             return c.resolve()

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from lakeloop.conf import ConfError
+from lakeloop.paths import project_root
 
 if TYPE_CHECKING:
     from pyspark.sql.types import DataType, StructType
@@ -186,7 +187,7 @@ def schema_path(conf: Conf, file: str) -> Path:
         dirs.append(Path(os.environ["LAKELOOP_SCHEMA_DIR"]))
     if conf.conf_dir is not None:
         dirs.append(Path(conf.conf_dir).parent / "schemas")
-    dirs += [Path("schemas"), Path("."), Path(__file__).resolve().parents[2] / "schemas"]
+    dirs += [Path("schemas"), Path("."), project_root() / "schemas"]
     for d in dirs:
         if (d / p).is_file():
             return (d / p).resolve()

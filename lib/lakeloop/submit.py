@@ -18,10 +18,11 @@ from pathlib import Path
 
 from lakeloop.conf import Conf, ConfError, load_conf
 from lakeloop.errors import EXIT_USAGE
+from lakeloop.paths import project_root
 
 __all__ = ["SubmitCommand", "build_command", "list_jobs", "package_library", "main"]
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PROJECT_ROOT = project_root()
 ENV_DIR = "environment"  # where --archives unpacks the shipped Python environment
 
 
@@ -115,7 +116,7 @@ def build_command(job: str, env: str = "local", overrides: list[str] | None = No
     name = f"lakeloop-{job}" + (f"-{run_date}" if run_date else "")
     argv = [find_spark_submit(conf), "--master", master, "--deploy-mode", deploy_mode, "--name", name]
 
-    files = [conf.conf_dir / "base.yaml", conf.conf_dir / f"{env}.yaml"]
+    files = [conf.conf_dir / "base.yaml", conf.conf_dir / f"{env}.yaml", *_schema_files(conf, root)]
     props = conf.spark_properties()
     props.pop("spark.master", None)
     props.pop("spark.submit.deployMode", None)
@@ -161,6 +162,14 @@ def build_command(job: str, env: str = "local", overrides: list[str] | None = No
         argv += ["--conf-dir", "."]
     argv += job_args
     return SubmitCommand(env_vars, argv)
+
+
+def _schema_files(conf: Conf, root: Path) -> list[Path]:
+    """The source schema files, shipped so a driver in the cluster finds them in its working directory."""
+    directory = Path(conf.get("schema_dir") or conf.conf_dir.parent / "schemas")  # type: ignore[union-attr]
+    if not directory.is_dir():
+        directory = root / "schemas"
+    return sorted(directory.glob("*.yaml"))
 
 
 def _local_archive(archive: str, root: Path, check: bool) -> str:
