@@ -2,9 +2,10 @@
 
 The realtime query reads ``bronze.<source>`` as a stream (the ``lakeloop_delta`` source), parses it
 with the curate expressions and keeps the valid events.  Each event counts once for its item and
-once for its user in the tumbling window ``stream.window`` of its event time; an event later than
-``stream.watermark`` behind the latest event time seen is dropped by Spark and counted in the
-query progress (``numRowsDroppedByWatermark``).
+once for its user in the tumbling window ``stream.window`` of its event time; lines repeating a
+primary key within the watermark count once.  An event whose window ended more than
+``stream.watermark`` before the latest event time seen is dropped by Spark and counted in the query
+progress (``numRowsDroppedByWatermark``).
 
 Each micro-batch's updated windows are appended to ``stream.realtime_table`` (transaction
 ``(query id, batch id)``: an update log, one row per window, entity and key and batch; the latest
@@ -88,7 +89,11 @@ def realtime_frame(events: DataFrame, schema: SourceSchema, window: str, waterma
                    categories: DataFrame | None = None) -> DataFrame:
     """Streaming counts per ``(window, entity, key)``: entity ``item`` (key item_id) and ``user``."""
     ts = schema.event_time
-    ev = events.select(ts, "item_id", "user_id", "type").withWatermark(ts, watermark)
+    ev = events.withWatermark(ts, watermark)
+    if schema.primary_key:
+        # a line delivered twice (duplicate) counts once, as curate keeps one row per key
+        ev = ev.dropDuplicatesWithinWatermark(list(schema.primary_key))
+    ev = ev.select(ts, "item_id", "user_id", "type")
     if categories is not None:
         ev = ev.join(F.broadcast(categories), "item_id", "left")
     else:
