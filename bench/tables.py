@@ -21,10 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 
+from lakeloop import tables  # noqa: E402
 from pyspark.sql import DataFrame, SparkSession  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
-
-from lakeloop import tables  # noqa: E402
 
 
 def frame(spark: SparkSession, rows: int) -> DataFrame:
@@ -53,14 +52,14 @@ def bench_size(spark: SparkSession, rows: int, repeat: int, root: Path) -> dict[
         order = [("plain", plain), ("delta", delta)] if i % 2 == 0 else [("delta", delta), ("plain", plain)]
         for kind, path in order:
             if kind == "plain":
-                times["plain_write"].append(timed(lambda: df.write.partitionBy("dt").parquet(str(path))))
+                times["plain_write"].append(timed(lambda p=path: df.write.partitionBy("dt").parquet(str(p))))
             else:
-                times["delta_write"].append(timed(lambda: tables.write(df, str(path), partition_by=["dt"])))
+                times["delta_write"].append(timed(lambda p=path: tables.write(df, str(p), partition_by=["dt"])))
         for kind, path in order:
             if kind == "plain":
-                times["plain_read"].append(timed(lambda: aggregate(spark.read.parquet(str(path)))))
+                times["plain_read"].append(timed(lambda p=path: aggregate(spark.read.parquet(str(p)))))
             else:
-                times["delta_read"].append(timed(lambda: aggregate(tables.read(spark, str(path)))))
+                times["delta_read"].append(timed(lambda p=path: aggregate(tables.read(spark, str(p)))))
         check_p = sorted(aggregate(spark.read.parquet(str(plain))))
         check_d = sorted(aggregate(tables.read(spark, str(delta))))
         assert [(str(r.dt), r.n) for r in check_p] == [(str(r.dt), r.n) for r in check_d], "results differ"

@@ -8,14 +8,13 @@ import time
 from decimal import Decimal
 
 import pytest
+from lakeloop import tables
 from pyspark.sql import Row
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.testing import assertDataFrameEqual
 
-from lakeloop import tables
-
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 RICH_SCHEMA = T.StructType([
     T.StructField("id", T.LongType(), False),

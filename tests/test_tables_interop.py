@@ -7,10 +7,9 @@ from decimal import Decimal
 
 import pyarrow as pa
 import pytest
-
 from lakeloop import tables
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 ROWS = [
     (1, "2026-11-01", dt.datetime(2026, 11, 1, 10, 30, 0, 123000, tzinfo=UTC), Decimal("10.25"), ["a"], None),
     (2, "2026-11-01", None, None, None, "x"),
@@ -74,5 +73,5 @@ def test_duckdb_reads_the_snapshot_files(table):
                       "hive_types = {'dt': 'VARCHAR'})",
                       [files])
     names = [d[0] for d in rel.description]
-    rows = [dict(zip(names, r)) for r in rel.fetchall()]
+    rows = [dict(zip(names, r, strict=True)) for r in rel.fetchall()]
     assert _normalise(rows) == _expected()

@@ -14,11 +14,10 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from lakeloop import tables
 from pyspark.sql import Row
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
-
-from lakeloop import tables
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -241,7 +240,7 @@ def test_reads_tables_written_by_delta_rs_with_checkpoints(spark, tmp_path):
         batch = pa.table({"id": pa.array([i * 10, i * 10 + 1], pa.int64()),
                           "d": pa.array([dt.date(2026, 11, 1 + i % 3)] * 2),
                           "n": pa.array([i % 2, None], pa.int32()),
-                          "ts": pa.array([dt.datetime(2026, 11, 1, i, tzinfo=dt.timezone.utc)] * 2,
+                          "ts": pa.array([dt.datetime(2026, 11, 1, i, tzinfo=dt.UTC)] * 2,
                                          pa.timestamp("us", "UTC"))})
         write_deltalake(uri, batch, mode="append", partition_by=["d", "n"],
                         configuration={"delta.checkpointInterval": "5"})
@@ -252,7 +251,7 @@ def test_reads_tables_written_by_delta_rs_with_checkpoints(spark, tmp_path):
     assert got.columns == ["id", "d", "n", "ts"]
     assert dict((f.name, f.dataType.simpleString()) for f in got.schema.fields) == {
         "id": "bigint", "d": "date", "n": "int", "ts": "timestamp"}
-    rows = sorted((r.id, r.d, r.n, r.ts.replace(tzinfo=dt.timezone.utc)) for r in got.collect())
+    rows = sorted((r.id, r.d, r.n, r.ts.replace(tzinfo=dt.UTC)) for r in got.collect())
     assert rows == sorted((e["id"], e["d"], e["n"], e["ts"]) for e in expected)
     assert tables.read(spark, uri, where="n IS NULL").count() == 12
     # and we can keep writing to it

@@ -10,9 +10,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from pyspark.sql import functions as F
-
 from lakeloop import tables
+from pyspark.sql import functions as F
 
 ROOT = Path(__file__).resolve().parents[1]
 

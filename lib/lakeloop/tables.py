@@ -16,8 +16,16 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from lakeloop.delta.log import (ConcurrentWriteError, DeltaError, ReplaceWhereViolation, SchemaMismatchError,
-                                UnsupportedFeatureError, configure, load_table, locate)
+from lakeloop.delta.log import (
+    ConcurrentWriteError,
+    DeltaError,
+    ReplaceWhereViolation,
+    SchemaMismatchError,
+    UnsupportedFeatureError,
+    configure,
+    load_table,
+    locate,
+)
 from lakeloop.delta.maintain import MergeResult, history, merge, optimize, restore, vacuum
 from lakeloop.delta.read import read
 from lakeloop.delta.write import WriteResult, write

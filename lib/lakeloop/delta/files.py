@@ -38,7 +38,7 @@ class StagedFile:
 
 def staging_name() -> str:
     """A unique folder name under the table root; never starts with ``_``/``.`` (vacuum must see it)."""
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
     return f"w-{stamp}-{uuid.uuid4().hex[:12]}"
 
 
@@ -120,8 +120,8 @@ def delete_staging(loc: TableLocation, staging: str) -> None:
 def _stat_value(value: Any, ceil: bool) -> Any:
     if isinstance(value, dt.datetime):
         if value.tzinfo is None:
-            value = value.replace(tzinfo=dt.timezone.utc)
-        value = value.astimezone(dt.timezone.utc)
+            value = value.replace(tzinfo=dt.UTC)
+        value = value.astimezone(dt.UTC)
         ms = value.microsecond // 1000
         if ceil and value.microsecond % 1000:
             value = value.replace(microsecond=0) + dt.timedelta(milliseconds=ms + 1)

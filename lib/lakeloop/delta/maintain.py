@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from lakeloop.delta.log import (DeltaError, SchemaMismatchError, TableLocation, check_readable, defaults, locate,
-                                open_table, spark_schema)
+from lakeloop.delta.log import (
+    DeltaError,
+    SchemaMismatchError,
+    TableLocation,
+    check_readable,
+    defaults,
+    load_table,
+    locate,
+    open_table,
+    spark_schema,
+)
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -65,8 +73,6 @@ def merge(spark: SparkSession, uri: str, source_df: DataFrame, keys: list[str], 
     missing = [k for k in keys if k not in source_df.columns]
     if missing:
         raise SchemaMismatchError(f"{loc.delta}: merge key(s) {missing} not in the source {source_df.columns}")
-    from lakeloop.delta.log import load_table
-
     table = load_table(loc)
     if table is None:
         rows = source_df if delete_when is None else source_df.where(_unaliased(delete_when, negate=True))
@@ -102,7 +108,6 @@ def _unaliased(predicate: str, negate: bool) -> str:
 def _arrow_source(source_df: DataFrame, schema: Any, keys: list[str], loc: TableLocation) -> Any:
     import pyarrow as pa
     import pyarrow.compute as pc
-
     from pyspark.sql import functions as F
 
     # table columns cast to the table's types; extra source columns (e.g. an op code) kept for predicates
@@ -166,7 +171,7 @@ def vacuum(uri: str, retention_hours: int | None = None, dry_run: bool = False, 
                table.vacuum(retention_hours=hours, dry_run=dry_run, enforce_retention_duration=False,
                                          full=True)]
     partition_columns = set(table.metadata().partition_columns)
-    live = {p for p in _referenced(table)}
+    live = _referenced(table)
     cutoff = time.time() - hours * 3600
     removed += _sweep(loc, partition_columns, live, cutoff, dry_run, skip=set(removed))
     return removed
@@ -183,8 +188,9 @@ def _relative(loc: TableLocation, path: str) -> str:
 
 
 def _referenced(table: Any) -> set[str]:
-    import pyarrow as pa
     from urllib.parse import unquote
+
+    import pyarrow as pa
 
     actions = pa.table(table.get_add_actions(flatten=False)).column("path").to_pylist()
     return {unquote(p) for p in actions}

@@ -11,8 +11,15 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from lakeloop.delta.files import HIVE_NULL
-from lakeloop.delta.log import (FileEntry, TableLocation, check_readable, locate, open_table, snapshot_files,
-                                spark_schema)
+from lakeloop.delta.log import (
+    FileEntry,
+    TableLocation,
+    check_readable,
+    locate,
+    open_table,
+    snapshot_files,
+    spark_schema,
+)
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -113,7 +120,7 @@ def _typed(value: str | None, data_type: DataType) -> Any:
         return dt.date.fromisoformat(value)
     if isinstance(data_type, T.TimestampType):
         parsed = dt.datetime.fromisoformat(value)
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
     if isinstance(data_type, T.BooleanType):
         return {"true": True, "false": False}[value.lower()]
     if isinstance(data_type, T.DecimalType):
@@ -124,7 +131,7 @@ def _typed(value: str | None, data_type: DataType) -> Any:
 def _same(a: Any, b: Any) -> bool:
     if isinstance(a, dt.datetime) and isinstance(b, dt.datetime):
         if b.tzinfo is None:
-            b = b.replace(tzinfo=dt.timezone.utc)
+            b = b.replace(tzinfo=dt.UTC)
         return a == b
     return a == b
 

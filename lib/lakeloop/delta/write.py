@@ -9,9 +9,20 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from lakeloop.delta.files import StagedFile, delete_staging, list_staged, publish, staging_name
-from lakeloop.delta.log import (ConcurrentWriteError, DeltaError, ReplaceWhereViolation, SchemaMismatchError,
-                                TableLocation, check_readable, commit_actions, delta_schema_json, load_table,
-                                locate, snapshot_files, spark_schema)
+from lakeloop.delta.log import (
+    ConcurrentWriteError,
+    DeltaError,
+    ReplaceWhereViolation,
+    SchemaMismatchError,
+    TableLocation,
+    check_readable,
+    commit_actions,
+    delta_schema_json,
+    load_table,
+    locate,
+    snapshot_files,
+    spark_schema,
+)
 
 if TYPE_CHECKING:
     from deltalake import DeltaTable
@@ -219,15 +230,20 @@ def _check_partition_predicate(spark: SparkSession, predicate: str, plan: _Plan)
 
     empty = spark.createDataFrame([], plan.schema)
     try:
-        empty.select(F.expr(predicate)).schema  # a projection's schema needs the predicate resolved
+        _resolve(empty.select(F.expr(predicate)))
     except AnalysisException as exc:
         raise ValueError(f"replace_where {predicate!r} is not a valid predicate for {plan.loc.delta}: {exc}") from None
     data_columns = [c for c in plan.schema.fieldNames() if c not in plan.partition_by]
     try:
-        empty.select(*plan.partition_by).select(F.expr(predicate)).schema
+        _resolve(empty.select(*plan.partition_by).select(F.expr(predicate)))
     except AnalysisException:
         raise ValueError(f"replace_where {predicate!r} must reference only partition columns {plan.partition_by} "
                          f"of {plan.loc.delta} (data columns: {data_columns})") from None
+
+
+def _resolve(frame: DataFrame) -> StructType:
+    """Analyse ``frame`` now (a projection's schema needs its expressions resolved)."""
+    return frame.schema
 
 
 def _enforce(df: DataFrame, predicate: str) -> DataFrame:
@@ -403,7 +419,7 @@ def partition_string(value: Any) -> str | None:
     if value is None:
         return None
     if isinstance(value, dt.datetime):
-        return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
+        return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, dt.date):
