@@ -331,6 +331,10 @@ def test_readers_only_see_complete_versions_during_loads(make_store, kind):
     assert store.get_many(keys)[0]["version"] == "v5"
 
 
+def _child_env() -> dict[str, str]:
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "lib"), os.environ.get("PYTHONPATH", "")]))
+
+
 _WRITER = r"""
 import itertools, json, sys
 from lakeloop.serving import store_from_config
@@ -346,9 +350,8 @@ def test_load_killed_midway_leaves_the_served_version_intact(make_store, kind):
     store = make_store(kind, batch_size=100)
     load(store, "v1", 2000)
     store.begin_load("v2")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "lib"), os.environ.get("PYTHONPATH", "")]))
     child = subprocess.Popen([sys.executable, "-c", _WRITER, json.dumps(store.config()), "v2"],
-                             stdout=subprocess.PIPE, env=env, text=True)
+                             stdout=subprocess.PIPE, env=_child_env(), text=True)
     try:
         for line in child.stdout:
             if int(line) >= 2:
@@ -371,6 +374,40 @@ def test_load_killed_midway_leaves_the_served_version_intact(make_store, kind):
     assert store.current_version() == "v3" and store.get("k2499") == {"version": "v3", "i": 2499}
     assert store.abort_load("v2") == written
     assert store.versions() == ["v1", "v3"] and store.get("k0") == {"version": "v3", "i": 0}
+
+
+_REMOVER = r"""
+import json, sys
+from lakeloop.serving import store_from_config
+store = store_from_config(json.loads(sys.argv[1]))
+store.delete_batch = 10  # many small steps, so the removal is still running when it is killed
+store.abort_load(sys.argv[2])
+"""
+
+
+def test_removal_killed_midway_is_finished_by_the_next_commit(make_store, kind):
+    store = make_store(kind, batch_size=1000)
+    load(store, "v1", 10)
+    store.begin_load("v2")
+    store.write_batch("v2", values("v2", 20_000))
+    child = subprocess.Popen([sys.executable, "-c", _REMOVER, json.dumps(store.config()), "v2"], env=_child_env())
+    try:
+        deadline = time.monotonic() + 60
+        while (info := store.load_info("v2")) is not None and info.state != "deleting":
+            assert time.monotonic() < deadline and child.poll() is None, "the removal did not start"
+            time.sleep(0.005)
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.kill()
+        child.wait(30)
+    assert child.returncode == -signal.SIGKILL
+    assert store.load_info("v2").state == "deleting"
+    assert raw_key_count(store, "v2") > 0  # keys left behind by the interrupted removal
+    with pytest.raises(ServingError, match="not loading"):
+        store.write_batch("v2", values("v2", 1))
+    load(store, "v3", 10)
+    assert store.load_info("v2") is None and raw_key_count(store, "v2") == 0
+    assert store.versions() == ["v1", "v3"] and store.get("k1") == {"version": "v3", "i": 1}
 
 
 # -- configuration ----------------------------------------------------------------------------------------

@@ -261,12 +261,18 @@ class ServingStore(ABC):
         return self._remove_version(version)
 
     def collect_garbage(self) -> list[str]:
-        """Delete committed versions beyond ``keep_versions`` (never the current one); returns them."""
+        """Delete committed versions beyond ``keep_versions`` (never the current one); returns them.
+
+        Removals that an earlier process started and did not finish (it was killed) are
+        completed too.
+        """
         current = self.current_version()
         committed = [v for v in self.versions() if v != current]
         keep_others = self.settings.keep_versions - (1 if current else 0)
         doomed = committed[:max(len(committed) - keep_others, 0)]
         for version in doomed:
+            self._remove_version(version)
+        for version in self._unfinished_removals():
             self._remove_version(version)
         return doomed
 
@@ -345,6 +351,10 @@ class ServingStore(ABC):
     @abstractmethod
     def _remove_version(self, version: str) -> int:
         """Stop writes to ``version``, then delete its keys and its record; returns keys deleted."""
+
+    @abstractmethod
+    def _unfinished_removals(self) -> list[str]:
+        """Versions whose removal was started and not finished."""
 
     @abstractmethod
     def _read_current(self, keys: list[str]) -> tuple[str | None, list[bytes | None]]: ...

@@ -8,6 +8,7 @@ Keyspace of namespace ``ns``::
     ns:_load:{version}     hash: state (loading | committed | deleting), started_at, committed_at
     ns:_count:{version}    distinct keys written so far
     ns:_versions           sorted set of committed versions, scored by commit time
+    ns:_removing           versions whose keys are being deleted
 
 Every check-and-act is atomic on the server.  A write command is ``WATCH`` of the load's
 record, a check that it is ``loading``, then ``MULTI``, a Lua script counting the keys that
@@ -280,8 +281,9 @@ class RedisStore(ServingStore):
     def _remove_version(self, version: str) -> int:
         client, meta = self._client, self._meta(version)
         # first stop writers (changing the record they WATCH discards their queued transactions)
-        client.hset(meta, "state", DELETING)
-        client.zrem(self._key("_versions"), version)
+        pipe = client.pipeline(transaction=True)
+        pipe.hset(meta, "state", DELETING).zrem(self._key("_versions"), version).sadd(self._key("_removing"), version)
+        pipe.execute()
         deleted = 0
         batch: list[bytes] = []
         for key in client.scan_iter(match=self._key(version, "*"), count=self.delete_batch):
@@ -291,8 +293,12 @@ class RedisStore(ServingStore):
                 batch = []
         if batch:
             deleted += client.unlink(*batch)
-        client.delete(meta, self._counter(version))
+        pipe = client.pipeline(transaction=True)
+        pipe.delete(meta, self._counter(version)).srem(self._key("_removing"), version).execute()
         return deleted
+
+    def _unfinished_removals(self) -> list[str]:
+        return sorted(v.decode() for v in self._client.smembers(self._key("_removing")))
 
     # -- reads -----------------------------------------------------------------------------------
     def current_version(self) -> str | None:

@@ -162,6 +162,11 @@ class SQLiteStore(ServingStore):
             db.execute("DELETE FROM serving_loads WHERE namespace = ? AND version = ?", (ns, version))
         return deleted
 
+    def _unfinished_removals(self) -> list[str]:
+        rows = self._db.execute("SELECT version FROM serving_loads WHERE namespace = ? AND state = ? ORDER BY version",
+                                (self.namespace, DELETING)).fetchall()
+        return [r[0] for r in rows]
+
     def collect_garbage(self) -> list[str]:
         """Delete old versions, and expired real-time values and entries."""
         doomed = super().collect_garbage()
