@@ -118,7 +118,9 @@ class _Guarded:
         self._payload = cloudpickle.dumps(fn)
         self._host = host
 
-    def __call__(self, iterator: Iterator[Any]) -> Any:
+    def __call__(self, iterator: Iterator[Any]) -> Iterator[Any]:
+        # a generator, so that the working directory also holds while a lazy result is consumed
+        # (foreachPartition consumes it too)
         import pickle
 
         from pyspark import SparkFiles
@@ -128,7 +130,9 @@ class _Guarded:
         previous = os.getcwd()
         os.chdir(SparkFiles.getRootDirectory())
         try:
-            return fn(iterator)
+            result = fn(iterator)
+            if result is not None:
+                yield from result
         finally:
             os.chdir(previous)
 
