@@ -49,13 +49,16 @@ def test_driver_address_lookup_never_leaves_the_host(outside_connects):
     assert outside_connects == []
 
 
-def test_pkg_resources_shim_reports_the_tensorflow_version():
+def test_pkg_resources_shim_answers_what_tfos_asks():
+    """TFoS reads ``get_distribution("tensorflow")`` and falls back to ``tensorflow-cpu``."""
     import importlib.metadata
 
     tfos_adapter.install()
-    from tensorflowonspark import TFSparkNode
+    import pkg_resources
 
-    assert TFSparkNode.TF_VERSION == importlib.metadata.version("tensorflow-cpu")
+    assert pkg_resources.get_distribution("tensorflow-cpu").version == importlib.metadata.version("tensorflow-cpu")
+    with pytest.raises(pkg_resources.DistributionNotFound):
+        pkg_resources.get_distribution("no-such-distribution-lakeloop")
 
 
 def test_address_without_a_driver_choice_comes_from_the_host(monkeypatch, outside_connects):
@@ -75,8 +78,9 @@ def test_functions_shipped_to_workers_are_patched_before_tfos_runs(spark):
     def probe(_rows):
         import os
         import socket as sock
+        import sys
 
-        from tensorflowonspark import TFSparkNode, util  # needs the pkg_resources shim
+        from tensorflowonspark import util
 
         original = sock.socket.connect
 
@@ -90,13 +94,13 @@ def test_functions_shipped_to_workers_are_patched_before_tfos_runs(spark):
             address = util.get_ip_address()
         finally:
             sock.socket.connect = original
-        yield {"address": address, "node": TFSparkNode.__name__, "cwd": os.getcwd()}
+        yield {"address": address, "shim": "pkg_resources" in sys.modules, "cwd": os.getcwd()}
 
     from pyspark import SparkFiles
 
     rows = spark.sparkContext.parallelize([0], 1).mapPartitions(tfos_adapter._Guarded(probe, "127.0.0.1")).collect()
     assert rows[0]["address"] == "127.0.0.1"
-    assert rows[0]["node"] == "tensorflowonspark.TFSparkNode"
+    assert rows[0]["shim"]
     assert rows[0]["cwd"] == SparkFiles.getRootDirectory()  # TFoS's executor_id file stays out of the tree
 
 
