@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from lakeloop.train import gpu
 
 ROOT = Path(__file__).resolve().parents[1]

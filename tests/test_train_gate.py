@@ -12,11 +12,11 @@ import mlflow
 import mlflow.pyfunc
 import numpy as np
 import pytest
-
 from lakeloop.train import gate, registry, report
 from lakeloop.train.data import FEATURES, LABEL
 from lakeloop.train.run import model_signature
 from lakeloop.train.xgboost import BACKEND
+
 from tests.test_train import RUN_DATE, training_pandas
 
 WEAK = {"n_estimators": 2, "max_depth": 1, "learning_rate": 0.3, "random_state": 0}
@@ -56,7 +56,7 @@ def register(conf, fit=None, python_model=None):
             info = BACKEND.log_model(fit, "model", signature=model_signature(FEATURES), input_example=None)
         else:
             info = mlflow.pyfunc.log_model(name="model", python_model=python_model, pip_requirements=[])
-        return registry.register_challenger(conf, info.model_uri, run.info.run_id, {}).version
+        return registry.register_challenger(conf, info.model_uri, run.info.run_id, {})
 
 
 def fit(frames, params, shuffle=False):
@@ -74,8 +74,7 @@ def run_gate(conf, frames, version):
 
 
 def champion(conf):
-    found = registry.version_for_alias(conf, registry.CHAMPION)
-    return None if found is None else found.version
+    return registry.alias_version(conf, registry.CHAMPION)
 
 
 def version_tags(conf, version):
@@ -84,7 +83,7 @@ def version_tags(conf, version):
 
 def test_first_model_must_beat_the_naive_baselines(gate_conf, frames):
     v1 = register(gate_conf, fit(frames, WEAK))
-    assert registry.version_for_alias(gate_conf, registry.CHALLENGER).version == v1
+    assert registry.alias_version(gate_conf, registry.CHALLENGER) == v1
     decision, scores = run_gate(gate_conf, frames, v1)
     assert decision.passed, decision.reasons
     assert decision.reference.startswith("baseline ") and decision.champion_version is None
@@ -116,7 +115,7 @@ def test_shuffled_labels_refused_and_better_model_promoted(gate_conf, frames):
     assert decision.reference == f"champion v{v1}" and decision.champion_version == v1
     assert decision.challenger_value < decision.champion_value
     assert champion(gate_conf) == v1  # untouched
-    assert registry.version_for_alias(gate_conf, registry.CHALLENGER).version == worse
+    assert registry.alias_version(gate_conf, registry.CHALLENGER) == worse
     assert "does not beat champion" in version_tags(gate_conf, worse)["gate.reason"]
 
     better = register(gate_conf, fit(frames, STRONG))

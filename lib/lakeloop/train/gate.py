@@ -132,10 +132,9 @@ def evaluate(conf: Conf, holdout: pd.DataFrame, features: list[str], label: str,
     decision = GateDecision(passed=False, metric=metric, margin=margin, challenger_version=challenger_version,
                             challenger_value=None, reference="none", reference_value=None,
                             holdout_rows=len(holdout))
-    current = registry.version_for_alias(conf, registry.CHALLENGER)
-    if current is None or current.version != challenger_version:
-        decision.reasons.append(f"@challenger is version {current and current.version}, "
-                                f"not {challenger_version}")
+    current = registry.alias_version(conf, registry.CHALLENGER)
+    if current != str(challenger_version):
+        decision.reasons.append(f"@challenger is version {current}, not {challenger_version}")
         return decision, None
     x, y = holdout[features], holdout[label].to_numpy()
     failure = infra_check(registry.model_uri(name, registry.CHALLENGER), x.head(conf["train.infra_check_rows"]))
@@ -155,18 +154,18 @@ def evaluate(conf: Conf, holdout: pd.DataFrame, features: list[str], label: str,
 
 
 def _set_reference(conf: Conf, decision: GateDecision, x: pd.DataFrame, y: np.ndarray) -> None:
-    champion = registry.version_for_alias(conf, registry.CHAMPION)
+    champion = registry.alias_version(conf, registry.CHAMPION)
     if champion is not None:
-        decision.champion_version = champion.version
+        decision.champion_version = champion
         try:
             decision.champion_value = score(decision.metric, y, _load_and_predict(
                 registry.model_uri(conf["mlflow.model_name"], registry.CHAMPION), x))
         except Exception as exc:  # noqa: BLE001 - a broken champion is compared like no champion
-            decision.reasons.append(f"champion v{champion.version} could not score the holdout "
+            decision.reasons.append(f"champion v{champion} could not score the holdout "
                                     f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
                                     "compared with the baselines instead")
         else:
-            decision.reference = f"champion v{champion.version}"
+            decision.reference = f"champion v{champion}"
             decision.reference_value = decision.champion_value
             return
     better = max if METRICS[decision.metric] else min

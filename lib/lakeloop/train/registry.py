@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from lakeloop.conf import Conf
 
 __all__ = ["CHALLENGER", "CHAMPION", "tracking_uri", "registry_uri", "artifact_root", "setup", "client",
-           "register_challenger", "version_for_alias", "model_uri", "log_history"]
+           "register_challenger", "version_for_alias", "alias_version", "model_uri", "log_history"]
 
 CHALLENGER = "challenger"
 CHAMPION = "champion"
@@ -89,13 +89,16 @@ def model_uri(name: str, alias: str) -> str:
     return f"models:/{name}@{alias}"
 
 
-def register_challenger(conf: Conf, source_uri: str, run_id: str, tags: dict[str, str]) -> ModelVersion:
-    """Register ``source_uri`` as a new version of ``mlflow.model_name`` and move ``@challenger`` to it."""
+def register_challenger(conf: Conf, source_uri: str, run_id: str, tags: dict[str, str]) -> str:
+    """Register ``source_uri`` as a new version of ``mlflow.model_name``, move ``@challenger`` to it.
+
+    Returns the version number as a string (stores differ: SQL stores answer ints, REST strings).
+    """
     import mlflow
 
     name = conf["mlflow.model_name"]
-    version = mlflow.register_model(source_uri, name, tags={"run_id": run_id, **tags})
-    client(conf).set_registered_model_alias(name, CHALLENGER, version.version)
+    version = str(mlflow.register_model(source_uri, name, tags={"run_id": run_id, **tags}).version)
+    client(conf).set_registered_model_alias(name, CHALLENGER, version)
     return version
 
 
@@ -123,3 +126,9 @@ def log_history(history: dict[str, list[float]]) -> None:
     client = mlflow.MlflowClient()
     for start in range(0, len(metrics), 1000):
         client.log_batch(run_id, metrics=metrics[start:start + 1000])
+
+
+def alias_version(conf: Conf, alias: str) -> str | None:
+    """The version number holding ``alias`` as a string; None when there is none."""
+    found = version_for_alias(conf, alias)
+    return None if found is None else str(found.version)

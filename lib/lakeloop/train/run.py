@@ -172,13 +172,13 @@ def train_for_date(spark: SparkSession, conf: Conf, run_date: dt.date, *, backen
         info = impl.log_model(fit, MODEL_ARTIFACT, signature=model_signature(data.features), input_example=example)
         version = registry.register_challenger(conf, info.model_uri, run.info.run_id,
                                                {"run_date": run_date.isoformat(), "backend": impl.name})
-        decision, scores = gate.evaluate(conf, holdout, data.features, data.label, prior, version.version)
+        decision, scores = gate.evaluate(conf, holdout, data.features, data.label, prior, version)
         plots = _log_evaluation(holdout, data.label, scores, fit) if scores is not None else []
         gate.apply(conf, decision)
         _log_decision(decision)
         payload = {"run_date": run_date.isoformat(), "mlflow_run_id": run.info.run_id,
                    "experiment_id": run.info.experiment_id, "backend": impl.name,
-                   "model_name": conf["mlflow.model_name"], "model_version": version.version,
+                   "model_name": conf["mlflow.model_name"], "model_version": version,
                    "model_uri": info.model_uri, "params": fit.params, "features": data.features,
                    "input_versions": data.input_versions, "shuffle_labels": shuffle_labels,
                    "positive_rate": prior, "tuning": tuned, "artifacts": plots, "gate": decision.as_dict(),
@@ -187,5 +187,5 @@ def train_for_date(spark: SparkSession, conf: Conf, run_date: dt.date, *, backen
         mlflow.log_artifact(str(path), "report")
     data.train.unpersist()
     data.valid.unpersist()
-    return TrainOutcome(run_id=run.info.run_id, model_version=version.version, decision=decision,
+    return TrainOutcome(run_id=run.info.run_id, model_version=version, decision=decision,
                         report_path=path, trial_run_ids=trial_ids)
