@@ -34,6 +34,7 @@ def rows_by_pair(df):
 
 # -- features: the training code, as of the scoring time --------------------------------------------------
 
+@pytest.mark.slow
 def test_scoring_frame_has_the_training_features_of_the_same_pairs(spark, events, items):
     train = features.training_set(events, items, LABEL_TS, PARAMS)
     want = rows_by_pair(train.select("user_id", "item_id", *[train[c].cast("double").alias(c) for c in FEATURES]))
@@ -113,6 +114,7 @@ def scored_against(spark, ref, frame, partitions=8, batch=37):
     return out, loads.value
 
 
+@pytest.mark.slow
 def test_xgboost_fast_path_scores_like_booster_predict_and_loads_once_per_worker(spark, xgb_model):
     import xgboost as xgb
 
@@ -152,8 +154,7 @@ def test_pyfunc_fallback_for_other_flavours(spark, tmp_path):
 
 def test_scoring_frame_without_features_is_refused(spark, xgb_model):
     with pytest.raises(Exception, match="lacks columns item_price"):
-        infer.score(spark.range(3).withColumnRenamed("id", "user_id").withColumn("item_id", spark.range(1).id),
-                    xgb_model[0])
+        infer.score(spark.range(3).selectExpr("id AS user_id", "id AS item_id"), xgb_model[0])
 
 
 # -- the job end to end: generated data -> gold -> trained champion -> infer ----------------------------------

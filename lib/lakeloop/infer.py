@@ -103,13 +103,14 @@ def resolve_model(conf: Conf, version: str | int | None = None) -> ModelRef:
         wanted = f"version {version}" if version is not None else f"@{registry.CHAMPION}"
         raise ModelNotFound(f"model {name} {wanted} not found in {registry.registry_uri(conf)}: "
                             f"{exc.message}") from None
-    return ModelRef(name=name, version=str(mv.version), artifact_uri=uri, flavors=_flavors(uri))
+    return ModelRef(name=name, version=str(mv.version), artifact_uri=uri,
+                    flavors=_flavors(f"models:/{name}/{mv.version}"))
 
 
-def _flavors(artifact_uri: str) -> tuple[str, ...]:
-    from mlflow.models import Model
+def _flavors(model_uri: str) -> tuple[str, ...]:
+    from mlflow.models import get_model_info
 
-    return tuple(Model.load(artifact_uri).flavors)
+    return tuple(get_model_info(model_uri).flavors)
 
 
 class _Scorer:
