@@ -7,13 +7,12 @@ import json
 from pathlib import Path
 
 import pytest
-from pyspark.sql import functions as F
-
 from lakeloop import tables
 from lakeloop.datagen import generate_day
 from lakeloop.ingest import ingest_source
 from lakeloop.serving import open_store
 from lakeloop.streaming import StreamError, run_stream
+from pyspark.sql import functions as F
 
 DATE = "2026-11-01"
 
@@ -98,7 +97,8 @@ def test_stream_skips_files_batch_ingest_already_took(spark, conf, tmp_path):
 def test_watermark_late_events_and_lookup_merges_views(spark, conf, tmp_path):
     conf = conf.with_overrides({"stream.window": "10 minutes", "stream.watermark": "5 minutes"})
     landing = tmp_path / "landing"
-    items = spark.createDataFrame([(7, "home/kitchen", DATE), (8, "toys/games", DATE)], "item_id long, category string, dt string")
+    items = spark.createDataFrame([(7, "home/kitchen", DATE), (8, "toys/games", DATE)],
+                                  "item_id long, category string, dt string")
     tables.write(items, conf.table_uri("silver.items"), partition_by=["dt"])
     t = f"{DATE}T10:"
     _land(landing, "part-00000.jsonl", [_event(1, 1, 7, "view", t + "00:00Z"), _event(2, 1, 7, "view", t + "02:00Z"),

@@ -29,8 +29,14 @@ from typing import TYPE_CHECKING, Any
 from lakeloop import tables
 from lakeloop.schemas import source_schema
 from lakeloop.streaming.bronze import BronzeStats, BronzeWriter, quarantine_table
-from lakeloop.streaming.realtime import (RealtimeStats, RealtimeWriter, item_categories, realtime_frame,
-                                         supports_realtime, valid_events)
+from lakeloop.streaming.realtime import (
+    RealtimeStats,
+    RealtimeWriter,
+    item_categories,
+    realtime_frame,
+    supports_realtime,
+    valid_events,
+)
 from lakeloop.streaming.runner import TRIGGERS, Supervisor, checkpoint_dir, start, trigger_kwargs
 from lakeloop.streaming.sources import StreamError, source_stream
 

@@ -27,8 +27,17 @@ from pyspark.sql import functions as F
 from lakeloop import tables
 from lakeloop.curate import classify, cleanse, parse, quarantine_frame
 from lakeloop.delta.stream import query_app_id
-from lakeloop.ingest import (LandingFile, _ledger_frame, _ledger_uri, bronze_schema, file_key, landing_dir,
-                             list_landing, read_ledger, read_lines)
+from lakeloop.ingest import (
+    LandingFile,
+    _ledger_frame,
+    _ledger_uri,
+    bronze_schema,
+    file_key,
+    landing_dir,
+    list_landing,
+    read_ledger,
+    read_lines,
+)
 from lakeloop.streaming.sources import StreamError
 
 if TYPE_CHECKING:
