@@ -110,6 +110,11 @@ class Supervisor:
                     if q.isActive:
                         q.awaitTermination(POLL_SECONDS / len(queries))
                 self._account(queries)
+        except BaseException:
+            for q in queries:  # one query failed: the others stop with it
+                if q.isActive:
+                    q.stop()
+            raise
         finally:
             self._account(queries)
         for q in queries:
