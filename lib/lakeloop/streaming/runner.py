@@ -109,6 +109,8 @@ class Supervisor:
                 for q in queries:
                     if q.isActive:
                         q.awaitTermination(POLL_SECONDS / len(queries))
+                    elif q.exception() is not None:
+                        raise q.exception()
                 self._account(queries)
         except BaseException:
             for q in queries:  # one query failed: the others stop with it
