@@ -204,6 +204,15 @@ def test_decay_sums_kernel_direct():
     np.testing.assert_allclose(sums, [0.5 + 0.25, 0.5, 2.0 ** -10 + 2.0 ** (-1 / day)], rtol=1e-12)
 
 
+def test_kernel_refuses_null_inputs():
+    import pyarrow as pa
+
+    batch = pa.RecordBatch.from_pydict({"user_id": pa.array([1, 1], pa.int64()), "category": ["a", None],
+                                        "ts": pa.array([0, 1], pa.timestamp("us", tz="UTC"))})
+    with pytest.raises(ValueError, match=r"nulls in \['category'\]"):
+        list(kernels.affinity_batches(iter([batch]), 10, 3600.0))
+
+
 @pytest.mark.parametrize("batch_rows", [10000, 37])
 def test_numba_mapinarrow_matches_pandas_reference(spark, batch_rows):
     pdf = random_events(6000, users=150, cats=12, seed=batch_rows)

@@ -114,6 +114,9 @@ def affinity_batches(batches: Iterator[pa.RecordBatch], t_ref_us: int,
         if batch.num_rows == 0:
             continue
         table = pa.Table.from_batches([batch]).select(["user_id", "category", "ts"])
+        nulls = [c for c in table.column_names if table.column(c).null_count]
+        if nulls:
+            raise ValueError(f"affinity input has nulls in {nulls}: name unknown categories before the kernel")
         if carry is not None:
             table = pa.concat_tables([carry, table])
         users = table.column("user_id").to_numpy()
