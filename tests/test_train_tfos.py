@@ -134,3 +134,23 @@ def test_train_job_trains_with_tensorflowonspark_and_registers_challenger(spark,
     check_registered_model(spark, conf, "tfos", 2,
                            ["training-loss", "training-auc", "validation-loss", "validation-auc"])
     assert outside_connects == []
+
+
+@pytest.mark.slow
+def test_a_failing_tensorflow_worker_raises_and_leaves_the_session_usable(spark):
+    def broken_main(args, ctx):
+        raise RuntimeError("model code failed")
+
+    rows = spark.sparkContext.parallelize([(0.0, 1.0)] * 50, 1)
+    with pytest.raises(tfos_adapter.TFoSError):
+        tfos_adapter.train_cluster(spark.sparkContext, broken_main, {}, 1, rows, 1, feed_timeout=60)
+    assert spark.range(3).count() == 3
+
+
+def test_no_training_rows_is_an_error(spark):
+    from lakeloop.train.base import TrainingData
+
+    empty = spark.createDataFrame([], "a double, label int")
+    data = TrainingData(train=empty, valid=empty, features=["a"])
+    with pytest.raises(ValueError, match="no training rows"):
+        BACKEND.fit(spark, data, {**BACKEND.default_params({"train.seed": 1, "train.num_workers": 1})})

@@ -231,6 +231,9 @@ class TFoSBackend(Backend):
         cols = [F.col(c).cast("double") for c in (*data.features, data.label)]
         rows = data.train.select(*cols).rdd.map(tuple).repartition(workers).cache()
         total = rows.count()
+        if total == 0:
+            rows.unpersist()
+            raise ValueError("no training rows: the TensorFlow workers would wait for data forever")
         batch = int(params["batch_size"])
         steps = max(1, math.floor(_FEED_SHARE * total / workers / batch))
         valid_x, valid_y = holdout_arrays(data, int(params["valid_max_rows"]), seed)

@@ -227,6 +227,9 @@ class TorchBackend(Backend):
 
         processes = max(1, int(params["num_workers"]))
         seed = int(params["seed"])
+        rows = data.train.count()
+        if rows < processes:
+            raise ValueError(f"{rows} training rows for {processes} torch processes: every process needs rows")
         means, stds = feature_moments(data.train, data.features)
         valid_x, valid_y = holdout_arrays(data, int(params["valid_max_rows"]), seed)
         cols = [F.col(c).cast("double") for c in data.features] + [F.col(data.label).cast("double")]
