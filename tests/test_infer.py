@@ -199,93 +199,53 @@ def top_from_table(predictions, user, n):
 
 
 @pytest.mark.slow
-def test_infer_writes_predictions_and_switches_the_store_after_all_partitions(spark, pipeline):
-    from lakeloop.serving import open_store
-
-    conf, _, _, champion = pipeline
-    store = open_store(conf)
-    result = infer.infer_for_date(spark, conf, RUN_DATE, "run1")
-    predictions = read_predictions(spark, conf)
-    assert result.model.version == champion and result.rows == len(predictions) > 0
-    assert set(predictions["dt"]) == {"2026-11-02"} and set(predictions["model_version"]) == {champion}
-    assert set(predictions["model_name"]) == {conf["mlflow.model_name"]}
-    per_user = predictions.groupby("user_id")["rank"].agg(["count", "min", "max"])
-    assert (per_user["count"] <= 12).all() and (per_user["min"] == 1).all()
-    assert (per_user["max"] == per_user["count"]).all()
-    assert predictions["score"].between(0, 1).all() and predictions["score"].nunique() > 10
-
-    # the store serves the new version, holding one top-5 list for every scored user
-    assert store.current_version() == result.serving_version == f"2026-11-02-v{champion}-run1"
-    assert store.load_info(result.serving_version).count == result.users == len(per_user)
-    for user in per_user.index[:20]:
-        assert store.get(int(user)) == pytest.approx(top_from_table(predictions, user, 5))
-
-    # the model was loaded once per Python worker, not once per partition
-    assert 1 <= result.model_loads <= spark.sparkContext.defaultParallelism < result.scoring_partitions
-
-
-@pytest.mark.slow
-def test_rerun_of_the_date_is_idempotent(spark, pipeline):
-    from lakeloop.serving import open_store
-
-    conf, _, args, _ = pipeline
-    assert importlib_main("infer")(["--date", "2026-11-02", *args]) == 0
-    first = read_predictions(spark, conf)
-    store = open_store(conf)
-    before = store.current_version()
-    assert importlib_main("infer")(["--date", "2026-11-02", *args]) == 0
-    second = read_predictions(spark, conf)
-    cols = ["user_id", "item_id", "score", "rank", "model_version", "dt"]
-    assert len(second) == len(first)  # the date's partition replaced, not appended to
-    pd.testing.assert_frame_equal(second[cols].sort_values(cols).reset_index(drop=True),
-                                  first[cols].sort_values(cols).reset_index(drop=True))
-    after = store.current_version()
-    assert after != before and store.versions()[-2:] == [before, after]
-    users = [int(u) for u in first["user_id"].unique()[:10]]
-    assert store.get_many(users) == [top_from_table(second, u, 5) for u in users]
-
-
-@pytest.mark.slow
-def test_failing_partition_leaves_the_previous_version_serving(spark, pipeline):
+def test_infer_end_to_end_on_sqlite_then_redis(spark, pipeline, redis_server):  # noqa: F811
+    """Three runs of the date (each costs a full scoring pass, so they share one test): the champion
+    on SQLite, a re-run with the explicit version on Redis, and a run whose serving load fails."""
     from lakeloop.conf import load_conf
     from lakeloop.serving import open_store
 
     from tests.conftest import ROOT
 
     conf, overrides, args, champion = pipeline
-    store = open_store(conf)
-    good = infer.infer_for_date(spark, conf, RUN_DATE, "good")
-    served = store.get_many(list(range(200)))
-    failing = load_conf("local", [*overrides, "infer.fail_partition=1"], conf_dir=ROOT / "conf")
-    with pytest.raises(Exception, match="injected failure in partition 1"):
-        infer.infer_for_date(spark, failing, RUN_DATE, "bad")
-    assert store.current_version() == good.serving_version
-    assert store.load_info(infer.serving_version(RUN_DATE, champion, "bad")) is None  # aborted, keys removed
-    assert store.get_many(list(range(200))) == served
-    # the job reports the failure as an exit code
-    assert importlib_main("infer")(["--date", "2026-11-02", *args, "--set", "infer.fail_partition=0"]) == 1
-    assert store.current_version() == good.serving_version
+    sqlite = open_store(conf)
+    result = infer.infer_for_date(spark, conf, RUN_DATE, "run1")
+    first = read_predictions(spark, conf)
+    assert result.model.version == champion and result.rows == len(first) > 0
+    assert set(first["dt"]) == {"2026-11-02"} and set(first["model_version"]) == {champion}
+    assert set(first["model_name"]) == {conf["mlflow.model_name"]} and set(first["run_id"]) == {"run1"}
+    per_user = first.groupby("user_id")["rank"].agg(["count", "min", "max"])
+    assert (per_user["count"] <= 12).all() and (per_user["min"] == 1).all()
+    assert (per_user["max"] == per_user["count"]).all()
+    assert first["score"].between(0, 1).all() and first["score"].nunique() > 10
+    # the model was loaded once per Python worker, not once per partition
+    assert 1 <= result.model_loads <= spark.sparkContext.defaultParallelism < result.scoring_partitions
 
+    # the store serves the new version, with one top-5 list for every scored user
+    assert sqlite.current_version() == result.serving_version == f"2026-11-02-v{champion}-run1"
+    assert sqlite.load_info(result.serving_version).count == result.users == len(per_user)
+    users = [int(u) for u in per_user.index[:20]]
+    assert sqlite.get_many(users) == [top_from_table(first, u, 5) for u in users]
 
-@pytest.mark.slow
-def test_redis_store_and_explicit_model_version(spark, pipeline, redis_server):  # noqa: F811
-    from lakeloop.conf import load_conf
-    from lakeloop.serving import open_store
-
-    from tests.conftest import ROOT
-
-    conf, overrides, _, champion = pipeline
+    # re-run of the date (explicit version, Redis store): the partition is replaced, not appended to
     on_redis = load_conf("local", [*overrides, "serving.store=redis", f"serving.redis.port={redis_server.port}",
                                    "serving.namespace=infer-e2e"], conf_dir=ROOT / "conf")
-    result = infer.infer_for_date(spark, on_redis, RUN_DATE, "r1", model_version=champion)
-    store = open_store(on_redis)
-    assert store.current_version() == result.serving_version
-    assert store.load_info(result.serving_version).count == result.users
-    predictions = read_predictions(spark, conf)
-    for user in predictions["user_id"].unique()[:20]:
-        assert store.get(int(user)) == pytest.approx(top_from_table(predictions, user, 5))
+    again = infer.infer_for_date(spark, on_redis, RUN_DATE, "run2", model_version=champion)
+    second = read_predictions(spark, conf)
+    cols = ["user_id", "item_id", "score", "rank", "model_version", "dt"]
+    pd.testing.assert_frame_equal(second[cols].sort_values(cols).reset_index(drop=True),
+                                  first[cols].sort_values(cols).reset_index(drop=True))
+    redis = open_store(on_redis)
+    assert redis.current_version() == again.serving_version and again.users == result.users
+    assert redis.get_many(users) == sqlite.get_many(users)
     with pytest.raises(infer.ModelNotFound, match="version 999 not found"):
-        infer.infer_for_date(spark, on_redis, RUN_DATE, "r2", model_version=999)
+        infer.infer_for_date(spark, on_redis, RUN_DATE, "run3", model_version=999)
+
+    # a serving load failing in one partition never switches: the job fails, the old version serves
+    assert importlib_main("infer")(["--date", "2026-11-02", *args, "--set", "infer.fail_partition=1"]) == 1
+    assert sqlite.current_version() == result.serving_version
+    assert sqlite.versions() == [result.serving_version]  # the failed load was aborted
+    assert sqlite.get_many(users) == [top_from_table(first, u, 5) for u in users]
 
 
 def importlib_main(job):
