@@ -129,6 +129,8 @@ class Supervisor:
             for p in self.progress[q.name].absorb(q.recentProgress):
                 ops = p.get("stateOperators") or []
                 dropped = sum(int(op.get("numRowsDroppedByWatermark") or 0) for op in ops)
+                if not p.get("numInputRows") and not dropped:
+                    continue  # an idle trigger or a no-data batch (watermark, state eviction)
                 log.info("%s batch %s: %s input rows%s", q.name, p.get("batchId"), p.get("numInputRows"),
                          f", {dropped} late rows dropped by the watermark" if dropped else "")
 
