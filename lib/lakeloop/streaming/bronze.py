@@ -84,7 +84,7 @@ class BronzeWriter:
     """``foreachBatch(writer)`` of the bronze query of one source."""
 
     def __init__(self, conf: Conf, schema: SourceSchema, checkpoint: str, *, files: bool) -> None:
-        self.conf, self.schema, self.checkpoint, self.files = conf, schema, checkpoint, files
+        self.conf, self.schema, self.checkpoint, self.from_files = conf, schema, checkpoint, files
         self.bronze_uri = conf.table_uri(f"bronze.{schema.source}")
         self.quarantine_uri = conf.table_uri(quarantine_table(schema.source))
         self.stats = BronzeStats()
@@ -97,11 +97,12 @@ class BronzeWriter:
         at = dt.datetime.now(dt.UTC)
         tag = f"stream-{self._app_id[-12:]}-{batch_id}"
         ledger: DataFrame | None = None
-        if self.files:
+        files = 0
+        if self.from_files:
             found = self._new_files(spark, batch, tag, at)
             if found is None:
                 return
-            lines, ledger = found
+            lines, ledger, files = found
         else:
             lines = batch
         bronze = lines.select(*[c for c in lines.columns if c != "dt"],
@@ -120,24 +121,26 @@ class BronzeWriter:
                 tables.write(ledger, _ledger_uri(self.conf), mode="append", txn=txn)
         finally:
             bronze.unpersist()
-        self._count(written, by_reason)
+        self._count(written, by_reason, files)
         log.info("bronze.%s batch %d: %d rows (%s), quarantine %s", self.schema.source, batch_id, written.rows,
                  "replayed, already committed" if written.skipped else f"v{written.version}", by_reason or "none")
 
-    def _count(self, written: tables.WriteResult, by_reason: dict[str, int]) -> None:
+    def _count(self, written: tables.WriteResult, by_reason: dict[str, int], files: int) -> None:
         s = self.stats
         s.batches += 1
         if written.skipped:
             s.replayed_batches += 1
             return
+        s.files += files
         s.rows += int(written.rows)
         s.quarantine_rows += sum(by_reason.values())
         for reason, n in by_reason.items():
             s.quarantine_by_reason[reason] = s.quarantine_by_reason.get(reason, 0) + n
 
     def _new_files(self, spark: SparkSession, batch: DataFrame, tag: str,
-                   at: dt.datetime) -> tuple[DataFrame, DataFrame] | None:
-        """Numbered lines (with ``dt``) and ledger rows of the batch's files that no ledger row holds."""
+                   at: dt.datetime) -> tuple[DataFrame, DataFrame, int] | None:
+        """Numbered lines (with ``dt``), ledger rows and number of the batch's files that no ledger
+        row holds; ``None`` when there are none."""
         by_date: dict[str, list[str]] = defaultdict(list)
         for row in batch.select("_file").distinct().collect():
             key = file_key(row["_file"])
@@ -167,5 +170,4 @@ class BronzeWriter:
             files = [f for d, f in new if d == date]
             rows = _ledger_frame(spark, self.schema.source, date, files, per_file, {f.key: tag for f in files}, at)
             ledger = rows if ledger is None else ledger.unionByName(rows)
-        self.stats.files += len(new)
-        return lines, ledger
+        return lines, ledger, len(new)
