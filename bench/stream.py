@@ -39,7 +39,8 @@ DATE = "2026-11-01"
 
 def session() -> SparkSession:
     spark = (SparkSession.builder.master("local[2]").appName("bench-stream")
-             .config("spark.ui.enabled", "false").config("spark.sql.shuffle.partitions", "4")
+             .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
+             .config("spark.sql.shuffle.partitions", "4")
              .config("spark.sql.session.timeZone", "UTC").config("spark.driver.memory", "4g").getOrCreate())
     spark.sparkContext.setLogLevel("ERROR")
     return spark
