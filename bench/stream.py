@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import shutil
 import statistics
 import sys
@@ -25,6 +26,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
+os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # Python workers (the lakeloop_delta source) import lakeloop
 
 from lakeloop.conf import load_conf  # noqa: E402
 from lakeloop.datagen import generate_day  # noqa: E402
