@@ -95,6 +95,7 @@ def test_shuffle_labels_permutes_labels_only(spark):
     assert all(before[k].item_ctr == after[k].item_ctr for k in before)
 
 
+@pytest.mark.slow
 def test_load_training_data_reads_date_and_records_version(spark, conf):
     write_gold(spark, conf, training_frame(spark, RUN_DATE, users=80, per_user=5))
     write_gold(spark, conf, training_frame(spark, RUN_DATE - dt.timedelta(days=1), users=80, per_user=5, seed=4),

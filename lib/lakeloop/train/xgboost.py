@@ -56,10 +56,12 @@ class XGBoostBackend(Backend):
         rows = (data.train.withColumn(_VALID_COL, F.lit(False))
                 .unionByName(data.valid.withColumn(_VALID_COL, F.lit(True)))
                 .select(*data.features, data.label, _VALID_COL))
-        # device="cuda" (not cuda:N): xgboost.spark resolves each barrier task's own GPU ordinal
+        # device="cuda" (not cuda:N): xgboost.spark resolves each barrier task's own GPU ordinal.
+        # force_repartition: the union of train and holdout may already have num_workers partitions,
+        # and a barrier stage over a union of differently partitioned inputs is refused by Spark.
         estimator = SparkXGBClassifier(features_col=list(data.features), label_col=data.label,
                                        validation_indicator_col=_VALID_COL, num_workers=num_workers,
-                                       device="cuda" if gpu else "cpu", **params)
+                                       force_repartition=True, device="cuda" if gpu else "cpu", **params)
         model = estimator.fit(rows)
         summary = model.training_summary
         history = {f"training-{k}": list(v) for k, v in summary.train_objective_history.items()}
