@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import importlib.util
 import sys
 import time
 from collections.abc import Sequence
 
 from lakeloop.errors import EXIT_USAGE
-from lakeloop.submit import PROJECT_ROOT
+from lakeloop.pipeline import load_job as _load
 
 __all__ = ["STEPS", "main"]
 
@@ -38,18 +37,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--days", type=int, default=2, help="consecutive days to run (default 2)")
     p.add_argument("--events", type=int, default=None, help="events per day (default: conf datagen.events)")
     return p
-
-
-def _load(job: str):
-    """The job module from the project's jobs/ folder, or None when that job does not exist."""
-    path = PROJECT_ROOT / "jobs" / f"{job}.py"
-    if not path.is_file():
-        return None
-    spec = importlib.util.spec_from_file_location(f"lakeloop_job_{job}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,374 @@
+"""The daily pipeline: ingest -> curate -> validate -> features -> train (+ gate) -> infer, for one date or a range.
+
+Each step is a job module's ``main(argv)`` run in this process, so every step shares one SparkSession.
+A step that succeeded for a date leaves a completion marker, written atomically::
+
+    <state>/dt=<date>/<step>.json        {"run_id", "step", "date", "finished_at", "summary"}
+
+and is skipped by later runs of that date unless ``--force`` is given: a failed run resumes at the step
+that failed.  ``<state>`` is ``<warehouse>/_state/pipeline`` (``--state-dir`` for a warehouse that is not on
+a local filesystem, e.g. HDFS).  The same folder holds the run lock (``lock``, created with ``O_EXCL``), so
+two pipeline runs of one environment never overlap.
+
+Exit codes (:mod:`lakeloop.errors`): 0 done, 1 a step failed unexpectedly, 2 usage or lock held,
+3 a data-quality gate failed (curate quarantine rate, validate drift), 4 the model gate refused the
+challenger.  A refused gate stops the day before ``infer``: the ``@champion`` alias did not move, so the
+serving store keeps the champion's last published version; the train step gets no marker, so a re-run of
+the date trains again.  A backfill stops at the first date that does not finish.
+
+Every run writes ``<warehouse>/_reports/pipeline/<run_id>.json`` and ``.html``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib.util
+import json
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lakeloop.conf import Conf, ConfError
+from lakeloop.errors import EXIT_GATE_REFUSED, EXIT_OK, EXIT_USAGE, LakeloopError, exit_code_for
+from lakeloop.paths import project_root
+
+__all__ = ["Step", "DAILY_STEPS", "PipelineLocked", "StepRecord", "PipelineRun", "load_job", "date_range",
+           "state_dir", "RunLock", "run_pipeline", "add_arguments", "run", "write_report"]
+
+JobMain = Callable[[Sequence[str]], int]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One node of the DAG: the job ``jobs/<name>.py`` (or ``main`` when given) with extra arguments."""
+
+    name: str
+    extra: tuple[str, ...] = ()
+    main: JobMain | None = None
+
+    def runner(self) -> JobMain:
+        if self.main is not None:
+            return self.main
+        module = load_job(self.name)
+        if module is None:
+            raise ConfError(f"pipeline step {self.name!r}: no job module jobs/{self.name}.py")
+        return module.main
+
+
+DAILY_STEPS: tuple[Step, ...] = tuple(Step(n) for n in ("ingest", "curate", "validate", "features", "train",
+                                                         "infer"))
+
+
+class PipelineLocked(LakeloopError):
+    """Another pipeline run of the same environment holds the lock."""
+
+    exit_code = EXIT_USAGE
+
+
+def load_job(job: str, root: Path | None = None):
+    """The job module ``jobs/<job>.py`` of the project, or None when that job does not exist."""
+    path = (root or project_root()) / "jobs" / f"{job}.py"
+    if not path.is_file():
+        return None
+    spec = importlib.util.spec_from_file_location(f"lakeloop_job_{job}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def date_range(first: dt.date, last: dt.date) -> list[dt.date]:
+    """Every date from ``first`` to ``last`` inclusive, in order."""
+    if last < first:
+        raise ValueError(f"--to {last} is before --from {first}")
+    return [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
+
+
+def _utcnow() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _local_dir(uri: str, what: str) -> Path:
+    if "://" in uri and not uri.startswith("file://"):
+        raise ConfError(f"{what} {uri!r} is not on a local filesystem: give the pipeline --state-dir")
+    return Path(uri.removeprefix("file://"))
+
+
+def state_dir(conf: Conf, override: str | None = None) -> Path:
+    """Where markers and the lock live: ``override`` or ``<warehouse>/_state/pipeline``."""
+    if override:
+        return Path(override).expanduser().resolve()
+    return _local_dir(conf.path("warehouse"), "warehouse") / "_state" / "pipeline"
+
+
+def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+class RunLock:
+    """An ``O_EXCL`` lock file holding pid, host, start time and run id.
+
+    A lock left by a process that no longer exists on this host is stale and taken over; any other
+    held lock raises :class:`PipelineLocked`.
+    """
+
+    def __init__(self, path: Path, run_id: str) -> None:
+        self.path = path
+        self.run_id = run_id
+        self.stale: dict[str, Any] | None = None
+
+    def holder(self) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            return {}
+
+    def _is_stale(self, holder: dict[str, Any]) -> bool:
+        pid = holder.get("pid")
+        return holder.get("host") == socket.gethostname() and isinstance(pid, int) and not _pid_alive(pid)
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        payload = {"pid": os.getpid(), "host": socket.gethostname(), "started_at": _utcnow(),
+                   "run_id": self.run_id}
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = self.holder()
+                if holder is not None and not self._is_stale(holder):
+                    raise PipelineLocked(f"pipeline lock {self.path} is held by {holder or 'an unreadable file'}; "
+                                         "remove it only if that run is gone") from None
+                self.stale = holder
+                self.path.unlink(missing_ok=True)
+                continue
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(payload, fh)
+            return
+        raise PipelineLocked(f"pipeline lock {self.path}: another run took it over")
+
+    def release(self) -> None:
+        holder = self.holder()
+        if holder and holder.get("run_id") == self.run_id:
+            self.path.unlink(missing_ok=True)
+
+    @contextmanager
+    def held(self) -> Iterator[RunLock]:
+        self.acquire()
+        try:
+            yield self
+        finally:
+            self.release()
+
+
+@dataclass
+class StepRecord:
+    """What one step did for one date."""
+
+    date: str
+    step: str
+    status: str  # ok | skipped | failed | not_run
+    exit_code: int | None = None
+    seconds: float = 0.0
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PipelineRun:
+    """The outcome of a pipeline run: one record per (date, step) and the process exit code."""
+
+    run_id: str
+    env: str
+    dates: list[str]
+    started_at: str
+    finished_at: str = ""
+    exit_code: int = EXIT_OK
+    steps: list[StepRecord] = field(default_factory=list)
+    stale_lock: dict[str, Any] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def step_summary(conf: Conf, step: str, date: str) -> dict[str, Any]:
+    """Figures a step left in its own reports under ``<warehouse>/_reports`` (empty when it wrote none)."""
+    try:
+        reports = _local_dir(conf.path("warehouse"), "warehouse") / "_reports"
+    except ConfError:
+        return {}
+    if step == "curate":
+        keep = ("bronze_rows", "silver_rows", "quarantine_rows", "quarantine_rate", "reconciled")
+        out = {}
+        for path in sorted(reports.glob(f"curate/*/dt={date}.json")):
+            data = _read_json(path) or {}
+            out[path.parent.name] = {k: data[k] for k in keep if k in data}
+        return {"sources": out} if out else {}
+    if step == "train":
+        data = _read_json(reports / "train" / f"dt={date}.json") or {}
+        keep = ("model_name", "model_version", "backend", "gate", "mlflow_run_id")
+        return {k: data[k] for k in keep if k in data}
+    return {}
+
+
+def _marker(state: Path, date: str, step: str) -> Path:
+    return state / f"dt={date}" / f"{step}.json"
+
+
+def _run_step(step: Step, argv: list[str]) -> tuple[int, float]:
+    t0 = time.monotonic()
+    try:
+        rc = step.runner()(argv)
+    except Exception as exc:  # noqa: BLE001 - a step that raises instead of returning a code still fails
+        print(f"pipeline: step {step.name} raised {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        rc = exit_code_for(exc)
+    return int(rc or 0), round(time.monotonic() - t0, 3)
+
+
+def run_pipeline(conf: Conf, dates: Sequence[dt.date], job_args: Sequence[str], run_id: str, *,
+                 steps: Sequence[Step] = DAILY_STEPS, force: bool = False, state: Path | None = None,
+                 log: Callable[[str], None] | None = None) -> PipelineRun:
+    """Run ``steps`` for each date in order under the run lock; the first step that fails stops the run.
+
+    ``job_args`` are passed to every step before ``--date`` (``--env``, ``--set``, ``--conf-dir``).
+    """
+    state = state or state_dir(conf)
+    log = log or (lambda line: print(line, flush=True))
+    result = PipelineRun(run_id=run_id, env=conf.env, dates=[d.isoformat() for d in dates], started_at=_utcnow())
+    lock = RunLock(state / "lock", run_id)
+    with lock.held():
+        result.stale_lock = lock.stale
+        for day in dates:
+            date = day.isoformat()
+            for i, step in enumerate(steps):
+                record = _step_for_date(conf, state, step, date, list(job_args), run_id, force)
+                result.steps.append(record)
+                log(f"pipeline: {date} {step.name:<9} {record.status:<7} rc={record.exit_code} {record.seconds:.1f}s")
+                if record.status == "failed":
+                    result.exit_code = record.exit_code or 1
+                    result.steps += [StepRecord(date, s.name, "not_run") for s in steps[i + 1:]]
+                    break
+            if result.exit_code != EXIT_OK:
+                break
+    result.finished_at = _utcnow()
+    return result
+
+
+def _step_for_date(conf: Conf, state: Path, step: Step, date: str, job_args: list[str], run_id: str,
+                   force: bool) -> StepRecord:
+    marker = _marker(state, date, step.name)
+    if not force and marker.is_file():
+        done = _read_json(marker) or {}
+        return StepRecord(date, step.name, "skipped", summary={"completed_by": done.get("run_id"),
+                                                               **done.get("summary", {})})
+    marker.unlink(missing_ok=True)
+    rc, seconds = _run_step(step, job_args + ["--date", date, *step.extra])
+    summary = step_summary(conf, step.name, date)
+    if rc != EXIT_OK:
+        if rc == EXIT_GATE_REFUSED:
+            summary["note"] = "gate refused: @champion unchanged, infer not run, serving keeps the champion's scores"
+        return StepRecord(date, step.name, "failed", rc, seconds, summary)
+    _write_json_atomic(marker, {"run_id": run_id, "step": step.name, "date": date, "finished_at": _utcnow(),
+                                "seconds": seconds, "summary": summary})
+    return StepRecord(date, step.name, "ok", rc, seconds, summary)
+
+
+def report_dir(conf: Conf, state: Path | None = None) -> Path:
+    """``<warehouse>/_reports/pipeline`` (``<state>/reports`` when the warehouse is not local)."""
+    try:
+        return _local_dir(conf.path("warehouse"), "warehouse") / "_reports" / "pipeline"
+    except ConfError:
+        return (state or state_dir(conf)) / "reports"
+
+
+def write_report(run: PipelineRun, folder: Path) -> tuple[Path, Path]:
+    """Write the run report as ``<run_id>.json`` and a self-contained ``<run_id>.html``."""
+    from lakeloop.report_html import render_pipeline_run
+
+    payload = run.as_dict()
+    json_path = folder / f"{run.run_id}.json"
+    html_path = folder / f"{run.run_id}.html"
+    _write_json_atomic(json_path, payload)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = html_path.with_name(f".{html_path.name}.tmp")
+    tmp.write_text(render_pipeline_run(payload), encoding="utf-8")
+    os.replace(tmp, html_path)
+    return json_path, html_path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--from", dest="first", default=None, metavar="YYYY-MM-DD",
+                        help="first date of a backfill (with --to; replaces --date)")
+    parser.add_argument("--to", dest="last", default=None, metavar="YYYY-MM-DD", help="last date of a backfill")
+    parser.add_argument("--force", action="store_true", help="re-run steps already completed for the date")
+    parser.add_argument("--step", dest="steps", action="append", default=None, metavar="NAME",
+                        help="run only these steps, in DAG order (repeatable; default: all)")
+    parser.add_argument("--state-dir", default=None,
+                        help="markers and lock folder (default <warehouse>/_state/pipeline; needed for HDFS)")
+
+
+def _dates(ctx, args: argparse.Namespace) -> list[dt.date]:
+    if (args.first is None) != (args.last is None):
+        raise ConfError("--from and --to go together")
+    if args.first is None:
+        return [ctx.run_date]
+    if args.date is not None:
+        raise ConfError("give either --date or --from/--to")
+    try:
+        return date_range(dt.date.fromisoformat(args.first), dt.date.fromisoformat(args.last))
+    except ValueError as exc:
+        raise ConfError(f"backfill dates: {exc}") from None
+
+
+def _selected(names: Sequence[str] | None) -> tuple[Step, ...]:
+    if not names:
+        return DAILY_STEPS
+    known = {s.name for s in DAILY_STEPS}
+    unknown = sorted(set(names) - known)
+    if unknown:
+        raise ConfError(f"--step {', '.join(unknown)}: not a pipeline step ({', '.join(known)})")
+    return tuple(s for s in DAILY_STEPS if s.name in names)
+
+
+def job_args_from(args: argparse.Namespace) -> list[str]:
+    """The ``--env``/``--set``/``--conf-dir`` arguments every step gets."""
+    out = ["--env", args.env] + [x for o in args.overrides for x in ("--set", o)]
+    return out + (["--conf-dir", args.conf_dir] if args.conf_dir else [])
+
+
+def run(ctx, spark, args: argparse.Namespace, *, steps: Sequence[Step] | None = None) -> int:
+    """Body of ``jobs/pipeline.py``: run the DAG, write the run report, return the exit code."""
+    state = state_dir(ctx.conf, args.state_dir)
+    result = run_pipeline(ctx.conf, _dates(ctx, args), job_args_from(args), ctx.run_id,
+                          steps=steps or _selected(args.steps), force=args.force, state=state)
+    json_path, html_path = write_report(result, report_dir(ctx.conf, state))
+    print(f"pipeline: run {ctx.run_id} exit code {result.exit_code}; report {json_path} {html_path}", flush=True)
+    return result.exit_code
