@@ -1,0 +1,192 @@
+"""The daily pipeline: DAG order, completion markers, resume, the run lock, exit codes, run reports."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lakeloop import pipeline
+from lakeloop.errors import DataQualityError
+from lakeloop.pipeline import DAILY_STEPS, PipelineLocked, RunLock, Step, run_pipeline
+
+ROOT = Path(__file__).resolve().parents[1]
+DAY = dt.date(2026, 11, 3)
+
+
+class Recorder:
+    """Step mains that record their calls; ``codes[name]`` lists the exit codes to return in turn."""
+
+    def __init__(self, codes: dict[str, list[int]] | None = None) -> None:
+        self.calls: list[tuple[str, str]] = []
+        self.codes = codes or {}
+
+    def step(self, name: str) -> Step:
+        def main(argv):
+            self.calls.append((name, argv[argv.index("--date") + 1]))
+            pending = self.codes.get(name)
+            return pending.pop(0) if pending else 0
+        return Step(name, main=main)
+
+    def steps(self, *names: str) -> list[Step]:
+        return [self.step(n) for n in names]
+
+
+def statuses(result, date: str = DAY.isoformat()) -> dict[str, str]:
+    return {r.step: r.status for r in result.steps if r.date == date}
+
+
+def test_daily_dag_order_and_backfill_in_date_order(conf, tmp_path):
+    assert [s.name for s in DAILY_STEPS] == ["ingest", "curate", "validate", "features", "train", "infer"]
+    rec = Recorder()
+    dates = pipeline.date_range(DAY, DAY + dt.timedelta(days=1))
+    result = run_pipeline(conf, dates, ["--env", "local"], "r1", steps=rec.steps("a", "b", "c"))
+    d1, d2 = (d.isoformat() for d in dates)
+    assert rec.calls == [("a", d1), ("b", d1), ("c", d1), ("a", d2), ("b", d2), ("c", d2)]
+    assert result.exit_code == 0
+    with pytest.raises(ValueError, match="before"):
+        pipeline.date_range(DAY, DAY - dt.timedelta(days=1))
+
+
+def test_completed_steps_are_skipped_and_force_reruns_them(conf):
+    rec = Recorder()
+    run_pipeline(conf, [DAY], [], "first", steps=rec.steps("a", "b"))
+    marker = pipeline.state_dir(conf) / f"dt={DAY}" / "a.json"
+    assert json.loads(marker.read_text())["run_id"] == "first"
+    rec.calls.clear()
+    again = run_pipeline(conf, [DAY], [], "second", steps=rec.steps("a", "b"))
+    assert rec.calls == [] and statuses(again) == {"a": "skipped", "b": "skipped"}
+    assert again.steps[0].summary["completed_by"] == "first"
+    forced = run_pipeline(conf, [DAY], [], "third", steps=rec.steps("a", "b"), force=True)
+    assert [c[0] for c in rec.calls] == ["a", "b"] and statuses(forced) == {"a": "ok", "b": "ok"}
+    assert json.loads(marker.read_text())["run_id"] == "third"
+
+
+def test_failed_run_resumes_at_the_failing_step(conf):
+    rec = Recorder({"b": [1]})  # b fails once, then succeeds
+    failed = run_pipeline(conf, [DAY, DAY + dt.timedelta(days=1)], [], "r1", steps=rec.steps("a", "b", "c"))
+    assert failed.exit_code == 1
+    assert statuses(failed) == {"a": "ok", "b": "failed", "c": "not_run"}
+    assert rec.calls == [("a", DAY.isoformat()), ("b", DAY.isoformat())]  # the next date never started
+    assert not (pipeline.state_dir(conf) / f"dt={DAY}" / "b.json").exists()
+    rec.calls.clear()
+    resumed = run_pipeline(conf, [DAY], [], "r2", steps=rec.steps("a", "b", "c"))
+    assert resumed.exit_code == 0
+    assert statuses(resumed) == {"a": "skipped", "b": "ok", "c": "ok"}
+    assert [c[0] for c in rec.calls] == ["b", "c"]
+
+
+@pytest.mark.parametrize("code", [1, 3, 4])
+def test_a_failing_step_gives_the_run_its_exit_code_and_stops_the_day(conf, code):
+    rec = Recorder({"train": [code]})
+    result = run_pipeline(conf, [DAY], [], "r", steps=rec.steps("features", "train", "infer"))
+    assert result.exit_code == code
+    assert statuses(result) == {"features": "ok", "train": "failed", "infer": "not_run"}
+    assert ("infer", DAY.isoformat()) not in rec.calls
+    if code == 4:
+        assert "infer not run" in result.steps[1].summary["note"]
+
+
+def test_a_step_that_raises_is_mapped_to_its_exit_code(conf):
+    def bad(argv):
+        raise DataQualityError("quarantine rate 0.5 > 0.1")
+    result = run_pipeline(conf, [DAY], [], "r", steps=[Step("curate", main=bad)])
+    assert result.exit_code == 3 and result.steps[0].status == "failed"
+
+
+def test_lock_refuses_a_second_run_while_held(conf):
+    rec = Recorder()
+    lock = RunLock(pipeline.state_dir(conf) / "lock", "holder")
+    with lock.held():
+        holder = json.loads(lock.path.read_text())
+        assert holder["pid"] > 0 and holder["host"] == socket.gethostname() and holder["started_at"]
+        with pytest.raises(PipelineLocked, match="held by"):
+            run_pipeline(conf, [DAY], [], "second", steps=rec.steps("a"))
+        assert rec.calls == [] and lock.path.exists()
+    assert not lock.path.exists()  # released on exit
+    assert run_pipeline(conf, [DAY], [], "third", steps=rec.steps("a")).exit_code == 0
+
+
+def _write_lock(path: Path, pid: int, host: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"pid": pid, "host": host, "started_at": "2026-11-01T00:00:00+00:00",
+                                "run_id": "old"}))
+
+
+def test_stale_lock_of_a_dead_process_is_recovered(conf):
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    path = pipeline.state_dir(conf) / "lock"
+    _write_lock(path, gone.pid, socket.gethostname())
+    result = run_pipeline(conf, [DAY], [], "new", steps=Recorder().steps("a"))
+    assert result.exit_code == 0 and result.stale_lock["pid"] == gone.pid
+    assert not path.exists()
+
+
+def test_lock_of_another_host_is_never_taken_over(conf):
+    path = pipeline.state_dir(conf) / "lock"
+    _write_lock(path, 1, "some-other-host")
+    with pytest.raises(PipelineLocked):
+        run_pipeline(conf, [DAY], [], "new", steps=Recorder().steps("a"))
+
+
+def job_args(tmp_path: Path) -> list[str]:
+    return ["--env", "local", "--conf-dir", str(ROOT / "conf"),
+            "--set", f"warehouse={tmp_path / 'warehouse'}", "--set", f"landing={tmp_path / 'landing'}"]
+
+
+def test_pipeline_job_usage_and_lock_exit_code_2(tmp_path, capsys):
+    main = pipeline.load_job("pipeline").main
+    assert main(["--from", "2026-11-01", *job_args(tmp_path)]) == 2
+    assert main(["--from", "2026-11-02", "--to", "2026-11-01", *job_args(tmp_path)]) == 2
+    assert main(["--date", "2026-11-01", "--step", "nope", *job_args(tmp_path)]) == 2
+    _write_lock(tmp_path / "warehouse" / "_state" / "pipeline" / "lock", 1, "some-other-host")
+    assert main(["--date", "2026-11-01", "--step", "ingest", *job_args(tmp_path)]) == 2
+    assert "held by" in capsys.readouterr().err
+
+
+def test_run_report_json_and_html(conf, tmp_path):
+    rec = Recorder({"b": [3]})
+    result = run_pipeline(conf, [DAY], [], "rep1", steps=rec.steps("a", "b", "c"))
+    result.steps[0].summary = {"sources": {"events": {"silver_rows": 90, "quarantine_rows": 10,
+                                                      "quarantine_rate": 0.1}}}
+    json_path, html_path = pipeline.write_report(result, pipeline.report_dir(conf))
+    assert json_path == Path(conf.path("warehouse")) / "_reports" / "pipeline" / "rep1.json"
+    data = json.loads(json_path.read_text())
+    assert data["exit_code"] == 3
+    assert [(s["step"], s["status"]) for s in data["steps"]] == [("a", "ok"), ("b", "failed"), ("c", "not_run")]
+    html = html_path.read_text()
+    assert html.startswith("<!DOCTYPE html>") and "<script" not in html
+    assert "10 quarantined (10.00%)" in html and 'class="failed"' in html and "exit code <b>3</b>" in html
+
+
+def build_small_warehouse(tmp_path: Path, date: str = "2026-11-03", events: int = 1500) -> list[str]:
+    """datagen for one small day, then the pipeline's ingest -> curate -> validate -> features; returns job args."""
+    args = job_args(tmp_path)
+    assert pipeline.load_job("datagen").main(["--date", date, "--events", str(events), *args]) == 0
+    steps = [x for s in ("ingest", "curate", "validate", "features") for x in ("--step", s)]
+    assert pipeline.load_job("pipeline").main(["--date", date, *steps, *args]) == 0
+    return args
+
+
+@pytest.mark.slow
+def test_real_jobs_end_to_end_then_skipped(spark, tmp_path):
+    args = build_small_warehouse(tmp_path)
+    warehouse = tmp_path / "warehouse"
+    state = warehouse / "_state" / "pipeline" / "dt=2026-11-03"
+    assert sorted(p.stem for p in state.glob("*.json")) == ["curate", "features", "ingest", "validate"]
+    (first,) = (warehouse / "_reports" / "pipeline").glob("*.json")
+    report = json.loads(first.read_text())
+    curate = next(s for s in report["steps"] if s["step"] == "curate")
+    events = curate["summary"]["sources"]["events"]
+    assert events["reconciled"] and events["bronze_rows"] == events["silver_rows"] + events["quarantine_rows"]
+    assert 0 < events["quarantine_rate"] < 0.5  # datagen writes a few bad records on purpose
+    steps = [x for s in ("ingest", "curate", "validate", "features") for x in ("--step", s)]
+    assert pipeline.load_job("pipeline").main(["--date", "2026-11-03", *steps, *args]) == 0
+    second = max((warehouse / "_reports" / "pipeline").glob("*.json"), key=lambda p: p.stat().st_mtime)
+    assert {s["status"] for s in json.loads(second.read_text())["steps"]} == {"skipped"}
