@@ -169,7 +169,7 @@ def worker_main(args: WorkerArgs, ctx: Any) -> None:
 def num_executors(spark: SparkSession, requested: int) -> int:
     """TFoS workers: ``requested`` capped by the executors (one in ``local`` mode), at least 1."""
     sc = spark.sparkContext
-    if sc.master.startswith("local["):
+    if sc.master == "local" or sc.master.startswith("local["):
         return 1
     # the executor memory status lists the driver too
     available = sc._jsc.sc().getExecutorMemoryStatus().size() - 1
@@ -226,23 +226,11 @@ class TFoSBackend(Backend):
         from pyspark.sql import functions as F
 
         workers = num_executors(spark, int(params["num_workers"]))
-        seed = int(params["seed"])
-        means, stds = feature_moments(data.train, data.features)
         cols = [F.col(c).cast("double") for c in (*data.features, data.label)]
         rows = data.train.select(*cols).rdd.map(tuple).repartition(workers).cache()
-        total = rows.count()
-        if total == 0:
-            rows.unpersist()
-            raise ValueError("no training rows: the TensorFlow workers would wait for data forever")
-        batch = int(params["batch_size"])
-        steps = max(1, math.floor(_FEED_SHARE * total / workers / batch))
-        valid_x, valid_y = holdout_arrays(data, int(params["valid_max_rows"]), seed)
         export_dir = params.get("export_dir") or tempfile.mkdtemp(prefix="lakeloop-tfos-")
-        args = WorkerArgs(features=list(data.features), means=means, variances=[s * s for s in stds],
-                          hidden=[int(h) for h in params["hidden"]], learning_rate=float(params["learning_rate"]),
-                          batch_size=batch, epochs=int(params["epochs"]), steps_per_epoch=steps, seed=seed,
-                          valid_x=valid_x, valid_y=valid_y, export_dir=export_dir)
         try:
+            args = self._worker_args(data, params, rows.count(), workers, export_dir)
             tfos_adapter.train_cluster(spark.sparkContext, worker_main, args, workers, rows, args.epochs)
             model = load_keras(os.path.join(export_dir, MODEL_FILE))
             with open(os.path.join(export_dir, HISTORY_FILE), encoding="utf-8") as f:
@@ -253,7 +241,22 @@ class TFoSBackend(Backend):
                 shutil.rmtree(export_dir, ignore_errors=True)
         effective = {k: v for k, v in params.items() if k != "export_dir"}
         return FitResult(model=model, history=history,
-                         params={**effective, "num_workers": workers, "steps_per_epoch": steps, "gpu": gpu})
+                         params={**effective, "num_workers": workers, "steps_per_epoch": args.steps_per_epoch,
+                                 "gpu": gpu})
+
+    @staticmethod
+    def _worker_args(data: TrainingData, params: dict[str, Any], total: int, workers: int,
+                     export_dir: str) -> WorkerArgs:
+        if total == 0:
+            raise ValueError("no training rows: the TensorFlow workers would wait for data forever")
+        means, stds = feature_moments(data.train, data.features)
+        seed, batch = int(params["seed"]), int(params["batch_size"])
+        valid_x, valid_y = holdout_arrays(data, int(params["valid_max_rows"]), seed)
+        return WorkerArgs(features=list(data.features), means=means, variances=[s * s for s in stds],
+                          hidden=[int(h) for h in params["hidden"]], learning_rate=float(params["learning_rate"]),
+                          batch_size=batch, epochs=int(params["epochs"]),
+                          steps_per_epoch=max(1, math.floor(_FEED_SHARE * total / workers / batch)), seed=seed,
+                          valid_x=valid_x, valid_y=valid_y, export_dir=export_dir)
 
     def log_model(self, result: FitResult, name: str, *, signature: ModelSignature,
                   input_example: pd.DataFrame) -> ModelInfo:
