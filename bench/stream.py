@@ -43,6 +43,8 @@ def session() -> SparkSession:
     spark = (SparkSession.builder.master("local[2]").appName("bench-stream")
              .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
              .config("spark.sql.shuffle.partitions", "4")
+             # Python workers start slowly on a shared, loaded machine (default 15 s)
+             .config("spark.python.authenticate.socketTimeout", "120s")
              .config("spark.sql.session.timeZone", "UTC").config("spark.driver.memory", "4g").getOrCreate())
     spark.sparkContext.setLogLevel("ERROR")
     return spark
