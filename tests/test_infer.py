@@ -184,7 +184,7 @@ def pipeline(spark, tmp_path_factory):
     conf = load_conf("local", overrides, conf_dir=ROOT / "conf")
     champion = registry.version_for_alias(conf, registry.CHAMPION)
     assert champion is not None
-    return conf, overrides, args, champion.version
+    return conf, overrides, args, str(champion.version)
 
 
 def read_predictions(spark, conf):

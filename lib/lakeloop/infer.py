@@ -375,4 +375,4 @@ def infer_for_date(spark: SparkSession, conf: Conf, run_date: dt.date, run_id: s
                            conf.get("infer.fail_partition"))
     log.info("%d predictions for %d users; serving version %s", rows, users, version)
     return InferResult(model=ref, rows=rows, users=users, serving_version=version, model_loads=loads.value,
-                       scoring_partitions=partitions, table_version=getattr(written, "version", None))
+                       scoring_partitions=partitions, table_version=written.version)
