@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import datetime as dt
+import importlib.util
 import json
 import socket
 import subprocess
@@ -190,3 +192,45 @@ def test_real_jobs_end_to_end_then_skipped(spark, tmp_path):
     assert pipeline.load_job("pipeline").main(["--date", "2026-11-03", *steps, *args]) == 0
     second = max((warehouse / "_reports" / "pipeline").glob("*.json"), key=lambda p: p.stat().st_mtime)
     assert {s["status"] for s in json.loads(second.read_text())["steps"]} == {"skipped"}
+
+
+def _airflow_module():
+    spec = importlib.util.spec_from_file_location("lakeloop_daily", ROOT / "airflow" / "lakeloop_daily.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_airflow_dag_commands_follow_the_pipeline_steps():
+    dag = _airflow_module()
+    assert list(dag.STEPS) == [s.name for s in DAILY_STEPS]
+    assert dag.step_command("curate") == ("cd {{ var.value.get('lakeloop_home', '/opt/lakeloop') }} && "
+                                          "./spark-submit.sh curate --env {{ var.value.get('lakeloop_env', 'yarn') }}"
+                                          " --date {{ ds }}")
+    assert dag.step_command("infer", home="/opt/my lakeloop", env="local", date="2026-11-03") == (
+        "cd '/opt/my lakeloop' && ./spark-submit.sh infer --env local --date 2026-11-03")
+    assert "spark-submit.sh pipeline --env" in dag.pipeline_command()
+    with pytest.raises(ValueError):
+        dag.step_command("rm -rf")
+    for job in dag.STEPS:  # every command names a job that exists
+        assert pipeline.load_job(job) is not None
+
+
+def test_airflow_dag_file_defines_one_bash_task_per_step_in_order():
+    tree = ast.parse((ROOT / "airflow" / "lakeloop_daily.py").read_text())
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "BashOperator"]
+    assert len(calls) == 1 and {k.arg for k in calls[0].keywords} >= {"task_id", "bash_command"}
+    loop = next(n for n in ast.walk(tree) if isinstance(n, ast.For) and calls[0] in list(ast.walk(n)))
+    assert isinstance(loop.iter, ast.Name) and loop.iter.id == "STEPS"
+    chained = [n for n in ast.walk(loop) if isinstance(n, ast.BinOp) and isinstance(n.op, ast.RShift)]
+    assert chained, "tasks are chained in STEPS order"
+    dag_call = next(n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "DAG")
+    keywords = {k.arg: k.value for k in dag_call.keywords}
+    assert ast.literal_eval(keywords["dag_id"]) == "lakeloop_daily" and ast.literal_eval(keywords["max_active_runs"]) == 1
+    assert "retries" in (ROOT / "airflow" / "lakeloop_daily.py").read_text()
+
+
+def test_crontab_example_runs_the_pipeline_job():
+    lines = [x for x in (ROOT / "airflow" / "crontab.example").read_text().splitlines()
+             if x.strip() and not x.startswith("#") and "=" not in x.split()[0]]
+    assert lines and all(len(x.split()) > 5 and "spark-submit.sh pipeline" in x for x in lines)
