@@ -160,10 +160,28 @@ def test_replace_where_is_enforced(spark, tmp_path):
     # nothing of the failed write is left in the table folder but the committed file
     parquet = [p for p in (tmp_path / "t").rglob("*.parquet")]
     assert len(parquet) == 1
-    with pytest.raises(ValueError, match="partition columns"):
-        tables.write(_daily(spark, "2026-11-01", [5]), uri, mode="overwrite", replace_where="id > 3")
+    with pytest.raises(ValueError, match="not a valid predicate"):
+        tables.write(_daily(spark, "2026-11-01", [5]), uri, mode="overwrite", replace_where="nope > 3")
     with pytest.raises(ValueError, match="mode='overwrite'"):
         tables.write(_daily(spark, "2026-11-01", [5]), uri, replace_where="dt = '2026-11-01'")
+
+
+def test_replace_where_on_data_columns_rewrites_files(spark, tmp_path):
+    uri = str(tmp_path / "t")
+    tables.write(_daily(spark, "2026-11-01", range(10)).coalesce(1), uri, partition_by=["dt"])
+    tables.write(_daily(spark, "2026-11-02", range(100, 103)).coalesce(1), uri)
+    r = tables.write(_daily(spark, "2026-11-01", [7, 8]), uri, mode="overwrite", replace_where="id >= 5 AND id < 50")
+    assert not r.skipped
+    got = sorted(r.id for r in tables.read(spark, uri).collect())
+    assert got == [0, 1, 2, 3, 4, 7, 8, 100, 101, 102]
+    # the file of 2026-11-02 cannot hold matching rows (stats): it was not rewritten
+    removed = [h for h in tables.history(uri, limit=1)]
+    assert removed[0]["lakeloop.replaceWhere"] == "id >= 5 AND id < 50"
+    assert len(tables.read(spark, uri, where="dt = '2026-11-02'").inputFiles()) == 1
+    assert set(tables.read(spark, uri, where="dt = '2026-11-02'").inputFiles()) == set(
+        tables.read(spark, uri, version=1, where="dt = '2026-11-02'").inputFiles())
+    with pytest.raises(tables.ReplaceWhereViolation):
+        tables.write(_daily(spark, "2026-11-01", [60]), uri, mode="overwrite", replace_where="id < 50")
 
 
 def test_txn_is_idempotent(spark, tmp_path):

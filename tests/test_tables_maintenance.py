@@ -63,12 +63,13 @@ def test_killed_writer_leaves_table_readable_and_vacuum_removes_orphans(spark, t
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         if how == "in_tasks":  # kill -9 once the tasks have started writing files
-            deadline = time.time() + 120
+            deadline = time.time() + 500  # a loaded machine takes minutes to start Spark
             while time.time() < deadline and not any(p.suffix == ".parquet" for p in table_dir.rglob("*")
                                                       if "_temporary" in str(p)):
                 time.sleep(0.1)
             os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=180)
+            assert time.time() < deadline, "the writer never started writing files"
+        proc.wait(timeout=600)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

@@ -24,6 +24,7 @@ def _ids(spark, uri):
     return sorted(r.id for r in tables.read(spark, uri).select("id").collect())
 
 
+@pytest.mark.slow  # four micro-batch queries: over 20 s on a shared machine
 def test_source_to_sink_available_now_resumes_from_checkpoint(spark, tmp_path):
     src, dst, ckpt = str(tmp_path / "src"), str(tmp_path / "dst"), str(tmp_path / "ckpt")
     _append(spark, src, 0, 10)

@@ -67,6 +67,7 @@ class _Plan:
     schema: StructType  # target table schema (Spark), after evolution
     partition_by: list[str]
     new_fields: list[StructField]
+    rewrite: list[Any] | None = None  # files replaced by a replace_where on data columns
 
 
 def write(df: DataFrame, uri: str, mode: str = "append", partition_by: Sequence[str] | str | None = None,
@@ -85,8 +86,10 @@ def write(df: DataFrame, uri: str, mode: str = "append", partition_by: Sequence[
     partition_by : list of str, optional
         Partition columns of a new table; for an existing table they must match.
     replace_where : str, optional
-        With ``mode="overwrite"``: SQL predicate over partition columns selecting the rows replaced.
-        Every written row must satisfy it, else :class:`ReplaceWhereViolation` and nothing is committed.
+        With ``mode="overwrite"``: SQL predicate selecting the rows replaced.  Every written row must
+        satisfy it, else :class:`ReplaceWhereViolation` and nothing is committed.  On partition columns
+        whole files are replaced; on data columns the files that may hold matching rows are rewritten
+        without those rows.
     txn : tuple of (str, int), optional
         ``(app_id, version)``: skipped (``skipped=True``) when the table already recorded a version
         at or above ``version`` for ``app_id``; recorded atomically with the data otherwise.
@@ -115,8 +118,10 @@ def write(df: DataFrame, uri: str, mode: str = "append", partition_by: Sequence[
     plan = _plan(df, loc, snapshot, partition_by, merge_schema)
     df = _conform(df, plan.schema)
     if replace_where is not None:
-        _check_partition_predicate(df.sparkSession, replace_where, plan)
+        partitions_only = _on_partitions_only(df.sparkSession, replace_where, plan)
         df = _enforce(df, replace_where)
+        if not partitions_only and plan.snapshot is not None:
+            df = _with_kept_rows(df, plan, replace_where)
     staging = staging_name()
     try:
         staged = _write_files(df, loc, staging, plan.partition_by, replace_where)
@@ -224,7 +229,8 @@ def _conform(df: DataFrame, schema: StructType) -> DataFrame:
                        for f in schema.fields])
 
 
-def _check_partition_predicate(spark: SparkSession, predicate: str, plan: _Plan) -> None:
+def _on_partitions_only(spark: SparkSession, predicate: str, plan: _Plan) -> bool:
+    """Validate ``predicate`` against the table schema; True when it reads partition columns only."""
     from pyspark.errors import AnalysisException
     from pyspark.sql import functions as F
 
@@ -233,12 +239,31 @@ def _check_partition_predicate(spark: SparkSession, predicate: str, plan: _Plan)
         _resolve(empty.select(F.expr(predicate)))
     except AnalysisException as exc:
         raise ValueError(f"replace_where {predicate!r} is not a valid predicate for {plan.loc.delta}: {exc}") from None
-    data_columns = [c for c in plan.schema.fieldNames() if c not in plan.partition_by]
     try:
         _resolve(empty.select(*plan.partition_by).select(F.expr(predicate)))
+        return True
     except AnalysisException:
-        raise ValueError(f"replace_where {predicate!r} must reference only partition columns {plan.partition_by} "
-                         f"of {plan.loc.delta} (data columns: {data_columns})") from None
+        return False
+
+
+def _with_kept_rows(df: DataFrame, plan: _Plan, predicate: str) -> DataFrame:
+    """For a predicate on data columns: the files that may hold matching rows are rewritten, so
+    their rows outside the predicate are written again beside ``df`` (delta-spark does the same)."""
+    from pyspark.sql import functions as F
+
+    from lakeloop.delta.read import read_files
+
+    assert plan.snapshot is not None
+    try:
+        plan.rewrite = snapshot_files(plan.snapshot, plan.partition_by, predicate)
+    except Exception:  # noqa: BLE001 - delta-rs cannot parse every Spark predicate: rewrite all files
+        plan.rewrite = snapshot_files(plan.snapshot, plan.partition_by)
+    if not plan.rewrite:
+        return df
+    current = spark_schema(plan.snapshot)
+    old = read_files(df.sparkSession, plan.loc, plan.rewrite, current, plan.partition_by)
+    kept = _conform(old.where(~F.coalesce(F.expr(predicate), F.lit(False))), plan.schema)
+    return df.unionByName(kept)
 
 
 def _resolve(frame: DataFrame) -> StructType:
@@ -282,6 +307,8 @@ def _removals(spark: SparkSession, plan: _Plan, mode: str, replace_where: str | 
     """Files of the read snapshot that this overwrite replaces."""
     if mode != "overwrite" or plan.snapshot is None:
         return []
+    if plan.rewrite is not None:
+        return plan.rewrite
     entries = snapshot_files(plan.snapshot, plan.partition_by)
     if replace_where is None or not entries:
         return entries
@@ -320,7 +347,7 @@ def _conflicts(plan: _Plan, latest: DeltaTable, removed: list[Any], mode: str, r
                 added.append(action["add"])
     if not added:
         return
-    if replace_where is None:
+    if replace_where is None or plan.rewrite is not None:
         raise ConcurrentWriteError(f"{plan.loc.delta}: {len(added)} file(s) were added by versions "
                                    f"{start + 1}..{end} during this overwrite; retry the write")
     from pyspark.sql import functions as F
