@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from lakeloop import pipeline
 from lakeloop.errors import DataQualityError
 from lakeloop.pipeline import DAILY_STEPS, PipelineLocked, RunLock, Step, run_pipeline
@@ -226,7 +225,8 @@ def test_airflow_dag_file_defines_one_bash_task_per_step_in_order():
     assert chained, "tasks are chained in STEPS order"
     dag_call = next(n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "DAG")
     keywords = {k.arg: k.value for k in dag_call.keywords}
-    assert ast.literal_eval(keywords["dag_id"]) == "lakeloop_daily" and ast.literal_eval(keywords["max_active_runs"]) == 1
+    assert ast.literal_eval(keywords["dag_id"]) == "lakeloop_daily"
+    assert ast.literal_eval(keywords["max_active_runs"]) == 1
     assert "retries" in (ROOT / "airflow" / "lakeloop_daily.py").read_text()
 
 

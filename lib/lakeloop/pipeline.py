@@ -92,7 +92,7 @@ def date_range(first: dt.date, last: dt.date) -> list[dt.date]:
 
 
 def _utcnow() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def _local_dir(uri: str, what: str) -> Path:
