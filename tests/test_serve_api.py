@@ -7,10 +7,10 @@ import http.client
 import uuid
 
 import pytest
-
 from lakeloop.serve_api import serve_in_thread
 from lakeloop.serving import StoreSettings, store_from_config
 from lakeloop.serving.client import LookupClient
+
 from tests.redis_server import redis_server  # noqa: F401
 
 
