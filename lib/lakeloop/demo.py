@@ -12,20 +12,13 @@ import time
 from collections.abc import Sequence
 
 from lakeloop.errors import EXIT_USAGE
+from lakeloop.pipeline import DAILY_STEPS
 from lakeloop.pipeline import load_job as _load
 
 __all__ = ["STEPS", "main"]
 
-# job module, extra arguments; steps whose module is not present are reported as skipped
-STEPS: list[tuple[str, list[str]]] = [
-    ("datagen", []),
-    ("ingest", []),
-    ("curate", []),
-    ("validate", []),
-    ("features", []),
-    ("train", []),
-    ("infer", []),
-]
+# job module, extra arguments: sample data, then the daily DAG; steps whose module is not present are skipped
+STEPS: list[tuple[str, list[str]]] = [("datagen", [])] + [(s.name, list(s.extra)) for s in DAILY_STEPS]
 
 
 def _parser() -> argparse.ArgumentParser:
