@@ -130,6 +130,20 @@ def _log_decision(decision: gate.GateDecision) -> None:
     mlflow.log_metrics({k: v for k, v in values.items() if v is not None})
 
 
+def _register_and_gate(conf: Conf, impl: Backend, fit: FitResult, data: TrainingData, holdout: pd.DataFrame,
+                       prior: float, run_id: str, run_date: dt.date) -> tuple[Any, str, gate.GateDecision, list[str]]:
+    """Log the model, register it as ``@challenger``, gate it and log the evaluation plots."""
+    example = holdout[data.features].head(5)
+    info = impl.log_model(fit, MODEL_ARTIFACT, signature=model_signature(data.features), input_example=example)
+    version = registry.register_challenger(conf, info.model_uri, run_id,
+                                           {"run_date": run_date.isoformat(), "backend": impl.name})
+    decision, scores = gate.evaluate(conf, holdout, data.features, data.label, prior, version)
+    plots = _log_evaluation(holdout, data.label, scores, fit) if scores is not None else []
+    gate.apply(conf, decision)
+    _log_decision(decision)
+    return info, version, decision, plots
+
+
 def train_for_date(spark: SparkSession, conf: Conf, run_date: dt.date, *, backend: str | None = None,
                    shuffle_labels: bool = False, tune: int = 0,
                    tags: dict[str, str] | None = None) -> TrainOutcome:
@@ -160,32 +174,28 @@ def train_for_date(spark: SparkSession, conf: Conf, run_date: dt.date, *, backen
     params = {**impl.default_params(conf), **conf["train.params"]}
     holdout = holdout_frame(data, conf["train.gate_max_rows"], conf["train.seed"])
     prior = _positive_rate(data)
-    tuned: dict[str, Any] = {}
-    trial_ids: list[str] = []
-    with mlflow.start_run(run_name=f"{impl.name}-{run_date.isoformat()}") as run:
-        _log_inputs(conf, data, impl, run_date, shuffle_labels, tags or {})
-        if tune:
-            params, trial_ids, tuned = _tune(spark, conf, impl, data, params, tune)
-        fit = impl.fit(spark, data, params, gpu=bool(conf.get("gpu.enabled")))
-        _log_fit(fit)
-        example = holdout[data.features].head(5)
-        info = impl.log_model(fit, MODEL_ARTIFACT, signature=model_signature(data.features), input_example=example)
-        version = registry.register_challenger(conf, info.model_uri, run.info.run_id,
-                                               {"run_date": run_date.isoformat(), "backend": impl.name})
-        decision, scores = gate.evaluate(conf, holdout, data.features, data.label, prior, version)
-        plots = _log_evaluation(holdout, data.label, scores, fit) if scores is not None else []
-        gate.apply(conf, decision)
-        _log_decision(decision)
-        payload = {"run_date": run_date.isoformat(), "mlflow_run_id": run.info.run_id,
-                   "experiment_id": run.info.experiment_id, "backend": impl.name,
-                   "model_name": conf["mlflow.model_name"], "model_version": version,
-                   "model_uri": info.model_uri, "params": fit.params, "features": data.features,
-                   "input_versions": data.input_versions, "shuffle_labels": shuffle_labels,
-                   "positive_rate": prior, "tuning": tuned, "artifacts": plots, "gate": decision.as_dict(),
-                   "tags": tags or {}}
-        path = report.write_run_report(conf, run_date, payload)
-        mlflow.log_artifact(str(path), "report")
-    data.train.unpersist()
-    data.valid.unpersist()
+    try:
+        tuned: dict[str, Any] = {}
+        trial_ids: list[str] = []
+        with mlflow.start_run(run_name=f"{impl.name}-{run_date.isoformat()}") as run:
+            _log_inputs(conf, data, impl, run_date, shuffle_labels, tags or {})
+            if tune:
+                params, trial_ids, tuned = _tune(spark, conf, impl, data, params, tune)
+            fit = impl.fit(spark, data, params, gpu=bool(conf.get("gpu.enabled")))
+            _log_fit(fit)
+            info, version, decision, plots = _register_and_gate(conf, impl, fit, data, holdout, prior,
+                                                                run.info.run_id, run_date)
+            payload = {"run_date": run_date.isoformat(), "mlflow_run_id": run.info.run_id,
+                       "experiment_id": run.info.experiment_id, "backend": impl.name,
+                       "model_name": conf["mlflow.model_name"], "model_version": version,
+                       "model_uri": info.model_uri, "params": fit.params, "features": data.features,
+                       "input_versions": data.input_versions, "shuffle_labels": shuffle_labels,
+                       "positive_rate": prior, "tuning": tuned, "artifacts": plots, "gate": decision.as_dict(),
+                       "tags": tags or {}}
+            path = report.write_run_report(conf, run_date, payload)
+            mlflow.log_artifact(str(path), "report")
+    finally:
+        data.train.unpersist()
+        data.valid.unpersist()
     return TrainOutcome(run_id=run.info.run_id, model_version=version, decision=decision,
                         report_path=path, trial_run_ids=trial_ids)
