@@ -67,6 +67,21 @@ class RunContext:
                 "started_at": self.started_at.isoformat()}
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at emit time (notebooks and test runners replace it)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self):  # noqa: ANN201
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # noqa: ANN001
+        pass
+
+
 class _ContextDefaults(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.__dict__.setdefault("job", "-")
@@ -78,7 +93,7 @@ def configure_logging(level: str = "WARN") -> None:
     """Driver logging: lakeloop's loggers at INFO unless the conf asks for less, to stderr."""
     root = logging.getLogger("lakeloop")
     if not any(getattr(h, "_lakeloop", False) for h in root.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter(_LOG_FORMAT))
         handler.addFilter(_ContextDefaults())
         handler._lakeloop = True  # type: ignore[attr-defined]
