@@ -28,6 +28,7 @@ import math
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -161,9 +162,29 @@ def worker_main(args: WorkerArgs, ctx: Any) -> None:
         os.makedirs(args.export_dir, exist_ok=True)
         model.save(os.path.join(args.export_dir, MODEL_FILE))
         history = {k: [float(v) for v in values] for k, values in fitted.history.items()}
-        with open(os.path.join(args.export_dir, HISTORY_FILE), "w", encoding="utf-8") as f:
+        # written last and renamed into place: the driver waits for this file (see _await_export)
+        partial = os.path.join(args.export_dir, HISTORY_FILE + ".tmp")
+        with open(partial, "w", encoding="utf-8") as f:
             json.dump(history, f)
+        os.replace(partial, os.path.join(args.export_dir, HISTORY_FILE))
     feed.terminate()
+
+
+def _await_export(export_dir: str, timeout: float) -> dict[str, list[float]]:
+    """Worker 0's history, once it has saved the model.
+
+    TFoS's shutdown does not wait for the TensorFlow processes: when the feed ran dry before
+    worker 0 finished, the cluster is down while it is still saving.
+    """
+    path = os.path.join(export_dir, HISTORY_FILE)
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise tfos_adapter.TFoSError(f"worker 0 saved no model in {export_dir} within {timeout:.0f} s; "
+                                         "see the executor logs")
+        time.sleep(0.5)
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
 
 
 def num_executors(spark: SparkSession, requested: int) -> int:
@@ -232,14 +253,13 @@ class TFoSBackend(Backend):
         try:
             args = self._worker_args(data, params, rows.count(), workers, export_dir)
             tfos_adapter.train_cluster(spark.sparkContext, worker_main, args, workers, rows, args.epochs)
+            history = _history(_await_export(export_dir, float(params.get("export_timeout", 600))))
             model = load_keras(os.path.join(export_dir, MODEL_FILE))
-            with open(os.path.join(export_dir, HISTORY_FILE), encoding="utf-8") as f:
-                history = _history(json.load(f))
         finally:
             rows.unpersist()
             if not params.get("export_dir"):
                 shutil.rmtree(export_dir, ignore_errors=True)
-        effective = {k: v for k, v in params.items() if k != "export_dir"}
+        effective = {k: v for k, v in params.items() if k not in ("export_dir", "export_timeout")}
         return FitResult(model=model, history=history,
                          params={**effective, "num_workers": workers, "steps_per_epoch": args.steps_per_epoch,
                                  "gpu": gpu})
