@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
     from lakeloop.conf import Conf
 
-__all__ = ["REASONS", "CurateReport", "parse", "cleanse", "classify", "deduplicate", "curate_frame",
+__all__ = ["REASONS", "CurateReport", "parse", "cleanse", "classify", "deduplicate", "with_extra", "curate_frame",
            "silver_frame", "quarantine_frame", "curate_source", "curate", "report_uri", "run", "add_arguments"]
 
 log = logging.getLogger("lakeloop.curate")
@@ -79,20 +79,24 @@ def _msg(name: str) -> str:
 
 def parse(bronze: DataFrame, schema: SourceSchema) -> DataFrame:
     """Add, per schema column, its text (``__raw_<c>``, null when absent) and JSON kind (``__kind_<c>``),
-    plus ``__malformed`` (why the line cannot be parsed, or null), ``__unknown`` (field names not in
-    the schema) and ``_extra`` (JSON object of the unknown fields, null when none).
+    plus ``__malformed`` (why the line cannot be parsed, or null) and ``__unknown`` (field names not
+    in the schema).
+
+    No expression here is a higher-order function (those run without code generation and would take
+    the whole projection with them); ``_extra`` is added at the end by :func:`with_extra`.
     """
     if schema.format == "csv":
         return _parse_csv(bronze, schema)
     return _parse_jsonl(bronze, schema)
 
 
+def _known(schema: SourceSchema) -> SparkColumn:
+    return F.array(*[F.lit(n) for n in schema.names])
+
+
 def _parse_jsonl(bronze: DataFrame, schema: SourceSchema) -> DataFrame:
-    known = F.array(*[F.lit(n) for n in schema.names])
-    v = F.expr("try_parse_json(value)")
-    df = bronze.withColumn("__v", v)
-    fields = F.expr("try_variant_get(__v, '$', 'map<string,variant>')")
-    df = df.withColumn("__fields", fields)
+    df = bronze.withColumn("__v", F.try_parse_json("value"))
+    df = df.withColumn("__fields", F.try_variant_get("__v", "$", "map<string,variant>"))
     trimmed = F.trim(F.col("value"))
     malformed = (
         F.when(F.col("value").isNull() | (trimmed == ""), F.lit("empty line"))
@@ -101,10 +105,9 @@ def _parse_jsonl(bronze: DataFrame, schema: SourceSchema) -> DataFrame:
         .when(~trimmed.endswith("}"), F.lit("text after the JSON object"))
     )
     df = df.withColumn("__malformed", malformed)
-    unknown = F.array_except(F.map_keys("__fields"), known)
-    extra_map = F.map_filter("__fields", lambda k, _: ~F.array_contains(known, k))
-    items = [F.expr(f"try_variant_get(__v, '$.{c.name}')").alias(f"__item_{c.name}") for c in schema.columns]
-    df = df.select("*", *_unknown_and_extra(unknown, extra_map), *items).drop("__v", "__fields")
+    unknown = F.when(F.col("__malformed").isNull(), F.array_except(F.map_keys("__fields"), _known(schema)))
+    items = [F.try_variant_get("__v", f"$.{c.name}", "variant").alias(f"__item_{c.name}") for c in schema.columns]
+    df = df.select("*", unknown.alias("__unknown"), *items).drop("__v", "__fields")
     texts: list[SparkColumn] = []
     for c in schema.columns:
         item = F.col(f"__item_{c.name}")
@@ -114,47 +117,44 @@ def _parse_jsonl(bronze: DataFrame, schema: SourceSchema) -> DataFrame:
     return df.select("*", *texts).drop(*[f"__item_{c.name}" for c in schema.columns])
 
 
-def _unknown_and_extra(unknown: SparkColumn, extra_map: SparkColumn) -> list[SparkColumn]:
-    """``__unknown`` (names not in the schema) and ``_extra`` (their JSON object) of a parsable line."""
-    parsed = F.col("__malformed").isNull()
-    return [F.when(parsed, unknown).alias("__unknown"),
-            F.when(parsed & (F.size(unknown) > 0), F.to_json(extra_map)).alias("_extra")]
-
-
 def _java_char(ch: str) -> str:
     """``ch`` escaped for a Java regular expression (inside or outside a character class)."""
     return ch if ch.isalnum() else "\\" + ch
 
 
-def _csv_fields(line: SparkColumn, schema: SourceSchema) -> tuple[SparkColumn, SparkColumn]:
-    """(fields, well_formed) of one CSV line: quoted fields unquoted, unquoted empty fields null."""
+def _csv_tokens(line: SparkColumn, schema: SourceSchema) -> tuple[SparkColumn, SparkColumn]:
+    """(tokens, well_formed) of one CSV line; tokens keep their quotes (see :func:`_unquote`)."""
     d, q = _java_char(schema.csv.delimiter), _java_char(schema.csv.quote)
     field_re = f"(?:{q}(?:[^{q}]|{q}{q})*+{q}|[^{d}{q}]*+)"
     # every field is preceded by the delimiter, so each match consumes at least one character
     framed = F.concat(F.lit(schema.csv.delimiter), line)
     well_formed = framed.rlike(f"^(?:{d}{field_re})+$")
-    tokens = F.regexp_extract_all(framed, F.lit(f"{d}({field_re})"), 1)
-    quote = schema.csv.quote
+    return F.regexp_extract_all(framed, F.lit(f"{d}({field_re})"), 1), well_formed
 
-    def unquote(tok: SparkColumn) -> SparkColumn:
-        inner = tok.substr(F.lit(2), F.length(tok) - 2)
-        return (F.when(tok == "", F.lit(None).cast("string"))
-                .when(tok.startswith(quote), F.replace(inner, F.lit(quote * 2), F.lit(quote)))
-                .otherwise(tok))
 
-    return F.transform(tokens, unquote), well_formed
+def _unquote(token: SparkColumn, quote: str) -> SparkColumn:
+    """A CSV token's value: quotes removed and doubled quotes undone; an unquoted empty token is null."""
+    inner = token.substr(F.lit(2), F.length(token) - 2)
+    return (F.when(token == "", F.lit(None).cast("string"))
+            .when(token.startswith(quote), F.replace(inner, F.lit(quote * 2), F.lit(quote)))
+            .otherwise(token))
+
+
+def _header_names(schema: SourceSchema) -> SparkColumn:
+    """The header's column names (quotes stripped: names are identifiers), or the schema's names."""
+    if not schema.csv.header:
+        return _known(schema)
+    tokens, _ = _csv_tokens(F.col("_header"), schema)
+    q = _java_char(schema.csv.quote)
+    return F.split(F.regexp_replace(F.array_join(tokens, "\u0000"), q, ""), "\u0000")
 
 
 def _parse_csv(bronze: DataFrame, schema: SourceSchema) -> DataFrame:
-    known = F.array(*[F.lit(n) for n in schema.names])
-    values, well_formed = _csv_fields(F.col("value"), schema)
-    if schema.csv.header:
-        if "_header" not in bronze.columns:
-            bronze = bronze.withColumn("_header", F.lit(None).cast("string"))
-        header, header_ok = _csv_fields(F.col("_header"), schema)
-    else:
-        header, header_ok = known, F.lit(True)
-    df = bronze.withColumn("__fields", values).withColumn("__hdr", header)
+    if schema.csv.header and "_header" not in bronze.columns:
+        bronze = bronze.withColumn("_header", F.lit(None).cast("string"))
+    tokens, well_formed = _csv_tokens(F.col("value"), schema)
+    header_ok = _csv_tokens(F.col("_header"), schema)[1] if schema.csv.header else F.lit(True)
+    df = bronze.withColumn("__fields", tokens).withColumn("__hdr", _header_names(schema))
     n_fields, n_header = F.size("__fields"), F.size("__hdr")
     malformed = (
         F.when(F.col("value").isNull() | (F.col("value") == ""), F.lit("empty line"))
@@ -165,15 +165,29 @@ def _parse_csv(bronze: DataFrame, schema: SourceSchema) -> DataFrame:
                                              F.lit(" fields, the header "), n_header.cast("string")))
     )
     df = df.withColumn("__malformed", malformed)
-    unknown = F.array_except(F.col("__hdr"), known)
-    extra_map = F.map_filter(F.map_from_arrays("__hdr", "__fields"), lambda k, _: ~F.array_contains(known, k))
-    cols = _unknown_and_extra(unknown, extra_map)
+    parsed = F.col("__malformed").isNull()
+    cols = [F.when(parsed, F.array_except("__hdr", _known(schema))).alias("__unknown")]
     for c in schema.columns:
         pos = F.array_position("__hdr", c.name)
-        text = F.when(F.col("__malformed").isNull() & (pos > 0), F.element_at("__fields", pos.cast("int")))
+        text = F.when(parsed & (pos > 0), _unquote(F.element_at("__fields", pos.cast("int")), schema.csv.quote))
         cols.append(text.alias(_raw(c.name)))
         cols.append(F.when(text.isNotNull(), F.lit("STRING")).alias(_kind(c.name)))
     return df.select("*", *cols).drop("__fields", "__hdr")
+
+
+def with_extra(df: DataFrame, schema: SourceSchema) -> DataFrame:
+    """Add ``_extra``: a JSON object of the line's unknown fields (JSON values keep their types),
+    null when there are none.  The line is parsed again only when it has unknown fields."""
+    known = _known(schema)
+    if schema.format == "csv":
+        tokens, _ = _csv_tokens(F.col("value"), schema)
+        values = F.transform(tokens, lambda t: _unquote(t, schema.csv.quote))
+        fields = F.map_from_arrays(_header_names(schema), values)
+    else:
+        fields = F.try_variant_get(F.try_parse_json("value"), "$", "map<string,variant>")
+    unknown_only = F.map_filter(fields, lambda k, _: ~F.array_contains(known, k))
+    has_unknown = F.coalesce(F.size("__unknown") > 0, F.lit(False))
+    return df.withColumn("_extra", F.when(has_unknown, F.to_json(unknown_only)))
 
 
 # -- 2./3. cleanse and check one column ----------------------------------------------------------------
@@ -343,17 +357,19 @@ def deduplicate(classified: DataFrame, schema: SourceSchema) -> DataFrame:
     rank = F.row_number().over(w)
     kept = F.concat(F.first("_file").over(w), F.lit(":"), F.first("_line").over(w).cast("string"))
     key = F.concat_ws(", ", *[F.concat(F.lit(f"{k}="), F.col(k).cast("string")) for k in schema.primary_key])
-    dup = valid & (rank > 1)
-    return (classified
-            .withColumn("detail", F.when(dup, F.concat(F.lit("duplicate of "), key, F.lit(", kept "), kept))
+    ranked = classified.select("*", rank.alias("__rank"), kept.alias("__kept"))  # one window, one shuffle
+    dup = valid & (F.col("__rank") > 1)
+    return (ranked
+            .withColumn("detail", F.when(dup, F.concat(F.lit("duplicate of "), key, F.lit(", kept "), "__kept"))
                         .otherwise(F.col("detail")))
-            .withColumn("reason", F.when(dup, F.lit("duplicate")).otherwise(F.col("reason"))))
+            .withColumn("reason", F.when(dup, F.lit("duplicate")).otherwise(F.col("reason")))
+            .drop("__rank", "__kept"))
 
 
 def curate_frame(bronze: DataFrame, schema: SourceSchema) -> DataFrame:
     """Bronze lines -> every line with its typed columns, ``_extra`` and ``reason``/``detail``
     (null reason: the line belongs in silver)."""
-    return deduplicate(classify(cleanse(parse(bronze, schema), schema), schema), schema)
+    return with_extra(deduplicate(classify(cleanse(parse(bronze, schema), schema), schema), schema), schema)
 
 
 def silver_frame(curated: DataFrame, schema: SourceSchema) -> DataFrame:
