@@ -195,3 +195,17 @@ def test_profile_round_trips_through_stats_rows(spark):
     back = validate.profiles_from_rows(rows)
     assert [back[p.column] for p in profiles] == profiles
     assert isinstance(back["price"], ColumnProfile)
+
+
+def test_identifier_like_strings_are_profiled_but_not_compared(spark):
+    def sessions(day: int):  # 400 sessions of ~5 events, new ids every day, as session_id behaves
+        pdf = sample(2000, day)
+        return pdf.assign(type=[f"s{day}-{i // 5}" for i in range(len(pdf))])
+
+    base = by_column(validate.profile(frame(spark, sessions(1))))
+    assert base["type"].distinct > 100
+    flagged = by_column(validate.profile(frame(spark, sessions(2)), baseline=base))
+    assert flagged["type"].psi > 0.1  # disjoint ids look like drift ...
+    skipped = by_column(validate.profile(frame(spark, sessions(2)), baseline=base, max_categories=100))
+    assert skipped["type"].psi is None and skipped["type"].top_values  # ... so they are not compared
+    assert skipped["price"].psi is not None

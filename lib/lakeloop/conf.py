@@ -124,6 +124,7 @@ SPEC: dict[str, Field] = {
                                      flat_keys=True),
     "validate.bins": _f("int", "quantile bins of the numeric drift histograms"),
     "validate.top_k": _f("int", "most frequent values kept per string column"),
+    "validate.max_categories": _f("int", "string columns with more distinct values (ids) are not drift-checked"),
     "features.lookback_days": _f("int", "days of events behind every feature"),
     "features.max_list_length": _f("int", "most recent entries kept per favour list"),
     "features.half_life_days": _f("float", "half-life of the category affinity decay"),

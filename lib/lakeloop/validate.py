@@ -246,10 +246,21 @@ def _pass_two(df: DataFrame, columns: list[tuple[str, Any, str]], edges: Mapping
     return out
 
 
+def _comparable(base: ColumnProfile, kind: str, max_categories: int | None) -> bool:
+    """Same kind, and for strings few enough values that the top values describe the column."""
+    if base.kind != kind:
+        return False
+    return kind != CATEGORICAL or max_categories is None or (base.distinct or 0) <= max_categories
+
+
 def profile(df: DataFrame, columns: Sequence[str] | None = None,
             baseline: Mapping[str, ColumnProfile] | None = None, *, bins: int = 10,
-            top_k: int = 20) -> list[ColumnProfile]:
-    """Profile ``columns`` (default: :func:`default_columns`) of ``df``; PSI against ``baseline``."""
+            top_k: int = 20, max_categories: int | None = None) -> list[ColumnProfile]:
+    """Profile ``columns`` (default: :func:`default_columns`) of ``df``; PSI against ``baseline``.
+
+    String columns whose baseline has more than ``max_categories`` distinct values (identifiers,
+    free text) are profiled but get no PSI: their values do not recur from one run to the next.
+    """
     if bins < 2:
         raise ValueError(f"bins must be >= 2, got {bins}")
     names = list(columns) if columns is not None else default_columns(df)
@@ -258,7 +269,8 @@ def profile(df: DataFrame, columns: Sequence[str] | None = None,
         raise ValueError(f"profile: no such columns {missing} (columns: {df.columns})")
     types = {f.name: f.dataType for f in df.schema.fields}
     cols = [(n, types[n], _kind(types[n])) for n in names]
-    baseline = baseline or {}
+    baseline = {n: b for n, b in (baseline or {}).items()
+                if n in types and _comparable(b, _kind(types[n]), max_categories)}
     probs = sorted(set(REPORT_QUANTILES) | set(_edge_probs(bins)))
     one = _pass_one(df, cols, probs, baseline)
 
@@ -409,7 +421,8 @@ def validate_table(spark: SparkSession, conf: Conf, table: str, run_date: dt.dat
         result.baseline_dt, result.baseline_run_id, baseline = found
     else:
         baseline = {}
-    result.profiles = profile(df, baseline=baseline, bins=conf["validate.bins"], top_k=conf["validate.top_k"])
+    result.profiles = profile(df, baseline=baseline, bins=conf["validate.bins"], top_k=conf["validate.top_k"],
+                              max_categories=conf["validate.max_categories"])
     if not result.profiles or result.profiles[0].count == 0:
         result.problems.append(f"no rows in {table} for dt={day}")
         return result
