@@ -151,12 +151,13 @@ def main() -> int:
     spark = session()
     root = Path(tempfile.mkdtemp(prefix="bench-stream-"))
     try:
-        result = {"throughput": throughput(spark, root, args.events),
-                  "freshness": freshness(spark, root, args.files, args.interval, args.per_file)}
+        # each phase is printed as soon as it is measured
+        print(json.dumps({"throughput": throughput(spark, root, args.events)}, indent=2), flush=True)
+        print(json.dumps({"freshness": freshness(spark, root, args.files, args.interval, args.per_file)}, indent=2),
+              flush=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)
         spark.stop()
-    print(json.dumps(result, indent=2))
     return 0
 
 
