@@ -156,6 +156,9 @@ def test_run_report_json_and_html(conf, tmp_path):
     result = run_pipeline(conf, [DAY], [], "rep1", steps=rec.steps("a", "b", "c"))
     result.steps[0].summary = {"sources": {"events": {"silver_rows": 90, "quarantine_rows": 10,
                                                       "quarantine_rate": 0.1}}}
+    result.steps[1].summary = {"model_version": "7", "gate": {"decision": "refused", "passed": False,
+                                                              "metric": "auc", "challenger_value": 0.5,
+                                                              "champion_value": 0.8, "reasons": ["worse"]}}
     json_path, html_path = pipeline.write_report(result, pipeline.report_dir(conf))
     assert json_path == Path(conf.path("warehouse")) / "_reports" / "pipeline" / "rep1.json"
     data = json.loads(json_path.read_text())
@@ -163,6 +166,7 @@ def test_run_report_json_and_html(conf, tmp_path):
     assert [(s["step"], s["status"]) for s in data["steps"]] == [("a", "ok"), ("b", "failed"), ("c", "not_run")]
     html = html_path.read_text()
     assert html.startswith("<!DOCTYPE html>") and "<script" not in html
+    assert "model version 7 refused: auc 0.5 vs champion 0.8; worse" in html
     assert "10 quarantined (10.00%)" in html and 'class="failed"' in html and "exit code <b>3</b>" in html
 
 

@@ -27,9 +27,12 @@ def _summary_cell(summary: dict[str, Any]) -> str:
                          f"{figures.get('quarantine_rows', '?')} quarantined ({rate_text})")
     gate = summary.get("gate")
     if isinstance(gate, dict):
-        verdict = "promoted" if gate.get("passed") else "refused"
-        lines.append(f"model version {escape(str(summary.get('model_version')))} {verdict}: "
-                     f"{escape(str(gate.get('reason', '')))}")
+        verdict = gate.get("decision") or ("promoted" if gate.get("passed") else "refused")
+        reasons = gate.get("reasons") or []
+        lines.append(f"model version {escape(str(summary.get('model_version')))} {escape(str(verdict))}: "
+                     f"{gate.get('metric', '')} {gate.get('challenger_value')} vs champion "
+                     f"{gate.get('champion_value')}{'; ' if reasons else ''}"
+                     f"{escape('; '.join(map(str, reasons)) if isinstance(reasons, list) else str(reasons))}")
     rest = {k: v for k, v in summary.items() if k not in ("sources", "gate")}
     if rest:
         lines.append(f"<code>{escape(json.dumps(rest, sort_keys=True, default=str))}</code>")
