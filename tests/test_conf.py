@@ -6,7 +6,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from lakeloop.conf import ConfError, load_conf, parse_override
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -6,7 +6,6 @@ import datetime as dt
 import logging
 
 import pytest
-
 from lakeloop import cli
 from lakeloop.errors import DataQualityError, GateRefused
 from lakeloop.session import RunContext, build_session, configure_logging, parse_run_date
@@ -14,7 +13,7 @@ from lakeloop.session import RunContext, build_session, configure_logging, parse
 
 def test_parse_run_date():
     assert parse_run_date("2026-11-01") == dt.date(2026, 11, 1)
-    assert parse_run_date(None) == dt.datetime.now(dt.timezone.utc).date()
+    assert parse_run_date(None) == dt.datetime.now(dt.UTC).date()
     with pytest.raises(ValueError, match="expected YYYY-MM-DD"):
         parse_run_date("01/11/2026")
 

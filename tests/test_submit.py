@@ -10,7 +10,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from lakeloop.conf import ConfError
 from lakeloop.submit import build_command, list_jobs, package_library
 

@@ -23,7 +23,7 @@ _LOG_FORMAT = "%(asctime)s %(levelname)s [%(job)s %(run_id)s] %(name)s: %(messag
 def parse_run_date(value: str | dt.date | None) -> dt.date:
     """An ISO ``YYYY-MM-DD`` run date; ``None`` means today in UTC."""
     if value is None:
-        return dt.datetime.now(dt.timezone.utc).date()
+        return dt.datetime.now(dt.UTC).date()
     if isinstance(value, dt.date):
         return value
     try:
@@ -43,7 +43,7 @@ class RunContext:
     conf: Conf
     run_date: dt.date
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
-    started_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
+    started_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
 
     @property
     def env(self) -> str:
