@@ -96,3 +96,29 @@ def redis_server(tmp_path_factory):
         pytest.skip(MISSING)
     with RedisServer(tmp_path_factory.mktemp("redis")) as server:
         yield server
+
+
+@pytest.fixture
+def make_store(request, tmp_path):
+    """``make_store(kind, **settings)``: a serving store in a fresh namespace (Redis) or file (SQLite),
+    closed after the test."""
+    import uuid
+
+    from lakeloop.serving import StoreSettings, store_from_config
+
+    made = []
+
+    def make(kind: str, **settings):
+        if kind == "redis":
+            server = request.getfixturevalue("redis_server")
+            options = {"host": server.host, "port": server.port}
+        else:
+            options = {"path": str(tmp_path / "serving.sqlite")}
+        namespace = settings.pop("namespace", "t" + uuid.uuid4().hex[:10])
+        store = store_from_config(StoreSettings(kind, namespace, options=options, **settings))
+        made.append(store)
+        return store
+
+    yield make
+    for store in made:
+        store.close()

@@ -12,7 +12,6 @@ import pytest
 from lakeloop import features, infer
 from lakeloop.train.data import FEATURES
 
-from tests.redis_server import redis_server  # noqa: F401
 from tests.test_features import HISTORY, LABEL_DAY, LABEL_TS, PARAMS, make_events, make_items
 
 END_OF_RUN_DATE = LABEL_TS + dt.timedelta(days=1)

@@ -11,19 +11,10 @@ from lakeloop.serve_api import serve_in_thread
 from lakeloop.serving import StoreSettings, store_from_config
 from lakeloop.serving.client import LookupClient
 
-from tests.redis_server import redis_server  # noqa: F401
-
 
 @pytest.fixture(params=["sqlite", "redis"])
-def store(request, tmp_path):
-    if request.param == "redis":
-        server = request.getfixturevalue("redis_server")
-        options = {"host": server.host, "port": server.port}
-    else:
-        options = {"path": str(tmp_path / "serving.sqlite")}
-    store = store_from_config(StoreSettings(request.param, "api" + uuid.uuid4().hex[:8], options=options))
-    yield store
-    store.close()
+def store(request, make_store):
+    return make_store(request.param, namespace="api" + uuid.uuid4().hex[:8])
 
 
 @pytest.fixture

@@ -23,31 +23,10 @@ from lakeloop.serving import LoadRefused, ServingError, ServingStore, StoreSetti
 from lakeloop.serving.redis import RedisStore
 from lakeloop.serving.sqlite import SQLiteStore
 
-from tests.redis_server import MISSING, REDIS_SERVER, RedisServer, redis_server  # noqa: F401
+from tests.redis_server import MISSING, REDIS_SERVER, RedisServer
 
 ROOT = Path(__file__).resolve().parents[1]
 STORES = ["sqlite", "redis"]
-
-
-@pytest.fixture
-def make_store(request, tmp_path):
-    """``make_store(kind, **settings)``: a store in a fresh namespace (Redis) or file (SQLite)."""
-    made: list[ServingStore] = []
-
-    def make(kind: str, **settings) -> ServingStore:
-        if kind == "redis":
-            server = request.getfixturevalue("redis_server")
-            options = {"host": server.host, "port": server.port}
-        else:
-            options = {"path": str(tmp_path / "serving.sqlite")}
-        namespace = settings.pop("namespace", "t" + uuid.uuid4().hex[:10])
-        store = store_from_config(StoreSettings(kind, namespace, options=options, **settings))
-        made.append(store)
-        return store
-
-    yield make
-    for store in made:
-        store.close()
 
 
 @pytest.fixture(params=STORES)

@@ -5,23 +5,13 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from lakeloop.serving import StoreSettings, load_dataframe, store_from_config
+from lakeloop.serving import load_dataframe
 from pyspark.sql import functions as F
-
-from tests.redis_server import redis_server  # noqa: F401
 
 
 @pytest.fixture(params=["sqlite", "redis"])
-def store(request, tmp_path):
-    if request.param == "redis":
-        server = request.getfixturevalue("redis_server")
-        options = {"host": server.host, "port": server.port}
-    else:
-        options = {"path": str(tmp_path / "serving.sqlite")}
-    store = store_from_config(StoreSettings(request.param, "spark" + uuid.uuid4().hex[:8], batch_size=64,
-                                            options=options))
-    yield store
-    store.close()
+def store(request, make_store):
+    return make_store(request.param, namespace="spark" + uuid.uuid4().hex[:8], batch_size=64)
 
 
 def test_load_dataframe_writes_from_executors_and_switches(spark, store):
