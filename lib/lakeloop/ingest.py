@@ -40,7 +40,8 @@ if TYPE_CHECKING:
     from lakeloop.conf import Conf
 
 __all__ = ["LandingFile", "IngestResult", "IngestError", "SUFFIXES", "file_key", "landing_dir", "list_landing",
-           "read_lines", "ingest_source", "ingest", "read_ledger", "bronze_schema", "run", "add_arguments"]
+           "read_lines", "ingest_source", "ingest", "read_ledger", "ledger_uri", "ledger_frame", "bronze_schema", "run",
+           "add_arguments"]
 
 log = logging.getLogger("lakeloop.ingest")
 
@@ -177,13 +178,14 @@ def read_lines(spark: SparkSession, paths: Sequence[str],
 # -- ledger ----------------------------------------------------------------------------------------------
 
 
-def _ledger_uri(conf: Conf) -> str:
+def ledger_uri(conf: Conf) -> str:
+    """URI of the file ledger shared by batch ingest and the streaming bronze writer."""
     return conf.table_uri(conf.get("ingest.ledger_table") or "_state.ingest_ledger")
 
 
 def read_ledger(spark: SparkSession, conf: Conf, source: str, date: str) -> dict[str, dict]:
     """Ledger rows of ``source`` and ``date`` by :func:`file_key` of their path."""
-    uri = _ledger_uri(conf)
+    uri = ledger_uri(conf)
     if not tables.exists(uri):
         return {}
     rows = tables.read(spark, uri, where=f"dt = '{date}'").where(F.col("source") == source).collect()
@@ -216,8 +218,8 @@ def _recover(spark: SparkSession, bronze_uri: str, date: str,
             for r in rows if file_key(r["_file"]) in wanted}
 
 
-def _ledger_frame(spark: SparkSession, source: str, date: str, files: Sequence[LandingFile],
-                  seen: dict[str, tuple[str, int]], batch: dict[str, str], at: dt.datetime) -> DataFrame:
+def ledger_frame(spark: SparkSession, source: str, date: str, files: Sequence[LandingFile],
+                 seen: dict[str, tuple[str, int]], batch: dict[str, str], at: dt.datetime) -> DataFrame:
     """Ledger rows; ``seen`` maps a file key to ``(_file, rows)`` (absent: an empty file)."""
     data = [(source, seen.get(f.key, (f.path, 0))[0], f.size, f.mtime_ms, seen.get(f.key, (f.path, 0))[1],
              batch[f.key], at, date) for f in files]
@@ -264,8 +266,8 @@ def ingest_source(spark: SparkSession, conf: Conf, source: str, date: str, *, ba
     if recovered:
         done = [f for f in new if f.key in recovered]
         result.recovered = [recovered[f.key][0] for f in done]
-        tables.write(_ledger_frame(spark, source, date, done, {k: (p, n) for k, (p, n, _) in recovered.items()},
-                                   {k: b for k, (_, _, b) in recovered.items()}, at), _ledger_uri(conf), mode="append")
+        tables.write(ledger_frame(spark, source, date, done, {k: (p, n) for k, (p, n, _) in recovered.items()},
+                                   {k: b for k, (_, _, b) in recovered.items()}, at), ledger_uri(conf), mode="append")
         new = [f for f in new if f.key not in recovered]
     if not new:
         log.info("%s %s: no new files (%d already ingested)", source, date, result.already_ingested)
@@ -281,8 +283,8 @@ def ingest_source(spark: SparkSession, conf: Conf, source: str, date: str, *, ba
         F.lit(result.batch_id).alias("_batch_id"), F.lit(date).alias("dt"))
     written = tables.write(bronze.select(*bronze_schema(schema).names), bronze_uri, mode="append",
                            partition_by=["dt"])
-    tables.write(_ledger_frame(spark, source, date, new, per_file, {f.key: result.batch_id for f in new}, at),
-                 _ledger_uri(conf), mode="append")
+    tables.write(ledger_frame(spark, source, date, new, per_file, {f.key: result.batch_id for f in new}, at),
+                 ledger_uri(conf), mode="append")
     result.files = [f.path for f in new]
     result.rows = sum(per_file.get(f.key, ("", 0))[1] for f in new)
     result.bronze_version = written.version

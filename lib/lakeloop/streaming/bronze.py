@@ -29,11 +29,11 @@ from lakeloop.curate import classify, cleanse, parse, quarantine_frame
 from lakeloop.delta.stream import query_app_id
 from lakeloop.ingest import (
     LandingFile,
-    _ledger_frame,
-    _ledger_uri,
     bronze_schema,
     file_key,
     landing_dir,
+    ledger_frame,
+    ledger_uri,
     list_landing,
     read_ledger,
     read_lines,
@@ -118,7 +118,7 @@ class BronzeWriter:
             finally:
                 rejected.unpersist()
             if ledger is not None:
-                tables.write(ledger, _ledger_uri(self.conf), mode="append", txn=txn)
+                tables.write(ledger, ledger_uri(self.conf), mode="append", txn=txn)
         finally:
             bronze.unpersist()
         self._count(written, by_reason, files)
@@ -168,6 +168,6 @@ class BronzeWriter:
         ledger = None
         for date in sorted({d for d, _ in new}):
             files = [f for d, f in new if d == date]
-            rows = _ledger_frame(spark, self.schema.source, date, files, per_file, {f.key: tag for f in files}, at)
+            rows = ledger_frame(spark, self.schema.source, date, files, per_file, {f.key: tag for f in files}, at)
             ledger = rows if ledger is None else ledger.unionByName(rows)
         return lines, ledger, len(new)
