@@ -97,6 +97,38 @@ def test_encoded_values_are_stored_verbatim(make_store, kind):
     assert store.get_many(["a", "b"]) == [{"x": [1, 2]}, [3]]
 
 
+def test_arrow_columns_load_like_write_batch(make_store, kind):
+    import pyarrow as pa
+
+    store = make_store(kind, batch_size=7, ttl_seconds=3600)
+    store.begin_load("v1")
+    ints = pa.array(range(30), pa.int64())
+    texts = pa.array([f'{{"i":{i},"s":"\u00e9\\n{i}"}}' for i in range(30)])
+    assert store.write_arrow("v1", ints, texts) == 30
+    assert store.write_arrow("v1", ints.slice(0, 10), texts.slice(0, 10)) == 10  # a retried task
+    # repeated keys in one batch: counted once, the last value wins, as in write_batch
+    assert store.write_arrow("v1", pa.array(["a", "b", "a"]), pa.array(['"first"', "[1]", '"last"'])) == 3
+    assert store.write_arrow("v1", pa.array([7, 8]), pa.array([1.5, None]), encoded=False) == 2
+    assert store.load_info("v1").count == 32
+    store.commit_load("v1", 32)
+    assert store.get_many([0, 29, "a", "b", 8]) == [{"i": 0, "s": "\u00e9\n0"}, {"i": 29, "s": "\u00e9\n29"},
+                                                     "last", [1], None]
+    assert store.get(7) == 1.5
+
+
+def test_arrow_columns_with_nulls_are_clear_errors(make_store, kind):
+    import pyarrow as pa
+
+    store = make_store(kind)
+    store.begin_load("v1")
+    with pytest.raises(ServingError, match="key None"):
+        store.write_arrow("v1", pa.array(["a", None]), pa.array(["1", "2"]))
+    with pytest.raises(ServingError, match="encoded value None"):
+        store.write_arrow("v1", pa.array(["a", "b"]), pa.array(["1", None]))
+    with pytest.raises(ServingError, match="v9.*not loading"):
+        store.write_arrow("v9", pa.array(["a"]), pa.array(["1"]))
+
+
 def test_bad_names_and_values_are_clear_errors(make_store, kind):
     store = make_store(kind)
     for version in ("a:b", "", "current", "x*"):

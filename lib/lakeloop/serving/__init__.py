@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +19,7 @@ from lakeloop.conf import Conf, ConfError, resolve_uri
 from lakeloop.serving.base import LoadInfo, LoadRefused, ServingError, ServingStore, StoreSettings
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     from pyspark.sql import DataFrame
 
 __all__ = ["ServingStore", "StoreSettings", "ServingError", "LoadRefused", "LoadInfo", "open_store",
@@ -81,27 +82,38 @@ def load_dataframe(store: ServingStore, df: DataFrame, version: str, key_col: st
     """Load ``df`` as ``version``: one row per key, written from the executors, then switch.
 
     Struct, array and map values are turned into JSON by Spark (``to_json``); other values
-    by the store.  The switch requires as many distinct keys as rows, so duplicate or null
-    keys stop the load with an error and the version served before stays current.  A failed
-    load is aborted.  Returns the number of keys loaded.  Cache ``df`` when computing it twice
-    (a count, then the writes) is expensive.
+    by the store.  Executors write Arrow batches (``mapInArrow``) and report the rows they
+    wrote; the switch requires as many distinct keys as rows, so duplicate or null keys stop
+    the load with an error and the version served before stays current.  A failed load is
+    aborted.  ``df`` is computed once.  Returns the number of keys loaded.
     """
     from pyspark.sql import functions as F
     from pyspark.sql.types import ArrayType, MapType, StructType
 
     encoded = isinstance(df.schema[value_col].dataType, (StructType, ArrayType, MapType))
     value = F.to_json(F.col(value_col)) if encoded else F.col(value_col)
-    pairs = df.select(F.col(key_col), value)
-
-    def write(rows: Any) -> None:
-        store.write_batch(version, ((r[0], r[1]) for r in rows), encoded=encoded)
-
+    pairs = df.select(F.col(key_col).alias("key"), value.alias("value"))
     store.begin_load(version)
     try:
-        expected = pairs.count()
-        pairs.foreachPartition(write)
+        written = pairs.mapInArrow(_ArrowWriter(store, version, encoded), "rows long")
+        expected = written.agg(F.sum("rows")).first()[0] or 0
         store.commit_load(version, expected)
     except BaseException:
         store.abort_load(version)
         raise
     return expected
+
+
+class _ArrowWriter:
+    """``mapInArrow`` body of :func:`load_dataframe`: writes each batch, yields its row count."""
+
+    def __init__(self, store: ServingStore, version: str, encoded: bool) -> None:
+        self.store, self.version, self.encoded = store, version, encoded
+
+    def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        import pyarrow as pa
+
+        rows = 0
+        for batch in batches:
+            rows += self.store.write_arrow(self.version, batch.column(0), batch.column(1), encoded=self.encoded)
+        yield pa.RecordBatch.from_arrays([pa.array([rows], pa.int64())], ["rows"])

@@ -24,11 +24,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from itertools import islice
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
 
 from lakeloop.errors import LakeloopError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 __all__ = ["ServingStore", "StoreSettings", "ServingError", "LoadRefused", "LoadInfo",
            "encode_value", "decode_value", "LOADING", "COMMITTED"]
@@ -239,6 +242,41 @@ class ServingStore(ABC):
         self._flush(version)
         return written
 
+    def write_arrow(self, version: str, keys: pa.Array, values: pa.Array, *, encoded: bool = True) -> int:
+        """Write Arrow columns of keys and values into a version being loaded; returns the pairs written.
+
+        The columnar form of :meth:`write_batch`, for ``mapInArrow`` batches: ``keys`` are
+        integers or strings, ``values`` JSON text when ``encoded`` (Spark's ``to_json``).  Batches
+        of JSON text without nulls or repeated keys are encoded for the store column-wise
+        (:mod:`lakeloop.serving.resp`); anything else takes the :meth:`write_batch` path, with
+        the same errors and the same last-value-wins rule for repeated keys.
+        """
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        check_name("version", version)
+        if isinstance(keys, pa.ChunkedArray):
+            keys = keys.combine_chunks()
+        if isinstance(values, pa.ChunkedArray):
+            values = values.combine_chunks()
+        if pa.types.is_binary(values.type) or pa.types.is_large_binary(values.type):
+            values = values.cast(pa.string())
+        columnar = (encoded and (pa.types.is_string(values.type) or pa.types.is_large_string(values.type))
+                    and (pa.types.is_integer(keys.type) or pa.types.is_string(keys.type))
+                    and not keys.null_count and not values.null_count)
+        if not columnar:
+            return self.write_batch(version, zip(keys.to_pylist(), values.to_pylist(), strict=True), encoded=encoded)
+        size = self.settings.batch_size
+        for start in range(0, len(keys), size):
+            chunk_keys, chunk_values = keys.slice(start, size), values.slice(start, size)
+            if pc.count_distinct(chunk_keys).as_py() < len(chunk_keys):
+                self.write_batch(version, zip(chunk_keys.to_pylist(), chunk_values.to_pylist(), strict=True),
+                                 encoded=True)
+            else:
+                self._write_columns(version, chunk_keys, chunk_values)
+        self._flush(version)
+        return len(keys)
+
     def commit_load(self, version: str, expected_count: int) -> str | None:
         """Switch ``current`` to ``version`` if exactly ``expected_count`` distinct keys were written.
 
@@ -341,6 +379,13 @@ class ServingStore(ABC):
     @abstractmethod
     def _write(self, version: str, pairs: dict[str, bytes]) -> None:
         """Write ``key -> JSON`` if ``version`` is loading, counting the keys that are new."""
+
+    def _write_columns(self, version: str, keys: pa.Array, values: pa.Array) -> None:
+        """:meth:`_write` of distinct, non-null integer or string ``keys`` and JSON text ``values``."""
+        from lakeloop.serving.resp import key_text_array
+
+        texts = key_text_array(keys).to_pylist()
+        self._write(version, dict(zip(texts, (v.encode() for v in values.to_pylist()), strict=True)))
 
     def _flush(self, version: str) -> None:  # noqa: B027 - optional hook, nothing to do by default
         """Wait for writes still in flight (stores that pipeline them)."""

@@ -26,14 +26,18 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis as redis_py
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 
 from lakeloop.conf import ConfError
+from lakeloop.serving import resp
 from lakeloop.serving.base import COMMITTED, DELETING, LOADING, LoadInfo, LoadRefused, ServingError, ServingStore
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 __all__ = ["RedisStore"]
 
@@ -106,15 +110,12 @@ _SCRIPTS = {"count_new": _COUNT_NEW, "expire": _EXPIRE, "commit": _COMMIT, "read
             "begin": _BEGIN}
 
 
-def _resp(*args: bytes) -> bytes:
-    """One command in the Redis protocol (RESP2)."""
-    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%b\r\n" % (len(a), a) for a in args)
+_resp = resp.command
 
 
-def _resp_command(head: list[bytes], tail: list[bytes]) -> bytes:
-    """``head`` arguments followed by ``tail``, a list of arguments already in protocol form."""
-    return b"*%d\r\n" % (len(head) + len(tail)) + b"".join(b"$%d\r\n%b\r\n" % (len(a), a) for a in head) + \
-        b"".join(tail)
+def _args(*args: bytes) -> bytes:
+    """Arguments in protocol form, without the command's header."""
+    return b"".join(b"$%d\r\n%b\r\n" % (len(a), a) for a in args)
 
 
 _MULTI, _EXEC, _UNWATCH = _resp(b"MULTI"), _resp(b"EXEC"), _resp(b"UNWATCH")
@@ -219,17 +220,35 @@ class RedisStore(ServingStore):
     def _write(self, version: str, pairs: dict[str, bytes]) -> None:
         # redis-py packs every argument separately in Python, which dominates a bulk load;
         # the protocol is formatted here with one operation per key instead
-        conn = self._connection()
         prefix = self._key(version, "").encode()
-        meta = self._meta(version).encode()
         keys = [b"$%d\r\n%b\r\n" % (len(k), k) for k in (prefix + k.encode() for k in pairs)]
         kv = [b"%b$%d\r\n%b\r\n" % (k, len(v), v) for k, v in zip(keys, pairs.values(), strict=True)]
-        transaction = [_MULTI, _resp_command([b"EVALSHA", conn.scripts["count_new"].sha.encode(), b"1",
-                                              self._counter(version).encode()], keys),
-                       b"*%d\r\n$4\r\nMSET\r\n" % (1 + 2 * len(kv)) + b"".join(kv)]
+        self._send_write(version, len(keys), b"".join(keys), b"".join(kv))
+
+    def _write_columns(self, version: str, keys: pa.Array, values: pa.Array) -> None:
+        key_text = resp.key_text_array(keys)
+        prefix = self._key(version, "")
+        key_args = resp.bulk_strings(key_text, prefix=prefix)
+        pairs = resp.bulk_pairs(key_text, values, prefix=prefix)
+        self._send_write(version, len(keys), resp.concatenated(key_args), resp.concatenated(pairs))
+
+    def _send_write(self, version: str, n: int, key_args: bytes | memoryview, pair_args: bytes | memoryview) -> None:
+        """One transaction: count the new keys, ``MSET`` the pairs (then TTLs), if still loading.
+
+        ``key_args`` holds the ``n`` prefixed keys and ``pair_args`` the ``n`` key/value pairs,
+        both as consecutive protocol bulk strings.
+        """
+        conn = self._connection()
+        meta = self._meta(version).encode()
+        count = b"*%d\r\n" % (n + 4) + _args(b"EVALSHA", conn.scripts["count_new"].sha.encode(), b"1",
+                                              self._counter(version).encode())
+        transaction = [_MULTI, count, key_args, b"*%d\r\n$4\r\nMSET\r\n" % (1 + 2 * n), pair_args]
+        queued = 2
         if self.settings.ttl_seconds:
-            transaction.append(_resp_command([b"EVALSHA", conn.scripts["expire"].sha.encode(), b"0",
-                                              str(self.settings.ttl_seconds).encode()], keys))
+            expire = b"*%d\r\n" % (n + 4) + _args(b"EVALSHA", conn.scripts["expire"].sha.encode(), b"0",
+                                                   str(self.settings.ttl_seconds).encode())
+            transaction += [expire, key_args]
+            queued += 1
         transaction.append(_EXEC)
         if conn.writer is None:
             for name in ("count_new", "expire"):
@@ -243,7 +262,7 @@ class RedisStore(ServingStore):
             state = conn.writer.read_response()
             if state == LOADING.encode():
                 conn.writer.send_packed_command(transaction, check_health=False)
-                conn.pending = len(transaction) - 1  # replies: OK for MULTI, QUEUED per command, then EXEC's
+                conn.pending = 1 + queued  # replies: OK for MULTI, QUEUED per command, then EXEC's
             else:
                 conn.writer.send_packed_command([_UNWATCH], check_health=False)
                 conn.writer.read_response()
