@@ -3,8 +3,9 @@
     .venv/bin/python bench/serving.py [--keys 1000000] [--lookups 20000]
 
 Loads ``--keys`` top-10 recommendation lists into each store through the public API
-(``begin_load`` / ``write_batch`` / ``commit_load``), once with values already JSON (what
-Spark's ``to_json`` hands over) and once with Python objects encoded by the store.  A plain
+(``begin_load`` / ``write_arrow`` or ``write_batch`` / ``commit_load``): as Arrow batches of JSON
+text (``write_arrow``, what Spark loads use; the target applies to it), as Python values already
+JSON, and as Python objects encoded by the store.  A plain
 redis-py pipeline of MSETs of the same bytes, with no versioning, no counting and no checks,
 is measured in the same run as the reference.  Lookup latency is measured from a second
 process (``get`` of one random key, and ``get_many`` of 100) against the loaded version.
@@ -86,6 +87,26 @@ def timed_load(store: ServingStore, version: str, n: int, pool: list, encoded: b
     return {"commit_s": commit_s, **meter.rates(n)}
 
 
+def timed_arrow_load(store: ServingStore, version: str, n: int, encoded_pool: list[bytes], meter: Meter,
+                     batch_rows: int = 10_000) -> dict[str, float]:
+    """The executors' path (:func:`lakeloop.serving.load_dataframe`): one ``write_arrow`` per Arrow batch
+    of integer keys and JSON text, as ``mapInArrow`` hands them over (built before the clock starts)."""
+    import pyarrow as pa
+
+    texts = [v.decode() for v in encoded_pool]
+    batches = [(pa.array(range(o, min(o + batch_rows, n)), pa.int64()),
+                pa.array([texts[i % len(texts)] for i in range(o, min(o + batch_rows, n))]))
+               for o in range(0, n, batch_rows)]
+    store.begin_load(version)
+    with meter:
+        for keys, values in batches:
+            store.write_arrow(version, keys, values)
+        start = time.perf_counter()
+        store.commit_load(version, n)
+        commit_s = time.perf_counter() - start
+    return {"commit_s": commit_s, **meter.rates(n)}
+
+
 def redis_baseline(port: int, n: int, encoded_pool: list[bytes], batch: int) -> dict[str, float]:
     """Plain redis-py: pipelined MSET, transaction=False, no versioning, counting or checks."""
     import redis
@@ -143,8 +164,12 @@ def bench_store(name: str, store: ServingStore, n: int, pool: list, encoded_pool
     print(f"{name}: loading {n:,} keys ...", file=sys.stderr)
     objects = timed_load(store, "bench-objects", n, pool, encoded=False, meter=Meter(redis_port))
     json_in = timed_load(store, "bench-json", n, encoded_pool, encoded=True, meter=Meter(redis_port))
+    arrow = timed_arrow_load(store, "bench-arrow", n, encoded_pool, Meter(redis_port))
     latency = latency_from_second_process(store, n, lookups)
     return {"objects_keys_per_s": objects["keys_per_s"], "objects_keys_per_cpu_s": objects["keys_per_cpu_s"],
+            "arrow_keys_per_s": arrow["keys_per_s"], "arrow_keys_per_cpu_s": arrow["keys_per_cpu_s"],
+            "arrow_client_us_per_key": arrow["client_us_per_key"],
+            "arrow_server_us_per_key": arrow["server_us_per_key"],
             "json_keys_per_s": json_in["keys_per_s"], "json_keys_per_cpu_s": json_in["keys_per_cpu_s"],
             "client_us_per_key": json_in["client_us_per_key"], "server_us_per_key": json_in["server_us_per_key"],
             "commit_s": json_in["commit_s"], **latency}
@@ -195,34 +220,37 @@ def main(argv: list[str] | None = None) -> int:
 def report(results: dict[str, dict[str, float]], n: int) -> None:
     print(f"serving bench: {n:,} keys, top-10 lists (~{len(encode_value(value_pool()[0]))} B JSON each); "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-    print(f"{'store':7} {'load keys/s':>12} {'per CPU s':>10} {'objects keys/s':>15} {'per CPU s':>10} "
-          f"{'commit s':>9} {'get p50/p99 us':>15} {'mget100 p50/p99 us':>19}")
+    print(f"{'store':7} {'arrow keys/s':>12} {'per CPU s':>10} {'json keys/s':>12} {'per CPU s':>10} "
+          f"{'objects keys/s':>15} {'per CPU s':>10} {'commit s':>9} {'get p50/p99 us':>15} {'mget100 p50/p99 us':>19}")
     for name in ("redis", "sqlite"):
         if name not in results:
             continue
         r = results[name]
-        print(f"{name:7} {r['json_keys_per_s']:>12,.0f} {r['json_keys_per_cpu_s']:>10,.0f} "
+        print(f"{name:7} {r['arrow_keys_per_s']:>12,.0f} {r['arrow_keys_per_cpu_s']:>10,.0f} "
+              f"{r['json_keys_per_s']:>12,.0f} {r['json_keys_per_cpu_s']:>10,.0f} "
               f"{r['objects_keys_per_s']:>15,.0f} {r['objects_keys_per_cpu_s']:>10,.0f} {r['commit_s']:>9.2f} "
               f"{r['get_p50_us']:>7.0f}/{r['get_p99_us']:<7.0f} {r['get_many100_p50_us']:>9.0f}/"
               f"{r['get_many100_p99_us']:<9.0f}")
-    print("(load: values already JSON, as from Spark's to_json; objects: Python values encoded by the store;"
+    print("(arrow: write_arrow of Arrow batches of JSON text, the path Spark loads take; json: write_batch of"
+          " values already JSON; objects: Python values encoded by the store;"
           " per CPU s: keys per CPU second of client + server)")
     for name in ("redis", "sqlite"):
         if name in results:
             r = results[name]
-            print(f"{name} load CPU per key: client {r['client_us_per_key']:.2f} us, "
+            print(f"{name} load CPU per key: arrow client {r['arrow_client_us_per_key']:.2f} us, "
+                  f"server {r['arrow_server_us_per_key']:.2f} us; json client {r['client_us_per_key']:.2f} us, "
                   f"server {r['server_us_per_key']:.2f} us")
     if "redis" in results:
         r, b = results["redis"], results["baseline"]
         print(f"plain redis-py MSET pipeline: {b['keys_per_s']:,.0f} keys/s, {b['keys_per_cpu_s']:,.0f} per CPU s "
               f"(client {b['client_us_per_key']:.2f} us, server {b['server_us_per_key']:.2f} us per key)")
-        for label, field in (("wall", "json_keys_per_s"), ("CPU", "json_keys_per_cpu_s")):
+        for label, field in (("wall", "arrow_keys_per_s"), ("CPU", "arrow_keys_per_cpu_s")):
             base = "keys_per_s" if label == "wall" else "keys_per_cpu_s"
-            print(f"ratio redis load / target {TARGET_KEYS_PER_S:,} keys/s ({label}): "
+            print(f"ratio redis arrow load / target {TARGET_KEYS_PER_S:,} keys/s ({label}): "
                   f"{r[field] / TARGET_KEYS_PER_S:.2f}   / plain MSET pipeline ({label}): {r[field] / b[base]:.2f}")
     if "redis" in results and "sqlite" in results:
-        print(f"ratio sqlite / redis load (CPU): "
-              f"{results['sqlite']['json_keys_per_cpu_s'] / results['redis']['json_keys_per_cpu_s']:.2f}")
+        print(f"ratio sqlite / redis arrow load (CPU): "
+              f"{results['sqlite']['arrow_keys_per_cpu_s'] / results['redis']['arrow_keys_per_cpu_s']:.2f}")
 
 
 if __name__ == "__main__":
