@@ -203,6 +203,7 @@ SPEC: dict[str, Field] = {
     "datagen.users": _f("int"),
     "datagen.items": _f("int"),
     "datagen.bad_fraction": _f("float"),
+    "datagen.closed_loop": _f("bool", "users react to the items infer.table served the day before (demo loop)"),
 }
 
 
