@@ -107,6 +107,15 @@ SPEC: dict[str, Field] = {
                          nullable=True),
     "python.executable": _f("str", "Python used by driver and workers when no archive is shipped",
                             nullable=True),
+    # -- Spark 3.5 side runtime (BigDL; docs/bigdl.md) --------------------------------------------
+    "runtime.spark35.python": _f("str", "Python of the Spark 3.5 runtime (./setup.sh spark35); relative to the "
+                                 "project"),
+    "runtime.spark35.archive": _f("str", "packed Spark 3.5 runtime shipped with --archives on a cluster "
+                                  "(EXTRAS=spark35 scripts/pack-env.sh)", nullable=True),
+    "runtime.spark35.spark_home": _f("str", "Spark 3.5 installation used on a cluster master (default: the "
+                                     "runtime's pip-installed pyspark)", nullable=True),
+    "runtime.spark35.backends": _f("list", "training backends whose train and infer jobs run in the Spark 3.5 "
+                                   "runtime"),
     # -- Delta tables ----------------------------------------------------------------------------
     "delta.storage_options": _f("dict", "delta-rs storage options (object stores, HDFS)"),
     "delta.vacuum_retention_hours": _f("int"),
@@ -153,7 +162,7 @@ SPEC: dict[str, Field] = {
                                nullable=True),
     "mlflow.experiment": _f("str", "MLflow experiment of the training runs"),
     "mlflow.model_name": _f("str", "registered model name; versions get the @challenger/@champion aliases"),
-    "train.backend": _f("str", "training backend, a module of lakeloop.train (xgboost, tfos, torch)"),
+    "train.backend": _f("str", "training backend, a module of lakeloop.train (xgboost, tfos, torch, bigdl)"),
     "train.table": _f("str", "training set table, layer.name"),
     "train.days": _f("int", "dt partitions up to --date the model trains on"),
     "train.holdout_fraction": _f("float", "share of users (seeded hash) held out for validation and the gate"),

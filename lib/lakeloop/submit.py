@@ -19,6 +19,14 @@ from pathlib import Path
 from lakeloop.conf import Conf, ConfError, load_conf
 from lakeloop.errors import EXIT_USAGE
 from lakeloop.paths import project_root
+from lakeloop.runtime import (
+    LOG4J_CONF,
+    arg_value,
+    bigdl_jars,
+    bigdl_properties,
+    needs_spark35,
+    spark35_python,
+)
 
 __all__ = ["SubmitCommand", "build_command", "list_jobs", "package_library", "main"]
 
@@ -87,6 +95,31 @@ def find_spark_submit(conf: Conf) -> str:
     return str(Path(pyspark.__file__).resolve().parent / "bin" / "spark-submit")
 
 
+@dataclass(frozen=True)
+class _Spark35:
+    """The Spark 3.5 runtime a job was routed to: its interpreter, Spark installation and BigDL jars."""
+
+    python: Path
+    spark_home: Path
+    jars: list[Path]
+
+
+def _spark35_runtime(conf: Conf, root: Path, on_cluster: bool, check: bool) -> _Spark35:
+    """The Spark 3.5 runtime of ``runtime.spark35.*``; ConfError when it was not built (and ``check``)."""
+    python = spark35_python(conf, root)
+    venv_pyspark = sorted(python.parent.parent.glob("lib/python3*/site-packages/pyspark"))
+    jars = bigdl_jars(python)
+    if check and (not python.exists() or not venv_pyspark or not jars):
+        raise ConfError(f"runtime.spark35.python: no Spark 3.5 runtime with BigDL at {python.parent.parent}; "
+                        "build it with ./setup.sh spark35")
+    home = conf.get("runtime.spark35.spark_home")
+    if home and on_cluster:
+        spark_home = Path(home)
+    else:
+        spark_home = venv_pyspark[0] if venv_pyspark else python.parent.parent / "pyspark"
+    return _Spark35(python=python, spark_home=spark_home, jars=jars)
+
+
 def _is_cluster_master(master: str) -> bool:
     return master == "yarn" or master.startswith(("spark://", "k8s://"))
 
@@ -109,12 +142,14 @@ def build_command(job: str, env: str = "local", overrides: list[str] | None = No
     deploy_mode = conf.get("spark.submit.deployMode", "client")
     on_cluster = _is_cluster_master(master)
     remote_driver = on_cluster and deploy_mode == "cluster"
-    python = python or sys.executable
+    spark35 = _spark35_runtime(conf, root, on_cluster, check_files) if needs_spark35(conf, job, job_args) else None
+    python = str(spark35.python) if spark35 else (python or sys.executable)
     assert conf.conf_dir is not None
 
-    run_date = _arg_value(job_args, "--date")
+    run_date = arg_value(job_args, "--date")
     name = f"lakeloop-{job}" + (f"-{run_date}" if run_date else "")
-    argv = [find_spark_submit(conf), "--master", master, "--deploy-mode", deploy_mode, "--name", name]
+    submit = str(spark35.spark_home / "bin" / "spark-submit") if spark35 else find_spark_submit(conf)
+    argv = [submit, "--master", master, "--deploy-mode", deploy_mode, "--name", name]
 
     files = [conf.conf_dir / "base.yaml", conf.conf_dir / f"{env}.yaml", *_schema_files(conf, root)]
     props = conf.spark_properties()
@@ -134,9 +169,16 @@ def build_command(job: str, env: str = "local", overrides: list[str] | None = No
         props["spark.executor.resource.gpu.discoveryScript"] = f"./{script.name}" if on_cluster else str(script)
 
     env_vars: dict[str, str] = {}
-    archive = conf.get("python.archive")
+    if spark35:
+        props = bigdl_properties(spark35.jars, props, on_cluster=on_cluster, remote_driver=remote_driver)
+        files.append(LOG4J_CONF)
+        if spark35.jars:
+            argv += ["--jars", ",".join(str(j) for j in spark35.jars)]
+        env_vars.update({"SPARK_HOME": str(spark35.spark_home), "KMP_SETTINGS": "0"})
+    archive = conf.get("runtime.spark35.archive") if spark35 else conf.get("python.archive")
     if archive and on_cluster:
-        archive = _local_archive(archive, root, check_files)
+        key = "runtime.spark35.archive" if spark35 else "python.archive"
+        archive = _local_archive(archive, root, check_files, key)
         argv += ["--archives", f"{archive}#{ENV_DIR}"]
         shipped = f"./{ENV_DIR}/bin/python"
         props["spark.executorEnv.PYSPARK_PYTHON"] = shipped
@@ -146,7 +188,7 @@ def build_command(job: str, env: str = "local", overrides: list[str] | None = No
         if not remote_driver:
             env_vars["PYSPARK_DRIVER_PYTHON"] = python
     else:
-        worker_python = conf.get("python.executable") or python
+        worker_python = python if spark35 else (conf.get("python.executable") or python)
         env_vars["PYSPARK_PYTHON"] = worker_python
         env_vars["PYSPARK_DRIVER_PYTHON"] = python
 
@@ -172,23 +214,15 @@ def _schema_files(conf: Conf, root: Path) -> list[Path]:
     return sorted(directory.glob("*.yaml"))
 
 
-def _local_archive(archive: str, root: Path, check: bool) -> str:
+def _local_archive(archive: str, root: Path, check: bool, key: str) -> str:
     """A relative archive path is relative to the project; a local one must exist."""
     if "://" in archive:
         return archive
     path = Path(archive) if Path(archive).is_absolute() else root / archive
     if check and not path.is_file():
-        raise ConfError(f"python.archive: {path} not found; build it with scripts/pack-env.sh")
+        build = "EXTRAS=spark35 scripts/pack-env.sh" if key.startswith("runtime.spark35") else "scripts/pack-env.sh"
+        raise ConfError(f"{key}: {path} not found; build it with {build}")
     return str(path)
-
-
-def _arg_value(args: list[str], flag: str) -> str | None:
-    for i, a in enumerate(args):
-        if a == flag and i + 1 < len(args):
-            return args[i + 1]
-        if a.startswith(flag + "="):
-            return a.split("=", 1)[1]
-    return None
 
 
 def _parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
