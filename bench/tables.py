@@ -4,8 +4,9 @@
 
 For each size it writes the same generated frame (10 ``dt`` partitions) with
 ``df.write.partitionBy("dt").parquet(dir)`` and with ``tables.write(df, uri, partition_by=["dt"])``,
-then reads each back and aggregates by ``dt``.  Runs alternate between the two engines; the
-printed ratio is median(lakeloop) / median(plain).  Targets: write <= 1.1x, read <= 1.2x.
+then reads each back and aggregates by ``dt`` (``--reads`` times per table, the engines interleaved).
+Runs alternate between the two engines; the printed ratio is median(lakeloop) / median(plain).
+Targets: write <= 1.1x, read <= 1.2x.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def bench_size(spark: SparkSession, rows: int, repeat: int, root: Path) -> dict[str, float]:
+def bench_size(spark: SparkSession, rows: int, repeat: int, root: Path, reads: int = 3) -> dict[str, float]:
     df = frame(spark, rows)
     times: dict[str, list[float]] = {"plain_write": [], "delta_write": [], "plain_read": [], "delta_read": []}
     for i in range(repeat):
@@ -55,11 +56,12 @@ def bench_size(spark: SparkSession, rows: int, repeat: int, root: Path) -> dict[
                 times["plain_write"].append(timed(lambda p=path: df.write.partitionBy("dt").parquet(str(p))))
             else:
                 times["delta_write"].append(timed(lambda p=path: tables.write(df, str(p), partition_by=["dt"])))
-        for kind, path in order:
-            if kind == "plain":
-                times["plain_read"].append(timed(lambda p=path: aggregate(spark.read.parquet(str(p)))))
-            else:
-                times["delta_read"].append(timed(lambda p=path: aggregate(tables.read(spark, str(p)))))
+        for _ in range(reads):  # reads are short and noisy: several per table, interleaved
+            for kind, path in order:
+                if kind == "plain":
+                    times["plain_read"].append(timed(lambda p=path: aggregate(spark.read.parquet(str(p)))))
+                else:
+                    times["delta_read"].append(timed(lambda p=path: aggregate(tables.read(spark, str(p)))))
         check_p = sorted(aggregate(spark.read.parquet(str(plain))))
         check_d = sorted(aggregate(tables.read(spark, str(delta))))
         assert [(str(r.dt), r.n) for r in check_p] == [(str(r.dt), r.n) for r in check_d], "results differ"
@@ -70,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 10_000_000])
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--reads", type=int, default=3, help="reads of each table per repeat")
     p.add_argument("--master", default="local[2]")
     args = p.parse_args(argv)
     spark = (SparkSession.builder.master(args.master).appName("bench-tables")
@@ -86,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         aggregate(tables.read(spark, str(root / "warm-delta")))
         print(f"{'rows':>11} {'op':<6} {'plain s':>8} {'lakeloop s':>10} {'ratio':>6} target")
         for rows in args.rows:
-            t = bench_size(spark, rows, args.repeat, root)
+            t = bench_size(spark, rows, args.repeat, root, args.reads)
             for op, target in (("write", 1.1), ("read", 1.2)):
                 plain, delta = t[f"plain_{op}"], t[f"delta_{op}"]
                 print(f"{rows:>11,} {op:<6} {plain:>8.2f} {delta:>10.2f} {delta / plain:>6.2f} <= {target}",
