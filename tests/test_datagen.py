@@ -310,20 +310,57 @@ def test_popularity_taste_funnel_and_daily_curve(day):
     assert sum(hours[h] for h in (19, 20, 21)) > 3 * sum(hours[h] for h in (2, 3, 4))
 
 
-def test_exposures_raise_interactions_with_shown_items(tmp_path):
-    shown = {u: [1 + (u * 7) % 120, 1 + (u * 13) % 120] for u in range(1, 201)}
+def _served(best: bool, n: int = 10) -> dict[int, list[int]]:
+    """Per user of PARAMS, the ``n`` items of highest (or lowest) true affinity, best first."""
+    import numpy as np
+    from lakeloop.datagen.response import affinity
+    from lakeloop.datagen.world import world
+
+    w = world(PARAMS["seed"], PARAMS["users"], PARAMS["items"])
+    items = np.arange(PARAMS["items"])
+    out = {}
+    for u in range(PARAMS["users"]):
+        a = affinity(w, np.full(len(items), u), items)
+        order = np.argsort(-a if best else a, kind="stable")[:n]
+        out[u + 1] = [int(i) + 1 for i in order]
+    return out
+
+
+def test_exposures_get_reactions_in_a_part_of_their_own(tmp_path):
     params = dict(PARAMS, bad_fraction=0.0)
-
-    def hits(manifest, landing):
-        _, rows = classify(landing, "events", [f["path"] for f in manifest["sources"]["events"]["files"]])
-        return sum(1 for _, _, r in rows if r["item_id"] in shown[r["user_id"]])
-
-    plain = hits(generate_day(tmp_path / "a", DATE, **params), tmp_path / "a")
-    exposed = generate_day(tmp_path / "b", DATE, exposures=shown, **params)
-    assert hits(exposed, tmp_path / "b") > 2 * plain
-    assert exposed["params"]["exposed_users"] == 200
+    shown = _served(best=True)
+    plain = generate_day(tmp_path / "plain", DATE, **params)
+    manifest = generate_day(tmp_path / "a", DATE, exposures=shown, served={"served_date": "2026-10-31"}, **params)
+    reactions = manifest["reactions"]
+    files = [f["path"] for f in manifest["sources"]["events"]["files"]]
+    # the regular parts are untouched; the reaction part comes after them
+    assert files[:-1] == [f["path"] for f in plain["sources"]["events"]["files"]]
+    assert files[-1] == reactions["path"] == f"events/dt={DATE}/part-{PARAMS['parts']:05d}.jsonl.gz"
+    for rel in files[:-1]:
+        assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "plain" / rel).read_bytes()
+    kinds, rows = classify(tmp_path / "a", "events", [reactions["path"]])
+    assert kinds == Counter(good=reactions["events"])  # reactions are all good lines
+    records = [r for _, _, r in rows]
+    assert all(r["item_id"] in shown[r["user_id"]] and r["ts"].startswith(DATE) for r in records)
+    by_type = Counter(r["type"] for r in records)
+    assert (by_type["view"], by_type["click"], by_type["purchase"]) == (
+        reactions["views"], reactions["clicks"], reactions["purchases"])
+    assert reactions["events"] == reactions["views"] + reactions["clicks"] + reactions["purchases"] == len(records)
+    pairs = {t: Counter((r["user_id"], r["item_id"]) for r in records if r["type"] == t) for t in by_type}
+    assert max(c for p in pairs.values() for c in p.values()) == 1  # one view/click/purchase per served item
+    assert set(pairs["purchase"]) <= set(pairs["click"]) <= set(pairs["view"])  # a funnel per served item
+    assert reactions["served_items"] == sum(map(len, shown.values())) and reactions["exposed_users"] == 200
+    assert reactions["ctr"] == round(reactions["clicks"] / reactions["served_items"], 6)
+    assert reactions["served_date"] == "2026-10-31"
+    assert manifest["sources"]["events"]["rows"] == PARAMS["events"] + reactions["events"]
+    assert manifest["sources"]["events"]["expected_silver"] == PARAMS["events"] + reactions["events"]
+    # served items the users like earn more clicks than items they do not (a better model, more reactions)
+    worse = generate_day(tmp_path / "b", DATE, exposures=_served(best=False), **params)["reactions"]
+    assert reactions["ctr"] > 2 * worse["ctr"] and reactions["purchases"] > 2 * worse["purchases"]
+    again = generate_day(tmp_path / "c", DATE, exposures=shown, served={"served_date": "2026-10-31"}, **params)
+    assert again == manifest and _digests(tmp_path / "c") == _digests(tmp_path / "a")
     with pytest.raises(ValueError, match="item ids outside"):
-        generate_day(tmp_path / "c", DATE, exposures={1: [999]}, **params)
+        generate_day(tmp_path / "d", DATE, exposures={1: [999]}, **params)
 
 
 # -- determinism and idempotency -----------------------------------------------------------------------

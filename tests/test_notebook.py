@@ -29,6 +29,17 @@ def _add_predictions(warehouse: Path) -> None:
     write_deltalake(str(warehouse / "gold" / "predictions"), frame, partition_by=["dt"], mode="overwrite")
 
 
+def _add_closed_loop_report(warehouse: Path) -> None:
+    """A pipeline run report with closed-loop rows in the layout lakeloop.pipeline writes (two days)."""
+    rows = [{"date": "2026-11-03", "metric": "auc", "model_version": "1", "decision": "promoted", "model_value": 0.81},
+            {"date": "2026-11-04", "metric": "auc", "model_version": "2", "decision": "refused", "model_value": 0.8,
+             "served_date": "2026-11-03", "served_items": 40, "clicks": 6, "purchases": 2, "ctr": 0.15}]
+    report = {"run_id": "loop", "env": "local", "dates": ["2026-11-03", "2026-11-04"], "exit_code": 0, "steps": [],
+              "started_at": "2026-11-05T00:00:00+00:00", "finished_at": "2026-11-05T00:10:00+00:00",
+              "closed_loop": rows}
+    (warehouse / "_reports" / "pipeline" / "loop.json").write_text(json.dumps(report))
+
+
 def _execute(warehouse: Path, monkeypatch):
     import nbformat
     from nbclient import NotebookClient
@@ -45,11 +56,13 @@ def _execute(warehouse: Path, monkeypatch):
 def test_analysis_notebook_executes_and_plots(warehouse, monkeypatch):
     text = _execute(warehouse, monkeypatch)
     assert "gold.predictions: not in this warehouse" in text
+    assert "no closed-loop figures in the pipeline reports" in text  # a run without train or reactions
     assert "figures: ['item_stats', 'quarantine_rates']" in text
     assert "events" in text and "quarantine_rate" in text
     _add_predictions(warehouse)
+    _add_closed_loop_report(warehouse)
     text = _execute(warehouse, monkeypatch)
-    assert "figures: ['item_stats', 'predictions', 'quarantine_rates']" in text
+    assert "figures: ['closed_loop', 'item_stats', 'predictions', 'quarantine_rates']" in text
 
 
 def test_zeppelin_note_is_valid_and_has_the_same_sections():
@@ -58,5 +71,5 @@ def test_zeppelin_note_is_valid_and_has_the_same_sections():
     assert any(t.startswith("%pyspark") for t in texts) and any(t.startswith("%sql") for t in texts)
     body = "\n".join(texts)
     for needle in ("_reports/curate", "gold/item_stats", "gold/predictions", "silver/events_quarantine",
-                   "_reports/pipeline"):
+                   "_reports/pipeline", "closed_loop"):
         assert needle in body, needle

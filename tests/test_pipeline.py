@@ -159,6 +159,9 @@ def test_run_report_json_and_html(conf, tmp_path):
     result.steps[1].summary = {"model_version": "7", "gate": {"decision": "refused", "passed": False,
                                                               "metric": "auc", "challenger_value": 0.5,
                                                               "champion_value": 0.8, "reasons": ["worse"]}}
+    result.closed_loop = [{"date": DAY.isoformat(), "metric": "auc", "model_version": "7", "decision": "refused",
+                           "model_value": 0.5, "champion_version": "6", "champion_value": 0.8,
+                           "served_date": "2026-11-02", "served_items": 40, "clicks": 6, "ctr": 0.15}]
     json_path, html_path = pipeline.write_report(result, pipeline.report_dir(conf))
     assert json_path == Path(conf.path("warehouse")) / "_reports" / "pipeline" / "rep1.json"
     data = json.loads(json_path.read_text())
@@ -168,6 +171,38 @@ def test_run_report_json_and_html(conf, tmp_path):
     assert html.startswith("<!DOCTYPE html>") and "<script" not in html
     assert "model version 7 refused: auc 0.5 vs champion 0.8; worse" in html
     assert "10 quarantined (10.00%)" in html and 'class="failed"' in html and "exit code <b>3</b>" in html
+    assert data["closed_loop"][0]["ctr"] == 0.15
+    assert "<h2>Closed loop</h2>" in html and "<th>holdout auc</th>" in html and "<th>served CTR</th>" in html
+    assert "<td>2026-11-03</td><td>7</td><td>refused</td><td>0.5000</td><td>6</td><td>0.8000</td>" in html
+    assert "<td>2026-11-02</td><td>-</td><td>40</td><td>6</td><td>-</td><td>0.1500</td></tr>" in html
+
+
+def test_closed_loop_metrics_per_day_from_train_reports_and_datagen_manifests(conf):
+    from lakeloop.closed_loop import daily_metrics, format_table
+    from lakeloop.datagen.files import write_manifest
+
+    train = Path(conf.path("warehouse")) / "_reports" / "train"
+    train.mkdir(parents=True)
+    gate = {"metric": "auc", "decision": "promoted", "passed": True, "challenger_value": 0.9, "champion_value": 0.8,
+            "champion_version": "1"}
+    (train / "dt=2026-11-02.json").write_text(json.dumps({"model_version": "2", "gate": gate}))
+    reactions = {"served_date": "2026-11-01", "served_model_version": "1", "served_items": 50, "events": 40,
+                 "views": 30, "clicks": 7, "purchases": 3, "ctr": 0.14}
+    write_manifest(conf.path("landing"), "2026-11-02", {"date": "2026-11-02", "reactions": reactions})
+    rows = daily_metrics(conf, ["2026-11-01", "2026-11-02"])
+    assert rows == [{"date": "2026-11-02", "metric": "auc", "model_version": "2", "decision": "promoted",
+                     "model_value": 0.9, "champion_version": "2", "champion_value": 0.9,
+                     "served_date": "2026-11-01", "served_model_version": "1", "served_items": 50,
+                     "reaction_events": 40, "clicks": 7, "purchases": 3, "ctr": 0.14}]
+    header, line = format_table(rows)
+    assert header.split()[:4] == ["date", "model", "gate", "holdout"] and "0.1400" in line and "promoted" in line
+
+
+def test_datagen_step_comes_first_with_the_datagen_option():
+    assert [s.name for s in pipeline._selected(None, datagen=True)] == ["datagen", *[s.name for s in DAILY_STEPS]]
+    assert [s.name for s in pipeline._selected(["infer", "datagen"], datagen=True)] == ["datagen", "infer"]
+    with pytest.raises(pipeline.ConfError, match="not a pipeline step"):
+        pipeline._selected(["datagen"])
 
 
 def build_small_warehouse(tmp_path: Path, date: str = "2026-11-03", events: int = 1500) -> list[str]:
@@ -238,3 +273,35 @@ def test_crontab_example_runs_the_pipeline_job():
     lines = [x for x in (ROOT / "airflow" / "crontab.example").read_text().splitlines()
              if x.strip() and not x.startswith("#") and "=" not in x.split()[0]]
     assert lines and all(len(x.split()) > 5 and "spark-submit.sh pipeline" in x for x in lines)
+
+
+_DAGBAG_CHECK = """
+import json, sys
+from airflow.dag_processing.dagbag import DagBag
+bag = DagBag(dag_folder=sys.argv[1])
+dag = bag.dags.get("lakeloop_daily")
+print(json.dumps({"errors": {str(k): str(v) for k, v in bag.import_errors.items()}, "dags": sorted(bag.dags),
+                  "tasks": [t.task_id for t in dag.tasks] if dag else [],
+                  "downstream": {t.task_id: sorted(t.downstream_task_ids) for t in dag.tasks} if dag else {},
+                  "commands": {t.task_id: t.bash_command for t in dag.tasks} if dag else {},
+                  "retries": dag.default_args.get("retries") if dag else None,
+                  "max_active_runs": dag.max_active_runs if dag else None}))
+"""
+
+
+def test_airflow_dagbag_loads_the_dag_with_tasks_chained_in_step_order(tmp_path):
+    if importlib.util.find_spec("airflow") is None:
+        pytest.skip("apache-airflow is not installed (it is in the dev extra: ./setup.sh dev)")
+    # a process of its own: importing Airflow configures logging and settings for the whole interpreter
+    env = {"AIRFLOW_HOME": str(tmp_path / "airflow_home"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+           "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", _DAGBAG_CHECK, str(ROOT / "airflow")], env=env,
+                         capture_output=True, text=True, timeout=300, check=True)
+    found = json.loads(out.stdout.strip().splitlines()[-1])
+    assert found["errors"] == {} and found["dags"] == ["lakeloop_daily"]
+    steps = [s.name for s in DAILY_STEPS]
+    assert found["tasks"] == steps
+    assert found["downstream"] == {a: ([b] if b else []) for a, b in zip(steps, steps[1:] + [None], strict=True)}
+    dag = _airflow_module()
+    assert found["commands"] == {s: dag.step_command(s) for s in steps}
+    assert found["retries"] == 2 and found["max_active_runs"] == 1

@@ -32,6 +32,18 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _print_closed_loop(args: argparse.Namespace, dates: list[str]) -> None:
+    """The per-day model metric and served click-through (see docs/pipeline.md, closed loop)."""
+    from lakeloop.closed_loop import daily_metrics, format_table
+    from lakeloop.conf import load_conf
+
+    rows = daily_metrics(load_conf(args.env, args.overrides, conf_dir=args.conf_dir), dates)
+    if rows:
+        print("demo: closed loop (model trained each day; reactions to the previous day's served lists)")
+        for line in format_table(rows):
+            print(f"demo:   {line}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -61,6 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return rc
             ran.append(f"{job}@{date}")
     print(f"demo: ran {len(ran)} steps: {', '.join(ran)}")
+    _print_closed_loop(args, [(first + dt.timedelta(days=d)).isoformat() for d in range(args.days)])
     if skipped:
         print(f"demo: not available yet: {', '.join(skipped)}")
     return 0

@@ -16,7 +16,10 @@ challenger.  A refused gate stops the day before ``infer``: the ``@champion`` al
 serving store keeps the champion's last published version; the train step gets no marker, so a re-run of
 the date trains again.  A backfill stops at the first date that does not finish.
 
-Every run writes ``<warehouse>/_reports/pipeline/<run_id>.json`` and ``.html``.
+Every run writes ``<warehouse>/_reports/pipeline/<run_id>.json`` and ``.html``, with a closed-loop table:
+per date the trained model's holdout metric, the gate decision and the click-through of the served
+lists in the next day's sample data (:mod:`lakeloop.closed_loop`).  ``--datagen`` runs ``datagen`` as each
+date's first step (the closed-loop simulation).
 """
 
 from __future__ import annotations
@@ -35,12 +38,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lakeloop import closed_loop
 from lakeloop.conf import Conf, ConfError
 from lakeloop.errors import EXIT_GATE_REFUSED, EXIT_OK, EXIT_USAGE, LakeloopError, exit_code_for
 from lakeloop.paths import project_root
 
-__all__ = ["Step", "DAILY_STEPS", "PipelineLocked", "StepRecord", "PipelineRun", "load_job", "date_range",
-           "state_dir", "RunLock", "run_pipeline", "add_arguments", "run", "write_report"]
+__all__ = ["Step", "DAILY_STEPS", "DATAGEN_STEP", "PipelineLocked", "StepRecord", "PipelineRun", "load_job",
+           "date_range", "state_dir", "RunLock", "run_pipeline", "add_arguments", "run", "write_report"]
 
 JobMain = Callable[[Sequence[str]], int]
 
@@ -64,6 +68,8 @@ class Step:
 
 DAILY_STEPS: tuple[Step, ...] = tuple(Step(n) for n in ("ingest", "curate", "validate", "features", "train",
                                                          "infer"))
+# with --datagen, first step of every date: the date's sample data (reacting to the day before's served lists)
+DATAGEN_STEP = Step("datagen")
 
 
 class PipelineLocked(LakeloopError):
@@ -207,6 +213,7 @@ class PipelineRun:
     exit_code: int = EXIT_OK
     steps: list[StepRecord] = field(default_factory=list)
     stale_lock: dict[str, Any] | None = None
+    closed_loop: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -232,11 +239,24 @@ def step_summary(conf: Conf, step: str, date: str) -> dict[str, Any]:
             data = _read_json(path) or {}
             out[path.parent.name] = {k: data[k] for k in keep if k in data}
         return {"sources": out} if out else {}
+    if step == "datagen":
+        return _datagen_summary(conf, date)
     if step == "train":
         data = _read_json(reports / "train" / f"dt={date}.json") or {}
         keep = ("model_name", "model_version", "backend", "gate", "mlflow_run_id")
         return {k: data[k] for k in keep if k in data}
     return {}
+
+
+def _datagen_summary(conf: Conf, date: str) -> dict[str, Any]:
+    from lakeloop.datagen.files import manifest_path
+
+    manifest = _read_json(manifest_path(conf.path("landing"), date)) or {}
+    out = {"events": manifest.get("sources", {}).get("events", {}).get("rows")}
+    reactions = manifest.get("reactions")
+    if reactions:
+        out["reactions"] = {k: reactions.get(k) for k in ("served_date", "served_items", "events", "clicks", "ctr")}
+    return out
 
 
 def _marker(state: Path, date: str, step: str) -> Path:
@@ -331,6 +351,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="re-run steps already completed for the date")
     parser.add_argument("--step", dest="steps", action="append", default=None, metavar="NAME",
                         help="run only these steps, in DAG order (repeatable; default: all)")
+    parser.add_argument("--datagen", action="store_true",
+                        help="generate the date's sample data first (closed-loop simulation, demo and bench)")
     parser.add_argument("--state-dir", default=None,
                         help="markers and lock folder (default <warehouse>/_state/pipeline; needed for HDFS)")
 
@@ -348,14 +370,15 @@ def _dates(ctx, args: argparse.Namespace) -> list[dt.date]:
         raise ConfError(f"backfill dates: {exc}") from None
 
 
-def _selected(names: Sequence[str] | None) -> tuple[Step, ...]:
+def _selected(names: Sequence[str] | None, datagen: bool = False) -> tuple[Step, ...]:
+    steps = ((DATAGEN_STEP,) if datagen else ()) + DAILY_STEPS
     if not names:
-        return DAILY_STEPS
-    known = {s.name for s in DAILY_STEPS}
-    unknown = sorted(set(names) - known)
+        return steps
+    known = [s.name for s in steps]
+    unknown = sorted(set(names) - set(known))
     if unknown:
         raise ConfError(f"--step {', '.join(unknown)}: not a pipeline step ({', '.join(known)})")
-    return tuple(s for s in DAILY_STEPS if s.name in names)
+    return tuple(s for s in steps if s.name in names)
 
 
 def job_args_from(args: argparse.Namespace) -> list[str]:
@@ -367,8 +390,12 @@ def job_args_from(args: argparse.Namespace) -> list[str]:
 def run(ctx, spark, args: argparse.Namespace, *, steps: Sequence[Step] | None = None) -> int:
     """Body of ``jobs/pipeline.py``: run the DAG, write the run report, return the exit code."""
     state = state_dir(ctx.conf, args.state_dir)
-    result = run_pipeline(ctx.conf, _dates(ctx, args), job_args_from(args), ctx.run_id,
-                          steps=steps or _selected(args.steps), force=args.force, state=state)
+    dates = _dates(ctx, args)
+    result = run_pipeline(ctx.conf, dates, job_args_from(args), ctx.run_id,
+                          steps=steps or _selected(args.steps, args.datagen), force=args.force, state=state)
+    result.closed_loop = closed_loop.daily_metrics(ctx.conf, result.dates)
+    for line in closed_loop.format_table(result.closed_loop) if result.closed_loop else ():
+        print(f"pipeline: {line}", flush=True)
     json_path, html_path = write_report(result, report_dir(ctx.conf, state))
     print(f"pipeline: run {ctx.run_id} exit code {result.exit_code}; report {json_path} {html_path}", flush=True)
     return result.exit_code

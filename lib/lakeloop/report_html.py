@@ -39,6 +39,24 @@ def _summary_cell(summary: dict[str, Any]) -> str:
     return "<br>".join(lines)
 
 
+def _closed_loop_table(rows: list[dict[str, Any]]) -> str:
+    """The per-date model metric and served click-through (:func:`lakeloop.closed_loop.daily_metrics`)."""
+    if not rows:
+        return ""
+    from lakeloop.closed_loop import table_rows
+
+    header, body = table_rows(rows)
+    head = "".join(f"<th>{escape(h)}</th>" for h in header)
+    cells = "\n".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in line) + "</tr>" for line in body)
+    return f"""<h2>Closed loop</h2>
+<p>Per date: the model trained that day (holdout metric, gate decision, the champion after the gate), and
+the reactions in that date's sample data to the lists served the day before (served CTR = clicks / served items).</p>
+<table class="loop"><tr>{head}</tr>
+{cells}
+</table>
+"""
+
+
 def render_pipeline_run(report: dict[str, Any]) -> str:
     """The HTML page of a :class:`lakeloop.pipeline.PipelineRun` given as its ``as_dict()``."""
     rows = "\n".join(
@@ -55,5 +73,6 @@ started {escape(report['started_at'])}, finished {escape(report['finished_at'])}
 exit code <b>{report['exit_code']}</b></p>
 <table><tr><th>date</th><th>step</th><th>status</th><th>exit code</th><th>seconds</th><th>summary</th></tr>
 {rows}
-</table></body></html>
+</table>
+{_closed_loop_table(report.get("closed_loop") or [])}</body></html>
 """

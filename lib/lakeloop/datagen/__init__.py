@@ -59,8 +59,8 @@ def day_range(last: str | dt.date, days: int) -> list[str]:
 def generate(landing: str | os.PathLike[str], dates: Sequence[str], *, events: int, users: int, items: int,
              seed: int, bad_fraction: float, parts: int | None = None, max_part_rows: int = 1_000_000,
              exposures: Mapping[int, Sequence[int]] | None = None, runner: Runner | None = None,
-             schemas: Mapping[str, SourceSchema] | None = None,
-             chunk_rows: int = CHUNK_ROWS) -> list[dict[str, Any]]:
+             schemas: Mapping[str, SourceSchema] | None = None, chunk_rows: int = CHUNK_ROWS,
+             served: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """Write the landing files and manifest of each date in ``dates``; returns the manifests.
 
     Parameters
@@ -81,8 +81,10 @@ def generate(landing: str | os.PathLike[str], dates: Sequence[str], *, events: i
     max_part_rows : int
         Largest number of lines in one file.
     exposures : dict, optional
-        User id -> item ids the user was shown (e.g. yesterday's served recommendations); such
-        users interact with these items more often.
+        User id -> item ids the user was shown, best first (e.g. yesterday's served recommendations).
+        Each date then gets one more events part with the users' reactions (views, clicks, purchases
+        drawn by :mod:`lakeloop.datagen.response`), all good lines, and its manifest a ``reactions``
+        entry.  ``{}`` gives an empty reaction part.
     runner : callable, optional
         ``runner(fn, tasks) -> results`` mapping ``fn`` over the part tasks; in this process by
         default, :func:`spark_runner` for Spark tasks.
@@ -92,6 +94,9 @@ def generate(landing: str | os.PathLike[str], dates: Sequence[str], *, events: i
     chunk_rows : int
         Lines generated at a time: bounds memory, does not change the files' layout (the bytes do
         depend on it, as each chunk has its own random stream).
+    served : dict, optional
+        Where the exposures came from (e.g. served date and model version), copied into the
+        manifest's ``reactions`` entry.
     """
     landing = files.resolve_landing(landing)
     dates = list(dict.fromkeys(dates))
@@ -107,6 +112,8 @@ def generate(landing: str | os.PathLike[str], dates: Sequence[str], *, events: i
             keep = [t.name for t in tasks if t.date == d and t.source == source]
             files.remove_stale(files.partition_dir(landing, source, d), keep)
         manifest = build_manifest(plan, d, results)
+        if served and "reactions" in manifest:
+            manifest["reactions"].update(served)
         files.write_manifest(landing, d, manifest)
         manifests.append(manifest)
     return manifests

@@ -22,12 +22,13 @@ from lakeloop.conf import ConfError
 from lakeloop.datagen import files
 from lakeloop.datagen.defects import KINDS, QUARANTINE_KINDS, VALID_KINDS, applicable_kinds, apply_defect
 from lakeloop.datagen.render import join_tokens, render_lines, rows_tokens
-from lakeloop.datagen.sources import Exposures, events_frame, items_frame, users_frame
+from lakeloop.datagen.response import react
+from lakeloop.datagen.sources import Exposures, event_frame, events_frame, items_frame, users_frame
 from lakeloop.datagen.world import EPOCH_DAY, rng_for, world
 from lakeloop.schemas import SourceSchema, load_schema
 
-__all__ = ["Plan", "Task", "SOURCES", "make_plan", "default_schemas", "plan_tasks", "run_task", "build_manifest",
-           "GENERATOR_VERSION"]
+__all__ = ["Plan", "Task", "SOURCES", "make_plan", "default_schemas", "plan_tasks", "is_reaction_part", "run_task",
+           "build_manifest", "GENERATOR_VERSION"]
 
 GENERATOR_VERSION = 1
 SOURCES: dict[str, tuple[int, str]] = {"events": (1, "jsonl"), "users": (2, "jsonl"), "items": (3, "csv")}
@@ -136,9 +137,16 @@ def default_schemas() -> dict[str, SourceSchema]:
 
 
 def plan_tasks(landing: str, dates: Sequence[str], plan: Plan) -> list[Task]:
-    """Every file of every date, largest sources first (they take longest)."""
+    """Every file of every date, largest sources first (they take longest); with exposures, each date
+    also gets the reaction part (:func:`is_reaction_part`)."""
     order = sorted(SOURCES, key=plan.rows, reverse=True)
-    return [Task(landing, d, s, k) for d in dates for s in order for k in range(plan.parts[s])]
+    extra = {s: int(s == "events" and plan.exposures is not None) for s in SOURCES}
+    return [Task(landing, d, s, k) for d in dates for s in order for k in range(plan.parts[s] + extra[s])]
+
+
+def is_reaction_part(plan: Plan, task: Task) -> bool:
+    """The events part after the regular ones holds the reactions to the exposures (all good lines)."""
+    return task.source == "events" and task.part == plan.parts["events"]
 
 
 @dataclass
@@ -182,9 +190,14 @@ def _frame(plan: Plan, task: Task, chunk: int, rng: np.random.Generator, start: 
     if task.source == "items":
         return items_frame(w, task.day, start, stop - start)
     lo, _ = plan.part_bounds(task.source, task.part)
-    base = (task.day << (_PART_BITS + _ROW_BITS)) | (task.part << _ROW_BITS)
+    base = _counter_base(task)
     return events_frame(w, rng, task.day, id_base=base + start - lo, n=stop - start,
-                        session_base=base | (chunk << 20), exposures=plan.exposures)
+                        session_base=base | (chunk << 20))
+
+
+def _counter_base(task: Task) -> int:
+    """First event counter of an events part: day | part | row in part."""
+    return (task.day << (_PART_BITS + _ROW_BITS)) | (task.part << _ROW_BITS)
 
 
 def _base_chunk(plan: Plan, task: Task, chunk: int) -> tuple[_Chunk, np.random.Generator]:
@@ -259,9 +272,30 @@ def _header(schema: SourceSchema) -> bytes:
     return (join_tokens([(c.name, c.name) for c in schema.columns], "csv") + "\n").encode("utf-8")
 
 
+def _reaction_task(plan: Plan, task: Task) -> dict[str, Any]:
+    """Write the reaction part of a date: the reaction events, sorted by time, as good lines."""
+    reactions = react(world(plan.seed, plan.users, plan.items), plan.exposures, plan.seed, task.day)
+    n = len(reactions.events.ts)
+    base = _counter_base(task)
+    if n >= 1 << _ROW_BITS or reactions.exposed_users >= 1 << 20:
+        raise ConfError(f"datagen: {n} reaction events of {reactions.exposed_users} users do not fit one part")
+    order = np.argsort(reactions.events.ts, kind="stable")
+    frame = event_frame(world(plan.seed, plan.users, plan.items), task.day, base + order, base,
+                        reactions.events.take(order))
+    path = files.partition_dir(task.landing, task.source, task.date) / task.name
+    written = files.write_atomic(path, [_splice(render_lines(plan.schemas["events"], frame, task.fmt), {})],
+                                 gz=task.gz)
+    return {"date": task.date, "source": task.source, "part": task.part,
+            "path": str(path.relative_to(task.landing)), "rows": n, "bytes": written.bytes,
+            "sha256": written.sha256, "counts": {k: n if k == "good" else 0 for k in KINDS},
+            "reactions": reactions.summary()}
+
+
 def run_task(plan: Plan, task: Task) -> dict[str, Any]:
     """Write one part file; returns its manifest entry (path relative to landing, rows, bytes,
     sha256) and the count of each kind of row in it."""
+    if is_reaction_part(plan, task):
+        return _reaction_task(plan, task)
     counts: Counter = Counter()
     lo, hi = plan.part_bounds(task.source, task.part)
     n_chunks = len(_chunk_starts(plan, task)) - 1  # an empty part is an empty file
@@ -280,7 +314,8 @@ def run_task(plan: Plan, task: Task) -> dict[str, Any]:
 
 
 def build_manifest(plan: Plan, date: str, results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """The ground truth of one date: files, row counts per kind and the expected curation outcome."""
+    """The ground truth of one date: files, row counts per kind and the expected curation outcome;
+    with exposures, ``reactions`` sums up the reaction part (:meth:`Reactions.summary`)."""
     sources: dict[str, Any] = {}
     for source, (_, fmt) in SOURCES.items():
         mine = sorted((r for r in results if r["date"] == date and r["source"] == source), key=lambda r: r["part"])
@@ -293,5 +328,9 @@ def build_manifest(plan: Plan, date: str, results: Sequence[Mapping[str, Any]]) 
             "expected_silver": sum(counts[k] for k in VALID_KINDS),
             "expected_quarantine": {k: counts[k] for k in QUARANTINE_KINDS},
         }
-    return {"date": date, "seed": plan.seed, "generator_version": GENERATOR_VERSION,
-            "params": plan.params(), "sources": sources}
+    manifest = {"date": date, "seed": plan.seed, "generator_version": GENERATOR_VERSION,
+                "params": plan.params(), "sources": sources}
+    if plan.exposures is not None:
+        part = next(r for r in results if r["date"] == date and r["source"] == "events" and "reactions" in r)
+        manifest["reactions"] = {**part["reactions"], "path": part["path"]}
+    return manifest

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 from typing import TYPE_CHECKING
 
 from lakeloop.datagen import SOURCES, day_range, generate, spark_runner
@@ -34,17 +35,31 @@ def _option(args: argparse.Namespace, ctx: RunContext, name: str):
     return ctx.conf[f"datagen.{name}"] if value is None else value
 
 
+def _exposures(spark: SparkSession, ctx: RunContext, date: str, users: int, items: int):
+    """Exposures and their origin for ``date``: the lists served the day before, or None (closed loop off,
+    or nothing served that day)."""
+    if not ctx.conf["datagen.closed_loop"]:
+        return None, None
+    from lakeloop.closed_loop import served_lists
+
+    served = served_lists(spark, ctx.conf, dt.date.fromisoformat(date) - dt.timedelta(days=1), users, items)
+    return (None, None) if served is None else (dict(served), served.info)
+
+
 def run(ctx: RunContext, spark: SparkSession, args: argparse.Namespace) -> int:
     dates = day_range(ctx.run_date, args.days)
     landing = ctx.conf.path("landing")
-    manifests = generate(
-        landing, dates,
-        events=_option(args, ctx, "events"), users=_option(args, ctx, "users"), items=_option(args, ctx, "items"),
-        seed=_option(args, ctx, "seed"), bad_fraction=_option(args, ctx, "bad_fraction"), parts=args.parts,
-        max_part_rows=args.max_part_rows, runner=spark_runner(spark),
-        schemas={s: source_schema(ctx.conf, s) for s in SOURCES})
-    for m in manifests:
+    opts = {name: _option(args, ctx, name) for name in ("events", "users", "items", "seed", "bad_fraction")}
+    schemas = {s: source_schema(ctx.conf, s) for s in SOURCES}
+    for date in dates:  # one at a time: a date's exposures come from the day before
+        exposures, served = _exposures(spark, ctx, date, opts["users"], opts["items"])
+        (m,) = generate(landing, [date], **opts, parts=args.parts, max_part_rows=args.max_part_rows,
+                        runner=spark_runner(spark), schemas=schemas, exposures=exposures, served=served)
         summary = ", ".join(f"{s} {v['rows']} rows ({v['rows'] - v['counts']['good']} bad)"
                             for s, v in m["sources"].items())
         ctx.log.info("datagen %s into %s: %s", m["date"], landing, summary)
+        if "reactions" in m:
+            r = m["reactions"]
+            ctx.log.info("datagen %s: %d reaction events to %d items served on %s (CTR %s)", date, r["events"],
+                         r["served_items"], r["served_date"], r["ctr"])
     return 0

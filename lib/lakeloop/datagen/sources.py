@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
 from lakeloop.datagen.render import Col, Frame, hex_ids, vocabulary
 from lakeloop.datagen.world import BRANDS, CATEGORIES, COUNTRIES, FAVOURITES, REVIEW_TEXTS, SEGMENTS, World, day_prices
 
-__all__ = ["Exposures", "events_frame", "users_frame", "items_frame", "unique_ids"]
+__all__ = ["Exposures", "EventColumns", "EVENT_TYPES", "events_frame", "event_frame", "users_frame",
+           "items_frame", "unique_ids"]
 
 EVENT_TYPES = ("view", "click", "add_to_cart", "purchase", "like", "review")
 _TYPE_P = np.array([0.55, 0.20, 0.10, 0.05, 0.06, 0.04])
@@ -26,7 +27,6 @@ _FAVOURITE_P = np.array([0.6, 0.3, 0.1])
 _P_TASTE_SESSION = 0.8       # session browses one of the user's favourite categories
 _P_IN_CATEGORY = 0.7         # event's item comes from the session's category (else: anywhere, by popularity)
 _P_FOLLOWS = 0.6            # a non-view event acts on the previous event's item (view -> cart -> purchase)
-_P_EXPOSED = 0.35            # event's item comes from what the user was shown, when there is such a list
 _RATING_P = np.array([0.06, 0.07, 0.14, 0.3, 0.43])
 _QUANTITY_P = np.array([0.78, 0.14, 0.04, 0.02, 0.02])
 _REVIEW_TEXTS = [t for texts in REVIEW_TEXTS for t in texts]
@@ -44,10 +44,8 @@ def unique_ids(seed: int, counters: np.ndarray, salt: int = 0) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Exposures:
-    """Per-user lists of item ids shown to users (e.g. yesterday's recommendations), as CSR arrays.
-
-    Events of an exposed user pick an item from the list with probability ``_P_EXPOSED``.
-    """
+    """Per-user ranked lists of item ids shown to users (e.g. yesterday's recommendations), as CSR
+    arrays; users react to them as :mod:`lakeloop.datagen.response` says."""
 
     offsets: np.ndarray  # (users + 1,) into items, by user index
     items: np.ndarray    # item indexes (id - 1)
@@ -80,23 +78,16 @@ def _sessions(rng: np.random.Generator, n: int) -> np.ndarray:
     return lengths
 
 
-def _pick_items(w: World, rng: np.random.Generator, user: np.ndarray, session_cat: np.ndarray,
-                exposures: Exposures | None) -> np.ndarray:
-    n = len(user)
+def _pick_items(w: World, rng: np.random.Generator, session_cat: np.ndarray) -> np.ndarray:
+    n = len(session_cat)
     in_cat = rng.random(n) < _P_IN_CATEGORY
     cat_pick = np.searchsorted(w.category_cdf, session_cat + rng.random(n) * (1 - 1e-12), side="right")
     glob_pick = np.searchsorted(w.global_cdf, rng.random(n), side="right")
     item = np.where(in_cat, w.by_category[np.minimum(cat_pick, w.n_items - 1)], glob_pick)
-    if exposures is not None and len(exposures.items):
-        start, stop = exposures.offsets[user], exposures.offsets[user + 1]
-        take = (stop > start) & (rng.random(n) < _P_EXPOSED)
-        pos = start + (rng.random(n) * (stop - start)).astype(np.int64)
-        item = np.where(take, exposures.items[np.minimum(pos, len(exposures.items) - 1)], item)
     return np.minimum(item, w.n_items - 1)
 
 
-def events_frame(w: World, rng: np.random.Generator, day: int, id_base: int, n: int, session_base: int,
-                 exposures: Exposures | None = None) -> Frame:
+def events_frame(w: World, rng: np.random.Generator, day: int, id_base: int, n: int, session_base: int) -> Frame:
     """``n`` events of ``day`` in sessions, sorted by time.
 
     ``id_base`` + row number is the event counter and ``session_base`` + session number the session
@@ -121,7 +112,7 @@ def events_frame(w: World, rng: np.random.Generator, day: int, id_base: int, n: 
     session_cat = np.where(rng.random(n_sessions) < _P_TASTE_SESSION, favourite,
                            np.minimum(anywhere, len(CATEGORIES) - 1))
     etype = np.where(position == 0, 0, rng.choice(len(EVENT_TYPES), size=n, p=_TYPE_P))
-    item = _pick_items(w, rng, user[session], session_cat[session], exposures)
+    item = _pick_items(w, rng, session_cat[session])
     # funnel: most non-view events act on the item of the event before them in the session; events
     # are still grouped by session here and a session starts with a view, so chains stay in-session
     follows = (etype != 0) & (rng.random(n) < _P_FOLLOWS)
@@ -129,22 +120,47 @@ def events_frame(w: World, rng: np.random.Generator, day: int, id_base: int, n: 
     rating = rng.choice(5, size=n, p=_RATING_P) + 1
     text_pick = rng.integers(0, 3, n)
     quantity = rng.choice(len(_QUANTITY_P), size=n, p=_QUANTITY_P) + 1
-    price = day_prices(w, day).price[item]
-
     order = np.argsort(ts, kind="stable")
-    is_review = etype[order] == EVENT_TYPES.index("review")
-    review_text = (rating[order] - 1) * 3 + text_pick[order]
+    columns = EventColumns(user=user[session][order], item=item[order], etype=etype[order], ts=ts[order],
+                           session=session[order], rating=rating[order], text=text_pick[order],
+                           quantity=quantity[order])
+    return event_frame(w, day, id_base + order, session_base, columns)
+
+
+@dataclass(frozen=True)
+class EventColumns:
+    """Events as index arrays, in the order they are written: user and item indexes (id - 1), index
+    into ``EVENT_TYPES``, epoch seconds, session number, rating (1-5), review text pick (0-2), quantity."""
+
+    user: np.ndarray
+    item: np.ndarray
+    etype: np.ndarray
+    ts: np.ndarray
+    session: np.ndarray
+    rating: np.ndarray
+    text: np.ndarray
+    quantity: np.ndarray
+
+    def take(self, index: np.ndarray) -> EventColumns:
+        """The events at ``index``, in that order."""
+        return EventColumns(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
+
+
+def event_frame(w: World, day: int, counters: np.ndarray, session_base: int, ev: EventColumns) -> Frame:
+    """The rendered columns of events ``ev`` of ``day``: ids are scrambled ``counters`` (one per event)
+    and ``session_base`` + session number; price is the item's price of the day."""
+    is_review = ev.etype == EVENT_TYPES.index("review")
     return {
-        "event_id": Col(hex_ids(unique_ids(w.seed, id_base + order)), prefix="e"),
-        "user_id": Col(user[session][order] + 1),
-        "item_id": Col(item[order] + 1),
-        "type": Col(vocabulary(EVENT_TYPES, etype[order])),
-        "ts": Col(ts[order]),
-        "session_id": Col(hex_ids(unique_ids(w.seed, session_base + session[order], salt=1)), prefix="s"),
-        "price": Col(price[order], valid=_PRICED[etype[order]]),
-        "quantity": Col(quantity[order], valid=_WITH_QUANTITY[etype[order]]),
-        "rating": Col(rating[order], valid=is_review),
-        "review_text": Col(vocabulary(_REVIEW_TEXTS, review_text), valid=is_review),
+        "event_id": Col(hex_ids(unique_ids(w.seed, counters)), prefix="e"),
+        "user_id": Col(ev.user + 1),
+        "item_id": Col(ev.item + 1),
+        "type": Col(vocabulary(EVENT_TYPES, ev.etype)),
+        "ts": Col(ev.ts),
+        "session_id": Col(hex_ids(unique_ids(w.seed, session_base + ev.session, salt=1)), prefix="s"),
+        "price": Col(day_prices(w, day).price[ev.item], valid=_PRICED[ev.etype]),
+        "quantity": Col(ev.quantity, valid=_WITH_QUANTITY[ev.etype]),
+        "rating": Col(ev.rating, valid=is_review),
+        "review_text": Col(vocabulary(_REVIEW_TEXTS, (ev.rating - 1) * 3 + ev.text), valid=is_review),
     }
 
 
