@@ -15,13 +15,32 @@ os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
 
 
+JAVA_OPTIONS = "-XX:+UseSerialGC -XX:TieredStopAtLevel=1"
+
+
+def runtime_properties() -> dict[str, str]:
+    """In the Spark 3.5 runtime: BigDL's jars and logging, as spark-submit.sh adds them; else just the JVM options."""
+    from lakeloop.runtime import bigdl_jars, bigdl_properties
+
+    base = {"spark.driver.extraJavaOptions": JAVA_OPTIONS}
+    jars = bigdl_jars(Path(sys.executable))
+    if not jars:
+        return base
+    os.environ.setdefault("KMP_SETTINGS", "0")
+    return {"spark.jars": ",".join(str(j) for j in jars),
+            **bigdl_properties(jars, base, on_cluster=False, remote_driver=False)}
+
+
 @pytest.fixture(scope="session")
 def spark():
     """A local[2] session shared by all tests: UI off, 4 shuffle partitions, UTC."""
     from pyspark.sql import SparkSession
 
+    builder = SparkSession.builder
+    for key, value in runtime_properties().items():
+        builder = builder.config(key, value)
     session = (
-        SparkSession.builder.master("local[2]")
+        builder.master("local[2]")
         .appName("lakeloop-tests")
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
@@ -30,7 +49,6 @@ def spark():
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.driver.memory", "3g")
-        .config("spark.driver.extraJavaOptions", "-XX:+UseSerialGC -XX:TieredStopAtLevel=1")
         .config("spark.sql.warehouse.dir", str(ROOT / "build" / "spark-warehouse"))
         .getOrCreate()
     )

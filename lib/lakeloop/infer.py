@@ -11,7 +11,9 @@ push each user's top-N items to the serving store.
    date, computed by :func:`lakeloop.features.training_set` itself (see below).
 4. :func:`score` -- ``mapInArrow``: each Python worker loads the model once (module-level cache
    keyed by the artifact URI) and scores Arrow batches as numpy matrices; an xgboost model is
-   scored with ``Booster.inplace_predict``, any other flavour through ``mlflow.pyfunc``.
+   scored with ``Booster.inplace_predict``, any other flavour through ``mlflow.pyfunc``.  A ``bigdl``
+   model is scored by BigDL itself where BigDL is installed (the Spark 3.5 runtime, where
+   ``spark-submit.sh`` sends such an ``infer``), otherwise by its numpy pyfunc.
 5. The date's partition of ``infer.table`` is replaced; the top ``infer.top_n`` items per user are
    loaded into the serving store as a new version and switched to only when every key arrived
    (:func:`lakeloop.serving.load_dataframe`).
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import importlib.util
 import logging
 import threading
 from collections.abc import Iterator, Sequence
@@ -207,8 +210,23 @@ def score(df: DataFrame, ref: ModelRef, features: Sequence[str] = FEATURES, keep
     if missing:
         raise LakeloopError(f"scoring frame lacks columns {', '.join(missing)}")
     inputs = df.select(*keep, *[F.col(c).cast("double").alias(c) for c in features if c not in keep])
+    if "bigdl" in ref.flavors and importlib.util.find_spec("bigdl") is not None:
+        return _score_bigdl(inputs, ref, features, keep, loads)
     schema = StructType([*(inputs.schema[c] for c in keep), StructField(SCORE, DoubleType(), True)])
     return inputs.mapInArrow(_ScoreBatches(ref, tuple(features), tuple(keep), loads), schema)
+
+
+def _score_bigdl(inputs: DataFrame, ref: ModelRef, features: Sequence[str], keep: Sequence[str],
+                 loads: Accumulator | None) -> DataFrame:
+    """A ``bigdl`` model in the Spark 3.5 runtime: scored by BigDL itself (:func:`lakeloop.train.bigdl.score_frame`)."""
+    import mlflow.artifacts
+
+    from lakeloop.train.bigdl import score_frame
+
+    local = mlflow.artifacts.download_artifacts(artifact_uri=ref.artifact_uri)
+    if loads is not None:
+        loads.add(1)  # loaded once, on the driver; BigDL broadcasts it
+    return score_frame(inputs, local, list(features), list(keep), SCORE)
 
 
 # -- candidates and features ---------------------------------------------------------------------------

@@ -59,7 +59,7 @@ if TYPE_CHECKING:
 __all__ = ["Backend", "FitResult", "TrainingData", "get_backend", "BACKENDS"]
 
 # known backend modules; any importable lakeloop.train.<name> with a BACKEND also works
-BACKENDS = ("xgboost", "tfos", "torch")
+BACKENDS = ("xgboost", "tfos", "torch", "bigdl")
 
 
 @dataclass

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from lakeloop.train import tfos_adapter
 from lakeloop.train.base import Backend, FitResult, TrainingData
-from lakeloop.train.torch import feature_moments, holdout_arrays
+from lakeloop.train.prep import feature_moments, holdout_arrays
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -18,7 +18,8 @@ GPU: with ``gpu=True`` the distributor is started with ``use_gpu=True`` and each
 ``cuda:<address>`` of the GPU Spark assigned to its task (:meth:`TorchBackend.device_params`,
 :func:`lakeloop.train.gpu.torch_device`).
 
-:func:`feature_moments` and :func:`holdout_arrays` are shared with the ``tfos`` backend.
+:func:`~lakeloop.train.prep.feature_moments` and :func:`~lakeloop.train.prep.holdout_arrays` are
+shared with the ``tfos`` and ``bigdl`` backends.
 """
 
 from __future__ import annotations
@@ -28,47 +29,17 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from lakeloop.train.base import Backend, FitResult, TrainingData
+from lakeloop.train.prep import feature_moments, holdout_arrays
 
 if TYPE_CHECKING:
     import pandas as pd
     from mlflow.models import ModelSignature
     from mlflow.models.model import ModelInfo
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import SparkSession
 
     from lakeloop.conf import Conf
 
-__all__ = ["TorchBackend", "BACKEND", "build_network", "feature_moments",
-           "holdout_arrays", "train_process"]
-
-
-def feature_moments(df: DataFrame, features: list[str]) -> tuple[list[float], list[float]]:
-    """Per-feature mean and population standard deviation, ignoring null and NaN.
-
-    An all-missing feature gets mean 0; a constant one standard deviation 1.
-    """
-    from pyspark.sql import functions as F
-
-    values = {c: F.nanvl(F.col(c).cast("double"), F.lit(None).cast("double")) for c in features}
-    row = df.agg(*[F.avg(v).alias(f"m{i}") for i, v in enumerate(values.values())],
-                 *[F.stddev_pop(v).alias(f"s{i}") for i, v in enumerate(values.values())]).first()
-    means = [float(row[f"m{i}"]) if row[f"m{i}"] is not None else 0.0 for i in range(len(features))]
-    stds = [float(row[f"s{i}"]) if row[f"s{i}"] else 1.0 for i in range(len(features))]
-    return means, stds
-
-
-def holdout_arrays(data: TrainingData, max_rows: int, seed: int) -> tuple[Any, Any]:
-    """The holdout as float32 arrays ``(x, y)`` (y with shape ``(n, 1)``), a seeded sample above ``max_rows``."""
-    import numpy as np
-
-    frame = data.valid.select(*data.features, data.label)
-    total = frame.count()
-    if total == 0:
-        raise ValueError("the holdout is empty: per-epoch validation needs rows")
-    if total > max_rows:
-        frame = frame.sample(fraction=min(1.0, 1.1 * max_rows / total), seed=seed).limit(max_rows)
-    pdf = frame.toPandas()
-    return (pdf[data.features].to_numpy(dtype=np.float32),
-            pdf[data.label].to_numpy(dtype=np.float32).reshape(-1, 1))
+__all__ = ["TorchBackend", "BACKEND", "build_network", "train_process"]
 
 
 def build_network(means: list[float], stds: list[float], hidden: list[int]) -> Any:

@@ -1,0 +1,93 @@
+"""The ``bigdl`` backend end to end in the Spark 3.5 runtime: ``jobs/train.py --backend bigdl`` trains a
+BigDL Keras-style MLP with NNFrames on the shared local[2] session, logs it to MLflow (BigDL's format plus a
+pyfunc), registers it, and the gate promotes it over the naive baselines; bulk inference scores a batch
+with BigDL and gives the pyfunc's probabilities.
+
+Run with ``.venv-spark35/bin/python -m pytest -m bigdl`` (``./setup.sh spark35`` builds the runtime).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("bigdl.dllib", reason="BigDL is installed in the Spark 3.5 runtime only: "
+                                          ".venv-spark35/bin/python -m pytest -m bigdl")
+
+import mlflow  # noqa: E402
+import mlflow.pyfunc  # noqa: E402
+from lakeloop import infer  # noqa: E402
+from lakeloop.conf import load_conf  # noqa: E402
+from lakeloop.runtime import needs_spark35  # noqa: E402
+from lakeloop.train import bigdl_flavor, registry  # noqa: E402
+from lakeloop.train.bigdl import epoch_means  # noqa: E402
+from lakeloop.train.data import FEATURES, LABEL, split_holdout  # noqa: E402
+from sklearn.metrics import roc_auc_score  # noqa: E402
+
+from tests.conftest import ROOT  # noqa: E402
+from tests.test_train import RUN_DATE, training_pandas  # noqa: E402
+from tests.test_train_torch import check_registered_model, run_train_job  # noqa: E402
+
+pytestmark = [pytest.mark.bigdl, pytest.mark.slow]
+EPOCHS = 3
+
+
+def test_epoch_means_split_iterations_at_the_validation_steps():
+    records = [[1, 4.0, 0], [2, 2.0, 0], [3, 1.0, 0], [4, 3.0, 0], [5, 1.0, 0]]
+    assert epoch_means(records, [2, 5]) == [3.0, 5.0 / 3]
+
+
+@pytest.fixture(scope="module")
+def trained(spark, tmp_path_factory):
+    """A bigdl model trained by the train job on a fresh warehouse; returns the conf."""
+    root = tmp_path_factory.mktemp("bigdl")
+    conf = load_conf("local", [f"warehouse={root / 'warehouse'}", f"landing={root / 'landing'}"],
+                     conf_dir=ROOT / "conf")
+    assert run_train_job(spark, conf, "bigdl", f"train.params={{epochs: {EPOCHS}}}") == 0
+    return conf
+
+
+def holdout_pandas(spark, conf):
+    rows = training_pandas(RUN_DATE)
+    _, holdout = split_holdout(spark.createDataFrame(rows), conf["train.holdout_fraction"], conf["train.seed"])
+    frame = holdout.toPandas()
+    frame[FEATURES] = frame[FEATURES].astype("float64")
+    return frame
+
+
+def test_bigdl_model_is_logged_registered_and_beats_the_baseline(spark, trained):
+    conf = trained
+    check_registered_model(spark, conf, "bigdl", EPOCHS, ["training-loss", "validation-loss"])
+    champion = registry.version_for_alias(conf, registry.CHAMPION)
+    run = mlflow.get_run(champion.run_id)
+    assert run.data.tags["gate.decision"] == "promoted"
+    baselines = [v for k, v in run.data.metrics.items() if k.startswith("gate.baseline.")]
+    assert baselines and run.data.metrics["gate.challenger_value"] > max(baselines)
+    assert int(run.data.params["param.batch_size"]) % int(run.data.params["param.cores"]) == 0
+    losses = mlflow.MlflowClient().get_metric_history(champion.run_id, "training-loss")
+    assert losses[-1].value < losses[0].value  # it learned
+    model_dir = Path(mlflow.artifacts.download_artifacts(f"models:/{conf['mlflow.model_name']}/{champion.version}"))
+    info = mlflow.models.get_model_info(str(model_dir))
+    assert {"bigdl", "python_function"} <= set(info.flavors)
+    assert (model_dir / bigdl_flavor.BIGDL_FILE).is_file()
+    assert info.flavors["python_function"]["loader_module"] == "lakeloop.train.bigdl_flavor"
+
+
+def test_bulk_scoring_with_bigdl_matches_the_pyfunc(spark, trained):
+    conf = trained
+    ref = infer.resolve_model(conf)
+    assert "bigdl" in ref.flavors
+    assert needs_spark35(conf, "infer", [])  # spark-submit.sh sends infer of this champion to Spark 3.5
+    holdout = holdout_pandas(spark, conf)
+    frame = spark.createDataFrame(holdout[["user_id", "item_id", *FEATURES]]).repartition(3)
+    loads = spark.sparkContext.accumulator(0)
+    scored = infer.score(frame, ref, loads=loads).toPandas()
+    assert list(scored.columns) == ["user_id", "item_id", "score"] and len(scored) == len(holdout)
+    assert loads.value == 1
+    merged = holdout.merge(scored, on=["user_id", "item_id"], validate="one_to_one")
+    pyfunc = mlflow.pyfunc.load_model(registry.model_uri(conf["mlflow.model_name"], registry.CHAMPION))
+    expected = np.asarray(pyfunc.predict(merged[FEATURES]), dtype=float)
+    np.testing.assert_allclose(merged["score"].to_numpy(), expected, atol=1e-5)
+    assert roc_auc_score(merged[LABEL], merged["score"]) > 0.6
