@@ -24,33 +24,21 @@ if ! [ "${jv%%.*}" -ge 17 ] 2>/dev/null; then
   exit 2
 fi
 
-# The Spark 3.5 side runtime, installed in two steps: its dependencies (scripts/spark35-requirements.txt,
-# mlflow at the version of .venv), then BigDL without dependencies (its metadata pins old pyspark/numpy).
+# The Spark 3.5 side runtime (docs/bigdl.md), installed by scripts/install-spark35.sh; re-installed only when
+# its requirements or the mlflow version of .venv changed.
 setup_spark35() {
-  local venv=.venv-spark35 reqs=scripts/spark35-requirements.txt mlflow_pin="mlflow==3.17.2"
+  local venv=.venv-spark35 mlflow_version=""
   if [ -x .venv/bin/python ]; then
-    mlflow_pin="mlflow==$(.venv/bin/python -c 'import mlflow; print(mlflow.__version__)' 2>/dev/null || echo 3.17.2)"
+    mlflow_version=$(.venv/bin/python -c 'import mlflow; print(mlflow.__version__)' 2>/dev/null || true)
   fi
-  local bigdl="bigdl-dllib-spark3==2.4.0 bigdl-core==2.4.0.dev0"
   local want
-  want="$(cat "$reqs" | sha256sum | cut -c1-16) $mlflow_pin $bigdl"
+  want="$(cat scripts/spark35-requirements.txt scripts/install-spark35.sh | sha256sum | cut -c1-16) mlflow=${mlflow_version:-default}"
   [ -x "$venv/bin/python" ] || "$PY" -m venv "$venv"
   if [ ! -f "$venv/.lakeloop-installed" ] || [ "$(cat "$venv/.lakeloop-installed")" != "$want" ]; then
-    "$venv/bin/python" -m pip install --quiet --upgrade pip
-    "$venv/bin/python" -m pip install --quiet -r "$reqs" "$mlflow_pin" "numpy<2.3"
-    # shellcheck disable=SC2086
-    "$venv/bin/python" -m pip install --quiet --no-deps $bigdl
-    "$venv/bin/python" - <<'PYCHECK'
-import numpy, pyspark
-import bigdl.dllib.nncontext  # noqa: F401
-from bigdl.dllib.utils.engine import get_bigdl_jars
-assert pyspark.__version__.startswith("3.5."), pyspark.__version__
-assert tuple(int(p) for p in numpy.__version__.split(".")[:2]) < (2, 3), numpy.__version__
-assert len(get_bigdl_jars()) == 2, get_bigdl_jars()
-PYCHECK
+    MLFLOW_VERSION=$mlflow_version scripts/install-spark35.sh "$venv"
     echo "$want" >"$venv/.lakeloop-installed"
   fi
-  echo "setup.sh: Spark 3.5 runtime in $ROOT/$venv ($($venv/bin/python -c 'import pyspark; print("pyspark", pyspark.__version__)'), $mlflow_pin, BigDL 2.4.0)"
+  echo "setup.sh: Spark 3.5 runtime in $ROOT/$venv ($("$venv/bin/python" -c 'import pyspark, mlflow; print("pyspark", pyspark.__version__, "mlflow", mlflow.__version__)'), BigDL 2.4.0)"
 }
 if [ "$EXTRAS" = "spark35" ]; then
   setup_spark35

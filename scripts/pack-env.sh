@@ -3,19 +3,31 @@
 # --archives (conf key python.archive). The archive holds a relocatable virtualenv with lakeloop
 # and its dependencies installed (not editable), made by venv-pack.
 #   scripts/pack-env.sh [OUTPUT]        default OUTPUT: build/lakeloop-env.tar.gz
+#   EXTRAS=spark35 scripts/pack-env.sh  the Spark 3.5 runtime for BigDL jobs (conf runtime.spark35.archive),
+#                                       default OUTPUT: build/lakeloop-spark35-env.tar.gz
 # The cluster hosts must have the same OS/CPU architecture and glibc as this machine, and the
 # Python interpreter at the same path (venv-pack keeps the base interpreter as a symlink);
 # use conda-pack or a pex (see docs/deploy.md) when they do not.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-OUT=${1:-$ROOT/build/lakeloop-env.tar.gz}
+if [ "${EXTRAS:-}" = "spark35" ]; then
+  OUT=${1:-$ROOT/build/lakeloop-spark35-env.tar.gz}
+else
+  OUT=${1:-$ROOT/build/lakeloop-env.tar.gz}
+fi
 PY=${PYTHON:-python3}
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 "$PY" -m venv "$WORK/env"
 "$WORK/env/bin/python" -m pip install --quiet --upgrade pip venv-pack
-"$WORK/env/bin/python" -m pip install --quiet "$ROOT${EXTRAS:+[$EXTRAS]}"
+if [ "${EXTRAS:-}" = "spark35" ]; then
+  "$ROOT/scripts/install-spark35.sh" "$WORK/env"
+  "$WORK/env/bin/python" -m pip install --quiet --no-deps "$ROOT"
+else
+  "$WORK/env/bin/python" -m pip install --quiet "$ROOT${EXTRAS:+[$EXTRAS]}"
+fi
 mkdir -p "$(dirname "$OUT")"
 "$WORK/env/bin/venv-pack" -p "$WORK/env" -o "$OUT.tmp" --force
 mv "$OUT.tmp" "$OUT"
-echo "pack-env: wrote $OUT ($(du -h "$OUT" | cut -f1)); set python.archive to it"
+key=python.archive; [ "${EXTRAS:-}" = "spark35" ] && key=runtime.spark35.archive
+echo "pack-env: wrote $OUT ($(du -h "$OUT" | cut -f1)); set $key to it"
