@@ -27,7 +27,8 @@ else
   "$WORK/env/bin/python" -m pip install --quiet "$ROOT${EXTRAS:+[$EXTRAS]}"
 fi
 mkdir -p "$(dirname "$OUT")"
-"$WORK/env/bin/venv-pack" -p "$WORK/env" -o "$OUT.tmp" --force
-mv "$OUT.tmp" "$OUT"
+tmp="$(dirname "$OUT")/.partial-$(basename "$OUT")"  # venv-pack wants a known extension
+"$WORK/env/bin/venv-pack" -p "$WORK/env" -o "$tmp" --force
+mv "$tmp" "$OUT"
 key=python.archive; [ "${EXTRAS:-}" = "spark35" ] && key=runtime.spark35.archive
 echo "pack-env: wrote $OUT ($(du -h "$OUT" | cut -f1)); set $key to it"
