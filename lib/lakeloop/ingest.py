@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -40,8 +40,8 @@ if TYPE_CHECKING:
     from lakeloop.conf import Conf
 
 __all__ = ["LandingFile", "IngestResult", "IngestError", "SUFFIXES", "file_key", "landing_dir", "list_landing",
-           "read_lines", "ingest_source", "ingest", "read_ledger", "ledger_uri", "ledger_frame", "bronze_schema", "run",
-           "add_arguments"]
+           "read_lines", "text_lineage", "number_lines", "ingest_source", "ingest", "read_ledger", "ledger_uri",
+           "ledger_frame", "bronze_schema", "run", "add_arguments"]
 
 log = logging.getLogger("lakeloop.ingest")
 
@@ -153,10 +153,25 @@ def read_lines(spark: SparkSession, paths: Sequence[str],
     ``_line`` (and ``_header`` when ``header``: line 1 of each file, which is then not a row
     itself); ``files`` maps :func:`file_key` to ``(_file, records)`` for every file with a line.
     """
-    raw = (spark.read.text(list(paths))
-           .select(F.col("value"), F.col("_metadata.file_path").alias("_file"),
-                   F.col("_metadata.file_block_start").alias("__block"),
-                   F.monotonically_increasing_id().alias("__pos")))
+    raw = spark.read.text(list(paths)).select(F.col("value"), *text_lineage())
+    return number_lines(raw, header)
+
+
+def text_lineage() -> list[Column]:
+    """``_file`` and ``__block`` (the split's start offset) of a text file source's rows: what
+    :func:`number_lines` needs beside ``value``."""
+    return [F.col("_metadata.file_path").alias("_file"), F.col("_metadata.file_block_start").alias("__block")]
+
+
+def number_lines(raw: DataFrame, header: bool = False) -> tuple[DataFrame, dict[str, tuple[str, int]]]:
+    """Number the lines of ``raw``: rows of Spark's text source (``value``, ``_file``, ``__block``
+    from :func:`text_lineage`, any other columns are kept) in their scan order, no shuffle before.
+
+    Returns ``(frame, files)`` as :func:`read_lines`; ``__block`` is dropped.  One small aggregate
+    is collected; ``raw`` is evaluated again by the returned frame (persist it to read once).
+    """
+    kept = [c for c in raw.columns if c != "__block"]
+    raw = raw.select("*", F.monotonically_increasing_id().alias("__pos"))
     blocks = raw.groupBy("_file", "__block").agg(F.min("__pos").alias("__first"), F.count("*").alias("__n"))
     earlier = Window.partitionBy("_file").orderBy("__block").rowsBetween(Window.unboundedPreceding, -1)
     offsets = blocks.select("_file", "__block", "__first",
@@ -164,15 +179,16 @@ def read_lines(spark: SparkSession, paths: Sequence[str],
                             F.sum("__n").over(Window.partitionBy("_file")).alias("__lines")).collect()
     per_file = {file_key(r["_file"]): (r["_file"], int(r["__lines"]) - int(header and r["__lines"] > 0))
                 for r in offsets}
-    offset_df = spark.createDataFrame([(r["_file"], r["__block"], r["__first"], r["__offset"]) for r in offsets],
-                                      "_file string, __block long, __first long, __offset long")
+    offset_df = raw.sparkSession.createDataFrame(
+        [(r["_file"], r["__block"], r["__first"], r["__offset"]) for r in offsets],
+        "_file string, __block long, __first long, __offset long")
     lines = (raw.join(F.broadcast(offset_df), ["_file", "__block"])
-             .select("value", "_file", (F.col("__pos") - F.col("__first") + F.col("__offset") + 1).alias("_line")))
+             .select(*kept, (F.col("__pos") - F.col("__first") + F.col("__offset") + 1).alias("_line")))
     if not header:
         return lines, per_file
     headers = lines.where(F.col("_line") == 1).select("_file", F.col("value").alias("_header"))
     data = lines.where(F.col("_line") > 1).join(F.broadcast(headers), "_file", "left")
-    return data.select("value", "_header", "_file", "_line"), per_file
+    return data.select("value", "_header", *[c for c in kept if c != "value"], "_line"), per_file
 
 
 # -- ledger ----------------------------------------------------------------------------------------------

@@ -7,9 +7,11 @@ Two queries per source, each with its own checkpoint (:func:`lakeloop.streaming.
     columns of batch ingest, sharing its file ledger; rejected lines -> ``silver.<source>_stream_quarantine``
     (:mod:`lakeloop.streaming.bronze`).
 ``realtime_<source>``
-    ``bronze.<source>`` (``lakeloop_delta`` stream) -> event-time window counts with a watermark ->
-    ``stream.realtime_table`` and the serving store's real-time view (:mod:`lakeloop.streaming.realtime`).
-    Only for sources with an event time, item, user and type (``events``).
+    the same arriving lines (its own file source or Kafka reader) -> valid events -> event-time window
+    counts with a watermark -> ``stream.realtime_table`` and the serving store's real-time view
+    (:mod:`lakeloop.streaming.realtime`).  Only for sources with an event time, item, user and type
+    (``events``).  Both queries run side by side with either trigger; neither starts a Python worker
+    (no Python data source), so no query waits on one to connect back.
 
 >>> report = run_stream(spark, conf, "events", trigger="availableNow")  # doctest: +SKIP
 >>> report.bronze.rows, report.queries["realtime_events"].late_rows_dropped  # doctest: +SKIP
@@ -26,9 +28,8 @@ import threading
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from lakeloop import tables
 from lakeloop.schemas import source_schema
-from lakeloop.streaming.bronze import BronzeStats, BronzeWriter, quarantine_table
+from lakeloop.streaming.bronze import BronzeStats, BronzeWriter, classified_early, quarantine_table, verdict
 from lakeloop.streaming.realtime import (
     RealtimeStats,
     RealtimeWriter,
@@ -102,21 +103,16 @@ def run_stream(spark: SparkSession, conf: Conf, source: str = "events", *, trigg
     bronze_cp = checkpoint_dir(conf, f"bronze_{source}")
     bronze_writer = BronzeWriter(conf, schema, bronze_cp, files=files)
     lines = source_stream(spark, conf, schema)
+    if classified_early(schema):
+        lines = verdict(lines, schema)  # analysed once per query, not per micro-batch
     realtime_writer = RealtimeWriter(conf, checkpoint_dir(conf, f"realtime_{source}")) \
         if realtime and supports_realtime(schema) else None
     report = StreamReport(source, trigger, bronze_writer.stats, realtime_writer.stats if realtime_writer else None)
     try:
-        bronze_query = start(lines, f"bronze_{source}", bronze_cp, bronze_writer, how)
-        if trigger == "availableNow":
-            # the realtime query reads what the bronze query wrote: run them one after the other
-            supervisor.watch([bronze_query])
-            if realtime_writer is not None and not supervisor.stop.is_set():
-                supervisor.watch([_start_realtime(spark, conf, schema, realtime_writer, how)])
-        else:
-            queries = [bronze_query]
-            if realtime_writer is not None:
-                queries.append(_start_realtime(spark, conf, schema, realtime_writer, how))
-            supervisor.watch(queries)
+        queries = [start(lines, f"bronze_{source}", bronze_cp, bronze_writer, how)]
+        if realtime_writer is not None:
+            queries.append(_start_realtime(spark, conf, schema, realtime_writer, how))
+        supervisor.watch(queries)
     finally:
         if realtime_writer is not None:
             realtime_writer.close()
@@ -128,14 +124,7 @@ def run_stream(spark: SparkSession, conf: Conf, source: str = "events", *, trigg
 
 def _start_realtime(spark: SparkSession, conf: Conf, schema: Any, writer: RealtimeWriter,
                     how: dict[str, Any]) -> Any:
-    bronze_uri = conf.table_uri(f"bronze.{schema.source}")
-    if not tables.exists(bronze_uri):
-        # the lakeloop_delta source needs the table; an empty one with bronze's schema is what ingest makes
-        from lakeloop.ingest import bronze_schema
-
-        tables.write(spark.createDataFrame([], bronze_schema(schema)), bronze_uri, mode="append",
-                     partition_by=["dt"])
-    events = valid_events(tables.read_stream(spark, bronze_uri), schema)
+    events = valid_events(source_stream(spark, conf, schema), schema)
     counts = realtime_frame(events, schema, conf.get("stream.window") or "10 minutes",
                             conf.get("stream.watermark") or "10 minutes", item_categories(spark, conf))
     return start(counts, f"realtime_{schema.source}", writer.checkpoint, writer, how, output_mode="update")

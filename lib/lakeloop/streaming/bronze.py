@@ -2,14 +2,18 @@
 
 Landing files share the batch ingest ledger (``ingest.ledger_table``): a micro-batch skips files the
 ledger already holds (ingested by ``jobs/ingest.py`` or an earlier micro-batch) and records the files
-it writes, so batch ingest skips them in turn.  Each micro-batch re-reads its new files with
-:func:`lakeloop.ingest.read_lines`, which gives the same exact ``_line`` numbers as batch ingest.
+it writes, so batch ingest skips them in turn.  The micro-batch's lines are read once and cached;
+:func:`lakeloop.ingest.number_lines` gives them the same exact ``_line`` numbers as batch ingest.
+
+Malformed and invalid lines are classified with the curate expressions (reason codes of the batch
+layer) inside the streaming query's plan (:func:`verdict`), which Spark analyses once when the query
+starts, not once per micro-batch; only a CSV source with a header line is classified per
+micro-batch, after numbering, since its header is line 1 of each file.  Rejected lines go to
+``silver.<source>_stream_quarantine``.
 
 Every table write of a micro-batch carries the transaction ``(query id, batch id)``: a batch replayed
 after a crash re-commits nothing that was already committed (bronze, quarantine, ledger each on their
 own), and files committed to bronze but missing from the ledger are recorded by the replay.
-Malformed and invalid lines are classified with the curate expressions and written to
-``silver.<source>_stream_quarantine`` with the reason codes of the batch layer.
 """
 
 from __future__ import annotations
@@ -30,23 +34,21 @@ from lakeloop.delta.stream import query_app_id
 from lakeloop.ingest import (
     LandingFile,
     bronze_schema,
-    file_key,
     landing_dir,
     ledger_frame,
     ledger_uri,
     list_landing,
+    number_lines,
     read_ledger,
-    read_lines,
 )
 from lakeloop.streaming.sources import StreamError
 
 if TYPE_CHECKING:
-    from pyspark.sql import SparkSession
 
     from lakeloop.conf import Conf
     from lakeloop.schemas import SourceSchema
 
-__all__ = ["BronzeStats", "BronzeWriter", "quarantine_table", "stream_quarantine"]
+__all__ = ["BronzeStats", "BronzeWriter", "quarantine_table", "stream_quarantine", "verdict", "classified_early"]
 
 log = logging.getLogger("lakeloop.stream")
 
@@ -61,10 +63,26 @@ def quarantine_table(source: str) -> str:
     return f"silver.{source}_stream_quarantine"
 
 
-def stream_quarantine(bronze: DataFrame, schema: SourceSchema) -> DataFrame:
+def verdict(lines: DataFrame, schema: SourceSchema) -> DataFrame:
+    """``lines`` with curate's ``reason`` and ``detail`` (null reason: a valid line before
+    de-duplication).  Works on streaming and static frames; needs ``_header`` for a CSV source
+    with a header line."""
+    return classify(cleanse(parse(lines, schema), schema), schema).select(*lines.columns, "reason", "detail")
+
+
+def classified_early(schema: SourceSchema) -> bool:
+    """Whether the bronze query classifies lines in its streaming plan (every source but a CSV
+    source with a header line, whose lines need their file's line 1)."""
+    return not (schema.format == "csv" and schema.csv.header)
+
+
+def stream_quarantine(lines: DataFrame, schema: SourceSchema) -> DataFrame:
     """The rejected lines of a bronze frame, with curate's reason codes (no ``duplicate``: the
-    stream does not de-duplicate; curate does, over the whole day)."""
-    return quarantine_frame(classify(cleanse(parse(bronze, schema), schema), schema))
+    stream does not de-duplicate; curate does, over the whole day).  ``lines`` may carry
+    ``reason``/``detail`` already (:func:`verdict`)."""
+    if "reason" not in lines.columns:
+        lines = verdict(lines, schema)
+    return quarantine_frame(lines)
 
 
 @dataclass
@@ -93,34 +111,31 @@ class BronzeWriter:
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         if self._app_id is None:
             self._app_id = query_app_id(self.checkpoint)
-        spark = batch.sparkSession
         at = dt.datetime.now(dt.UTC)
         tag = f"stream-{self._app_id[-12:]}-{batch_id}"
-        ledger: DataFrame | None = None
-        files = 0
-        if self.from_files:
-            found = self._new_files(spark, batch, tag, at)
-            if found is None:
-                return
-            lines, ledger, files = found
-        else:
-            lines = batch
-        bronze = lines.select(*[c for c in lines.columns if c != "dt"],
-                              F.lit(at).cast("timestamp").alias("_ingested_at"), F.lit(tag).alias("_batch_id"),
-                              F.col("dt")).select(*bronze_schema(self.schema).names).persist()
+        cached = batch.persist()  # the micro-batch's files are read once
         try:
-            txn = (self._app_id, int(batch_id))
-            written = tables.write(bronze, self.bronze_uri, mode="append", partition_by=["dt"], txn=txn)
-            rejected = stream_quarantine(bronze, self.schema).persist()
-            try:
-                by_reason = {r["reason"]: int(r["count"]) for r in rejected.groupBy("reason").count().collect()}
-                tables.write(rejected, self.quarantine_uri, mode="append", partition_by=["dt"], txn=txn)
-            finally:
-                rejected.unpersist()
-            if ledger is not None:
-                tables.write(ledger, ledger_uri(self.conf), mode="append", txn=txn)
+            found = self._new_lines(cached, tag, at) if self.from_files else (cached, None, 0)
+            if found is not None:
+                self._write(*found, batch_id, tag, at)
         finally:
-            bronze.unpersist()
+            cached.unpersist()
+
+    def _write(self, lines: DataFrame, ledger: DataFrame | None, files: int, batch_id: int, tag: str,
+               at: dt.datetime) -> None:
+        """The three transactional writes of one micro-batch: bronze, quarantine, ledger."""
+        lines = lines.select("*", F.lit(at).cast("timestamp").alias("_ingested_at"), F.lit(tag).alias("_batch_id"))
+        txn = (self._app_id, int(batch_id))
+        written = tables.write(lines.select(*bronze_schema(self.schema).names), self.bronze_uri, mode="append",
+                               partition_by=["dt"], txn=txn)
+        rejected = stream_quarantine(lines, self.schema).persist()
+        try:
+            by_reason = {r["reason"]: int(r["count"]) for r in rejected.groupBy("reason").count().collect()}
+            tables.write(rejected, self.quarantine_uri, mode="append", partition_by=["dt"], txn=txn)
+        finally:
+            rejected.unpersist()
+        if ledger is not None:
+            tables.write(ledger, ledger_uri(self.conf), mode="append", txn=txn)
         self._count(written, by_reason, files)
         log.info("bronze.%s batch %d: %d rows (%s), quarantine %s", self.schema.source, batch_id, written.rows,
                  "replayed, already committed" if written.skipped else f"v{written.version}", by_reason or "none")
@@ -137,16 +152,18 @@ class BronzeWriter:
         for reason, n in by_reason.items():
             s.quarantine_by_reason[reason] = s.quarantine_by_reason.get(reason, 0) + n
 
-    def _new_files(self, spark: SparkSession, batch: DataFrame, tag: str,
+    def _new_lines(self, batch: DataFrame, tag: str,
                    at: dt.datetime) -> tuple[DataFrame, DataFrame, int] | None:
         """Numbered lines (with ``dt``), ledger rows and number of the batch's files that no ledger
         row holds; ``None`` when there are none."""
+        spark = batch.sparkSession
+        header = self.schema.format == "csv" and self.schema.csv.header
+        lines, per_file = number_lines(batch, header=header)
         by_date: dict[str, list[str]] = defaultdict(list)
-        for row in batch.select("_file").distinct().collect():
-            key = file_key(row["_file"])
+        for key, (rendered, _) in per_file.items():
             match = _DT.search(key)
             if match is None:  # cannot happen with the dt=* glob, but never guess a partition
-                raise StreamError(f"landing file {row['_file']} is not under a dt=YYYY-MM-DD folder")
+                raise StreamError(f"landing file {rendered} is not under a dt=YYYY-MM-DD folder")
             by_date[match.group(1)].append(key)
         new: list[tuple[str, LandingFile]] = []
         for date, keys in sorted(by_date.items()):
@@ -162,8 +179,8 @@ class BronzeWriter:
                     new.append((date, listed[key]))
         if not new:
             return None
-        header = self.schema.format == "csv" and self.schema.csv.header
-        lines, per_file = read_lines(spark, [f.path for _, f in new], header=header)
+        if len(new) < len(per_file):
+            lines = lines.where(F.col("_file").isin([per_file[f.key][0] for _, f in new]))
         lines = lines.withColumn("dt", F.regexp_extract("_file", _DT.pattern, 1))
         ledger = None
         for date in sorted({d for d, _ in new}):

@@ -1,11 +1,11 @@
 """Real-time views: event-time window counts per item and per user, with a watermark.
 
-The realtime query reads ``bronze.<source>`` as a stream (the ``lakeloop_delta`` source), parses it
-with the curate expressions and keeps the valid events.  Each event counts once for its item and
-once for its user in the tumbling window ``stream.window`` of its event time; lines repeating a
-primary key within the watermark count once.  An event whose window ended more than
-``stream.watermark`` before the latest event time seen is dropped by Spark and counted in the query
-progress (``numRowsDroppedByWatermark``).
+The realtime query reads the arriving lines (landing files or Kafka, as the bronze query does, with
+its own checkpoint), parses them with the curate expressions and keeps the valid events.  Each
+event counts once for its item and once for its user in the tumbling window ``stream.window`` of
+its event time; lines repeating a primary key within the watermark count once.  An event whose
+window ended more than ``stream.watermark`` before the latest event time seen is dropped by Spark
+and counted in the query progress (``numRowsDroppedByWatermark``).
 
 Each micro-batch's updated windows are appended to ``stream.realtime_table`` (transaction
 ``(query id, batch id)``: an update log, one row per window, entity and key and batch; the latest
@@ -56,7 +56,10 @@ TABLE_SCHEMA = T.StructType(
 
 
 def supports_realtime(schema: SourceSchema) -> bool:
-    """Whether the source has an event time and the columns the views count (``events`` does)."""
+    """Whether the source has an event time and the columns the views count (``events`` does);
+    not a CSV source with a header line (its lines cannot be parsed without their file's line 1)."""
+    if schema.format == "csv" and schema.csv.header:
+        return False
     return bool(schema.event_time) and all(c in schema.names for c in REQUIRED)
 
 
@@ -66,9 +69,9 @@ def serving_key(entity: str, key: int) -> Any:
     return int(key) if entity == "user" else f"item:{int(key)}"
 
 
-def valid_events(bronze: DataFrame, schema: SourceSchema) -> DataFrame:
-    """The typed columns of the bronze lines curate would accept (before de-duplication)."""
-    curated = classify(cleanse(parse(bronze, schema), schema), schema)
+def valid_events(lines: DataFrame, schema: SourceSchema) -> DataFrame:
+    """The typed columns of the raw lines (``value``) curate would accept (before de-duplication)."""
+    curated = classify(cleanse(parse(lines, schema), schema), schema)
     return curated.where(F.col("reason").isNull()).select(*schema.names)
 
 

@@ -1,11 +1,10 @@
 """Query lifecycle: checkpoints, triggers, progress accounting and the graceful stop.
 
-``availableNow`` runs the bronze query to the end of what has arrived, then the realtime query over
-what bronze then holds, and returns.  ``processingTime`` runs both until ``stop`` is set (the job sets
-it on SIGTERM/SIGINT) or a query fails.  A stop waits for the current micro-batch of each query to
-finish (``status['isTriggerActive']``) before stopping it; a query stopped mid-batch anyway (timeout)
-replays that batch from its checkpoint on the next start, and the transactional sinks skip what it
-had already committed.
+``availableNow`` runs the queries to the end of what has arrived and returns.  ``processingTime``
+runs them until ``stop`` is set (the job sets it on SIGTERM/SIGINT) or a query fails.  A stop
+waits for the current micro-batch of each query to finish (``status['isTriggerActive']``) before
+stopping it; a query stopped mid-batch anyway (timeout) replays that batch from its checkpoint on
+the next start, and the transactional sinks skip what it had already committed.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """Streaming sources of raw lines: landing files (Spark's file source) or a Kafka topic.
 
-Both give the frame the bronze writer consumes: ``value`` (the raw line) and ``_file``; the Kafka
-source also gives ``_line`` (the record's offset) and ``dt`` (its timestamp's UTC date), since a
-topic has no files to number lines in.
+Both give the frame the bronze writer consumes: ``value`` (the raw line) and ``_file``; the file
+source also gives ``__block`` (the split a line was read from, for exact line numbers), the Kafka
+source ``_line`` (the record's offset) and ``dt`` (its timestamp's UTC date), since a topic has no
+files to number lines in.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pyspark.sql import functions as F
 
 from lakeloop.conf import ConfError
 from lakeloop.errors import LakeloopError
-from lakeloop.ingest import SUFFIXES
+from lakeloop.ingest import SUFFIXES, text_lineage
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -38,7 +39,7 @@ def landing_glob(conf: Conf, source: str) -> str:
 
 
 def file_stream(spark: SparkSession, conf: Conf, schema: SourceSchema) -> DataFrame:
-    """The lines of files arriving under :func:`landing_glob` (``value``, ``_file``).
+    """The lines of files arriving under :func:`landing_glob` (``value``, ``_file``, ``__block``).
 
     Only names with the source format's suffixes are read (as in batch ingest); hidden and
     ``_``-prefixed files, i.e. files still being written by datagen, are skipped by Spark itself.
@@ -50,7 +51,7 @@ def file_stream(spark: SparkSession, conf: Conf, schema: SourceSchema) -> DataFr
     if max_files:
         reader = reader.option("maxFilesPerTrigger", int(max_files))
     lines = reader.load(landing_glob(conf, schema.source))
-    return lines.select("value", F.col("_metadata.file_path").alias("_file"))
+    return lines.select("value", *text_lineage())
 
 
 def kafka_stream(spark: SparkSession, conf: Conf, schema: SourceSchema) -> DataFrame:
