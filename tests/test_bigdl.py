@@ -22,7 +22,6 @@ from lakeloop import infer  # noqa: E402
 from lakeloop.conf import load_conf  # noqa: E402
 from lakeloop.runtime import needs_spark35  # noqa: E402
 from lakeloop.train import bigdl_flavor, registry  # noqa: E402
-from lakeloop.train.bigdl import epoch_means  # noqa: E402
 from lakeloop.train.data import FEATURES, LABEL, split_holdout  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
@@ -32,11 +31,6 @@ from tests.test_train_torch import check_registered_model, run_train_job  # noqa
 
 pytestmark = [pytest.mark.bigdl, pytest.mark.slow]
 EPOCHS = 3
-
-
-def test_epoch_means_split_iterations_at_the_validation_steps():
-    records = [[1, 4.0, 0], [2, 2.0, 0], [3, 1.0, 0], [4, 3.0, 0], [5, 1.0, 0]]
-    assert epoch_means(records, [2, 5]) == [3.0, 5.0 / 3]
 
 
 @pytest.fixture(scope="module")
