@@ -72,7 +72,7 @@ def init_bigdl(spark: SparkSession) -> Any:
     jvm = spark.sparkContext._jvm
     try:
         jvm.java.lang.Class.forName("com.intel.analytics.bigdl.dllib.utils.Engine", False,
-                                    jvm.Thread.currentThread().getContextClassLoader())
+                                    jvm.java.lang.Thread.currentThread().getContextClassLoader())
     except Exception:
         raise RuntimeError("BigDL's jars are not on the Spark classpath: start the job with ./spark-submit.sh "
                            "(it adds them), or see lakeloop.runtime.bigdl_properties") from None
