@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,17 @@ os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
 
 
 JAVA_OPTIONS = "-XX:+UseSerialGC -XX:TieredStopAtLevel=1"
+# the Spark 3.5 runtime (.venv-spark35) lacks Spark 4, torch, TensorFlow and the dev tools most test modules
+# import: there only the modules written for it are collected
+SPARK35 = version("pyspark").startswith("3.5.")
+SPARK35_MODULES = {"test_spark35_runtime.py", "test_bigdl.py"}
+
+
+def pytest_ignore_collect(collection_path: Path, config) -> bool | None:
+    """In the Spark 3.5 runtime, skip collecting every test module but :data:`SPARK35_MODULES`."""
+    if SPARK35 and collection_path.suffix == ".py" and collection_path.name.startswith("test_"):
+        return collection_path.name not in SPARK35_MODULES
+    return None
 
 
 def runtime_properties() -> dict[str, str]:
