@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import gzip
 import json
 from pathlib import Path
@@ -12,6 +13,7 @@ from lakeloop.datagen import generate_day
 from lakeloop.ingest import ingest_source
 from lakeloop.serving import open_store
 from lakeloop.streaming import StreamError, run_stream
+from lakeloop.streaming.waves import describe, realtime_waves
 from pyspark.sql import functions as F
 
 DATE = "2026-11-01"
@@ -148,3 +150,31 @@ def test_kafka_without_connector_names_it(spark, conf):
     conf = conf.with_overrides({"stream.source": "kafka", "stream.kafka.bootstrap_servers": "127.0.0.1:9"})
     with pytest.raises(StreamError, match="spark-sql-kafka-0-10"):
         run_stream(spark, conf, "events", trigger="availableNow")
+
+
+def test_realtime_view_changes_wave_by_wave(spark, conf):
+    now = dt.datetime(2026, 11, 2, 10, 0, 0, tzinfo=dt.UTC)  # after DATE: the waves' event time
+    views = realtime_waves(spark, conf, DATE, user=5, waves=2, now=now)
+
+    assert [(v["events"], v["views"], v["clicks"]) for v in views] == [(3, 2, 1), (6, 4, 2)]
+    assert views[0]["window_start"] == views[1]["window_start"] == "2026-11-02T10:00:00Z"
+    assert views[0]["updated_at"] <= views[1]["updated_at"]
+    assert describe(views[1]).endswith("events=6, views=4, clicks=2, carts=0, purchases=0")
+    bronze = tables.read(spark, conf.table_uri("bronze.events"))
+    assert bronze.count() == 6 and bronze.select("_file").distinct().count() == 2
+
+
+def test_csv_with_header_classified_after_numbering(spark, conf, tmp_path):
+    landing = tmp_path / "landing"
+    manifest = generate_day(landing, DATE, events=50, users=10, items=40, seed=9, bad_fraction=0.1, parts=1)
+    landed = _landed_lines(landing, "items", DATE)
+
+    report = run_stream(spark, conf, "items", trigger="availableNow")
+
+    assert report.realtime is None  # a CSV source with a header has no real-time view
+    bronze = tables.read(spark, conf.table_uri("bronze.items"))
+    assert bronze.count() == report.bronze.rows == sum(n - 1 for n in landed.values())  # header lines are not rows
+    assert bronze.where(F.col("_header").isNull() | (F.col("_line") < 2)).count() == 0
+    expected = {k: v for k, v in manifest["sources"]["items"]["expected_quarantine"].items()
+                if k != "duplicate" and v}
+    assert report.bronze.quarantine_by_reason == expected

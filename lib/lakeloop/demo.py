@@ -1,4 +1,5 @@
-"""The demo: sample data for a few days, then every pipeline step that exists, in order.
+"""The demo: sample data for a few days, then every pipeline step that exists, in order, and last
+the speed layer: new events landing in two waves, the real-time view read after each.
 
 Each step is a job module's ``main(argv)`` run in this process, so they share one SparkSession.
 """
@@ -44,6 +45,23 @@ def _print_closed_loop(args: argparse.Namespace, dates: list[str]) -> None:
             print(f"demo:   {line}")
 
 
+def _print_realtime(args: argparse.Namespace, date: str, user: int = 1) -> None:
+    """The speed layer: new events of ``user`` landing in two waves, the stream run after each and
+    the real-time view read between them (see docs/streaming.md, demo)."""
+    from pyspark.sql import SparkSession
+
+    from lakeloop.conf import load_conf
+    from lakeloop.streaming.waves import describe, realtime_waves
+
+    t0 = time.monotonic()
+    views = realtime_waves(SparkSession.builder.getOrCreate(),
+                           load_conf(args.env, args.overrides, conf_dir=args.conf_dir), date, user=user)
+    print(f"demo: real-time view of user {user} as new events land (stream --trigger availableNow after each wave)")
+    for wave, view in enumerate(views, 1):
+        print(f"demo:   after wave {wave}: {describe(view)}")
+    print(f"demo: stream    {date}  {time.monotonic() - t0:6.1f}s", flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -74,6 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             ran.append(f"{job}@{date}")
     print(f"demo: ran {len(ran)} steps: {', '.join(ran)}")
     _print_closed_loop(args, [(first + dt.timedelta(days=d)).isoformat() for d in range(args.days)])
+    if _load("stream") is not None and args.days > 0:
+        _print_realtime(args, (first + dt.timedelta(days=args.days - 1)).isoformat())
     if skipped:
         print(f"demo: not available yet: {', '.join(skipped)}")
     return 0
