@@ -201,8 +201,8 @@ def main(argv: list[str] | None = None) -> int:
 
                 server = RedisServer(Path(tmp) / "redis").start()
                 port = server.port
-            try:
-                store = store_from_config(StoreSettings("redis", "bench", keep_versions=2,
+            try:  # three loads, three versions kept: no version is deleted inside a timed commit
+                store = store_from_config(StoreSettings("redis", "bench", keep_versions=3,
                                                         batch_size=args.batch_size, options={"port": port}))
                 results["redis"] = bench_store("redis", store, args.keys, pool, encoded_pool, args.lookups, port)
                 results["baseline"] = redis_baseline(port, args.keys, encoded_pool, args.batch_size)
@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
                 if server is not None:
                     server.stop()
         if "sqlite" in args.stores:
-            store = store_from_config(StoreSettings("sqlite", "bench", keep_versions=2, batch_size=args.batch_size,
+            store = store_from_config(StoreSettings("sqlite", "bench", keep_versions=3, batch_size=args.batch_size,
                                                     options={"path": str(Path(tmp) / "serving.sqlite")}))
             results["sqlite"] = bench_store("sqlite", store, args.keys, pool, encoded_pool, args.lookups)
             store.close()
