@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from lakeloop.datagen.sources import EVENT_TYPES, HOUR_CURVE, EventColumns, Exposures
+from lakeloop.datagen.sources import EVENT_TYPES, FAVOURITE_P, HOUR_CURVE, EventColumns, Exposures
 from lakeloop.datagen.world import World, rng_for
 
 __all__ = ["Reactions", "affinity", "react", "REACTION_TYPES"]
@@ -35,7 +35,6 @@ POSITION_DECAY = 0.85     # each lower rank is viewed this much less often
 CLICK = (0.05, 0.55)      # P(click | view) = CLICK[0] + CLICK[1] * affinity
 PURCHASE = (0.05, 0.45)   # P(purchase | click) = PURCHASE[0] + PURCHASE[1] * affinity
 _MEAN_GAP_S = 40.0        # seconds between the events of a reaction session
-_FAVOURITE_SHARE = np.array([0.6, 0.3, 0.1])  # share of sessions that browse each favourite category
 _STREAM = 4               # random stream key: sources use 1-3
 REACTION_TYPES = tuple(EVENT_TYPES.index(t) for t in ("view", "click", "purchase"))
 
@@ -49,7 +48,7 @@ def _popularity_percentile(w: World) -> np.ndarray:
 def affinity(w: World, user: np.ndarray, item: np.ndarray) -> np.ndarray:
     """True affinity in [0, 1] of users for items (index arrays, id - 1), see the module docstring."""
     favourite = w.user_favourites[user] == w.item_category[item][:, None]
-    share = (favourite * _FAVOURITE_SHARE).sum(axis=1) / _FAVOURITE_SHARE[0]
+    share = (favourite * FAVOURITE_P).sum(axis=1) / FAVOURITE_P[0]  # FAVOURITE_P: sessions per favourite
     return 0.8 * np.minimum(share, 1.0) + 0.2 * _popularity_percentile(w)[item]
 
 

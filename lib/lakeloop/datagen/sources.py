@@ -23,7 +23,7 @@ HOUR_CURVE = np.array([2, 1.2, 0.8, 0.6, 0.6, 0.9, 1.8, 3.2, 4.5, 5, 5.2, 5.8,
 HOUR_CURVE = HOUR_CURVE / HOUR_CURVE.sum()
 _MEAN_SESSION = 6.0          # events per session
 _MEAN_GAP_S = 40.0           # seconds between events of a session
-_FAVOURITE_P = np.array([0.6, 0.3, 0.1])
+FAVOURITE_P = np.array([0.6, 0.3, 0.1])
 _P_TASTE_SESSION = 0.8       # session browses one of the user's favourite categories
 _P_IN_CATEGORY = 0.7         # event's item comes from the session's category (else: anywhere, by popularity)
 _P_FOLLOWS = 0.6            # a non-view event acts on the previous event's item (view -> cart -> purchase)
@@ -107,7 +107,7 @@ def events_frame(w: World, rng: np.random.Generator, day: int, id_base: int, n: 
     offset = np.cumsum(gaps)
     ts = np.minimum(start[session] + offset - offset[first][session], day * 86400 + 86399)
 
-    favourite = w.user_favourites[user, rng.choice(FAVOURITES, size=n_sessions, p=_FAVOURITE_P)]
+    favourite = w.user_favourites[user, rng.choice(FAVOURITES, size=n_sessions, p=FAVOURITE_P)]
     anywhere = np.searchsorted(np.cumsum(w.category_weight), rng.random(n_sessions), side="right")
     session_cat = np.where(rng.random(n_sessions) < _P_TASTE_SESSION, favourite,
                            np.minimum(anywhere, len(CATEGORIES) - 1))

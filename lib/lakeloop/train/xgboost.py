@@ -28,6 +28,10 @@ if TYPE_CHECKING:
 __all__ = ["XGBoostBackend", "BACKEND"]
 
 _VALID_COL = "_is_holdout"
+# xgboost.spark reads each partition as Arrow batches; with features_col given as a column list it fails
+# (KeyError 'values') on a batch without holdout rows, which any partition larger than one batch can have
+# (train rows come before holdout rows).  The fit reads one batch per partition (0: no row limit).
+_ARROW_BATCH = "spark.sql.execution.arrow.maxRecordsPerBatch"
 # estimator-only keys that are not booster parameters of xgboost.train
 _ROUNDS = "n_estimators"
 
@@ -62,7 +66,12 @@ class XGBoostBackend(Backend):
         estimator = SparkXGBClassifier(features_col=list(data.features), label_col=data.label,
                                        validation_indicator_col=_VALID_COL, num_workers=num_workers,
                                        force_repartition=True, device="cuda" if gpu else "cpu", **params)
-        model = estimator.fit(rows)
+        previous = spark.conf.get(_ARROW_BATCH)
+        spark.conf.set(_ARROW_BATCH, "0")
+        try:
+            model = estimator.fit(rows)
+        finally:
+            spark.conf.set(_ARROW_BATCH, previous)
         summary = model.training_summary
         history = {f"training-{k}": list(v) for k, v in summary.train_objective_history.items()}
         history.update({f"validation-{k}": list(v) for k, v in summary.validation_objective_history.items()})
