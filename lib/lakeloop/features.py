@@ -22,11 +22,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from lakeloop import kernels
+from lakeloop.job import JobResult
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
 
     from lakeloop.conf import Conf
+    from lakeloop.session import RunContext
 
 __all__ = ["FeatureParams", "GOLD_TABLES", "UNKNOWN_CATEGORY", "day_start", "events_between",
            "item_attributes", "with_category", "category_affinity", "user_favours", "item_counts",
@@ -313,15 +315,16 @@ def build_gold(spark: SparkSession, conf: Conf, run_date: dt.date,
     """
     from pyspark.sql import functions as F
 
-    from lakeloop import tables
+    from lakeloop.lake import Lake
 
+    lake = Lake.from_conf(conf)
     params = params or FeatureParams.from_conf(conf)
     end_of_day = day_start(run_date) + dt.timedelta(days=1)
     first_day = (day_start(run_date) - params.lookback - dt.timedelta(days=1)).date()
     last_day = (day_start(run_date) + params.label_window).date()
-    events = tables.read(spark, conf.table_uri("silver.events"),
-                         where=f"dt >= '{first_day.isoformat()}' AND dt <= '{last_day.isoformat()}'")
-    items = tables.read(spark, conf.table_uri("silver.items"), where=f"dt <= '{last_day.isoformat()}'")
+    events = lake.read(spark, "silver.events",
+                       where=f"dt >= '{first_day.isoformat()}' AND dt <= '{last_day.isoformat()}'")
+    items = lake.read(spark, "silver.items", where=f"dt <= '{last_day.isoformat()}'")
     events, items = events.persist(), items.persist()  # read once for the three tables
     try:
         frames = {
@@ -330,9 +333,24 @@ def build_gold(spark: SparkSession, conf: Conf, run_date: dt.date,
             "gold.training_set": training_set(events, items, day_start(run_date), params),
         }
         day = run_date.isoformat()
-        return {name: tables.write(df.withColumn("dt", F.lit(day)), conf.table_uri(name), mode="overwrite",
-                                   partition_by=["dt"], replace_where=f"dt = '{day}'")
+        return {name: lake.write(df.withColumn("dt", F.lit(day)), name, mode="overwrite",
+                                 partition_by=["dt"], replace_where=f"dt = '{day}'")
                 for name, df in frames.items()}
     finally:
         events.unpersist()
         items.unpersist()
+
+
+DESCRIPTION = "gold feature tables and the point-in-time training set of --date"
+
+
+def add_arguments(parser) -> None:
+    """The ``features`` job takes only the common options."""
+
+
+def run(ctx: RunContext, spark: SparkSession, args) -> JobResult[dict]:
+    """The ``features`` job: replace the run date's partition of every gold table."""
+    written = build_gold(spark, ctx.conf, ctx.run_date)
+    for table, result in written.items():
+        ctx.log.info("%s dt=%s: %s", table, ctx.date, result)
+    return JobResult(written, {"tables": {t: {"rows": r.rows, "version": r.version} for t, r in written.items()}})
