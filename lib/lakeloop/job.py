@@ -34,6 +34,7 @@ JOBS: dict[str, str] = {
     "train": "lakeloop.train.job",
     "infer": "lakeloop.infer",
     "stream": "lakeloop.streaming",
+    "optimize": "lakeloop.optimize",
     "pipeline": "lakeloop.pipeline",
     "serve": "lakeloop.serve_api",
     "demo": "lakeloop.demo",

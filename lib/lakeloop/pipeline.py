@@ -328,6 +328,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run only these steps, in DAG order (repeatable; default: all)")
     parser.add_argument("--datagen", action="store_true",
                         help="generate the date's sample data first (closed-loop simulation, demo and bench)")
+    parser.add_argument("--source", action="append", default=None, metavar="NAME",
+                        help="only these sources (repeatable): ingest and curate them, validate their silver tables "
+                             "(default: every source in conf)")
     parser.add_argument("--state-dir", default=None,
                         help="markers and lock folder (default <warehouse>/_state/pipeline; needed for HDFS)")
 
@@ -356,6 +359,16 @@ def _selected(names: Sequence[str] | None, datagen: bool = False) -> tuple[Step,
     return tuple(s for s in steps if s.name in names)
 
 
+def for_sources(steps: Sequence[Step], sources: Sequence[str] | None) -> tuple[Step, ...]:
+    """``steps`` with ``--source`` given to the source-aware steps (``validate``: their silver tables)."""
+    if not sources:
+        return tuple(steps)
+    per_step = {"ingest": [x for s in sources for x in ("--source", s)],
+                "curate": [x for s in sources for x in ("--source", s)],
+                "validate": [x for s in sources for x in ("--table", f"silver.{s}")]}
+    return tuple(Step(s.name, (*s.extra, *per_step.get(s.name, ())), s.main) for s in steps)
+
+
 def job_args_from(args: argparse.Namespace) -> list[str]:
     """The ``--env``/``--set``/``--conf-dir`` arguments every step gets."""
     out = ["--env", args.env] + [x for o in args.overrides for x in ("--set", o)]
@@ -371,7 +384,8 @@ def run(ctx, spark, args: argparse.Namespace, *, steps: Sequence[Step] | None = 
     state = state_dir(ctx.conf, args.state_dir)
     dates = _dates(ctx, args)
     result = run_pipeline(ctx.conf, dates, job_args_from(args), ctx.run_id,
-                          steps=steps or _selected(args.steps, args.datagen), force=args.force, state=state)
+                          steps=steps or for_sources(_selected(args.steps, args.datagen), args.source),
+                          force=args.force, state=state)
     result.closed_loop = closed_loop.rows_from_steps(result.steps)
     for line in closed_loop.format_table(result.closed_loop) if result.closed_loop else ():
         print(f"pipeline: {line}", flush=True)

@@ -147,12 +147,13 @@ class SourceSchema:
 
 
 def source_names(conf: Conf) -> list[str]:
-    """The sources declared in conf, sorted."""
-    return sorted(conf["sources"].keys())
+    """The sources declared in conf, sorted; an entry set to null (``sources.events: null``) removes a source
+    an earlier conf file declared."""
+    return sorted(name for name, entry in conf["sources"].items() if entry is not None)
 
 
 def _source_entry(conf: Conf, source: str) -> Mapping[str, Any]:
-    sources = conf["sources"]
+    sources = {name: conf["sources"][name] for name in source_names(conf)}
     if source not in sources:
         known = ", ".join(sorted(sources)) or "none"
         raise SchemaError(f"unknown source {source!r}: not declared under 'sources' in conf (known: {known})")
