@@ -1,4 +1,9 @@
-"""Gold feature tables built from ``silver.events`` and ``silver.items``.
+"""The recommender's hand-written gold features (the reference the declarative sets are tested against).
+
+``conf/features/*.yaml`` and ``conf/training_sets/training_set.yaml`` declare the same tables for
+:mod:`lakeloop.featuresets`; ``tests/test_featuresets_recommender.py`` proves both give equal
+frames.  Bulk inference (:mod:`lakeloop.infer`) still computes its scoring features with
+:func:`training_set`.  Gold tables from ``silver.events`` and ``silver.items``:
 
 Every feature is computed *as of* a time ``t``: only events with ``t - lookback <= ts < t`` count,
 so a feature row never sees an event at or after its own time.
@@ -24,9 +29,8 @@ from typing import TYPE_CHECKING
 from lakeloop import kernels
 
 if TYPE_CHECKING:
-    from pyspark.sql import Column, DataFrame, SparkSession
-
     from lakeloop.conf import Conf
+    from pyspark.sql import Column, DataFrame, SparkSession
 
 __all__ = ["FeatureParams", "GOLD_TABLES", "UNKNOWN_CATEGORY", "day_start", "events_between",
            "item_attributes", "with_category", "category_affinity", "user_favours", "item_counts",
@@ -133,9 +137,13 @@ def with_category(events: DataFrame, attributes: DataFrame) -> DataFrame:
 
 def category_affinity(events: DataFrame, as_of: dt.datetime, half_life: dt.timedelta) -> DataFrame:
     """``(user_id, category, affinity, n)`` from events with a ``category``, numba kernel in mapInArrow."""
+    from pyspark.sql import functions as F
+
     t_ref = _micros(as_of)
-    prepared = kernels.prepare_affinity_input(events, t_ref)
-    return kernels.affinity_numba(prepared, t_ref, half_life.total_seconds())
+    rows = events.select(F.col("user_id").alias("key"), F.col("category").alias("group"), "ts")
+    out = kernels.decay_numba(kernels.prepare_decay_input(rows, t_ref), t_ref, half_life.total_seconds())
+    return out.select(F.col("key").alias("user_id"), F.col("group").alias("category"),
+                      F.col("value").alias("affinity"), "n")
 
 
 def _sorted_map(key: str, value: str) -> Column:
@@ -311,9 +319,8 @@ def build_gold(spark: SparkSession, conf: Conf, run_date: dt.date,
     ``user_favours`` and ``item_stats`` are as of the end of ``run_date``; the training set's label
     time is the start of ``run_date`` and its labels come from the following ``label_window``.
     """
-    from pyspark.sql import functions as F
-
     from lakeloop import tables
+    from pyspark.sql import functions as F
 
     params = params or FeatureParams.from_conf(conf)
     end_of_day = day_start(run_date) + dt.timedelta(days=1)

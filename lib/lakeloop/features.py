@@ -1,0 +1,44 @@
+"""The ``features`` job: every declared feature set and training set into ``gold.<name>``.
+
+The sets are conf files (``conf/features/*.yaml``, ``conf/training_sets/*.yaml``), computed by
+:mod:`lakeloop.featuresets`; see docs/features.md.  :func:`build_gold` is the job body.
+
+The hand-written feature code of the built-in recommender, which the declarative sets replaced,
+lives in :mod:`lakeloop_apps.recommender.reference`; its names are re-exported here because bulk
+inference still computes its scoring features with that ``training_set`` (until scoring is
+declared in conf as well).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import TYPE_CHECKING, Any
+
+from lakeloop_apps.recommender.reference import (  # noqa: F401 - re-exported for lakeloop.infer
+    GOLD_TABLES,
+    FeatureParams,
+    day_start,
+    item_stats,
+    training_set,
+    user_favours,
+)
+
+from lakeloop.featuresets import build_all, load_specs
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+    from lakeloop.conf import Conf
+
+__all__ = ["build_gold", "load_specs", "FeatureParams", "day_start", "training_set", "user_favours", "item_stats",
+           "GOLD_TABLES"]
+
+
+def build_gold(spark: SparkSession, conf: Conf, run_date: dt.date, names: list[str] | None = None) -> dict[str, Any]:
+    """Replace the ``dt = run_date`` partition of every declared output (``features.sets``: a subset).
+
+    Specs are loaded and validated first (:class:`lakeloop.conf.ConfError`, exit code 2); an output
+    with 0 rows from non-empty input raises :class:`lakeloop.errors.DataQualityError` (exit code 3).
+    Returns ``{gold table: WriteResult}``.
+    """
+    return build_all(spark, conf, run_date, load_specs(conf), names)
