@@ -1,6 +1,6 @@
 """Time-decayed sums per (key, group): a numba kernel run through ``mapInArrow``.
 
-The decayed sum of key ``k`` (an entity, e.g. a user) for group ``g`` (e.g. an item category) as of
+The decayed sum of key ``k`` (an entity) for group ``g`` (a value of a grouping column) as of
 ``t_ref`` is
 
     sum over k's rows r in g with r.ts < t_ref of 2 ** (-(t_ref - r.ts) / half_life)

@@ -2,8 +2,8 @@
 
 A dimension (``dimensions:`` of a set, or a training set's negative pool) gives per key its latest
 row with ``time < t`` (``include_t: true``: ``time <= t``).  ``fallback: earliest`` gives a key
-whose rows are all later its earliest row instead (a look-ahead, for static attributes such as a
-category; off by default).  ``kind: dimension`` takes one ``column`` (or ``expr``) of it, joined on
+whose rows are all later its earliest row instead (a look-ahead, for attributes that never
+change; off by default).  ``kind: dimension`` takes one ``column`` (or ``expr``) of it, joined on
 the set's entity, with an optional ``default`` for entities the dimension lacks.
 """
 

@@ -12,7 +12,7 @@ before it, never later.  Two strategies (``as_of_join``), both plain Spark joins
   ``(entity, _t)`` (a range join).  For labels with many times (one per row).
 
 Joins run in the declared order; a later set's entity may use a column an earlier join added
-(the item's category, then the user x category affinity).
+(a dimension attribute of one key, then a set keyed by that attribute).
 """
 
 from __future__ import annotations
