@@ -10,13 +10,10 @@ from __future__ import annotations
 import sys
 
 from lakeloop import cli
-from lakeloop.curate import add_arguments, run
 
 
-def main(argv=None) -> int:
-    parser = cli.job_parser("curate", "bronze -> silver + quarantine (schema-on-read) for --date")
-    add_arguments(parser)
-    return cli.run_job("curate", argv, parser, run)
+def main(argv: list[str] | None = None) -> int:
+    return cli.main("curate", argv)
 
 
 if __name__ == "__main__":

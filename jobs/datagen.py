@@ -10,13 +10,10 @@ from __future__ import annotations
 import sys
 
 from lakeloop import cli
-from lakeloop.datagen.job import add_arguments, run
 
 
-def main(argv=None) -> int:
-    parser = cli.job_parser("datagen", "synthetic landing files and their manifest for --date")
-    add_arguments(parser)
-    return cli.run_job("datagen", argv, parser, run)
+def main(argv: list[str] | None = None) -> int:
+    return cli.main("datagen", argv)
 
 
 if __name__ == "__main__":

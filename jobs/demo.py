@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import sys
 
-from lakeloop import demo
+from lakeloop import cli
 
 
 def main(argv: list[str] | None = None) -> int:
-    return demo.main(argv)
+    return cli.main("demo", argv)
 
 
 if __name__ == "__main__":

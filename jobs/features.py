@@ -10,19 +10,11 @@ from __future__ import annotations
 
 import sys
 
-from lakeloop import cli, features, tables
+from lakeloop import cli
 
 
-def _body(ctx, spark, args) -> int:
-    tables.configure(ctx.conf)
-    for table, result in features.build_gold(spark, ctx.conf, ctx.run_date).items():
-        ctx.log.info("%s dt=%s: %s", table, ctx.date, result)
-    return 0
-
-
-def main(argv=None) -> int:
-    parser = cli.job_parser("features", "gold feature tables and the point-in-time training set of --date")
-    return cli.run_job("features", argv, parser, _body)
+def main(argv: list[str] | None = None) -> int:
+    return cli.main("features", argv)
 
 
 if __name__ == "__main__":

@@ -10,13 +10,10 @@ from __future__ import annotations
 import sys
 
 from lakeloop import cli
-from lakeloop.ingest import add_arguments, run
 
 
-def main(argv=None) -> int:
-    parser = cli.job_parser("ingest", "landing files -> bronze.<source> (new files only) for --date")
-    add_arguments(parser)
-    return cli.run_job("ingest", argv, parser, run)
+def main(argv: list[str] | None = None) -> int:
+    return cli.main("ingest", argv)
 
 
 if __name__ == "__main__":

@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import sys
 
-from lakeloop import cli, pipeline
+from lakeloop import cli
 
 
-def main(argv=None) -> int:
-    parser = cli.job_parser("pipeline", "the daily DAG for --date, or a backfill --from/--to")
-    pipeline.add_arguments(parser)
-    return cli.run_job("pipeline", argv, parser, pipeline.run, needs_spark=False)
+def main(argv: list[str] | None = None) -> int:
+    return cli.main("pipeline", argv)
 
 
 if __name__ == "__main__":

@@ -10,13 +10,10 @@ from __future__ import annotations
 import sys
 
 from lakeloop import cli
-from lakeloop.streaming import add_arguments, run
 
 
-def main(argv=None) -> int:
-    parser = cli.job_parser("stream", "arriving events -> bronze (exactly once) + real-time views")
-    add_arguments(parser)
-    return cli.run_job("stream", argv, parser, run)
+def main(argv: list[str] | None = None) -> int:
+    return cli.main("stream", argv)
 
 
 if __name__ == "__main__":

@@ -11,25 +11,11 @@ from __future__ import annotations
 
 import sys
 
-from lakeloop import cli, tables, validate
+from lakeloop import cli
 
 
-def _body(ctx, spark, args) -> int:
-    tables.configure(ctx.conf)
-    if not ctx.conf["validate.enabled"]:
-        ctx.log.info("validate.enabled is false: nothing to do")
-        return 0
-    for result in validate.run_validate(spark, ctx.conf, ctx.run_date, ctx.run_id, args.table):
-        ctx.log.info("%s dt=%s: %d columns profiled, baseline dt=%s", result.table, result.dt,
-                     len(result.profiles), result.baseline_dt)
-    return 0
-
-
-def main(argv=None) -> int:
-    parser = cli.job_parser("validate", "column statistics and drift gate of a run date's partitions")
-    parser.add_argument("--table", action="append", default=None, metavar="LAYER.NAME",
-                        help="table to validate (repeatable; default: conf validate.tables)")
-    return cli.run_job("validate", argv, parser, _body)
+def main(argv: list[str] | None = None) -> int:
+    return cli.main("validate", argv)
 
 
 if __name__ == "__main__":

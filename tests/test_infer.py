@@ -205,7 +205,7 @@ def top_from_table(predictions, user, n):
 
 
 @pytest.mark.slow
-def test_infer_end_to_end_on_sqlite_then_redis(spark, pipeline, redis_server):  # noqa: F811
+def test_infer_end_to_end_on_sqlite_then_redis(spark, pipeline, redis_server, monkeypatch):  # noqa: F811
     """Three runs of the date (each costs a full scoring pass, so they share one test): the champion
     on SQLite, a re-run with the explicit version on Redis, and a run whose serving load fails."""
     from lakeloop.conf import load_conf
@@ -248,10 +248,23 @@ def test_infer_end_to_end_on_sqlite_then_redis(spark, pipeline, redis_server):  
         infer.infer_for_date(spark, on_redis, RUN_DATE, "run3", model_version=999)
 
     # a serving load failing in one partition never switches: the job fails, the old version serves
-    assert importlib_main("infer")(["--date", "2026-11-02", *args, "--set", "infer.fail_partition=1"]) == 1
+    monkeypatch.setattr(infer, "push_top_items", failing_in_partition(infer.push_top_items, 1))
+    assert importlib_main("infer")(["--date", "2026-11-02", *args]) == 1
     assert sqlite.current_version() == result.serving_version
     assert sqlite.versions() == [result.serving_version]  # the failed load was aborted
     assert sqlite.get_many(users) == [top_from_table(first, u, 5) for u in users]
+
+
+def failing_in_partition(push, partition: int):
+    """Fault injection: ``push`` whose frame raises in Spark partition ``partition`` while it is loaded."""
+    from pyspark.sql import functions as F
+
+    def push_failing(store, top, version):
+        failing = F.when(F.spark_partition_id() == partition,
+                         F.raise_error(F.lit(f"injected failure in partition {partition}")))
+        return push(store, top.withColumn("top_items", failing.otherwise(F.col("top_items"))), version)
+
+    return push_failing
 
 
 def importlib_main(job):

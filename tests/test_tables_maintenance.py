@@ -294,18 +294,16 @@ def test_unsupported_features_are_named(spark, tmp_path):
         tables.write(spark.createDataFrame([(2,)], "x long"), uri)
 
 
-def test_configure_takes_retention_and_storage_options_from_conf(spark, tmp_path, conf):
-    from lakeloop.delta.log import defaults
+def test_lake_takes_retention_and_storage_options_from_conf(spark, tmp_path, conf):
+    from lakeloop.lake import Lake
 
     uri = conf.table_uri("silver.t")
     tables.write(spark.range(3), uri)
     tables.write(spark.range(4), uri, mode="overwrite")
-    try:
-        tables.configure(conf.with_overrides({"delta.vacuum_retention_hours": 0,
-                                              "delta.storage_options": {"timeout": "120s"}}))
-        assert defaults().storage_options == {"timeout": "120s"}
-        assert any(p.endswith(".parquet") for p in tables.vacuum(uri))  # retention 0 from conf
-        assert tables.read(spark, uri).count() == 4
-    finally:
-        tables.configure(conf)
-    assert defaults().vacuum_retention_hours == 168 and defaults().storage_options == {}
+    lake = Lake.from_conf(conf.with_overrides({"delta.vacuum_retention_hours": 0,
+                                               "delta.storage_options": {"timeout": "120s"}}))
+    assert lake.storage_options == {"timeout": "120s"}
+    assert any(p.endswith(".parquet") for p in lake.vacuum(uri))  # retention 0 from conf
+    assert lake.read(spark, uri).count() == 4
+    default = Lake.from_conf(conf)  # no module-global state: another lake keeps its own settings
+    assert default.vacuum_retention_hours == 168 and default.storage_options == {}

@@ -64,7 +64,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def write_gold(spark, conf, frame, day=RUN_DATE):
-    tables.configure(conf)
     tables.write(frame, conf.table_uri("gold.training_set"), mode="overwrite", partition_by=["dt"],
                  replace_where=f"dt = '{day.isoformat()}'")
 

@@ -1,32 +1,43 @@
-"""Argument handling shared by every job in ``jobs/``.
+"""How a job is started: its parser, its run context and session, and the exit code it ends with.
 
-A job module is::
-
-    def main(argv=None):
-        parser = cli.job_parser("ingest", "landing files -> bronze")
-        parser.add_argument(...)
-        return cli.run_job("ingest", argv, parser, body)
-
-where ``body(ctx, spark, args)`` holds no logic of its own beyond calling the library.
+Every way in goes through here: ``jobs/<name>.py`` under spark-submit (``main(name)``), the pipeline and the
+demo in one process (``execute(name, argv)``, which hands back the job's :class:`~lakeloop.job.JobResult`),
+and the installed console script ``lakeloop JOB ...`` (:func:`console`), which does what
+``./spark-submit.sh JOB ...`` does.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from lakeloop.conf import ConfError, load_conf
 from lakeloop.errors import EXIT_OK, EXIT_USAGE, exit_code_for
+from lakeloop.job import JobResult, job_module, job_names
 from lakeloop.session import RunContext, build_session, configure_logging, parse_run_date
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-__all__ = ["job_parser", "context_from_args", "run_job"]
+__all__ = ["job_parser", "build_parser", "context_from_args", "Outcome", "execute", "main", "run_job", "console"]
 
-JobBody = Callable[[RunContext, "SparkSession", argparse.Namespace], "int | None"]
+JobBody = Callable[[RunContext, "SparkSession", argparse.Namespace], "JobResult | int | None"]
+
+
+@dataclass
+class Outcome:
+    """How a job run ended: its exit code and, when it returned one, its result."""
+
+    exit_code: int
+    result: JobResult | None = None
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        return self.result.summary if self.result is not None else {}
 
 
 def job_parser(job: str, description: str) -> argparse.ArgumentParser:
@@ -40,34 +51,102 @@ def job_parser(job: str, description: str) -> argparse.ArgumentParser:
     return p
 
 
+def build_parser(job: str) -> argparse.ArgumentParser:
+    """The whole parser of ``job``: the common options and the job's own."""
+    module = job_module(job)
+    parser = job_parser(job, module.DESCRIPTION)
+    module.add_arguments(parser)
+    return parser
+
+
 def context_from_args(job: str, args: argparse.Namespace) -> RunContext:
     conf = load_conf(args.env, args.overrides, args.conf_dir)
-    configure_logging(conf.get("log_level", "WARN"))
+    configure_logging(conf["log_level"])
     return RunContext(job=job, conf=conf, run_date=parse_run_date(args.date))
 
 
-def run_job(job: str, argv: Sequence[str] | None, parser: argparse.ArgumentParser, body: JobBody,
-            *, needs_spark: bool = True) -> int:
-    """Parse ``argv``, load conf, build the session, run ``body`` and map failures to exit codes.
+def _outcome(returned: JobResult | int | None) -> Outcome:
+    if isinstance(returned, JobResult):
+        return Outcome(int(returned.exit_code), returned)
+    return Outcome(EXIT_OK if returned is None else int(returned))
 
-    Returns the process exit code (see :mod:`lakeloop.errors`).
-    """
-    args = parser.parse_args(argv)
+
+def _run(job: str, args: argparse.Namespace, body: JobBody, needs_spark: bool) -> Outcome:
     try:
         ctx = context_from_args(job, args)
     except (ConfError, ValueError) as exc:
         print(f"{job}: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return Outcome(EXIT_USAGE)
     ctx.log.info("start %s env=%s date=%s", job, ctx.env, ctx.date)
     try:
         spark: Any = build_session(ctx) if needs_spark else None
-        rc = body(ctx, spark, args)
+        outcome = _outcome(body(ctx, spark, args))
     except Exception as exc:  # noqa: BLE001 - every failure becomes a logged exit code
         code = exit_code_for(exc)
         if code == 1:
             ctx.log.exception("%s failed", job)
         else:
             ctx.log.error("%s stopped: %s", job, exc)
-        return code
+        return Outcome(code)
     ctx.log.info("done %s", job)
-    return EXIT_OK if rc is None else int(rc)
+    return outcome
+
+
+def execute(job: str, argv: Sequence[str] | None = None) -> Outcome:
+    """Run ``job`` with ``argv`` in this process; failures are mapped to exit codes (:mod:`lakeloop.errors`).
+
+    >>> execute("ingest", ["--date", "2026-11-01"]).exit_code  # doctest: +SKIP
+    0
+    """
+    module = job_module(job)
+    try:
+        args = build_parser(job).parse_args(argv)
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2), already printed
+        return Outcome(int(exc.code or 0))
+    return _run(job, args, module.run, getattr(module, "NEEDS_SPARK", True))
+
+
+def main(job: str, argv: Sequence[str] | None = None) -> int:
+    """The exit code of ``job`` run with ``argv`` (default ``sys.argv[1:]``): the body of ``jobs/<job>.py``."""
+    return execute(job, argv).exit_code
+
+
+def run_job(job: str, argv: Sequence[str] | None, parser: argparse.ArgumentParser, body: JobBody,
+            *, needs_spark: bool = True) -> int:
+    """Parse ``argv`` with ``parser`` and run ``body`` like a job (for bodies that are not registered jobs)."""
+    return _run(job, parser.parse_args(argv), body, needs_spark).exit_code
+
+
+def _usage() -> str:
+    return ("usage: lakeloop JOB [--env ENV] [--set KEY=VALUE ...] [--dry-run] [job options]\n"
+            "       lakeloop JOB --help\n\njobs: " + " ".join(job_names()) + "\n")
+
+
+def console(argv: Sequence[str] | None = None) -> int:
+    """The ``lakeloop`` console script: ``lakeloop JOB ...`` does what ``./spark-submit.sh JOB ...`` does.
+
+    Jobs run through spark-submit with the env's conf (``--dry-run`` prints the command line); ``--help``
+    prints the job's options.
+    """
+    from lakeloop import submit
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(_usage(), end="")
+        return EXIT_OK if args else EXIT_USAGE
+    job, rest = args[0], args[1:]
+    if job not in job_names():
+        print(f"lakeloop: unknown job {job!r}\n" + _usage(), end="", file=sys.stderr)
+        return EXIT_USAGE
+    if "-h" in rest or "--help" in rest:
+        print(build_parser(job).format_help(), end="")
+        return EXIT_OK
+    if "--dry-run" in rest:
+        return submit.main([job, *rest])
+    try:
+        cmd = submit.command_from_args([job, *rest])
+    except (ConfError, LookupError) as exc:
+        print(f"lakeloop: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    os.execve(cmd.argv[0], cmd.argv, {**os.environ, **cmd.env})
+    return EXIT_OK  # not reached

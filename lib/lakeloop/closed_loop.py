@@ -1,78 +1,24 @@
-"""The closed loop: what was served on day d becomes the exposures of day d + 1's sample data, and
-the run report follows the model and the served click-through day by day.
+"""The closed loop in the run report: per day the trained model's holdout metric and gate decision, and
+the click-through of what was served the day before.
 
-:func:`served_lists` reads the top ``infer.top_n`` items per user of ``infer.table`` for a date (what
-``infer`` pushed to the serving store); ``datagen`` (with ``datagen.closed_loop``) hands them to
-:func:`lakeloop.datagen.generate` as exposures of the next day.  :func:`daily_metrics` joins, per
-date, the train report's gate figures and the datagen manifest's reactions.
+:func:`rows_from_steps` builds the table from what the pipeline's steps returned (the train step's gate,
+the reactions the landing day's manifest records); :func:`daily_metrics` builds it from stored reports
+(``_reports/train`` and the landing manifests) for a notebook or a later look.  The sample-data side of
+the loop (reactions to yesterday's served lists) lives in :mod:`lakeloop.datagen.served`.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import json
-import logging
-from pathlib import Path
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from lakeloop.datagen import files
+from lakeloop.lake import Lake
+from lakeloop.reports import Documents, manifest_name
 
 if TYPE_CHECKING:
-    from pyspark.sql import SparkSession
-
     from lakeloop.conf import Conf
 
-__all__ = ["Served", "served_lists", "daily_metrics", "table_rows", "format_table"]
-
-log = logging.getLogger(__name__)
-
-
-class Served(dict):
-    """User id -> item ids served, best first; ``info`` says where they came from (manifest figures)."""
-
-    def __init__(self, lists: dict[int, list[int]], info: dict[str, Any]) -> None:
-        super().__init__(lists)
-        self.info = info
-
-
-def served_lists(spark: SparkSession, conf: Conf, served_date: dt.date, users: int, items: int) -> Served | None:
-    """The ranked top-N lists of ``infer.table`` for ``served_date``; None when it has no such partition.
-
-    Pairs outside the generated shop (user id above ``users``, item id above ``items``) are left out
-    and counted in ``info["outside_world"]``.
-    """
-    from pyspark.sql import functions as F
-
-    from lakeloop import tables
-
-    uri = conf.table_uri(conf["infer.table"])
-    if not tables.exists(uri):
-        return None
-    day = served_date.isoformat()
-    rows = (tables.read(spark, uri, where=f"dt = '{day}'").where(F.col("rank") <= conf["infer.top_n"])
-            .select("user_id", "item_id", "rank", "model_version").orderBy("user_id", "rank").collect())
-    if not rows:
-        return None
-    lists: dict[int, list[int]] = {}
-    outside = 0
-    for r in rows:
-        if 1 <= r.user_id <= users and 1 <= r.item_id <= items:
-            lists.setdefault(int(r.user_id), []).append(int(r.item_id))
-        else:
-            outside += 1
-    if outside:
-        log.warning("closed loop: %d served pairs of %s are outside the generated shop (%d users, %d items)",
-                    outside, day, users, items)
-    versions = sorted({str(r.model_version) for r in rows})
-    return Served(lists, {"served_date": day, "served_model_version": ",".join(versions),
-                          "outside_world": outside})
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
+__all__ = ["daily_metrics", "rows_from_steps", "table_rows", "format_table"]
 
 
 def _model_row(report: dict[str, Any]) -> dict[str, Any]:
@@ -96,19 +42,30 @@ def _reaction_row(manifest: dict[str, Any]) -> dict[str, Any]:
             "purchases": r.get("purchases"), "ctr": r.get("ctr")}
 
 
+def _row(date: str, train: dict[str, Any] | None, manifest: dict[str, Any] | None) -> dict[str, Any] | None:
+    row = {**_model_row(train or {}), **_reaction_row(manifest or {})}
+    return {"date": date, **row} if row else None
+
+
 def daily_metrics(conf: Conf, dates: list[str]) -> list[dict[str, Any]]:
     """Per date: the trained model's holdout metric and the gate decision (``_reports/train``), and
-    the reactions of that date's sample data to the previous day's served lists (datagen manifest).
+    the reactions of that date's landing day to the previous day's served lists (its manifest).
     Dates with neither are left out."""
-    warehouse = Path(conf.path("warehouse"))
-    landing = conf.path("landing")
-    out = []
-    for date in dates:
-        row = {**_model_row(_read_json(warehouse / "_reports" / "train" / f"dt={date}.json")),
-               **_reaction_row(_read_json(files.manifest_path(landing, date)))}
-        if row:
-            out.append({"date": date, **row})
-    return out
+    lake = Lake.from_conf(conf)
+    train, landing = Documents.reports(lake, "train"), Documents(conf.path("landing"), lake.storage_options)
+    rows = (_row(d, train.read_json(f"dt={d}.json"), landing.read_json(manifest_name(d))) for d in dates)
+    return [r for r in rows if r]
+
+
+def rows_from_steps(steps: Iterable[Any]) -> list[dict[str, Any]]:
+    """The closed-loop rows of a pipeline run from its step records (``date``, ``step``, ``summary``):
+    the train step's summary holds its report, the datagen step's the day's reactions."""
+    by_date: dict[str, dict[str, dict[str, Any]]] = {}
+    for record in steps:
+        if record.summary:
+            by_date.setdefault(record.date, {})[record.step] = record.summary
+    rows = (_row(d, found.get("train"), found.get("datagen")) for d, found in sorted(by_date.items()))
+    return [r for r in rows if r]
 
 
 _COLUMNS = (("date", "date"), ("model_version", "model"), ("decision", "gate"), ("model_value", "holdout {m}"),

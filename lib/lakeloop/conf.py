@@ -13,7 +13,9 @@ String values may reference environment variables as ``${NAME}`` or
 
 from __future__ import annotations
 
+import copy
 import fnmatch
+import json
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping
@@ -25,7 +27,7 @@ import yaml
 
 from lakeloop.paths import project_root
 
-__all__ = ["Conf", "ConfError", "Field", "SPEC", "load_conf", "find_conf_dir", "ENVS"]
+__all__ = ["Conf", "ConfError", "Field", "SPEC", "DEFAULTS", "load_conf", "find_conf_dir", "ENVS"]
 
 ENVS = ("local", "standalone", "yarn")
 CLI = "--set"
@@ -186,8 +188,6 @@ SPEC: dict[str, Field] = {
     "infer.batch_size": _f("int", "rows per Arrow batch given to the model "
                            "(spark.sql.execution.arrow.maxRecordsPerBatch while scoring)"),
     "infer.table": _f("str", "predictions table, layer.name"),
-    "infer.fail_partition": _f("int", "fault injection: the serving load fails in this partition "
-                               "(tests of the atomic switch); null: never", nullable=True),
     # -- speed layer (jobs/stream.py) ------------------------------------------------------------------
     "stream.source": _f("enum", "where streamed events come from: landing files or a Kafka topic",
                         choices=("files", "kafka")),
@@ -215,6 +215,84 @@ SPEC: dict[str, Field] = {
     "datagen.items": _f("int"),
     "datagen.bad_fraction": _f("float"),
     "datagen.closed_loop": _f("bool", "users react to the items infer.table served the day before (demo loop)"),
+}
+
+
+# The default of every engine key that conf files may leave out: the one place defaults live (code reads
+# ``conf[key]``, never ``conf.get(key) or literal``).  Keys of an app (its sources, tables and feature
+# settings) have no default here: they come from the app's conf files.  Spark properties have none either:
+# a Spark key that is not set keeps Spark's own default.
+DEFAULTS: dict[str, Any] = {
+    "log_level": "WARN",
+    "gpu.enabled": False,
+    "gpu.executor_amount": 1,
+    "gpu.task_amount": 1.0,
+    "gpu.discovery_script": None,
+    "python.archive": None,
+    "python.executable": None,
+    "runtime.spark35.python": ".venv-spark35/bin/python",
+    "runtime.spark35.archive": None,
+    "runtime.spark35.spark_home": None,
+    "runtime.spark35.backends": ["bigdl"],
+    "delta.storage_options": {},
+    "delta.vacuum_retention_hours": 168,
+    "delta.target_file_size": 134217728,
+    "sources": {},
+    "schema_dir": None,
+    "ingest.ledger_table": "_state.ingest_ledger",
+    "curate.max_quarantine_rate": 0.05,
+    "validate.psi_threshold": 0.25,
+    "validate.enabled": True,
+    "validate.tables": [],
+    "validate.column_thresholds": {},
+    "validate.bins": 10,
+    "validate.top_k": 20,
+    "validate.max_categories": 100,
+    "features.spec_dir": None,
+    "features.sets": None,
+    "serving.store": "sqlite",
+    "serving.namespace": "lakeloop",
+    "serving.keep_versions": 2,
+    "serving.ttl_seconds": None,
+    "serving.batch_size": 2000,
+    "serving.redis.host": "127.0.0.1",
+    "serving.redis.port": 6379,
+    "serving.redis.db": 0,
+    "serving.redis.password_env": None,
+    "serving.sqlite.path": None,
+    "mlflow.tracking_uri": None,
+    "mlflow.registry_uri": None,
+    "mlflow.artifact_root": None,
+    "mlflow.experiment": "lakeloop-train",
+    "train.backend": "xgboost",
+    "train.days": 1,
+    "train.holdout_fraction": 0.2,
+    "train.seed": 7,
+    "train.num_workers": 2,
+    "train.params": {},
+    "train.gate_metric": "auc",
+    "train.gate_margin": 0.005,
+    "train.gate_max_rows": 200000,
+    "train.infra_check_rows": 5,
+    "train.tune_space": {"max_depth": [3, 4, 6, 8], "learning_rate": [0.03, 0.1, 0.3],
+                         "n_estimators": [50, 100, 200], "min_child_weight": [1, 5]},
+    "train.tune_sample_rows": 100000,
+    "infer.top_n": 10,
+    "infer.batch_size": 10000,
+    "infer.table": "gold.predictions",
+    "stream.source": "files",
+    "stream.trigger": "availableNow",
+    "stream.interval": "10 seconds",
+    "stream.checkpoint_dir": None,
+    "stream.max_files_per_trigger": None,
+    "stream.window": "10 minutes",
+    "stream.watermark": "10 minutes",
+    "stream.realtime_table": "gold.realtime_counts",
+    "stream.realtime_ttl_seconds": 3600,
+    "stream.kafka.bootstrap_servers": None,
+    "stream.kafka.topic": None,
+    "stream.kafka.starting_offsets": "earliest",
+    "stream.kafka.options": {},
 }
 
 
@@ -518,7 +596,7 @@ def load_conf(env: str = "local", overrides: Iterable[str] | Mapping[str, Any] =
     if not env_file.is_file():
         known = sorted(p.stem for p in directory.glob("*.yaml") if p.stem != "base")
         raise ConfError(f"unknown env {env!r}: {env_file} not found (known: {', '.join(known)})")
-    values: dict[str, Any] = {}
+    values: dict[str, Any] = {k: copy.deepcopy(v) for k, v in DEFAULTS.items()}
     origins: dict[str, str] = {}
     for path in (directory / "base.yaml", env_file):
         _merge_flat(values, origins, _flatten(_read_yaml(path), str(path)), str(path))
@@ -531,12 +609,17 @@ def load_conf(env: str = "local", overrides: Iterable[str] | Mapping[str, Any] =
     return Conf(values, origins, env, directory)
 
 
+def _default_text(value: Any) -> str:
+    return json.dumps(value)
+
+
 def describe() -> str:
     """A Markdown table of every configuration key (``python -m lakeloop.conf`` prints it)."""
-    rows = ["| key | type | required | description |", "|---|---|---|---|"]
+    rows = ["| key | type | default | description |", "|---|---|---|---|"]
     for key, f in SPEC.items():
         kind = f.type + (f" ({' / '.join(f.choices)})" if f.choices else "") + (", nullable" if f.nullable else "")
-        rows.append(f"| `{key}` | {kind} | {'yes' if f.required else ''} | {f.doc} |")
+        default = "required" if f.required else (f"`{_default_text(DEFAULTS[key])}`" if key in DEFAULTS else "")
+        rows.append(f"| `{key}` | {kind} | {default} | {f.doc} |")
     return "\n".join(rows) + "\n"
 
 

@@ -31,15 +31,18 @@ from pyspark.sql import Column as SparkColumn
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from lakeloop import tables
 from lakeloop.errors import DataQualityError
 from lakeloop.ingest import bronze_schema
+from lakeloop.job import JobResult
+from lakeloop.lake import Lake
+from lakeloop.reports import Documents
 from lakeloop.schemas import Column, SourceSchema, source_names, source_schema
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
     from lakeloop.conf import Conf
+    from lakeloop.session import RunContext
 
 __all__ = ["REASONS", "CurateReport", "parse", "cleanse", "classify", "deduplicate", "with_extra", "curate_frame",
            "silver_frame", "quarantine_frame", "curate_source", "curate", "report_uri", "run", "add_arguments"]
@@ -425,29 +428,21 @@ class CurateReport:
                 f"(max {self.max_quarantine_rate})")
 
 
+def _reports(conf: Conf) -> Documents:
+    return Documents.reports(Lake.from_conf(conf), "curate")
+
+
 def report_uri(conf: Conf, source: str, date: str) -> str:
     """``<warehouse>/_reports/curate/<source>/dt=<date>.json``."""
-    return f"{conf.path('warehouse').rstrip('/')}/_reports/curate/{source}/dt={date}.json"
+    return _reports(conf).uri(f"{source}/dt={date}.json")
 
 
-def _write_text(spark: SparkSession, uri: str, text: str) -> None:
-    """Write a small text file through Hadoop's FileSystem (local disk, HDFS and object stores alike)."""
-    jvm = spark.sparkContext._jvm
-    path = jvm.org.apache.hadoop.fs.Path(uri)
-    fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-    out = fs.create(path, True)
-    try:
-        out.write(bytearray(text.encode("utf-8")))
-    finally:
-        out.close()
-
-
-def _bronze(spark: SparkSession, conf: Conf, schema: SourceSchema, date: str) -> tuple[DataFrame, int | None]:
-    uri = conf.table_uri(f"bronze.{schema.source}")
-    version = tables.version(uri)
+def _bronze(spark: SparkSession, lake: Lake, schema: SourceSchema, date: str) -> tuple[DataFrame, int | None]:
+    table = f"bronze.{schema.source}"
+    version = lake.version(table)
     if version is None:
         return spark.createDataFrame([], bronze_schema(schema)), None
-    return tables.read(spark, uri, version=version, where=f"dt = '{date}'"), version
+    return lake.read(spark, table, version=version, where=f"dt = '{date}'"), version
 
 
 def _counts(curated: DataFrame) -> dict[str | None, int]:
@@ -471,38 +466,40 @@ def curate_source(spark: SparkSession, conf: Conf, source: str, date: str, *, ru
     """
     schema = source_schema(conf, source)
     started = _now()
-    bronze, bronze_version = _bronze(spark, conf, schema, date)
+    lake = Lake.from_conf(conf)
+    bronze, bronze_version = _bronze(spark, lake, schema, date)
     curated = curate_frame(bronze, schema).persist()
     try:
         counts = _counts(curated)
         by_reason = {r: counts.get(r, 0) for r in REASONS}
         total = sum(counts.values())
         bad = sum(by_reason[r] for r in RATE_REASONS)
-        limit = float(conf.get("curate.max_quarantine_rate", 1.0))
+        limit = conf["curate.max_quarantine_rate"]
         report = CurateReport(
             source=source, dt=date, run_id=run_id, bronze_rows=total, silver_rows=counts.get(None, 0),
             quarantine_rows=sum(by_reason.values()), quarantine_by_reason=by_reason,
             quarantine_rate=bad / total if total else 0.0, max_quarantine_rate=limit,
             passed=(bad / total if total else 0.0) <= limit, bronze_version=bronze_version, started_at=started,
-            tables={"silver": conf.table_uri(f"silver.{source}"),
-                    "quarantine": conf.table_uri(f"silver.{source}_quarantine")})
+            tables={"silver": lake.uri(f"silver.{source}"), "quarantine": lake.uri(f"silver.{source}_quarantine")})
         txn = None if force else (f"curate:{source}:{date}", (bronze_version if bronze_version is not None else -1) + 1)
         where = f"dt = '{date}'"
-        q = tables.write(quarantine_frame(curated), report.tables["quarantine"], mode="overwrite",
-                         partition_by=["dt"], replace_where=where, txn=txn)
+        q = lake.write(quarantine_frame(curated), report.tables["quarantine"], mode="overwrite",
+                       partition_by=["dt"], replace_where=where, txn=txn)
         report.quarantine_version = q.version
         if report.passed:
-            s = tables.write(silver_frame(curated, schema), report.tables["silver"], mode="overwrite",
-                             partition_by=["dt"], replace_where=where, txn=txn)
+            s = lake.write(silver_frame(curated, schema), report.tables["silver"], mode="overwrite",
+                           partition_by=["dt"], replace_where=where, txn=txn)
             report.silver_version, report.skipped = s.version, s.skipped and q.skipped
     finally:
         curated.unpersist()
     report.finished_at = _now()
-    _write_text(spark, report_uri(conf, source, date), json.dumps(report.as_dict(), indent=2, sort_keys=True))
+    _reports(conf).write_json(f"{source}/dt={date}.json", report.as_dict())
     log.info("curate %s", report.summary())
     if not report.passed:
-        raise DataQualityError(f"curate {report.summary()}: quarantine rate above curate.max_quarantine_rate; "
-                               f"silver not written; see {report_uri(conf, source, date)}")
+        error = DataQualityError(f"curate {report.summary()}: quarantine rate above curate.max_quarantine_rate; "
+                                 f"silver not written; see {report_uri(conf, source, date)}")
+        error.reports = [report]
+        raise error
     return report
 
 
@@ -528,19 +525,35 @@ def curate(spark: SparkSession, conf: Conf, date: str, sources: Sequence[str] | 
         except DataQualityError as exc:
             failures.append(exc)
     if failures:
-        raise DataQualityError("; ".join(str(f) for f in failures))
+        error = DataQualityError("; ".join(str(f) for f in failures))
+        error.reports = reports + [r for f in failures for r in getattr(f, "reports", [])]
+        raise error
     return reports
 
 
-def run(ctx, spark: SparkSession, args) -> int:
-    """Body of ``jobs/curate.py``."""
-    for report in curate(spark, ctx.conf, ctx.date, args.source, run_id=ctx.run_id, force=args.force):
+DESCRIPTION = "bronze -> silver + quarantine (schema-on-read) for --date"
+_SUMMARY = ("bronze_rows", "silver_rows", "quarantine_rows", "quarantine_rate", "reconciled")
+
+
+def _result(reports: Sequence[CurateReport]) -> JobResult[list[CurateReport]]:
+    sources = {r.source: {k: v for k, v in r.as_dict().items() if k in _SUMMARY} for r in reports}
+    return JobResult(list(reports), {"sources": sources} if sources else {})
+
+
+def run(ctx: RunContext, spark: SparkSession, args) -> JobResult[list[CurateReport]]:
+    """The ``curate`` job; a failed quality gate raises with the result of every source attached."""
+    try:
+        reports = curate(spark, ctx.conf, ctx.date, args.source, run_id=ctx.run_id, force=args.force)
+    except DataQualityError as exc:
+        exc.result = _result(getattr(exc, "reports", []))
+        raise
+    for report in reports:
         ctx.log.info("curate report %s", json.dumps(report.as_dict(), sort_keys=True))
-    return 0
+    return _result(reports)
 
 
 def add_arguments(parser) -> None:
-    """The options of ``jobs/curate.py`` beyond the common ones."""
+    """The options of the ``curate`` job beyond the common ones."""
     parser.add_argument("--source", action="append", default=None,
                         help="source to curate (repeatable; default: every source in conf)")
     parser.add_argument("--force", action="store_true",

@@ -1,7 +1,7 @@
 """The ``features`` job: every declared feature set and training set into ``gold.<name>``.
 
 The sets are conf files (``conf/features/*.yaml``, ``conf/training_sets/*.yaml``), computed by
-:mod:`lakeloop.featuresets`; see docs/features.md.  :func:`build_gold` is the job body.
+:mod:`lakeloop.featuresets`; see docs/features.md.  :func:`run` is the job body.
 
 The hand-written feature code of the built-in recommender, which the declarative sets replaced,
 lives in :mod:`lakeloop_apps.recommender.reference`; its names are re-exported here because bulk
@@ -24,14 +24,18 @@ from lakeloop_apps.recommender.reference import (  # noqa: F401 - re-exported fo
 )
 
 from lakeloop.featuresets import build_all, load_specs
+from lakeloop.job import JobResult
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
     from lakeloop.conf import Conf
+    from lakeloop.session import RunContext
 
 __all__ = ["build_gold", "load_specs", "FeatureParams", "day_start", "training_set", "user_favours", "item_stats",
-           "GOLD_TABLES"]
+           "GOLD_TABLES", "DESCRIPTION", "add_arguments", "run"]
+
+DESCRIPTION = "every declared feature set and training set of --date into gold.<name>"
 
 
 def build_gold(spark: SparkSession, conf: Conf, run_date: dt.date, names: list[str] | None = None) -> dict[str, Any]:
@@ -42,3 +46,15 @@ def build_gold(spark: SparkSession, conf: Conf, run_date: dt.date, names: list[s
     Returns ``{gold table: WriteResult}``.
     """
     return build_all(spark, conf, run_date, load_specs(conf), names)
+
+
+def add_arguments(parser) -> None:
+    """The ``features`` job takes only the common options."""
+
+
+def run(ctx: RunContext, spark: SparkSession, args) -> JobResult[dict]:
+    """The ``features`` job: replace the run date's partition of every declared output."""
+    written = build_gold(spark, ctx.conf, ctx.run_date)
+    for table, result in written.items():
+        ctx.log.info("%s dt=%s: %s", table, ctx.date, result)
+    return JobResult(written, {"tables": {t: {"rows": r.rows, "version": r.version} for t, r in written.items()}})

@@ -40,6 +40,8 @@ from typing import TYPE_CHECKING
 
 from lakeloop import features
 from lakeloop.errors import LakeloopError
+from lakeloop.job import JobResult
+from lakeloop.lake import Lake
 from lakeloop.train.data import FEATURES
 
 if TYPE_CHECKING:
@@ -50,6 +52,7 @@ if TYPE_CHECKING:
 
     from lakeloop.conf import Conf
     from lakeloop.serving import ServingStore
+    from lakeloop.session import RunContext
 
 __all__ = ["ModelRef", "InferResult", "ModelNotFound", "resolve_model", "candidates", "scoring_frame",
            "score", "load_scorer", "top_items", "serving_version", "infer_for_date"]
@@ -303,42 +306,26 @@ def serving_version(run_date: dt.date, model_version: str, run_id: str) -> str:
     return f"{run_date.isoformat()}-v{model_version}-{run_id}"
 
 
-def _fail_in_partition(df: DataFrame, column: str, partition: int | None) -> DataFrame:
-    """Fault injection (``infer.fail_partition``): rows of ``partition`` raise when evaluated."""
-    from pyspark.sql import functions as F
-
-    if partition is None:
-        return df
-    failing = F.when(F.spark_partition_id() == partition,
-                     F.raise_error(F.lit(f"infer.fail_partition: injected failure in partition {partition}")))
-    return df.withColumn(column, failing.otherwise(F.col(column)))
-
-
-def push_top_items(store: ServingStore, top: DataFrame, version: str, fail_partition: int | None = None) -> int:
+def push_top_items(store: ServingStore, top: DataFrame, version: str) -> int:
     """Load ``top`` as ``version`` and switch to it; returns the users loaded."""
     from lakeloop.serving import load_dataframe
 
-    return load_dataframe(store, _fail_in_partition(top, "top_items", fail_partition), version, "user_id",
-                          "top_items")
+    return load_dataframe(store, top, version, "user_id", "top_items")
 
 
-def _read_gold(spark: SparkSession, conf: Conf, name: str, day: str) -> DataFrame:
-    from lakeloop import tables
-
-    uri = conf.table_uri(name)
-    if not tables.exists(uri):
+def _read_gold(spark: SparkSession, lake: Lake, name: str, day: str) -> DataFrame:
+    uri = lake.uri(name)
+    if not lake.exists(uri):
         raise LakeloopError(f"{name}: no table at {uri}; run the features job for {day} first")
-    return tables.read(spark, uri, where=f"dt = '{day}'")
+    return lake.read(spark, uri, where=f"dt = '{day}'")
 
 
-def _silver_inputs(spark: SparkSession, conf: Conf, run_date: dt.date,
+def _silver_inputs(spark: SparkSession, lake: Lake, run_date: dt.date,
                    params: features.FeatureParams) -> tuple[DataFrame, DataFrame]:
-    from lakeloop import tables
-
     first = (features.day_start(run_date) - params.lookback - dt.timedelta(days=1)).date().isoformat()
     day = run_date.isoformat()
-    events = tables.read(spark, conf.table_uri("silver.events"), where=f"dt >= '{first}' AND dt <= '{day}'")
-    items = tables.read(spark, conf.table_uri("silver.items"), where=f"dt <= '{day}'")
+    events = lake.read(spark, "silver.events", where=f"dt >= '{first}' AND dt <= '{day}'")
+    items = lake.read(spark, "silver.items", where=f"dt <= '{day}'")
     return events, items
 
 
@@ -347,11 +334,11 @@ def _scored(spark: SparkSession, conf: Conf, run_date: dt.date, ref: ModelRef, l
     from pyspark.sql import functions as F
 
     params = features.FeatureParams.from_conf(conf)
-    day = run_date.isoformat()
-    pairs = candidates(_read_gold(spark, conf, "gold.user_favours", day),
-                       _read_gold(spark, conf, "gold.item_stats", day),
+    day, lake = run_date.isoformat(), Lake.from_conf(conf)
+    pairs = candidates(_read_gold(spark, lake, "gold.user_favours", day),
+                       _read_gold(spark, lake, "gold.item_stats", day),
                        conf["infer.candidates_per_user"], conf["infer.categories_per_user"])
-    events, items = _silver_inputs(spark, conf, run_date, params)
+    events, items = _silver_inputs(spark, lake, run_date, params)
     as_of = features.day_start(run_date) + dt.timedelta(days=1)
     frame = scoring_frame(events, items, pairs, as_of, params)
     # an explicit count is kept by adaptive execution: the scoring tasks spread over the cores
@@ -366,10 +353,9 @@ def infer_for_date(spark: SparkSession, conf: Conf, run_date: dt.date, run_id: s
     """Score the candidates of ``run_date``, replace its ``infer.table`` partition, load the serving store."""
     from pyspark.sql import functions as F
 
-    from lakeloop import tables
     from lakeloop.serving import open_store
 
-    ref = resolve_model(conf, model_version)
+    ref, lake = resolve_model(conf, model_version), Lake.from_conf(conf)
     log.info("scoring with %s version %s (%s)", ref.name, ref.version, ", ".join(ref.flavors))
     day = run_date.isoformat()
     loads = spark.sparkContext.accumulator(0)
@@ -377,20 +363,39 @@ def infer_for_date(spark: SparkSession, conf: Conf, run_date: dt.date, run_id: s
               .withColumn("model_name", F.lit(ref.name)).withColumn("model_version", F.lit(ref.version))
               .withColumn("run_id", F.lit(run_id))
               .withColumn("scored_at", F.current_timestamp()).withColumn("dt", F.lit(day)))
-    uri = conf.table_uri(conf["infer.table"])
+    uri = lake.uri(conf["infer.table"])
     batch_key = "spark.sql.execution.arrow.maxRecordsPerBatch"
     previous = spark.conf.get(batch_key)
     spark.conf.set(batch_key, str(conf["infer.batch_size"]))
     try:
-        written = tables.write(scored, uri, mode="overwrite", partition_by=["dt"], replace_where=f"dt = '{day}'")
+        written = lake.write(scored, uri, mode="overwrite", partition_by=["dt"], replace_where=f"dt = '{day}'")
     finally:
         spark.conf.set(batch_key, previous)
-    predictions = tables.read(spark, uri, where=f"dt = '{day}'")
+    predictions = lake.read(spark, uri, where=f"dt = '{day}'")
     rows = predictions.count()
     partitions = int(spark.conf.get("spark.sql.shuffle.partitions"))
     version = serving_version(run_date, ref.version, run_id)
-    users = push_top_items(open_store(conf), top_items(predictions, conf["infer.top_n"], partitions), version,
-                           conf.get("infer.fail_partition"))
+    users = push_top_items(open_store(conf), top_items(predictions, conf["infer.top_n"], partitions), version)
     log.info("%d predictions for %d users; serving version %s", rows, users, version)
     return InferResult(model=ref, rows=rows, users=users, serving_version=version, model_loads=loads.value,
                        scoring_partitions=partitions, table_version=written.version)
+
+
+DESCRIPTION = "bulk scoring of --date's candidates -> gold.predictions + serving store"
+
+
+def add_arguments(parser) -> None:
+    """``--model-version N`` (default: the ``@champion`` alias)."""
+    parser.add_argument("--model-version", default=None, metavar="N",
+                        help="registered model version to use (default: the @champion alias)")
+
+
+def run(ctx: RunContext, spark: SparkSession, args) -> JobResult[InferResult]:
+    """The ``infer`` job: score, replace the date's predictions, switch the serving store."""
+    result = infer_for_date(spark, ctx.conf, ctx.run_date, ctx.run_id, model_version=args.model_version)
+    ctx.log.info("model %s version %s: %d predictions, %d users, serving version %s, %d model loads",
+                 result.model.name, result.model.version, result.rows, result.users, result.serving_version,
+                 result.model_loads)
+    return JobResult(result, {"model_name": result.model.name, "model_version": result.model.version,
+                              "rows": result.rows, "users": result.users,
+                              "serving_version": result.serving_version})

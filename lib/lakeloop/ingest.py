@@ -30,14 +30,16 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from lakeloop import tables
 from lakeloop.errors import LakeloopError
+from lakeloop.job import JobResult
+from lakeloop.lake import Lake
 from lakeloop.schemas import SourceSchema, source_names, source_schema
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
     from lakeloop.conf import Conf
+    from lakeloop.session import RunContext
 
 __all__ = ["LandingFile", "IngestResult", "IngestError", "SUFFIXES", "file_key", "landing_dir", "list_landing",
            "read_lines", "text_lineage", "number_lines", "ingest_source", "ingest", "read_ledger", "ledger_uri",
@@ -196,15 +198,15 @@ def number_lines(raw: DataFrame, header: bool = False) -> tuple[DataFrame, dict[
 
 def ledger_uri(conf: Conf) -> str:
     """URI of the file ledger shared by batch ingest and the streaming bronze writer."""
-    return conf.table_uri(conf.get("ingest.ledger_table") or "_state.ingest_ledger")
+    return Lake.from_conf(conf).uri(conf["ingest.ledger_table"])
 
 
 def read_ledger(spark: SparkSession, conf: Conf, source: str, date: str) -> dict[str, dict]:
     """Ledger rows of ``source`` and ``date`` by :func:`file_key` of their path."""
-    uri = ledger_uri(conf)
-    if not tables.exists(uri):
+    uri, lake = ledger_uri(conf), Lake.from_conf(conf)
+    if not lake.exists(uri):
         return {}
-    rows = tables.read(spark, uri, where=f"dt = '{date}'").where(F.col("source") == source).collect()
+    rows = lake.read(spark, uri, where=f"dt = '{date}'").where(F.col("source") == source).collect()
     return {file_key(r["path"]): r.asDict() for r in rows}
 
 
@@ -221,14 +223,14 @@ def _check_unchanged(files: Sequence[LandingFile], ledger: dict[str, dict]) -> N
                 "upstream must write new content to a new file")
 
 
-def _recover(spark: SparkSession, bronze_uri: str, date: str,
+def _recover(spark: SparkSession, lake: Lake, bronze_uri: str, date: str,
              files: Sequence[LandingFile]) -> dict[str, tuple[str, int, str]]:
     """Files already in bronze but missing from the ledger (a run stopped between the two commits):
     key -> (_file, rows, batch id)."""
-    if not files or not tables.exists(bronze_uri):
+    if not files or not lake.exists(bronze_uri):
         return {}
     wanted = {f.key for f in files}
-    rows = (tables.read(spark, bronze_uri, where=f"dt = '{date}'")
+    rows = (lake.read(spark, bronze_uri, where=f"dt = '{date}'")
             .groupBy("_file", "_batch_id").count().collect())
     return {file_key(r["_file"]): (r["_file"], int(r["count"]), r["_batch_id"])
             for r in rows if file_key(r["_file"]) in wanted}
@@ -277,12 +279,13 @@ def ingest_source(spark: SparkSession, conf: Conf, source: str, date: str, *, ba
     _check_unchanged(files, ledger)
     new = [f for f in files if f.key not in ledger]
     result.already_ingested = len(files) - len(new)
-    bronze_uri = conf.table_uri(f"bronze.{source}")
-    recovered = _recover(spark, bronze_uri, date, new)
+    lake = Lake.from_conf(conf)
+    bronze_uri = lake.uri(f"bronze.{source}")
+    recovered = _recover(spark, lake, bronze_uri, date, new)
     if recovered:
         done = [f for f in new if f.key in recovered]
         result.recovered = [recovered[f.key][0] for f in done]
-        tables.write(ledger_frame(spark, source, date, done, {k: (p, n) for k, (p, n, _) in recovered.items()},
+        lake.write(ledger_frame(spark, source, date, done, {k: (p, n) for k, (p, n, _) in recovered.items()},
                                    {k: b for k, (_, _, b) in recovered.items()}, at), ledger_uri(conf), mode="append")
         new = [f for f in new if f.key not in recovered]
     if not new:
@@ -297,10 +300,10 @@ def ingest_source(spark: SparkSession, conf: Conf, source: str, date: str, *, ba
     bronze = lines.select(
         *lines.columns, F.lit(at).cast("timestamp").alias("_ingested_at"),
         F.lit(result.batch_id).alias("_batch_id"), F.lit(date).alias("dt"))
-    written = tables.write(bronze.select(*bronze_schema(schema).names), bronze_uri, mode="append",
-                           partition_by=["dt"])
-    tables.write(ledger_frame(spark, source, date, new, per_file, {f.key: result.batch_id for f in new}, at),
-                 ledger_uri(conf), mode="append")
+    written = lake.write(bronze.select(*bronze_schema(schema).names), bronze_uri, mode="append",
+                         partition_by=["dt"])
+    lake.write(ledger_frame(spark, source, date, new, per_file, {f.key: result.batch_id for f in new}, at),
+               ledger_uri(conf), mode="append")
     result.files = [f.path for f in new]
     result.rows = sum(per_file.get(f.key, ("", 0))[1] for f in new)
     result.bronze_version = written.version
@@ -318,15 +321,20 @@ def ingest(spark: SparkSession, conf: Conf, date: str, sources: Sequence[str] | 
     return [ingest_source(spark, conf, name, date, batch_id=batch_id) for name in names]
 
 
-def run(ctx, spark: SparkSession, args) -> int:
-    """Body of ``jobs/ingest.py``: ingest ``--source`` (or every source) for ``--date``."""
+DESCRIPTION = "landing files -> bronze.<source> (new files only) for --date"
+
+
+def run(ctx: RunContext, spark: SparkSession, args) -> JobResult[list[IngestResult]]:
+    """The ``ingest`` job: ingest ``--source`` (or every source) for ``--date``."""
     results = ingest(spark, ctx.conf, ctx.date, args.source, batch_id=f"{ctx.date}-{ctx.run_id}")
     for r in results:
         ctx.log.info("ingest %s", json.dumps(r.as_dict(), sort_keys=True))
-    return 0
+    keep = ("rows", "already_ingested", "bronze_version")
+    summary = {"sources": {r.source: {"files": len(r.files), **{k: getattr(r, k) for k in keep}} for r in results}}
+    return JobResult(results, summary)
 
 
 def add_arguments(parser) -> None:
-    """The options of ``jobs/ingest.py`` beyond the common ones."""
+    """The options of the ``ingest`` job beyond the common ones."""
     parser.add_argument("--source", action="append", default=None,
                         help="source to ingest (repeatable; default: every source in conf)")

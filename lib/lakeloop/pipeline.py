@@ -1,6 +1,8 @@
 """The daily pipeline: ingest -> curate -> validate -> features -> train (+ gate) -> infer, for one date or a range.
 
-Each step is a job module's ``main(argv)`` run in this process, so every step shares one SparkSession.
+Each step is a job (:mod:`lakeloop.job`) run in this process through :func:`lakeloop.cli.execute`, so every
+step shares one SparkSession, and the step hands back its result: the figures of the run report and of the
+step's marker come from what the step returned, not from files it left behind.
 A step that succeeded for a date leaves a completion marker, written atomically::
 
     <state>/dt=<date>/<step>.json        {"run_id", "step", "date", "finished_at", "summary"}
@@ -16,17 +18,17 @@ challenger.  A refused gate stops the day before ``infer``: the ``@champion`` al
 serving store keeps the champion's last published version; the train step gets no marker, so a re-run of
 the date trains again.  A backfill stops at the first date that does not finish.
 
-Every run writes ``<warehouse>/_reports/pipeline/<run_id>.json`` and ``.html``, with a closed-loop table:
-per date the trained model's holdout metric, the gate decision and the click-through of the served
-lists in the next day's sample data (:mod:`lakeloop.closed_loop`).  ``--datagen`` runs ``datagen`` as each
-date's first step (the closed-loop simulation).
+Every run writes ``<warehouse>/_reports/pipeline/<run_id>.json`` and ``.html`` (through
+:mod:`lakeloop.reports`, so on any storage the tables use), with a closed-loop table: per date the trained
+model's holdout metric, the gate decision and the click-through of the served lists in the next day's
+landing data (:mod:`lakeloop.closed_loop`).  ``--datagen`` runs the ``datagen`` job as each date's first
+step (the closed-loop simulation); the pipeline knows it only by its job name.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-import importlib.util
 import json
 import os
 import socket
@@ -38,20 +40,22 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lakeloop import closed_loop
+from lakeloop import cli, closed_loop
 from lakeloop.conf import Conf, ConfError
 from lakeloop.errors import EXIT_GATE_REFUSED, EXIT_OK, EXIT_USAGE, LakeloopError, exit_code_for
-from lakeloop.paths import project_root
+from lakeloop.job import JOBS, JobResult
+from lakeloop.lake import Lake
+from lakeloop.reports import Documents
 
 __all__ = ["Step", "DAILY_STEPS", "DATAGEN_STEP", "PipelineLocked", "StepRecord", "PipelineRun", "load_job",
            "date_range", "state_dir", "RunLock", "run_pipeline", "add_arguments", "run", "write_report"]
 
-JobMain = Callable[[Sequence[str]], int]
+JobMain = Callable[[Sequence[str]], "cli.Outcome | int"]
 
 
 @dataclass(frozen=True)
 class Step:
-    """One node of the DAG: the job ``jobs/<name>.py`` (or ``main`` when given) with extra arguments."""
+    """One node of the DAG: the job ``name`` (or ``main`` when given) with extra arguments."""
 
     name: str
     extra: tuple[str, ...] = ()
@@ -60,10 +64,10 @@ class Step:
     def runner(self) -> JobMain:
         if self.main is not None:
             return self.main
-        module = load_job(self.name)
-        if module is None:
-            raise ConfError(f"pipeline step {self.name!r}: no job module jobs/{self.name}.py")
-        return module.main
+        job = load_job(self.name)
+        if job is None:
+            raise ConfError(f"pipeline step {self.name!r}: no such job ({', '.join(sorted(JOBS))})")
+        return job.execute
 
 
 DAILY_STEPS: tuple[Step, ...] = tuple(Step(n) for n in ("ingest", "curate", "validate", "features", "train",
@@ -78,16 +82,22 @@ class PipelineLocked(LakeloopError):
     exit_code = EXIT_USAGE
 
 
-def load_job(job: str, root: Path | None = None):
-    """The job module ``jobs/<job>.py`` of the project, or None when that job does not exist."""
-    path = (root or project_root()) / "jobs" / f"{job}.py"
-    if not path.is_file():
-        return None
-    spec = importlib.util.spec_from_file_location(f"lakeloop_job_{job}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+@dataclass(frozen=True)
+class JobEntry:
+    """A job run in this process: ``main`` gives its exit code, ``execute`` its :class:`~lakeloop.cli.Outcome`."""
+
+    name: str
+
+    def main(self, argv: Sequence[str]) -> int:
+        return cli.main(self.name, argv)
+
+    def execute(self, argv: Sequence[str]) -> cli.Outcome:
+        return cli.execute(self.name, argv)
+
+
+def load_job(job: str) -> JobEntry | None:
+    """The job ``job`` of :data:`lakeloop.job.JOBS`, or None when there is no such job."""
+    return JobEntry(job) if job in JOBS else None
 
 
 def date_range(first: dt.date, last: dt.date) -> list[dt.date]:
@@ -226,51 +236,24 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def step_summary(conf: Conf, step: str, date: str) -> dict[str, Any]:
-    """Figures a step left in its own reports under ``<warehouse>/_reports`` (empty when it wrote none)."""
-    try:
-        reports = _local_dir(conf.path("warehouse"), "warehouse") / "_reports"
-    except ConfError:
-        return {}
-    if step == "curate":
-        keep = ("bronze_rows", "silver_rows", "quarantine_rows", "quarantine_rate", "reconciled")
-        out = {}
-        for path in sorted(reports.glob(f"curate/*/dt={date}.json")):
-            data = _read_json(path) or {}
-            out[path.parent.name] = {k: data[k] for k in keep if k in data}
-        return {"sources": out} if out else {}
-    if step == "datagen":
-        return _datagen_summary(conf, date)
-    if step == "train":
-        data = _read_json(reports / "train" / f"dt={date}.json") or {}
-        keep = ("model_name", "model_version", "backend", "gate", "mlflow_run_id")
-        return {k: data[k] for k in keep if k in data}
-    return {}
-
-
-def _datagen_summary(conf: Conf, date: str) -> dict[str, Any]:
-    from lakeloop.datagen.files import manifest_path
-
-    manifest = _read_json(manifest_path(conf.path("landing"), date)) or {}
-    out = {"events": manifest.get("sources", {}).get("events", {}).get("rows")}
-    reactions = manifest.get("reactions")
-    if reactions:
-        out["reactions"] = {k: reactions.get(k) for k in ("served_date", "served_items", "events", "clicks", "ctr")}
-    return out
-
-
 def _marker(state: Path, date: str, step: str) -> Path:
     return state / f"dt={date}" / f"{step}.json"
 
 
-def _run_step(step: Step, argv: list[str]) -> tuple[int, float]:
+def _run_step(step: Step, argv: list[str]) -> tuple[int, float, dict[str, Any]]:
+    """Exit code, seconds and the summary the step returned."""
     t0 = time.monotonic()
+    summary: dict[str, Any] = {}
     try:
-        rc = step.runner()(argv)
+        returned = step.runner()(argv)
     except Exception as exc:  # noqa: BLE001 - a step that raises instead of returning a code still fails
         print(f"pipeline: step {step.name} raised {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
-        rc = exit_code_for(exc)
-    return int(rc or 0), round(time.monotonic() - t0, 3)
+        returned = exit_code_for(exc)
+    if isinstance(returned, cli.Outcome):
+        rc, summary = returned.exit_code, dict(returned.summary)
+    else:
+        rc = int(returned or 0)
+    return rc, round(time.monotonic() - t0, 3), summary
 
 
 def run_pipeline(conf: Conf, dates: Sequence[dt.date], job_args: Sequence[str], run_id: str, *,
@@ -310,8 +293,7 @@ def _step_for_date(conf: Conf, state: Path, step: Step, date: str, job_args: lis
         return StepRecord(date, step.name, "skipped", summary={"completed_by": done.get("run_id"),
                                                                **done.get("summary", {})})
     marker.unlink(missing_ok=True)
-    rc, seconds = _run_step(step, job_args + ["--date", date, *step.extra])
-    summary = step_summary(conf, step.name, date)
+    rc, seconds, summary = _run_step(step, job_args + ["--date", date, *step.extra])
     if rc != EXIT_OK:
         if rc == EXIT_GATE_REFUSED:
             summary["note"] = "gate refused: @champion unchanged, infer not run, serving keeps the champion's scores"
@@ -321,27 +303,20 @@ def _step_for_date(conf: Conf, state: Path, step: Step, date: str, job_args: lis
     return StepRecord(date, step.name, "ok", rc, seconds, summary)
 
 
-def report_dir(conf: Conf, state: Path | None = None) -> Path:
-    """``<warehouse>/_reports/pipeline`` (``<state>/reports`` when the warehouse is not local)."""
-    try:
-        return _local_dir(conf.path("warehouse"), "warehouse") / "_reports" / "pipeline"
-    except ConfError:
-        return (state or state_dir(conf)) / "reports"
+def report_dir(conf: Conf) -> Documents:
+    """``<warehouse>/_reports/pipeline``, on whatever storage the warehouse is."""
+    return Documents.reports(Lake.from_conf(conf), "pipeline")
 
 
-def write_report(run: PipelineRun, folder: Path) -> tuple[Path, Path]:
-    """Write the run report as ``<run_id>.json`` and a self-contained ``<run_id>.html``."""
+def write_report(run: PipelineRun, folder: Documents | Path | str) -> tuple[Path | str, Path | str]:
+    """Write the run report as ``<run_id>.json`` and a self-contained ``<run_id>.html``; returns where they are
+    (paths on the local filesystem, else URIs)."""
     from lakeloop.report_html import render_pipeline_run
 
+    docs = folder if isinstance(folder, Documents) else Documents(str(folder))
     payload = run.as_dict()
-    json_path = folder / f"{run.run_id}.json"
-    html_path = folder / f"{run.run_id}.html"
-    _write_json_atomic(json_path, payload)
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = html_path.with_name(f".{html_path.name}.tmp")
-    tmp.write_text(render_pipeline_run(payload), encoding="utf-8")
-    os.replace(tmp, html_path)
-    return json_path, html_path
+    return (docs.write_json(f"{run.run_id}.json", payload),
+            docs.write_text(f"{run.run_id}.html", render_pipeline_run(payload)))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -387,15 +362,19 @@ def job_args_from(args: argparse.Namespace) -> list[str]:
     return out + (["--conf-dir", args.conf_dir] if args.conf_dir else [])
 
 
-def run(ctx, spark, args: argparse.Namespace, *, steps: Sequence[Step] | None = None) -> int:
-    """Body of ``jobs/pipeline.py``: run the DAG, write the run report, return the exit code."""
+DESCRIPTION = "the daily DAG for --date, or a backfill --from/--to"
+NEEDS_SPARK = False  # the steps build (and share) the session
+
+
+def run(ctx, spark, args: argparse.Namespace, *, steps: Sequence[Step] | None = None) -> JobResult[PipelineRun]:
+    """The ``pipeline`` job: run the DAG, write the run report; the run's exit code is the job's."""
     state = state_dir(ctx.conf, args.state_dir)
     dates = _dates(ctx, args)
     result = run_pipeline(ctx.conf, dates, job_args_from(args), ctx.run_id,
                           steps=steps or _selected(args.steps, args.datagen), force=args.force, state=state)
-    result.closed_loop = closed_loop.daily_metrics(ctx.conf, result.dates)
+    result.closed_loop = closed_loop.rows_from_steps(result.steps)
     for line in closed_loop.format_table(result.closed_loop) if result.closed_loop else ():
         print(f"pipeline: {line}", flush=True)
-    json_path, html_path = write_report(result, report_dir(ctx.conf, state))
+    json_path, html_path = write_report(result, report_dir(ctx.conf))
     print(f"pipeline: run {ctx.run_id} exit code {result.exit_code}; report {json_path} {html_path}", flush=True)
-    return result.exit_code
+    return JobResult(result, {"dates": result.dates, "exit_code": result.exit_code}, exit_code=result.exit_code)

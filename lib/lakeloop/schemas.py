@@ -148,11 +148,11 @@ class SourceSchema:
 
 def source_names(conf: Conf) -> list[str]:
     """The sources declared in conf, sorted."""
-    return sorted((conf.get("sources") or {}).keys())
+    return sorted(conf["sources"].keys())
 
 
 def _source_entry(conf: Conf, source: str) -> Mapping[str, Any]:
-    sources = conf.get("sources") or {}
+    sources = conf["sources"]
     if source not in sources:
         known = ", ".join(sorted(sources)) or "none"
         raise SchemaError(f"unknown source {source!r}: not declared under 'sources' in conf (known: {known})")

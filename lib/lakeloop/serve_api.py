@@ -30,8 +30,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
+from lakeloop.job import JobResult
+
 if TYPE_CHECKING:
     from lakeloop.serving import ServingStore
+    from lakeloop.session import RunContext
 
 __all__ = ["LookupAPI", "make_server", "serve_in_thread"]
 
@@ -147,3 +150,30 @@ def serve_in_thread(store: ServingStore, host: str = "127.0.0.1",
     thread = threading.Thread(target=server.serve_forever, name="lakeloop-serve", daemon=True)
     thread.start()
     return server, thread
+
+
+DESCRIPTION = "HTTP lookup API over the serving store"
+NEEDS_SPARK = False
+
+
+def add_arguments(parser) -> None:
+    """``--host`` and ``--port`` of the listening socket."""
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8080, help="port to listen on; 0 picks a free one")
+
+
+def run(ctx: RunContext, spark: None, args) -> JobResult[None]:
+    """The ``serve`` job: answer lookups from the store of ``serving.*`` until interrupted."""
+    from lakeloop.serving import open_store
+
+    server = make_server(open_store(ctx.conf), args.host, args.port)
+    host, port = server.server_address[:2]
+    ctx.log.info("serving lookups on http://%s:%d (store %s)", host, port, ctx.conf["serving.store"])
+    print(f"serve: listening on http://{host}:{port}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return JobResult(None, {"host": host, "port": port})

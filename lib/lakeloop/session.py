@@ -120,7 +120,7 @@ def build_session(ctx: RunContext) -> SparkSession:
         builder = builder.config(key, value)
     builder = builder.config("spark.sql.session.timeZone", "UTC")
     spark = builder.getOrCreate()
-    spark.sparkContext.setLogLevel(conf.get("log_level", "WARN"))
+    spark.sparkContext.setLogLevel(conf["log_level"])
     pool = conf.get("spark.scheduler.pool")
     if pool and conf.get("spark.scheduler.mode") == "FAIR":
         spark.sparkContext.setLocalProperty("spark.scheduler.pool", pool)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from lakeloop.conf import Conf, ConfError, load_conf
 from lakeloop.errors import EXIT_USAGE
+from lakeloop.job import job_names
 from lakeloop.paths import project_root
 from lakeloop.runtime import (
     LOG4J_CONF,
@@ -47,7 +48,20 @@ class SubmitCommand:
 
 
 def list_jobs(root: Path = PROJECT_ROOT) -> list[str]:
+    """The jobs of the project at ``root`` (its ``jobs/`` entry files); outside a checkout, every job of
+    :data:`lakeloop.job.JOBS`."""
+    if not (root / "jobs").is_dir():
+        return job_names()
     return sorted(p.stem for p in (root / "jobs").glob("*.py") if not p.stem.startswith("_"))
+
+
+def entry_file(job: str, root: Path = PROJECT_ROOT) -> tuple[str, list[str]]:
+    """The primary file spark-submit runs for ``job`` and the arguments before the job's own: the project's
+    ``jobs/<job>.py`` in a checkout, else the installed package's ``lakeloop/__main__.py JOB``."""
+    in_checkout = root / "jobs" / f"{job}.py"
+    if in_checkout.is_file():
+        return str(in_checkout), []
+    return str(Path(__file__).resolve().parent / "__main__.py"), [job]
 
 
 def _sources_digest(lib: Path) -> str:
@@ -188,7 +202,7 @@ def build_command(job: str, env: str = "local", overrides: list[str] | None = No
         if not remote_driver:
             env_vars["PYSPARK_DRIVER_PYTHON"] = python
     else:
-        worker_python = python if spark35 else (conf.get("python.executable") or python)
+        worker_python = python if spark35 else (conf["python.executable"] or python)
         env_vars["PYSPARK_PYTHON"] = worker_python
         env_vars["PYSPARK_DRIVER_PYTHON"] = python
 
@@ -196,8 +210,8 @@ def build_command(job: str, env: str = "local", overrides: list[str] | None = No
         argv += ["--conf", f"{key}={props[key]}"]
     argv += ["--files", ",".join(str(f) for f in files)]
     argv += ["--py-files", str(package_library(root))]
-    argv.append(str(root / "jobs" / f"{job}.py"))
-    argv += ["--env", env]
+    primary, leading = entry_file(job, root)
+    argv += [primary, *leading, "--env", env]
     for item in overrides:
         argv += ["--set", item]
     if remote_driver:
@@ -208,7 +222,7 @@ def build_command(job: str, env: str = "local", overrides: list[str] | None = No
 
 def _schema_files(conf: Conf, root: Path) -> list[Path]:
     """The source schema files, shipped so a driver in the cluster finds them in its working directory."""
-    directory = Path(conf.get("schema_dir") or conf.conf_dir.parent / "schemas")  # type: ignore[union-attr]
+    directory = Path(conf["schema_dir"] or conf.conf_dir.parent / "schemas")  # type: ignore[union-attr]
     if not directory.is_dir():
         directory = root / "schemas"
     return sorted(directory.glob("*.yaml"))
@@ -235,6 +249,12 @@ def _parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--dry-run", action="store_true", help="print the command line and exit")
     p.add_argument("--print0", action="store_true", help=argparse.SUPPRESS)
     return p.parse_known_args(argv)
+
+
+def command_from_args(argv: list[str]) -> SubmitCommand:
+    """The command of ``JOB [--env ENV] [--set k=v ...] [--conf-dir DIR] [job args]`` (the console script)."""
+    args, job_args = _parse(list(argv))
+    return build_command(args.job, args.env, args.overrides, job_args, conf_dir=args.conf_dir)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,7 +22,6 @@ from lakeloop.delta.log import (
     ReplaceWhereViolation,
     SchemaMismatchError,
     UnsupportedFeatureError,
-    configure,
     load_table,
     locate,
 )
@@ -34,7 +33,7 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
     from pyspark.sql.streaming import StreamingQuery
 
-__all__ = ["read", "write", "exists", "version", "merge", "history", "optimize", "vacuum", "restore", "configure",
+__all__ = ["read", "write", "exists", "version", "merge", "history", "optimize", "vacuum", "restore",
            "read_stream", "stream_to", "WriteResult", "MergeResult", "DeltaError",
            "SchemaMismatchError", "ReplaceWhereViolation", "ConcurrentWriteError", "UnsupportedFeatureError"]
 

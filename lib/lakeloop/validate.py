@@ -32,11 +32,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from lakeloop.errors import DataQualityError
+from lakeloop.job import JobResult
+from lakeloop.lake import Lake
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, Row, SparkSession
 
     from lakeloop.conf import Conf
+    from lakeloop.session import RunContext
 
 __all__ = ["STATS_TABLE", "STATS_SCHEMA", "REPORT_QUANTILES", "ColumnProfile", "Finding", "TableValidation",
            "psi", "profile", "default_columns", "compare", "drift_report", "stats_frame", "profiles_from_rows",
@@ -384,16 +387,14 @@ def _quote(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def load_baseline(spark: SparkSession, stats_uri: str, table: str,
+def load_baseline(spark: SparkSession, lake: Lake, stats_uri: str, table: str,
                   before: str) -> tuple[str, str, dict[str, ColumnProfile]] | None:
     """``(dt, run_id, profiles)`` of the latest stored run of ``table`` with ``dt < before``."""
     from pyspark.sql import functions as F
 
-    from lakeloop import tables
-
-    if not tables.exists(stats_uri):
+    if not lake.exists(stats_uri):
         return None
-    stored = tables.read(spark, stats_uri, where=f"table_name = {_quote(table)} AND dt < {_quote(before)}")
+    stored = lake.read(spark, stats_uri, where=f"table_name = {_quote(table)} AND dt < {_quote(before)}")
     latest = (stored.select("dt", "run_id", "computed_at").distinct()
               .orderBy(F.col("dt").desc(), F.col("computed_at").desc()).first())
     if latest is None:
@@ -407,16 +408,15 @@ def validate_table(spark: SparkSession, conf: Conf, table: str, run_date: dt.dat
 
     Returns the result; the caller decides whether failures raise (see :func:`run_validate`).
     """
-    from lakeloop import tables
-
+    lake = Lake.from_conf(conf)
     day = run_date.isoformat()
-    uri, stats_uri = conf.table_uri(table), conf.table_uri(STATS_TABLE)
+    uri, stats_uri = lake.uri(table), lake.uri(STATS_TABLE)
     result = TableValidation(table, day, run_id, profiles=[])
-    if not tables.exists(uri):
+    if not lake.exists(uri):
         result.problems.append(f"table {table} does not exist at {uri}")
         return result
-    df = tables.read(spark, uri, where=f"dt = {_quote(day)}")
-    found = load_baseline(spark, stats_uri, table, day)
+    df = lake.read(spark, uri, where=f"dt = {_quote(day)}")
+    found = load_baseline(spark, lake, stats_uri, table, day)
     if found is not None:
         result.baseline_dt, result.baseline_run_id, baseline = found
     else:
@@ -430,8 +430,8 @@ def validate_table(spark: SparkSession, conf: Conf, table: str, run_date: dt.dat
     result.findings = compare(table, result.profiles, default, overrides)
     limits = {p.column: _threshold(table, p.column, default, overrides) for p in result.profiles}
     frame = stats_frame(spark, result, limits, dt.datetime.now(dt.UTC))
-    tables.write(frame, stats_uri, mode="overwrite", partition_by=["table_name", "dt"],
-                 replace_where=f"table_name = {_quote(table)} AND dt = {_quote(day)}")
+    lake.write(frame, stats_uri, mode="overwrite", partition_by=["table_name", "dt"],
+               replace_where=f"table_name = {_quote(table)} AND dt = {_quote(day)}")
     return result
 
 
@@ -445,3 +445,25 @@ def run_validate(spark: SparkSession, conf: Conf, run_date: dt.date, run_id: str
     if not all(r.passed for r in results):
         raise DataQualityError(drift_report(results))
     return results
+
+
+DESCRIPTION = "column statistics and drift gate of a run date's partitions"
+
+
+def add_arguments(parser) -> None:
+    """``--table`` (repeatable; default: conf ``validate.tables``)."""
+    parser.add_argument("--table", action="append", default=None, metavar="LAYER.NAME",
+                        help="table to validate (repeatable; default: conf validate.tables)")
+
+
+def run(ctx: RunContext, spark: SparkSession, args) -> JobResult[list[TableValidation]]:
+    """The ``validate`` job: profile and drift-check each table's run-date partition (exit 3 on drift)."""
+    if not ctx.conf["validate.enabled"]:
+        ctx.log.info("validate.enabled is false: nothing to do")
+        return JobResult([], {"enabled": False})
+    results = run_validate(spark, ctx.conf, ctx.run_date, ctx.run_id, args.table)
+    for result in results:
+        ctx.log.info("%s dt=%s: %d columns profiled, baseline dt=%s", result.table, result.dt,
+                     len(result.profiles), result.baseline_dt)
+    return JobResult(results, {"tables": {r.table: {"columns": len(r.profiles), "baseline_dt": r.baseline_dt}
+                                          for r in results}})

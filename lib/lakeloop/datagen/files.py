@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from lakeloop.conf import ConfError
+from lakeloop.reports import manifest_name
 
 __all__ = ["WrittenFile", "part_name", "partition_dir", "write_atomic", "remove_stale", "write_manifest",
            "manifest_path", "resolve_landing"]
@@ -32,7 +33,7 @@ def partition_dir(landing: str | os.PathLike[str], source: str, date: str) -> Pa
 
 
 def manifest_path(landing: str | os.PathLike[str], date: str) -> Path:
-    return Path(landing) / "_manifests" / f"dt={date}.json"
+    return Path(landing) / manifest_name(date)
 
 
 def part_name(part: int, fmt: str, gz: bool) -> str:

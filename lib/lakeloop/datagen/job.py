@@ -7,6 +7,7 @@ import datetime as dt
 from typing import TYPE_CHECKING
 
 from lakeloop.datagen import SOURCES, day_range, generate, spark_runner
+from lakeloop.job import JobResult
 from lakeloop.schemas import source_schema
 
 if TYPE_CHECKING:
@@ -40,17 +41,22 @@ def _exposures(spark: SparkSession, ctx: RunContext, date: str, users: int, item
     or nothing served that day)."""
     if not ctx.conf["datagen.closed_loop"]:
         return None, None
-    from lakeloop.closed_loop import served_lists
+    from lakeloop.datagen.served import served_lists
 
     served = served_lists(spark, ctx.conf, dt.date.fromisoformat(date) - dt.timedelta(days=1), users, items)
     return (None, None) if served is None else (dict(served), served.info)
 
 
-def run(ctx: RunContext, spark: SparkSession, args: argparse.Namespace) -> int:
+DESCRIPTION = "synthetic landing files and their manifest for --date"
+
+
+def run(ctx: RunContext, spark: SparkSession, args: argparse.Namespace) -> JobResult[list[dict]]:
+    """The ``datagen`` job: one day after another (a day's exposures are the lists served the day before)."""
     dates = day_range(ctx.run_date, args.days)
     landing = ctx.conf.path("landing")
     opts = {name: _option(args, ctx, name) for name in ("events", "users", "items", "seed", "bad_fraction")}
     schemas = {s: source_schema(ctx.conf, s) for s in SOURCES}
+    manifests = []
     for date in dates:  # one at a time: a date's exposures come from the day before
         exposures, served = _exposures(spark, ctx, date, opts["users"], opts["items"])
         (m,) = generate(landing, [date], **opts, parts=args.parts, max_part_rows=args.max_part_rows,
@@ -62,4 +68,7 @@ def run(ctx: RunContext, spark: SparkSession, args: argparse.Namespace) -> int:
             r = m["reactions"]
             ctx.log.info("datagen %s: %d reaction events to %d items served on %s (CTR %s)", date, r["events"],
                          r["served_items"], r["served_date"], r["ctr"])
-    return 0
+        manifests.append(m)
+    last = manifests[-1]
+    summary = {"events": last["sources"].get("events", {}).get("rows"), "reactions": last.get("reactions")}
+    return JobResult(manifests, {k: v for k, v in summary.items() if v is not None})

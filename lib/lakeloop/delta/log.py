@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from pyspark.sql.types import StructType
 
 __all__ = ["DeltaError", "SchemaMismatchError", "ReplaceWhereViolation", "ConcurrentWriteError",
-           "UnsupportedFeatureError", "TableLocation", "locate", "configure", "defaults", "open_table",
+           "UnsupportedFeatureError", "TableLocation", "locate", "open_table",
            "load_table", "check_readable", "spark_schema", "delta_schema_json", "commit_actions",
            "FileEntry", "snapshot_files"]
 
@@ -47,29 +47,6 @@ class ConcurrentWriteError(DeltaError):
 
 class UnsupportedFeatureError(DeltaError):
     """The table uses a Delta feature this bridge cannot read or write (named in the message)."""
-
-
-@dataclass
-class _Defaults:
-    storage_options: dict[str, str]
-    vacuum_retention_hours: int = 168
-    target_file_size: int | None = None
-
-
-_DEFAULTS = _Defaults(storage_options={})
-
-
-def configure(conf: Mapping[str, Any]) -> None:
-    """Take ``delta.storage_options``, ``delta.vacuum_retention_hours`` and ``delta.target_file_size``
-    from ``conf`` as the defaults of every later call that does not pass them explicitly."""
-    _DEFAULTS.storage_options = {str(k): str(v) for k, v in (conf.get("delta.storage_options") or {}).items()}
-    if conf.get("delta.vacuum_retention_hours") is not None:
-        _DEFAULTS.vacuum_retention_hours = int(conf["delta.vacuum_retention_hours"])
-    _DEFAULTS.target_file_size = conf.get("delta.target_file_size")
-
-
-def defaults() -> _Defaults:
-    return _DEFAULTS
 
 
 @dataclass(frozen=True)
@@ -108,7 +85,7 @@ class TableLocation:
 def locate(uri: str | os.PathLike[str], storage_options: Mapping[str, str] | None = None) -> TableLocation:
     """Normalise a local path, ``file://`` URI or object-store URI."""
     text = os.fspath(uri).rstrip("/")
-    options = dict(_DEFAULTS.storage_options if storage_options is None else storage_options)
+    options = dict(storage_options or {})
     m = _SCHEME.match(text)
     if m is None or m.group(1) == "file":
         path = unquote(text[len("file://"):]) if m else text

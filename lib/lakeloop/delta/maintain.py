@@ -7,12 +7,12 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from lakeloop.conf import DEFAULTS
 from lakeloop.delta.log import (
     DeltaError,
     SchemaMismatchError,
     TableLocation,
     check_readable,
-    defaults,
     load_table,
     locate,
     open_table,
@@ -137,7 +137,7 @@ def optimize(uri: str, partition_filters: list | None = None, z_order: list[str]
     loc = locate(uri, storage_options)
     table = open_table(loc)
     check_readable(table, loc)
-    size = target_size or defaults().target_file_size
+    size = target_size or DEFAULTS["delta.target_file_size"]
     if z_order:
         return table.optimize.z_order(z_order, partition_filters=partition_filters, target_size=size)
     return table.optimize.compact(partition_filters=partition_filters, target_size=size)
@@ -155,7 +155,8 @@ def vacuum(uri: str, retention_hours: int | None = None, dry_run: bool = False, 
 
     delta-rs removes unreferenced data files; it ignores paths starting with ``_`` or ``.``,
     so the leftovers of Spark's committer (``_temporary/``, ``_SUCCESS``, ``.crc``) and then empty
-    folders are swept here.  Retention defaults to ``delta.vacuum_retention_hours``.
+    folders are swept here.  Retention defaults to the default of ``delta.vacuum_retention_hours``
+    (:class:`lakeloop.lake.Lake` passes the conf's value).
 
     Returns
     -------
@@ -164,7 +165,7 @@ def vacuum(uri: str, retention_hours: int | None = None, dry_run: bool = False, 
     """
     loc = locate(uri, storage_options)
     table = open_table(loc)
-    hours = defaults().vacuum_retention_hours if retention_hours is None else int(retention_hours)
+    hours = DEFAULTS["delta.vacuum_retention_hours"] if retention_hours is None else int(retention_hours)
     if hours < 0:
         raise ValueError(f"retention_hours must be >= 0, got {hours}")
     removed = [_relative(loc, p) for p in

@@ -51,7 +51,7 @@ def read(spark: SparkSession, uri: str, version: int | None = None, timestamp: d
     filters : list, optional
         delta-rs tuple filters, e.g. ``[("dt", "=", "2026-11-01")]``: prunes files, then filters rows.
     storage_options : dict, optional
-        delta-rs storage options; default: ``delta.storage_options`` from :func:`lakeloop.tables.configure`.
+        delta-rs storage options (:class:`lakeloop.lake.Lake` passes ``delta.storage_options``).
 
     Returns
     -------

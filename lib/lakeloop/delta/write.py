@@ -96,7 +96,7 @@ def write(df: DataFrame, uri: str, mode: str = "append", partition_by: Sequence[
     merge_schema : bool
         Add columns of ``df`` that the table lacks (additive evolution); otherwise they are an error.
     storage_options : dict, optional
-        delta-rs storage options; default: ``delta.storage_options``.
+        delta-rs storage options (:class:`lakeloop.lake.Lake` passes ``delta.storage_options``).
     commit_metadata : dict, optional
         Extra key/values recorded in the commit info.
 

@@ -18,14 +18,16 @@ from typing import TYPE_CHECKING, Any
 from lakeloop.errors import DataQualityError
 from lakeloop.featuresets import labels
 from lakeloop.featuresets.compute import compute
+from lakeloop.featuresets.load import load_specs
 from lakeloop.featuresets.scope import Scope, day_start, ts_literal
-from lakeloop.featuresets.spec import FeatureSet, Specs, TrainingSpec, load_specs
+from lakeloop.featuresets.spec import FeatureSet, Specs, TrainingSpec
 from lakeloop.featuresets.training import training_frame
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
     from lakeloop.conf import Conf
+    from lakeloop.lake import Lake
 
 __all__ = ["Bounds", "Inputs", "set_time", "plan_bounds", "feature_frame", "build_all"]
 
@@ -81,8 +83,8 @@ def plan_bounds(sets: list[FeatureSet], trainings: list[TrainingSpec], all_sets:
 class Inputs:
     """Reads each table once (its planned ``dt`` range), persisted until :meth:`close`."""
 
-    def __init__(self, spark: SparkSession, conf: Conf, bounds: Bounds) -> None:
-        self.spark, self.conf, self.bounds = spark, conf, bounds
+    def __init__(self, spark: SparkSession, lake: Lake, bounds: Bounds) -> None:
+        self.spark, self.lake, self.bounds = spark, lake, bounds
         self._frames: dict[str, DataFrame] = {}
 
     def __call__(self, table: str) -> DataFrame:
@@ -91,19 +93,16 @@ class Inputs:
         return self._frames[table]
 
     def _read(self, table: str) -> DataFrame:
-        from lakeloop import tables
-
-        uri = self.conf.table_uri(table)
-        if not tables.exists(uri):
-            raise DataQualityError(f"{table}: no table at {uri}; run the jobs that write it first")
-        frame = tables.read(self.spark, uri)
+        if not self.lake.exists(table):
+            raise DataQualityError(f"{table}: no table at {self.lake.uri(table)}; run the jobs that write it first")
+        frame = self.lake.read(self.spark, table)
         if PARTITION not in frame.columns or table not in self.bounds.ranges:
             return frame
         lo, hi = self.bounds.ranges[table]
         where = f"{PARTITION} <= '{hi.isoformat()}'"
         if lo is not None:
             where = f"{PARTITION} >= '{lo.isoformat()}' AND {where}"
-        return tables.read(self.spark, uri, where=where)
+        return self.lake.read(self.spark, table, where=where)
 
     def close(self) -> None:
         for frame in self._frames.values():
@@ -131,23 +130,20 @@ def _input_rows(fs: FeatureSet | None, ts: TrainingSpec | None, read: Any, run_d
     return read(ts.label.source).where((time >= ts_literal(t)) & (time < ts_literal(end))).count()
 
 
-def _write(conf: Conf, name: str, table: str, df: DataFrame, run_date: dt.date, allow_empty: bool,
+def _write(lake: Lake, name: str, table: str, df: DataFrame, run_date: dt.date, allow_empty: bool,
            input_rows: Any) -> Any:
     from pyspark.sql import functions as F
 
-    from lakeloop import tables
-
     day = run_date.isoformat()
-    uri = conf.table_uri(table)
-    before = tables.version(uri) if tables.exists(uri) else None
-    result = tables.write(df.withColumn(PARTITION, F.lit(day)), uri, mode="overwrite", partition_by=[PARTITION],
-                          replace_where=f"{PARTITION} = '{day}'")
+    before = lake.version(table) if lake.exists(table) else None
+    result = lake.write(df.withColumn(PARTITION, F.lit(day)), table, mode="overwrite", partition_by=[PARTITION],
+                        replace_where=f"{PARTITION} = '{day}'")
     log.info("%s -> %s dt=%s: %d rows", name, table, day, result.rows)
     if result.rows == 0 and not allow_empty:
         n = input_rows()
         if n:
             if before is not None:
-                tables.restore(uri, before)
+                lake.restore(table, before)
             raise DataQualityError(f"{name}: 0 rows for dt={day} from {n} input rows; the table is left as it "
                                    f"was (mark the set allow_empty: true if that can be right)")
     return result
@@ -170,17 +166,20 @@ def _selected(specs: Specs, names: list[str] | None) -> tuple[list[FeatureSet], 
 def build_all(spark: SparkSession, conf: Conf, run_date: dt.date, specs: Specs | None = None,
               names: list[str] | None = None) -> dict[str, Any]:
     """Compute and write every selected output; returns ``{gold table: WriteResult}``."""
+    from lakeloop.lake import Lake
+
     specs = specs or load_specs(conf)
     sets, trainings = _selected(specs, names if names is not None else conf.get("features.sets"))
-    inputs = Inputs(spark, conf, plan_bounds(sets, trainings, dict(specs.sets), run_date))
+    lake = Lake.from_conf(conf)
+    inputs = Inputs(spark, lake, plan_bounds(sets, trainings, dict(specs.sets), run_date))
     results: dict[str, Any] = {}
     try:
         for fs in sets:
-            results[fs.table] = _write(conf, fs.name, fs.table, feature_frame(fs, inputs, run_date), run_date,
+            results[fs.table] = _write(lake, fs.name, fs.table, feature_frame(fs, inputs, run_date), run_date,
                                        fs.allow_empty, lambda fs=fs: _input_rows(fs, None, inputs, run_date))
         for ts in trainings:
             frame = training_frame(ts, specs.sets, inputs, run_date)
-            results[ts.table] = _write(conf, ts.name, ts.table, frame, run_date, ts.allow_empty,
+            results[ts.table] = _write(lake, ts.name, ts.table, frame, run_date, ts.allow_empty,
                                        lambda ts=ts: _input_rows(None, ts, inputs, run_date))
     finally:
         inputs.close()

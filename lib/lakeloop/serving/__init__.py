@@ -52,17 +52,17 @@ def _sqlite_path(conf: Mapping[str, Any]) -> str:
 
 def settings_from_conf(conf: Conf | Mapping[str, Any]) -> StoreSettings:
     """The serving settings in ``conf`` (``serving.*``), with the SQLite path made absolute."""
-    kind = conf.get("serving.store") or "sqlite"
+    kind = conf["serving.store"]
     if kind == "redis":
         options = {name: conf.get(f"serving.redis.{name}") for name in ("host", "port", "db", "password_env")}
         options = {k: v for k, v in options.items() if v is not None}
     else:
         options = {"path": _sqlite_path(conf)}
     try:
-        return StoreSettings(store=kind, namespace=conf.get("serving.namespace") or "lakeloop",
-                             keep_versions=conf.get("serving.keep_versions", 2),
+        return StoreSettings(store=kind, namespace=conf["serving.namespace"],
+                             keep_versions=conf["serving.keep_versions"],
                              ttl_seconds=conf.get("serving.ttl_seconds"),
-                             batch_size=conf.get("serving.batch_size", 2000), options=options)
+                             batch_size=conf["serving.batch_size"], options=options)
     except ServingError as exc:
         raise ConfError(str(exc)) from None
 

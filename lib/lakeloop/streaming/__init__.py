@@ -28,6 +28,7 @@ import threading
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from lakeloop.job import JobResult
 from lakeloop.schemas import source_schema
 from lakeloop.streaming.bronze import BronzeStats, BronzeWriter, classified_early, quarantine_table, verdict
 from lakeloop.streaming.realtime import (
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
     from lakeloop.conf import Conf
+    from lakeloop.session import RunContext
 
 __all__ = ["StreamError", "StreamReport", "TRIGGERS", "run_stream", "checkpoint_dir", "quarantine_table", "run",
            "add_arguments"]
@@ -96,9 +98,9 @@ def run_stream(spark: SparkSession, conf: Conf, source: str = "events", *, trigg
     :class:`StreamReport`
     """
     schema = source_schema(conf, source)
-    trigger = trigger or conf.get("stream.trigger") or "availableNow"
+    trigger = trigger or conf["stream.trigger"]
     how = trigger_kwargs(trigger, interval or conf.get("stream.interval"))
-    files = (conf.get("stream.source") or "files") == "files"
+    files = conf["stream.source"] == "files"
     supervisor = Supervisor(stop)
     bronze_cp = checkpoint_dir(conf, f"bronze_{source}")
     bronze_writer = BronzeWriter(conf, schema, bronze_cp, files=files)
@@ -125,13 +127,16 @@ def run_stream(spark: SparkSession, conf: Conf, source: str = "events", *, trigg
 def _start_realtime(spark: SparkSession, conf: Conf, schema: Any, writer: RealtimeWriter,
                     how: dict[str, Any]) -> Any:
     events = valid_events(source_stream(spark, conf, schema), schema)
-    counts = realtime_frame(events, schema, conf.get("stream.window") or "10 minutes",
-                            conf.get("stream.watermark") or "10 minutes", item_categories(spark, conf))
+    counts = realtime_frame(events, schema, conf["stream.window"],
+                            conf["stream.watermark"], item_categories(spark, conf))
     return start(counts, f"realtime_{schema.source}", writer.checkpoint, writer, how, output_mode="update")
 
 
-def run(ctx, spark: SparkSession, args) -> int:
-    """Body of ``jobs/stream.py``: SIGTERM/SIGINT stop the queries after their current batch."""
+DESCRIPTION = "arriving events -> bronze (exactly once) + real-time views"
+
+
+def run(ctx: RunContext, spark: SparkSession, args) -> JobResult[StreamReport]:
+    """The ``stream`` job: SIGTERM/SIGINT stop the queries after their current batch."""
     stop = threading.Event()
 
     def request_stop(signum: int, _frame: Any) -> None:
@@ -147,12 +152,13 @@ def run(ctx, spark: SparkSession, args) -> int:
     ctx.log.info("stream done %s", json.dumps(report.as_dict(), sort_keys=True))
     if report.late_rows_dropped:
         ctx.log.warning("stream %s: %d late rows dropped by the watermark (%s)", args.source,
-                        report.late_rows_dropped, ctx.conf.get("stream.watermark"))
-    return 0
+                        report.late_rows_dropped, ctx.conf["stream.watermark"])
+    return JobResult(report, {"source": args.source, "trigger": report.trigger, "bronze_rows": report.bronze.rows,
+                              "late_rows_dropped": report.late_rows_dropped})
 
 
 def add_arguments(parser) -> None:
-    """The options of ``jobs/stream.py`` beyond the common ones."""
+    """The options of the ``stream`` job beyond the common ones."""
     parser.add_argument("--source", default="events", help="source to stream (default: events)")
     parser.add_argument("--trigger", choices=TRIGGERS, default=None,
                         help="availableNow: process what has arrived and exit; processingTime: run until "

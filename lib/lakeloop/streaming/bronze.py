@@ -41,6 +41,7 @@ from lakeloop.ingest import (
     number_lines,
     read_ledger,
 )
+from lakeloop.lake import Lake
 from lakeloop.streaming.sources import StreamError
 
 if TYPE_CHECKING:
@@ -103,14 +104,15 @@ class BronzeWriter:
 
     def __init__(self, conf: Conf, schema: SourceSchema, checkpoint: str, *, files: bool) -> None:
         self.conf, self.schema, self.checkpoint, self.from_files = conf, schema, checkpoint, files
-        self.bronze_uri = conf.table_uri(f"bronze.{schema.source}")
-        self.quarantine_uri = conf.table_uri(quarantine_table(schema.source))
+        self.lake = Lake.from_conf(conf)
+        self.bronze_uri = self.lake.uri(f"bronze.{schema.source}")
+        self.quarantine_uri = self.lake.uri(quarantine_table(schema.source))
         self.stats = BronzeStats()
         self._app_id: str | None = None
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         if self._app_id is None:
-            self._app_id = query_app_id(self.checkpoint)
+            self._app_id = query_app_id(self.checkpoint, self.lake.storage_options)
         at = dt.datetime.now(dt.UTC)
         tag = f"stream-{self._app_id[-12:]}-{batch_id}"
         cached = batch.persist()  # the micro-batch's files are read once
@@ -126,16 +128,16 @@ class BronzeWriter:
         """The three transactional writes of one micro-batch: bronze, quarantine, ledger."""
         lines = lines.select("*", F.lit(at).cast("timestamp").alias("_ingested_at"), F.lit(tag).alias("_batch_id"))
         txn = (self._app_id, int(batch_id))
-        written = tables.write(lines.select(*bronze_schema(self.schema).names), self.bronze_uri, mode="append",
-                               partition_by=["dt"], txn=txn)
+        written = self.lake.write(lines.select(*bronze_schema(self.schema).names), self.bronze_uri, mode="append",
+                                  partition_by=["dt"], txn=txn)
         rejected = stream_quarantine(lines, self.schema).persist()
         try:
             by_reason = {r["reason"]: int(r["count"]) for r in rejected.groupBy("reason").count().collect()}
-            tables.write(rejected, self.quarantine_uri, mode="append", partition_by=["dt"], txn=txn)
+            self.lake.write(rejected, self.quarantine_uri, mode="append", partition_by=["dt"], txn=txn)
         finally:
             rejected.unpersist()
         if ledger is not None:
-            tables.write(ledger, ledger_uri(self.conf), mode="append", txn=txn)
+            self.lake.write(ledger, ledger_uri(self.conf), mode="append", txn=txn)
         self._count(written, by_reason, files)
         log.info("bronze.%s batch %d: %d rows (%s), quarantine %s", self.schema.source, batch_id, written.rows,
                  "replayed, already committed" if written.skipped else f"v{written.version}", by_reason or "none")

@@ -25,9 +25,9 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from lakeloop import tables
 from lakeloop.curate import classify, cleanse, parse
 from lakeloop.delta.stream import query_app_id
+from lakeloop.lake import Lake
 from lakeloop.serving import open_store
 
 if TYPE_CHECKING:
@@ -78,10 +78,11 @@ def valid_events(lines: DataFrame, schema: SourceSchema) -> DataFrame:
 def item_categories(spark: SparkSession, conf: Conf) -> DataFrame | None:
     """``item_id -> category`` from the latest partition holding each item of ``stream.items_table``;
     ``None`` when the table does not exist yet (the user views then carry no categories)."""
-    uri = conf.table_uri(conf.get("stream.items_table") or "silver.items")
-    if not tables.exists(uri):
+    lake = Lake.from_conf(conf)
+    uri = lake.uri(conf["stream.items_table"])
+    if not lake.exists(uri):
         return None
-    items = tables.read(spark, uri)
+    items = lake.read(spark, uri)
     if not {"item_id", "category", "dt"} <= set(items.columns):
         return None
     latest = items.groupBy("item_id").agg(F.max_by("category", "dt").alias("category"))
@@ -127,7 +128,8 @@ class RealtimeWriter:
 
     def __init__(self, conf: Conf, checkpoint: str) -> None:
         self.conf, self.checkpoint = conf, checkpoint
-        self.uri = conf.table_uri(conf.get("stream.realtime_table") or "gold.realtime_counts")
+        self.lake = Lake.from_conf(conf)
+        self.uri = self.lake.uri(conf["stream.realtime_table"])
         self.ttl = conf.get("stream.realtime_ttl_seconds")
         self.stats = RealtimeStats()
         self._app_id: str | None = None
@@ -135,7 +137,7 @@ class RealtimeWriter:
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         if self._app_id is None:
-            self._app_id = query_app_id(self.checkpoint)
+            self._app_id = query_app_id(self.checkpoint, self.lake.storage_options)
         # collected once: the updated windows of one batch are few, and recomputing a stateful batch is not
         rows = batch.select(F.date_format("window.start", _ISO).alias("window_start"),
                             F.date_format("window.end", _ISO).alias("window_end"), "entity", "key", "events",
@@ -147,7 +149,7 @@ class RealtimeWriter:
         spark = batch.sparkSession
         frame = spark.createDataFrame([tuple(r) + (int(batch_id),) for r in rows], _collected_schema())
         frame = frame.select(*[F.col(f.name).cast(f.dataType) for f in TABLE_SCHEMA.fields])
-        written = tables.write(frame, self.uri, mode="append", txn=(self._app_id, int(batch_id)))
+        written = self.lake.write(frame, self.uri, mode="append", txn=(self._app_id, int(batch_id)))
         if written.skipped:
             self.stats.replayed_batches += 1
         self.stats.window_rows += len(rows)

@@ -31,7 +31,7 @@ POLL_SECONDS = 0.5
 
 def checkpoint_dir(conf: Conf, query: str) -> str:
     """``stream.checkpoint_dir/<query>``, by default ``<warehouse>/_checkpoints/<query>``."""
-    root = conf.get("stream.checkpoint_dir") or f"{conf.path('warehouse').rstrip('/')}/_checkpoints"
+    root = conf["stream.checkpoint_dir"] or f"{conf.path('warehouse').rstrip('/')}/_checkpoints"
     return f"{root.rstrip('/')}/{query}"
 
 

@@ -69,11 +69,11 @@ def kafka_stream(spark: SparkSession, conf: Conf, schema: SourceSchema) -> DataF
         raise ConfError("stream.kafka.bootstrap_servers: required when stream.source is kafka")
     if schema.format == "csv" and schema.csv.header:
         raise ConfError(f"stream.source: kafka cannot carry the header line of CSV source {schema.source!r}")
-    topic = conf.get("stream.kafka.topic") or schema.source
+    topic = conf["stream.kafka.topic"] or schema.source
     reader = (spark.readStream.format("kafka").option("kafka.bootstrap.servers", servers)
               .option("subscribe", topic)
-              .option("startingOffsets", conf.get("stream.kafka.starting_offsets") or "earliest"))
-    for key, value in (conf.get("stream.kafka.options") or {}).items():
+              .option("startingOffsets", conf["stream.kafka.starting_offsets"]))
+    for key, value in conf["stream.kafka.options"].items():
         reader = reader.option(str(key), str(value))
     try:
         records = reader.load()
@@ -93,6 +93,6 @@ def kafka_stream(spark: SparkSession, conf: Conf, schema: SourceSchema) -> DataF
 
 def source_stream(spark: SparkSession, conf: Conf, schema: SourceSchema) -> DataFrame:
     """The raw-line stream of ``schema.source`` from ``stream.source``."""
-    if (conf.get("stream.source") or "files") == "kafka":
+    if conf["stream.source"] == "kafka":
         return kafka_stream(spark, conf, schema)
     return file_stream(spark, conf, schema)

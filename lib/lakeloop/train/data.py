@@ -108,16 +108,16 @@ def load_training_data(spark: SparkSession, conf: Conf, run_date: dt.date, *,
     """
     from pyspark.sql import functions as F
 
-    from lakeloop import tables
+    from lakeloop.lake import Lake
 
-    name = conf["train.table"]
-    uri = conf.table_uri(name)
-    if not tables.exists(uri):
+    lake, name = Lake.from_conf(conf), conf["train.table"]
+    uri = lake.uri(name)
+    if not lake.exists(uri):
         raise DataQualityError(f"{name}: no table at {uri}; run the features job first")
-    version = tables.version(uri)
+    version = lake.version(uri)
     first = run_date - dt.timedelta(days=conf["train.days"] - 1)
     where = f"dt >= '{first.isoformat()}' AND dt <= '{run_date.isoformat()}'"
-    frame = tables.read(spark, uri, version=version, where=where)
+    frame = lake.read(spark, uri, version=version, where=where)
     features = feature_columns(conf, frame)
     check_training_frame(frame, f"{name} {where}", features)
     frame = frame.select(*KEYS, F.col(LABEL).cast("int").alias(LABEL),

@@ -34,12 +34,12 @@ def _mlflow_dir(conf: Conf) -> str:
 
 def tracking_uri(conf: Conf) -> str:
     """``mlflow.tracking_uri``, default ``sqlite:///<warehouse>/_mlflow/mlflow.db``."""
-    return conf.get("mlflow.tracking_uri") or f"sqlite:///{_mlflow_dir(conf)}/mlflow.db"
+    return conf["mlflow.tracking_uri"] or f"sqlite:///{_mlflow_dir(conf)}/mlflow.db"
 
 
 def registry_uri(conf: Conf) -> str:
     """``mlflow.registry_uri``, default: the tracking URI."""
-    return conf.get("mlflow.registry_uri") or tracking_uri(conf)
+    return conf["mlflow.registry_uri"] or tracking_uri(conf)
 
 
 def artifact_root(conf: Conf) -> str:

@@ -8,12 +8,13 @@ Plots use matplotlib's Agg backend (no display): ROC curve, precision-recall cur
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from lakeloop.reports import Documents
 
 if TYPE_CHECKING:
     from lakeloop.conf import Conf
@@ -99,16 +100,21 @@ def evaluation_plots(y: np.ndarray, p: np.ndarray, importance: dict[str, float],
     return paths
 
 
-def report_path(conf: Conf, run_date: dt.date) -> Path:
-    """``<warehouse>/_reports/train/dt=<date>.json``."""
-    return Path(conf.path("warehouse")) / "_reports" / "train" / f"dt={run_date.isoformat()}.json"
+def report_name(run_date: dt.date) -> str:
+    return f"dt={run_date.isoformat()}.json"
 
 
-def write_run_report(conf: Conf, run_date: dt.date, report: dict[str, Any]) -> Path:
-    """Write ``report`` atomically (temp file + rename) to :func:`report_path`."""
-    path = report_path(conf, run_date)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(report, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+def _reports(conf: Conf) -> Documents:
+    from lakeloop.lake import Lake
+
+    return Documents.reports(Lake.from_conf(conf), "train")
+
+
+def report_path(conf: Conf, run_date: dt.date) -> Path | str:
+    """``<warehouse>/_reports/train/dt=<date>.json`` (a Path on the local filesystem, else the URI)."""
+    return _reports(conf).location(report_name(run_date))
+
+
+def write_run_report(conf: Conf, run_date: dt.date, report: dict[str, Any]) -> Path | str:
+    """Write ``report`` atomically to :func:`report_path` (through :mod:`lakeloop.reports`)."""
+    return _reports(conf).write_json(report_name(run_date), report)

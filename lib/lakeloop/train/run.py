@@ -44,8 +44,9 @@ class TrainOutcome:
     run_id: str
     model_version: str
     decision: gate.GateDecision
-    report_path: Path
+    report_path: Path | str
     trial_run_ids: list[str] = field(default_factory=list)
+    report: dict[str, Any] = field(default_factory=dict)
 
 
 def model_signature(features: list[str]) -> ModelSignature:
@@ -193,9 +194,9 @@ def train_for_date(spark: SparkSession, conf: Conf, run_date: dt.date, *, backen
                        "positive_rate": prior, "tuning": tuned, "artifacts": plots, "gate": decision.as_dict(),
                        "tags": tags or {}}
             path = report.write_run_report(conf, run_date, payload)
-            mlflow.log_artifact(str(path), "report")
+            mlflow.log_dict(payload, f"report/{report.report_name(run_date)}")
     finally:
         data.train.unpersist()
         data.valid.unpersist()
     return TrainOutcome(run_id=run.info.run_id, model_version=version, decision=decision,
-                        report_path=path, trial_run_ids=trial_ids)
+                        report_path=path, trial_run_ids=trial_ids, report=payload)

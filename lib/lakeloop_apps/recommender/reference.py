@@ -16,8 +16,7 @@ so a feature row never sees an event at or after its own time.
   ``[label_ts, label_ts + label_window)`` whose features are computed as of ``label_ts``
   (point-in-time correct), with seeded negative sampling of items the user did not interact with.
 
-:func:`build_gold` is the job body: it reads the silver tables and replaces the run date's
-partition of ``gold.user_favours``, ``gold.item_stats`` and ``gold.training_set``.
+``GOLD_TABLES`` are the tables these functions made (the features job now writes them from the specs).
 """
 
 from __future__ import annotations
@@ -30,11 +29,11 @@ from lakeloop import kernels
 
 if TYPE_CHECKING:
     from lakeloop.conf import Conf
-    from pyspark.sql import Column, DataFrame, SparkSession
+    from pyspark.sql import Column, DataFrame
 
 __all__ = ["FeatureParams", "GOLD_TABLES", "UNKNOWN_CATEGORY", "day_start", "events_between",
            "item_attributes", "with_category", "category_affinity", "user_favours", "item_counts",
-           "item_stats", "sample_negatives", "training_set", "build_gold"]
+           "item_stats", "sample_negatives", "training_set"]
 
 UNKNOWN_CATEGORY = "unknown"
 GOLD_TABLES = ("gold.user_favours", "gold.item_stats", "gold.training_set")
@@ -310,36 +309,3 @@ def _seconds_between(earlier: str, later: Column) -> Column:
     from pyspark.sql import functions as F
 
     return ((F.unix_micros(later) - F.unix_micros(F.col(earlier))) / 1_000_000).cast("double")
-
-
-def build_gold(spark: SparkSession, conf: Conf, run_date: dt.date,
-               params: FeatureParams | None = None) -> dict[str, object]:
-    """Replace the ``dt = run_date`` partition of every gold table; returns the write results.
-
-    ``user_favours`` and ``item_stats`` are as of the end of ``run_date``; the training set's label
-    time is the start of ``run_date`` and its labels come from the following ``label_window``.
-    """
-    from lakeloop import tables
-    from pyspark.sql import functions as F
-
-    params = params or FeatureParams.from_conf(conf)
-    end_of_day = day_start(run_date) + dt.timedelta(days=1)
-    first_day = (day_start(run_date) - params.lookback - dt.timedelta(days=1)).date()
-    last_day = (day_start(run_date) + params.label_window).date()
-    events = tables.read(spark, conf.table_uri("silver.events"),
-                         where=f"dt >= '{first_day.isoformat()}' AND dt <= '{last_day.isoformat()}'")
-    items = tables.read(spark, conf.table_uri("silver.items"), where=f"dt <= '{last_day.isoformat()}'")
-    events, items = events.persist(), items.persist()  # read once for the three tables
-    try:
-        frames = {
-            "gold.user_favours": user_favours(events, items, end_of_day, params),
-            "gold.item_stats": item_stats(events, items, end_of_day, params),
-            "gold.training_set": training_set(events, items, day_start(run_date), params),
-        }
-        day = run_date.isoformat()
-        return {name: tables.write(df.withColumn("dt", F.lit(day)), conf.table_uri(name), mode="overwrite",
-                                   partition_by=["dt"], replace_where=f"dt = '{day}'")
-                for name, df in frames.items()}
-    finally:
-        events.unpersist()
-        items.unpersist()

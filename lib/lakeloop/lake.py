@@ -1,0 +1,114 @@
+"""The lake: where a run's tables live and how they are opened, built from conf and passed to every job.
+
+A :class:`Lake` carries the warehouse root and the table settings of ``delta.*`` (storage options,
+vacuum retention, target file size) and hands them to every :mod:`lakeloop.tables` call it makes, so no
+table setting is module-global state: two lakes with different options can be used side by side.
+
+>>> from lakeloop.conf import load_conf  # doctest: +SKIP
+>>> lake = Lake.from_conf(load_conf("local"))  # doctest: +SKIP
+>>> lake.uri("silver.events")  # doctest: +SKIP
+'/path/to/warehouse/silver/events'
+>>> lake.read(spark, "silver.events", where="dt = '2026-11-01'").count()  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from lakeloop import tables
+from lakeloop.conf import DEFAULTS, resolve_uri
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql.streaming import StreamingQuery
+
+__all__ = ["Lake"]
+
+_NAME = re.compile(r"^[A-Za-z0-9_]+\.[A-Za-z0-9_]+$")
+
+
+@dataclass(frozen=True)
+class Lake:
+    """Tables under one warehouse root, opened with one set of storage options.
+
+    Parameters
+    ----------
+    warehouse : str
+        Root URI of the tables: ``<warehouse>/<layer>/<table>``.
+    storage_options : dict
+        delta-rs storage options (object stores, HDFS), passed to every table operation.
+    vacuum_retention_hours : int
+        Retention of :meth:`vacuum` when none is given.
+    target_file_size : int
+        Target size in bytes of the files :meth:`optimize` writes.
+    """
+
+    warehouse: str
+    storage_options: dict[str, str] = field(default_factory=dict)
+    vacuum_retention_hours: int = DEFAULTS["delta.vacuum_retention_hours"]
+    target_file_size: int = DEFAULTS["delta.target_file_size"]
+
+    @classmethod
+    def from_conf(cls, conf: Mapping[str, Any]) -> Lake:
+        """The lake of ``conf``: ``warehouse`` and ``delta.*``."""
+        return cls(warehouse=resolve_uri(conf["warehouse"]).rstrip("/"),
+                   storage_options={str(k): str(v) for k, v in conf["delta.storage_options"].items()},
+                   vacuum_retention_hours=int(conf["delta.vacuum_retention_hours"]),
+                   target_file_size=int(conf["delta.target_file_size"]))
+
+    def uri(self, table: str) -> str:
+        """URI of ``table``: a name ``layer.name`` (``silver.events`` -> ``<warehouse>/silver/events``), or a
+        path or URI, returned as it is."""
+        if _NAME.match(table):
+            layer, name = table.split(".")
+            return f"{self.warehouse}/{layer}/{name}"
+        if "/" in table:
+            return table
+        raise ValueError(f"table name {table!r}: expected layer.name, e.g. silver.events")
+
+    def path(self, relative: str) -> str:
+        """A location under the warehouse root (reports, state, checkpoints)."""
+        return f"{self.warehouse}/{relative.lstrip('/')}"
+
+    def exists(self, table: str) -> bool:
+        return tables.exists(self.uri(table), storage_options=self.storage_options)
+
+    def version(self, table: str) -> int | None:
+        return tables.version(self.uri(table), storage_options=self.storage_options)
+
+    def read(self, spark: SparkSession, table: str, **kwargs: Any) -> DataFrame:
+        """:func:`lakeloop.tables.read` of ``table`` (``version``, ``timestamp``, ``where``, ``filters``)."""
+        return tables.read(spark, self.uri(table), storage_options=self.storage_options, **kwargs)
+
+    def write(self, df: DataFrame, table: str, **kwargs: Any) -> tables.WriteResult:
+        """:func:`lakeloop.tables.write` to ``table`` (``mode``, ``partition_by``, ``replace_where``, ``txn``)."""
+        return tables.write(df, self.uri(table), storage_options=self.storage_options, **kwargs)
+
+    def merge(self, spark: SparkSession, table: str, source_df: DataFrame, keys: list[str],
+              **kwargs: Any) -> tables.MergeResult:
+        return tables.merge(spark, self.uri(table), source_df, keys, storage_options=self.storage_options, **kwargs)
+
+    def history(self, table: str, limit: int | None = None) -> list[dict]:
+        return tables.history(self.uri(table), limit, storage_options=self.storage_options)
+
+    def optimize(self, table: str, partition_filters: list | None = None, z_order: list[str] | None = None,
+                 *, target_size: int | None = None) -> dict[str, Any]:
+        return tables.optimize(self.uri(table), partition_filters, z_order,
+                               target_size=target_size or self.target_file_size,
+                               storage_options=self.storage_options)
+
+    def vacuum(self, table: str, retention_hours: int | None = None, dry_run: bool = False) -> list[str]:
+        hours = self.vacuum_retention_hours if retention_hours is None else retention_hours
+        return tables.vacuum(self.uri(table), hours, dry_run, storage_options=self.storage_options)
+
+    def restore(self, table: str, version: Any) -> dict[str, Any]:
+        return tables.restore(self.uri(table), version, storage_options=self.storage_options)
+
+    def read_stream(self, spark: SparkSession, table: str, **kwargs: Any) -> DataFrame:
+        return tables.read_stream(spark, self.uri(table), storage_options=self.storage_options, **kwargs)
+
+    def stream_to(self, df: DataFrame, table: str, checkpoint: str, **kwargs: Any) -> StreamingQuery:
+        return tables.stream_to(df, self.uri(table), checkpoint, storage_options=self.storage_options, **kwargs)
