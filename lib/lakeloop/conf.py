@@ -155,6 +155,8 @@ SPEC: dict[str, Field] = {
     "features.label_types": _f("list", "event types that make a positive training label"),
     "features.negatives_per_positive": _f("int", "sampled non-interacted items per positive"),
     "features.seed": _f("int", "seed of the negative sampling"),
+    "features.spec_dir": _f("str", "features/, training_sets/ spec folder; null: conf dir", nullable=True),
+    "features.sets": _f("list", "feature and training sets the features job builds; null: all", nullable=True),
     # -- serving store --------------------------------------------------------------------------------
     "serving.store": _f("enum", "serving store backend: embedded SQLite file or a Redis server",
                         choices=("sqlite", "redis")),
@@ -265,6 +267,8 @@ DEFAULTS: dict[str, Any] = {
     "validate.reference_date": None,
     "validate.columns": {},
     "validate.allow_empty": [],
+    "features.spec_dir": None,
+    "features.sets": None,
     "serving.store": "sqlite",
     "serving.namespace": "lakeloop",
     "serving.keep_versions": 2,
