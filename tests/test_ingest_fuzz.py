@@ -51,8 +51,8 @@ def _split_join(lines: list[bytes], rng: random.Random) -> list[bytes]:
 
 
 def corrupt_text(data: bytes, rng: random.Random) -> bytes:
-    """One to three random corruptions of a file's decompressed bytes."""
-    for _ in range(rng.randint(1, 3)):
+    """Two to five random corruptions of a file's decompressed bytes."""
+    for _ in range(rng.randint(2, 5)):
         kind = rng.choice(["flip", "truncate", "encoding", "bom", "split_join"])
         if kind == "flip":
             data = _flip_bits(data, rng)
@@ -101,6 +101,7 @@ def test_corrupted_day_ingests_and_curates_reconciled(spark, conf, seed):
     corrupt_day(landing, random.Random(seed))
     results = {r.source: r for r in ingest(spark, conf, DATE)}  # nothing raises
     loose = conf.with_overrides({"curate.max_quarantine_rate": 1.0})
+    seen: dict[str, int] = {"rejected_files": 0, "invalid_encoding": 0}
     for source, result in results.items():
         check_bronze(spark, conf, source, result)
         report = curate_source(spark, loose, source, DATE)
@@ -111,6 +112,11 @@ def test_corrupted_day_ingests_and_curates_reconciled(spark, conf, seed):
         counted = {r["reason"]: r["count"] for r in quarantine.groupBy("reason").count().collect()}
         assert counted == {k: v for k, v in report.quarantine_by_reason.items() if v}
         assert set(counted) <= set(REASONS)
+        seen["rejected_files"] += len(result.rejected)
+        for reason, n in counted.items():
+            seen[reason] = seen.get(reason, 0) + n
+    print(f"seed {seed}: {seen}")
+    assert seen["malformed"] > 0 and seen["invalid_encoding"] + seen["rejected_files"] > 0  # it reached curate
 
 
 def check_bronze(spark, conf, source: str, result) -> None:
