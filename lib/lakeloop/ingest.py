@@ -420,7 +420,8 @@ def ingest_source(spark: SparkSession, conf: Conf, source: str, date: str, *, ba
     for name in result.ignored:
         log.warning("%s %s: ignored %s (expected %s)", source, date, name, ", ".join(SUFFIXES[schema.format]))
     with ledger_table.active(uuid.uuid4().hex[:8]) as me:
-        work = _claim(spark, conf, source, date, files, result, at, me)
+        # ledger and claim rows carry the wall-clock time: it orders a file's rows (see ledger.effective)
+        work = _claim(spark, conf, source, date, files, result, dt.datetime.now(dt.UTC), me)
         if not work.todo:
             log.info("%s %s: no new files (%d already ingested, %d recovered, %d rejected earlier, %d in progress)",
                      source, date, result.already_ingested, len(result.recovered), len(result.rejected_earlier),
@@ -471,8 +472,8 @@ def _ingest_files(spark: SparkSession, conf: Conf, schema: SourceSchema, date: s
     result.rejected = {per_file.get(f.key, (f.path, 0))[0]: errors[f.key] for f in new if f.key in errors}
     if errors:
         _record_rejected(spark, conf, source, date, [f for f in new if f.key in errors], per_file, errors, result, at)
-    batch = {f.key: result.batch_id for f in new}
-    rows = [row for f in new for row in _ledger_rows(source, date, [f], per_file, batch, at,
+    batch, stamp = {f.key: result.batch_id for f in new}, dt.datetime.now(dt.UTC)
+    rows = [row for f in new for row in _ledger_rows(source, date, [f], per_file, batch, stamp,
                                                      REJECTED if f.key in errors else INGESTED, errors)]
     tables.write(ledger_table.ledger_frame(spark, rows), ledger_uri(conf), mode="append", merge_schema=True)
     result.files = [f.path for f in new]
