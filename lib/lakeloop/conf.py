@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from lakeloop import conf_checks
 from lakeloop.paths import project_root
 
 __all__ = ["Conf", "ConfError", "Field", "SPEC", "DEFAULTS", "load_conf", "find_conf_dir", "ENVS"]
@@ -448,7 +449,7 @@ def find_conf_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
 def _read_yaml(path: Path) -> Mapping[str, Any]:
     try:
         with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh)
+            data = yaml.load(fh, Loader=conf_checks.UniqueKeyLoader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as exc:
         raise ConfError(f"{path}: not valid YAML: {exc}") from None
     if data is None:
@@ -592,6 +593,7 @@ def _close_match(key: str) -> str | None:
 
 
 def _validate(values: Mapping[str, Any], origins: Mapping[str, str]) -> None:
+    conf_checks.check_ranges(values, origins, SPEC)
     for key, field in SPEC.items():
         if field.required and "*" not in key and values.get(key) is None:
             where = origins.get(key, "base.yaml and the env file")

@@ -39,7 +39,7 @@ INTEGRAL_TYPES = ("int", "long")
 ORDERED_TYPES = ("int", "long", "double", "decimal", "timestamp", "date")
 EVENT_TIME_TYPES = ("timestamp", "date", "int", "long")
 # columns the pipeline adds itself; a source column may not take these names
-LINEAGE_COLUMNS = ("_extra", "_file", "_line", "_ingested_at", "_batch_id", "_header", "dt")
+LINEAGE_COLUMNS = ("_extra", "_raw", "_file", "_line", "_ingested_at", "_batch_id", "_header", "dt")
 
 _DECIMAL = re.compile(r"^decimal\(\s*(\d+)\s*,\s*(\d+)\s*\)$")
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
