@@ -118,6 +118,8 @@ SPEC: dict[str, Field] = {
                                    "runtime"),
     # -- Delta tables ----------------------------------------------------------------------------
     "delta.storage_options": _f("dict", "delta-rs storage options (object stores, HDFS)"),
+    "delta.engine": _f("enum", "tables.read/write: delta-spark when its jars are loaded (auto), or always one engine",
+                       choices=("auto", "bridge", "delta-spark")),
     "delta.vacuum_retention_hours": _f("int"),
     "delta.target_file_size": _f("int", "bytes, target size of files written by optimize"),
     # -- sources and data quality ----------------------------------------------------------------

@@ -23,8 +23,8 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 __all__ = ["JARS_ENV", "SETUP_HINT", "DELTA_EXTENSION", "DELTA_CATALOG", "CONNECTORS", "Connector", "jars_dir",
-           "connector", "session_jars", "kafka_broker_jars", "delta_runtime_python", "delta_properties",
-           "delta_loaded", "kafka_loaded"]
+           "connector", "session_jars", "spark_settings", "kafka_broker_jars", "delta_runtime_python",
+           "delta_properties", "delta_loaded", "kafka_loaded"]
 
 JARS_ENV = "LAKELOOP_JARS"
 SETUP_HINT = "./setup.sh jvm"
@@ -107,6 +107,28 @@ def session_jars(spark_version: str | None = None, *, delta: bool = True) -> lis
     """Every usable connector's jars for a Spark of ``spark_version``; ``delta=False`` leaves delta-spark out."""
     names = [n for n in CONNECTORS if delta or n != "delta"]
     return [j for n in names for j in connector(n, spark_version).jars if connector(n, spark_version).usable]
+
+
+def spark_settings(engine: str = "auto", spark_version: str | None = None,
+                   properties: dict[str, str] | None = None) -> tuple[list[Path], dict[str, str]]:
+    """The connector jars to ship and the Spark properties to add for ``delta.engine`` = ``engine``.
+
+    ``properties`` are the session's others: a ``spark.sql.extensions`` there is kept beside Delta's.  With
+    ``engine`` ``bridge`` delta-spark is left out; ``delta-spark`` without usable Delta jars raises ValueError
+    naming the reason; ``auto`` takes what is usable.  The chosen engine is recorded as
+    ``spark.lakeloop.delta.engine`` for :func:`lakeloop.delta.engine.engine_of`.
+    """
+    delta = connector("delta", spark_version)
+    if engine == "delta-spark" and not delta.usable:
+        raise ValueError(f"delta.engine: delta-spark, but {delta.reason}")
+    jars = session_jars(spark_version, delta=engine != "bridge")
+    props = {"spark.lakeloop.delta.engine": engine}
+    if engine != "bridge" and delta.usable:
+        props.update(delta_properties())
+        existing = (properties or {}).get("spark.sql.extensions")
+        if existing and DELTA_EXTENSION not in existing:
+            props["spark.sql.extensions"] = f"{existing},{DELTA_EXTENSION}"
+    return jars, props
 
 
 def kafka_broker_jars() -> list[Path]:
