@@ -22,7 +22,8 @@ from tests.conftest import ROOT
 PYTHON = jvm.delta_runtime_python(ROOT)
 _DELTA = jvm.connector("delta", jvm.connector("delta").versions.get("spark.version"))
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(
-    PYTHON is None or not _DELTA.usable, reason=f"delta-spark jars or the delta-spark runtime missing: run {jvm.SETUP_HINT}")]
+    PYTHON is None or not _DELTA.usable,
+    reason=f"delta-spark jars or the delta-spark runtime missing: run {jvm.SETUP_HINT}")]
 
 
 class Peer:

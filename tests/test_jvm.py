@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-
 from lakeloop import jvm
 from lakeloop.conf import ConfError, load_conf
 from lakeloop.session import jvm_properties
+
 from tests.conftest import ROOT
 
 

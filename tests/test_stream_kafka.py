@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 from deltalake import DeltaTable
-
 from lakeloop import jvm
 from lakeloop.datagen import generate_day
+
 from tests.conftest import ROOT
 
 pytestmark = [pytest.mark.slow,
