@@ -121,6 +121,8 @@ SPEC: dict[str, Field] = {
                                    "runtime"),
     # -- Delta tables ----------------------------------------------------------------------------
     "delta.storage_options": _f("dict", "delta-rs storage options (object stores, HDFS)"),
+    "delta.engine": _f("enum", "tables.read/write: delta-spark when its jars are loaded (auto), or always one engine",
+                       choices=("auto", "bridge", "delta-spark")),
     "delta.vacuum_retention_hours": _f("int"),
     "delta.target_file_size": _f("int", "bytes, target size of files written by optimize"),
     "optimize.tables": _f("list", "tables the optimize job compacts and vacuums; empty: every table of the "
@@ -247,6 +249,7 @@ DEFAULTS: dict[str, Any] = {
     "runtime.spark35.archive": None,
     "runtime.spark35.spark_home": None,
     "runtime.spark35.backends": ["bigdl"],
+    "delta.engine": "auto",
     "delta.storage_options": {},
     "delta.vacuum_retention_hours": 168,
     "delta.target_file_size": 134217728,

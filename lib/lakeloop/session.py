@@ -10,12 +10,12 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from lakeloop.conf import Conf
+from lakeloop.conf import Conf, ConfError
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-__all__ = ["RunContext", "build_session", "parse_run_date", "configure_logging"]
+__all__ = ["RunContext", "build_session", "jvm_properties", "parse_run_date", "configure_logging"]
 
 _LOG_FORMAT = "%(asctime)s %(levelname)s [%(job)s %(run_id)s] %(name)s: %(message)s"
 
@@ -107,14 +107,17 @@ def build_session(ctx: RunContext) -> SparkSession:
     """Build (or reuse) the SparkSession for ``ctx`` from its conf.
 
     Every Spark property in conf is applied; under ``spark-submit`` they were already
-    passed as ``--conf`` and this is a no-op for them.  The session time zone is always UTC.
+    passed as ``--conf`` and this is a no-op for them.  The connector jars of ``./setup.sh jvm`` that
+    load into this Spark go on ``spark.jars``, with Delta's SQL extension and catalog when delta-spark is
+    among them and ``delta.engine`` is not ``bridge`` (:func:`jvm_properties`).  The session time zone is
+    always UTC.
     """
     from pyspark.sql import SparkSession
 
     conf = ctx.conf
     _python_for_workers(conf)
     builder = SparkSession.builder.appName(ctx.app_name)
-    for key, value in conf.spark_properties().items():
+    for key, value in jvm_properties(conf).items():
         if key == "spark.scheduler.allocation.file":
             value = _resolve_pools_file(conf, value)
         builder = builder.config(key, value)
@@ -128,6 +131,22 @@ def build_session(ctx: RunContext) -> SparkSession:
     ctx.log.info("spark session %s (master %s, spark %s)", ctx.app_name, spark.sparkContext.master,
                  spark.version)
     return spark
+
+
+def jvm_properties(conf: Conf, spark_version: str | None = None) -> dict[str, str]:
+    """``conf``'s Spark properties plus the connector jars (``spark.jars``) and Delta settings of
+    :func:`lakeloop.jvm.spark_settings` for ``delta.engine``; ConfError when delta-spark is required and absent."""
+    from lakeloop.jvm import spark_settings
+
+    props = conf.spark_properties()
+    try:
+        jars, extra = spark_settings(conf.get("delta.engine") or "auto", spark_version, props)
+    except ValueError as exc:
+        raise ConfError(f"{conf.origin('delta.engine')}: {exc}") from None
+    props.update(extra)
+    if jars:
+        props["spark.jars"] = ",".join([*filter(None, [props.get("spark.jars")]), *(str(j) for j in jars)])
+    return props
 
 
 def _resolve_pools_file(conf: Conf, value: str) -> str:
