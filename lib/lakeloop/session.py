@@ -140,7 +140,7 @@ def jvm_properties(conf: Conf, spark_version: str | None = None) -> dict[str, st
 
     props = conf.spark_properties()
     try:
-        jars, extra = spark_settings(conf.get("delta.engine") or "auto", spark_version, props)
+        jars, extra = spark_settings(conf["delta.engine"], spark_version, props)
     except ValueError as exc:
         raise ConfError(f"{conf.origin('delta.engine')}: {exc}") from None
     props.update(extra)
