@@ -28,6 +28,7 @@ from lakeloop.runtime import (
     needs_spark35,
     spark35_python,
 )
+from lakeloop.session import LOG4J2_CONF, log_dir, spark_log_options
 
 __all__ = ["SubmitCommand", "build_command", "list_jobs", "package_library", "main"]
 
@@ -189,6 +190,10 @@ def build_command(job: str, env: str = "local", overrides: list[str] | None = No
         if spark35.jars:
             argv += ["--jars", ",".join(str(j) for j in spark35.jars)]
         env_vars.update({"SPARK_HOME": str(spark35.spark_home), "KMP_SETTINGS": "0"})
+    else:  # lakeloop's log4j2 configuration: Spark's warnings on the console, everything in a log file
+        props = spark_log_options(props, log_directory=log_dir(conf), verbose="--verbose" in job_args,
+                                  remote_driver=remote_driver)
+        files += [LOG4J2_CONF] if remote_driver else []
     archive = conf.get("runtime.spark35.archive") if spark35 else conf.get("python.archive")
     if archive and on_cluster:
         key = "runtime.spark35.archive" if spark35 else "python.archive"

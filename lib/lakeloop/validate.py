@@ -443,7 +443,9 @@ def run_validate(spark: SparkSession, conf: Conf, run_date: dt.date, run_id: str
     """
     results = [validate_table(spark, conf, t, run_date, run_id) for t in table_names or conf["validate.tables"]]
     if not all(r.passed for r in results):
-        raise DataQualityError(drift_report(results))
+        error = DataQualityError(drift_report(results))
+        error.results = results
+        raise error
     return results
 
 
@@ -461,9 +463,22 @@ def run(ctx: RunContext, spark: SparkSession, args) -> JobResult[list[TableValid
     if not ctx.conf["validate.enabled"]:
         ctx.log.info("validate.enabled is false: nothing to do")
         return JobResult([], {"enabled": False})
-    results = run_validate(spark, ctx.conf, ctx.run_date, ctx.run_id, args.table)
+    try:
+        results = run_validate(spark, ctx.conf, ctx.run_date, ctx.run_id, args.table)
+    except DataQualityError as exc:  # the run report still shows every table's PSI
+        exc.result = JobResult(exc.results, _summary(ctx.conf, exc.results))
+        raise
     for result in results:
         ctx.log.info("%s dt=%s: %d columns profiled, baseline dt=%s", result.table, result.dt,
                      len(result.profiles), result.baseline_dt)
-    return JobResult(results, {"tables": {r.table: {"columns": len(r.profiles), "baseline_dt": r.baseline_dt}
-                                          for r in results}})
+    return JobResult(results, _summary(ctx.conf, results))
+
+
+def _summary(conf: Conf, results: Sequence[TableValidation]) -> dict[str, Any]:
+    """Per table: columns profiled, rows, baseline, and each compared column's PSI and threshold."""
+    default, overrides = conf["validate.psi_threshold"], conf["validate.column_thresholds"]
+    return {"tables": {r.table: {
+        "columns": len(r.profiles), "baseline_dt": r.baseline_dt, "rows": r.profiles[0].count if r.profiles else 0,
+        "psi": {p.column: round(p.psi, 6) for p in r.profiles if p.psi is not None},
+        "psi_thresholds": {p.column: _threshold(r.table, p.column, default, overrides)
+                           for p in r.profiles if p.psi is not None}} for r in results}}
