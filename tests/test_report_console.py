@@ -87,3 +87,20 @@ def test_spark_driver_logs_warnings_to_the_console_and_everything_to_the_file(tm
     assert " INFO " in log and "SparkContext" in log
     assert " INFO " not in done.stderr.replace("INFO [ingest", "")  # only lakeloop's own INFO line
     assert "spark session lakeloop-ingest-2026-11-01: UI http://" in done.stderr
+
+
+def test_the_demo_ends_with_where_to_look(tmp_path):
+    from lakeloop.demo import where_to_look
+    from lakeloop.train.registry import tracking_uri
+
+    conf = load_conf("local", [f"warehouse={tmp_path}/wh"])
+    args = build_parser("demo").parse_args(["--set", f"warehouse={tmp_path}/wh", "--verbose"])
+    lines = where_to_look(conf, args, tmp_path / "wh/_reports/demo/r1.html", tmp_path / "wh/_logs/r1.log", 42)
+    text = "\n".join(lines)
+    assert lines[0] == "demo: where to look" and all(line.startswith("demo:   ") for line in lines[1:])
+    assert f"run report  {tmp_path}/wh/_reports/demo/r1.html" in text
+    assert f"mlflow ui --backend-store-uri {tracking_uri(conf)}" in text
+    assert tracking_uri(conf) == f"sqlite:///{tmp_path}/wh/_mlflow/mlflow.db"
+    assert f"./spark-submit.sh serve --port 8080 --env local --set warehouse={tmp_path}/wh\n" in text
+    assert "curl http://127.0.0.1:8080/v1/recommendations/42" in text
+    assert "lab notebooks/analysis.ipynb" in text and f"full log    {tmp_path}/wh/_logs/r1.log" in text

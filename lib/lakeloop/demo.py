@@ -107,8 +107,10 @@ def where_to_look(conf, args: argparse.Namespace, report: Path | str, log_file: 
              f"serving     ./spark-submit.sh serve --port 8080{options}"]
     if user is not None:
         lines.append(f"            curl http://127.0.0.1:8080/v1/recommendations/{user}")
-    lines += [f"notebook    LAKELOOP_WAREHOUSE={shlex.quote(conf.path('warehouse'))} jupyter lab "
-              "notebooks/analysis.ipynb  (./setup.sh notebook installs Jupyter; Zeppelin: notebooks/analysis.zpln)",
+    jupyter = Path(sys.executable).with_name("jupyter")
+    jupyter_cmd = shlex.quote(str(jupyter)) if jupyter.is_file() else "jupyter"
+    lines += [f"notebook    LAKELOOP_WAREHOUSE={shlex.quote(conf.path('warehouse'))} {jupyter_cmd} lab "
+              "notebooks/analysis.ipynb  (./setup.sh notebook installs JupyterLab; Zeppelin: notebooks/analysis.zpln)",
               f"full log    {log_file}"]
     return ["demo: where to look"] + [f"demo:   {line}" for line in lines]
 

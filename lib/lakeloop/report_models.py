@@ -41,6 +41,8 @@ class ModelFigures:
 
 def training_curves(history: dict[str, list[tuple[int, float]]], key: str) -> Chart | None:
     """One panel per metric (``logloss``, ``auc``...), a line per side (``training``, ``validation``)."""
+    from matplotlib.ticker import MaxNLocator
+
     by_metric: dict[str, dict[str, list[tuple[int, float]]]] = {}
     for name, points in history.items():
         side, _, metric = name.partition("-")
@@ -53,6 +55,7 @@ def training_curves(history: dict[str, list[tuple[int, float]]], key: str) -> Ch
         for side, points in sorted(sides.items()):
             ax.plot([s for s, _ in points], [v for _, v in points], label=side)
         ax.set(title=metric, xlabel="round")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend(fontsize=7)
     return to_chart(key, "Training curves", fig, "per-round metrics logged to MLflow")
 
