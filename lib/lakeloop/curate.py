@@ -549,7 +549,7 @@ def curate(spark: SparkSession, conf: Conf, date: str, sources: Sequence[str] | 
 
 
 DESCRIPTION = "bronze -> silver + quarantine (schema-on-read) for --date"
-_SUMMARY = ("bronze_rows", "silver_rows", "quarantine_rows", "quarantine_rate", "reconciled")
+_SUMMARY = ("bronze_rows", "silver_rows", "quarantine_rows", "quarantine_rate", "quarantine_by_reason", "reconciled")
 
 
 def _result(reports: Sequence[CurateReport]) -> JobResult[list[CurateReport]]:

@@ -45,9 +45,11 @@ from lakeloop.job import JOBS, JobResult
 from lakeloop.lake import Lake
 from lakeloop.reports import Documents
 from lakeloop.runlock import PipelineLocked, RunLock
+from lakeloop.session import log_dir, log_to_file, quiet_console
 
 __all__ = ["Step", "DAILY_STEPS", "DATAGEN_STEP", "PipelineLocked", "StepRecord", "PipelineRun", "load_job",
-           "date_range", "state_dir", "RunLock", "run_pipeline", "add_arguments", "run", "write_report"]
+           "date_range", "state_dir", "RunLock", "run_pipeline", "add_arguments", "run", "write_report",
+           "step_started", "step_finished"]
 
 JobMain = Callable[[Sequence[str]], "cli.Outcome | int"]
 
@@ -149,6 +151,7 @@ class PipelineRun:
     steps: list[StepRecord] = field(default_factory=list)
     stale_lock: dict[str, Any] | None = None
     closed_loop: list[dict[str, Any]] = field(default_factory=list)
+    log_file: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -197,9 +200,10 @@ def run_pipeline(conf: Conf, dates: Sequence[dt.date], job_args: Sequence[str], 
         for day in dates:
             date = day.isoformat()
             for i, step in enumerate(steps):
+                log(step_started("pipeline", date, step.name))
                 record = _step_for_date(conf, state, step, date, list(job_args), run_id, force)
                 result.steps.append(record)
-                log(f"pipeline: {date} {step.name:<9} {record.status:<7} rc={record.exit_code} {record.seconds:.1f}s")
+                log(step_finished("pipeline", record))
                 if record.status == "failed":
                     result.exit_code = record.exit_code or 1
                     result.steps += [StepRecord(date, s.name, "not_run") for s in steps[i + 1:]]
@@ -208,6 +212,22 @@ def run_pipeline(conf: Conf, dates: Sequence[dt.date], job_args: Sequence[str], 
                 break
     result.finished_at = _utcnow()
     return result
+
+
+def step_started(prefix: str, date: str, step: str) -> str:
+    """The console line printed when a step starts."""
+    return f"{prefix}: {date} {step:<9} started"
+
+
+def step_finished(prefix: str, record: StepRecord) -> str:
+    """The console line printed when a step ends: status, exit code, rows in/out (where the step reports
+    them, :func:`lakeloop.report_charts.step_rows`) and seconds."""
+    from lakeloop.report_charts import step_rows
+
+    rows_in, rows_out = step_rows(record.step, record.summary) if record.status != "skipped" else (None, None)
+    rows = "".join(f" rows {side} {n:,}" for side, n in (("in", rows_in), ("out", rows_out)) if n is not None)
+    code = "" if record.exit_code is None else f" rc={record.exit_code}"
+    return f"{prefix}: {record.date} {record.step:<9} {record.status:<7}{code} {record.seconds:6.1f}s{rows}"
 
 
 def _step_for_date(conf: Conf, state: Path, step: Step, date: str, job_args: list[str], run_id: str,
@@ -233,15 +253,25 @@ def report_dir(conf: Conf) -> Documents:
     return Documents.reports(Lake.from_conf(conf), "pipeline")
 
 
-def write_report(run: PipelineRun, folder: Documents | Path | str) -> tuple[Path | str, Path | str]:
-    """Write the run report as ``<run_id>.json`` and a self-contained ``<run_id>.html``; returns where they are
-    (paths on the local filesystem, else URIs)."""
+def write_report(run: PipelineRun, folder: Documents | Path | str, conf: Conf | None = None,
+                 ) -> tuple[Path | str, Path | str]:
+    """Write the run report as ``<run_id>.json`` and a self-contained ``<run_id>.html`` (with ``conf``: the
+    trained models' curves and plots from its MLflow store too); returns where they are (paths on the local
+    filesystem, else URIs)."""
     from lakeloop.report_html import render_pipeline_run
 
     docs = folder if isinstance(folder, Documents) else Documents(str(folder))
     payload = run.as_dict()
+    models, command = [], None
+    if conf is not None:
+        from lakeloop.report_models import mlflow_ui_command, model_figures, trained_models
+        from lakeloop.train.registry import tracking_uri
+
+        trained = trained_models(run.steps)
+        models = model_figures(tracking_uri(conf), trained) if trained else []
+        command = mlflow_ui_command(tracking_uri(conf))
     return (docs.write_json(f"{run.run_id}.json", payload),
-            docs.write_text(f"{run.run_id}.html", render_pipeline_run(payload)))
+            docs.write_text(f"{run.run_id}.html", render_pipeline_run(payload, models, mlflow_command=command)))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -297,6 +327,7 @@ def for_sources(steps: Sequence[Step], sources: Sequence[str] | None) -> tuple[S
 def job_args_from(args: argparse.Namespace) -> list[str]:
     """The ``--env``/``--set``/``--conf-dir`` arguments every step gets."""
     out = ["--env", args.env] + [x for o in args.overrides for x in ("--set", o)]
+    out += ["--verbose"] if getattr(args, "verbose", False) else []
     return out + (["--conf-dir", args.conf_dir] if args.conf_dir else [])
 
 
@@ -308,12 +339,15 @@ def run(ctx, spark, args: argparse.Namespace, *, steps: Sequence[Step] | None = 
     """The ``pipeline`` job: run the DAG, write the run report; the run's exit code is the job's."""
     state = state_dir(ctx.conf, args.state_dir)
     dates = _dates(ctx, args)
-    result = run_pipeline(ctx.conf, dates, job_args_from(args), ctx.run_id,
-                          steps=steps or for_sources(_selected(args.steps, args.datagen), args.source),
-                          force=args.force, state=state)
+    with log_to_file(log_dir(ctx.conf) / f"{ctx.run_id}.log") as log_file, quiet_console():
+        print(f"pipeline: run {ctx.run_id}; every step's log lines go to {log_file}", flush=True)
+        result = run_pipeline(ctx.conf, dates, job_args_from(args), ctx.run_id,
+                              steps=steps or for_sources(_selected(args.steps, args.datagen), args.source),
+                              force=args.force, state=state)
+        result.log_file = str(log_file)
     result.closed_loop = closed_loop.rows_from_steps(result.steps)
     for line in closed_loop.format_table(result.closed_loop) if result.closed_loop else ():
         print(f"pipeline: {line}", flush=True)
-    json_path, html_path = write_report(result, report_dir(ctx.conf))
+    json_path, html_path = write_report(result, report_dir(ctx.conf), ctx.conf)
     print(f"pipeline: run {ctx.run_id} exit code {result.exit_code}; report {json_path} {html_path}", flush=True)
     return JobResult(result, {"dates": result.dates, "exit_code": result.exit_code}, exit_code=result.exit_code)

@@ -29,7 +29,7 @@ from lakeloop.runtime import (
     needs_spark35,
     spark35_python,
 )
-from lakeloop.session import jvm_properties
+from lakeloop.session import LOG4J2_CONF, jvm_properties, log_dir, spark_log_options
 
 __all__ = ["SubmitCommand", "build_command", "list_jobs", "package_library", "main"]
 
@@ -226,6 +226,10 @@ def build_command(job: str, env: str = "local", overrides: list[str] | None = No
         if spark35.jars:
             argv += ["--jars", ",".join(str(j) for j in spark35.jars)]
         env_vars.update({"SPARK_HOME": str(spark35.spark_home), "KMP_SETTINGS": "0"})
+    else:  # lakeloop's log4j2 configuration: Spark's warnings on the console, everything in a log file
+        props = spark_log_options(props, log_directory=log_dir(conf), verbose="--verbose" in job_args,
+                                  remote_driver=remote_driver)
+        files += [LOG4J2_CONF] if remote_driver else []
     if delta_runtime:
         env_vars["SPARK_HOME"] = str(delta_runtime.spark_home)
     archive = conf.get("runtime.spark35.archive") if spark35 else conf.get("python.archive")

@@ -611,8 +611,8 @@ def run(ctx: RunContext, spark: SparkSession, args) -> JobResult[list[TableValid
         return JobResult([], {"enabled": False})
     try:
         results = run_validate(spark, ctx.conf, ctx.run_date, ctx.run_id, args.table)
-    except DataQualityError as exc:
-        exc.result = JobResult(exc.results, {"tables": {r.table: _table_summary(r) for r in exc.results}})
+    except DataQualityError as exc:  # the run report still shows every table's PSI
+        exc.result = JobResult(exc.results, _summary(ctx.conf, exc.results))
         raise
     for result in results:
         ctx.log.info("%s dt=%s: %d columns profiled, reference %s", result.table, result.dt,
@@ -621,10 +621,17 @@ def run(ctx: RunContext, spark: SparkSession, args) -> JobResult[list[TableValid
             ctx.log.info("%s.%s not drift-checked: %s", result.table, column, why)
         for warning in result.warnings:
             ctx.log.warning("%s dt=%s: %s", result.table, result.dt, warning)
-    return JobResult(results, {"tables": {r.table: _table_summary(r) for r in results}})
+    return JobResult(results, _summary(ctx.conf, results))
 
 
-def _table_summary(r: TableValidation) -> dict[str, Any]:
-    return {"columns": len(r.profiles), "baseline_dt": r.baseline_dt, "reference": r.baseline_run_id,
-            "psi": {p.column: p.psi for p in r.profiles if p.psi is not None},
-            "unchecked": dict(r.unchecked), "warnings": list(r.warnings)}
+def _summary(conf: Conf, results: Sequence[TableValidation]) -> dict[str, Any]:
+    """Per table: columns profiled, rows, reference, each compared column's PSI and threshold, the columns not
+    drift-checked and the warnings."""
+    default, overrides = conf["validate.psi_threshold"], conf["validate.column_thresholds"]
+    return {"tables": {r.table: {
+        "columns": len(r.profiles), "baseline_dt": r.baseline_dt, "reference": r.baseline_run_id,
+        "rows": r.profiles[0].count if r.profiles else 0,
+        "psi": {p.column: round(p.psi, 6) for p in r.profiles if p.psi is not None},
+        "psi_thresholds": {p.column: _threshold(r.table, p.column, default, overrides)
+                           for p in r.profiles if p.psi is not None},
+        "unchecked": dict(r.unchecked), "warnings": list(r.warnings)} for r in results}}

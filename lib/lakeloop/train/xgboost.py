@@ -55,6 +55,8 @@ class XGBoostBackend(Backend):
         from pyspark.sql import functions as F
         from xgboost.spark import SparkXGBClassifier
 
+        from lakeloop.session import is_verbose
+
         params = dict(params)
         num_workers = int(params.pop("num_workers", 1))
         rows = (data.train.withColumn(_VALID_COL, F.lit(False))
@@ -65,7 +67,8 @@ class XGBoostBackend(Backend):
         # and a barrier stage over a union of differently partitioned inputs is refused by Spark.
         estimator = SparkXGBClassifier(features_col=list(data.features), label_col=data.label,
                                        validation_indicator_col=_VALID_COL, num_workers=num_workers,
-                                       force_repartition=True, device="cuda" if gpu else "cpu", **params)
+                                       force_repartition=True, device="cuda" if gpu else "cpu",
+                                       verbose=is_verbose(), **params)
         previous = spark.conf.get(_ARROW_BATCH)
         spark.conf.set(_ARROW_BATCH, "0")
         try:
