@@ -36,6 +36,7 @@ JOBS: dict[str, str] = {
     "stream": "lakeloop.streaming",
     "pipeline": "lakeloop.pipeline",
     "serve": "lakeloop.serve_api",
+    "serving": "lakeloop.serving.admin",
     "demo": "lakeloop.demo",
 }
 
