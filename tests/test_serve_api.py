@@ -71,6 +71,24 @@ def status_and_body(raw: bytes) -> tuple[int, dict]:
     return int(head.split(b" ", 2)[1]), json.loads(body)
 
 
+def labels(**values: str) -> frozenset:
+    return frozenset(values.items())
+
+
+def parse_metrics(text: str) -> dict[tuple[str, frozenset], float]:
+    """Prometheus text format -> {(metric name, label set): value}."""
+    import re
+
+    samples = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        head, value = line.rsplit(" ", 1)
+        name, _, rest = head.partition("{")
+        samples[name, frozenset(re.findall(r'(\w+)="([^"]*)"', rest))] = float(value)
+    return samples
+
+
 TOP_42 = [{"item_id": 7, "score": 0.93}, {"item_id": 3, "score": 0.5}]
 
 
@@ -209,15 +227,15 @@ def test_metrics_count_requests_latency_errors_and_the_version(store, api):
     assert response.status == 200 and response.getheader("Content-Type").startswith("text/plain")
     text = response.read().decode()
     conn.close()
-    samples = dict(line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))
-    route = 'route="/v1/recommendations/{user_id}"'
-    assert float(samples[f'lakeloop_serve_requests_total{{{route},method="GET",status="200"}}']) == 3
-    assert float(samples[f'lakeloop_serve_requests_total{{{route},method="GET",status="404"}}']) == 1
-    assert float(samples['lakeloop_serve_requests_total{route="other",method="GET",status="404"}']) == 1
-    assert float(samples[f'lakeloop_serve_request_seconds_count{{{route}}}']) == 4
-    assert float(samples[f'lakeloop_serve_request_seconds_bucket{{le="+Inf",{route}}}']) == 4
-    assert samples['lakeloop_serving_version_info{version="v7"}'] == "1.0"
-    assert samples["lakeloop_serving_store_up"] == "1.0"
+    samples = parse_metrics(text)
+    route = {"route": "/v1/recommendations/{user_id}"}
+    assert samples["lakeloop_serve_requests_total", labels(**route, method="GET", status="200")] == 3
+    assert samples["lakeloop_serve_requests_total", labels(**route, method="GET", status="404")] == 1
+    assert samples["lakeloop_serve_requests_total", labels(route="other", method="GET", status="404")] == 1
+    assert samples["lakeloop_serve_request_seconds_count", labels(**route)] == 4
+    assert samples["lakeloop_serve_request_seconds_bucket", labels(**route, le="+Inf")] == 4
+    assert samples["lakeloop_serving_version_info", labels(version="v7")] == 1
+    assert samples["lakeloop_serving_store_up", labels()] == 1
 
 
 def test_openapi_documents_the_routes(api):

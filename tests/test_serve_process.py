@@ -17,6 +17,8 @@ import pytest
 from lakeloop.serving import StoreSettings, store_from_config
 from lakeloop.serving.client import LookupClient
 
+from tests.test_serve_api import labels, parse_metrics
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -115,13 +117,10 @@ def test_metrics_add_up_over_the_worker_processes(service):
             assert client.recommendations(7)[0] == 200
     with LookupClient("127.0.0.1", port) as client:
         conn_text = _metrics_text(client)
-    line = next(x for x in conn_text.splitlines()
-                if x.startswith('lakeloop_serve_requests_total{method="GET",route="/v1/recommendations/{user_id}",'
-                                'status="200"}')
-                or x.startswith('lakeloop_serve_requests_total{route="/v1/recommendations/{user_id}",method="GET",'
-                                'status="200"}'))
-    assert float(line.rsplit(" ", 1)[1]) == n
-    assert 'lakeloop_serving_version_info{version="v1"} 1.0' in conn_text
+    samples = parse_metrics(conn_text)
+    assert samples["lakeloop_serve_requests_total", labels(route="/v1/recommendations/{user_id}", method="GET",
+                                                           status="200")] == n
+    assert samples["lakeloop_serving_version_info", labels(version="v1")] == 1
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 0
 

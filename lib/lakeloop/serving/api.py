@@ -26,7 +26,7 @@ from starlette.responses import Response
 
 from lakeloop.serving.base import ServingStore
 
-__all__ = ["create_app", "ServiceError", "ReadinessCheck", "AppOptions"]
+__all__ = ["create_app", "ServiceError", "ReadinessCheck", "AppOptions", "FastLookups", "HOT_ROUTES"]
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +160,68 @@ def _read(what: str, fn: Callable[..., Any], *args: Any) -> Any:
         raise ServiceError(503, f"lookup failed: serving store unavailable ({exc})") from None
 
 
+def recommendation(store: ServingStore, raw: str) -> dict[str, Any]:
+    """``GET /v1/recommendations/{raw}``: the body of a 200, or :class:`ServiceError`."""
+    uid = _user_id(raw)
+    found = _read("lookup", store.lookup, uid)
+    if found is None:
+        raise ServiceError(404, f"user {uid}: no recommendations")
+    return _recommendation(uid, found)
+
+
+def prediction(store: ServingStore, raw: str) -> dict[str, Any]:
+    """``GET /v1/predictions/{raw}``: the body of a 200, or :class:`ServiceError`."""
+    key = _key(raw)
+    found = _read("lookup", store.lookup, key)
+    if found is None:
+        raise ServiceError(404, f"key {key!r}: not found")
+    return {"key": key, **found}
+
+
+#: the single-key GET routes: prefix -> (route template, handler); answered by :class:`FastLookups`
+HOT_ROUTES = {"/v1/recommendations/": ("/v1/recommendations/{user_id}", recommendation),
+              "/v1/predictions/": ("/v1/predictions/{key}", prediction)}
+
+
+class _Route:
+    """What :class:`FastLookups` puts in ``scope["route"]`` (the metrics read the template from it)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+
+class FastLookups:
+    """ASGI: answers the single-key lookups (the hot path) without FastAPI's request machinery, with the
+    same handlers as the FastAPI routes; every other request goes to ``app``."""
+
+    def __init__(self, app: Any, store: ServingStore) -> None:
+        self.app, self.store = app, store
+        self.routes = {prefix: (_Route(template), handler) for prefix, (template, handler) in HOT_ROUTES.items()}
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and scope["method"] == "GET" and path.startswith("/v1/"):
+            slash = path.find("/", 4) + 1
+            hot = self.routes.get(path[:slash]) if slash else None
+            raw = path[slash:]
+            if hot is not None and raw and "/" not in raw:
+                route, handler = hot
+                scope["route"] = route
+                try:
+                    status, body = 200, handler(self.store, raw)
+                except ServiceError as exc:
+                    status, body = exc.status, {"error": exc.message}
+                await _send_json(send, status, orjson.dumps(body))
+                return
+        await self.app(scope, receive, send)
+
+
+async def _send_json(send: Any, status: int, payload: bytes) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(payload))]})
+    await send({"type": "http.response.body", "body": payload})
+
+
 def _recommendation(user_id: int, found: Mapping[str, Any]) -> dict[str, Any]:
     body: dict[str, Any] = {"user_id": user_id, "items": found.get("value") or []}
     if "realtime" in found:
@@ -176,20 +238,12 @@ def _add_lookup_routes(app: FastAPI, store: ServingStore, options: AppOptions) -
     @app.get("/v1/recommendations/{user_id}", response_model=Recommendations, responses=_ERRORS,
              summary="a user's top-N items merged with the real-time view")
     async def recommendations(user_id: str) -> Response:
-        uid = _user_id(user_id)
-        found = _read("lookup", store.lookup, uid)
-        if found is None:
-            raise ServiceError(404, f"user {uid}: no recommendations")
-        return json_response(200, _recommendation(uid, found))
+        return json_response(200, recommendation(store, user_id))
 
     @app.get("/v1/predictions/{key}", responses=_ERRORS,
              summary="any key of the current version: its fields (or value) plus realtime")
-    async def prediction(key: str) -> Response:
-        k = _key(key)
-        found = _read("lookup", store.lookup, k)
-        if found is None:
-            raise ServiceError(404, f"key {k!r}: not found")
-        return json_response(200, {"key": k, **found})
+    async def get_prediction(key: str) -> Response:
+        return json_response(200, prediction(store, key))
 
     @app.post("/v1/recommendations", response_model=BatchResults, responses=_ERRORS,
               summary="several users at once, all from one version")

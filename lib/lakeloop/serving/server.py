@@ -38,7 +38,7 @@ import orjson
 from starlette.exceptions import HTTPException
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from lakeloop.serving.api import AppOptions, ReadinessCheck, create_app, json_response
+from lakeloop.serving.api import AppOptions, FastLookups, ReadinessCheck, create_app, json_response
 from lakeloop.serving.metrics import MULTIPROC_ENV, ServiceMetrics
 
 if TYPE_CHECKING:
@@ -263,7 +263,7 @@ def build_app(store: ServingStore, settings: ServeSettings | None = None) -> Any
     metrics = ServiceMetrics(store)
     app = create_app(store, AppOptions(max_batch_keys=settings.max_batch_keys, readiness=settings.readiness,
                                        metrics=metrics.render))
-    guarded = _Guard(app, metrics, settings.max_body_bytes)
+    guarded = _Guard(FastLookups(app, store), metrics, settings.max_body_bytes)
     guarded.fastapi = app  # type: ignore[attr-defined] - for callers that add routes or inspect the schema
     return guarded
 
