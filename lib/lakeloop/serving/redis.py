@@ -185,6 +185,8 @@ class _Connection:
         # transaction are read while the next command is being prepared
         self.writer: Any = None
         self.pending = 0
+        # lookups use another one, spoken to directly (see RedisStore._read_script)
+        self.reader: Any = None
 
 
 class RedisStore(ServingStore):
@@ -245,6 +247,7 @@ class RedisStore(ServingStore):
     def _disconnect(self, conn: _Connection) -> None:
         if conn.writer is not None:
             _drop_writer(conn)
+        _drop_reader(conn)
         conn.client.close()
 
     @property
@@ -259,6 +262,30 @@ class RedisStore(ServingStore):
             if refusal is None:
                 raise
             raise refusal from None
+
+    def _read_script(self, script: str, keys: list[str], args: list[str]) -> Any:
+        """Run a read script on a connection of its own, formatted here in the Redis protocol.
+
+        The lookup service's hot path: redis-py's per-command machinery (argument packing, retry and
+        observability hooks) costs more client CPU than the read itself.  A broken connection is
+        replaced once; a script the server lost (restart, ``SCRIPT FLUSH``) is loaded again.
+        """
+        conn = self._connection()
+        packed = _resp(b"EVALSHA", conn.scripts[script].sha.encode(), b"%d" % len(keys),
+                       *(k.encode() for k in keys), *(a.encode() for a in args))
+        for attempt in range(3):
+            if conn.reader is None:
+                conn.reader = conn.client.connection_pool.get_connection()
+            try:
+                conn.reader.send_packed_command([packed], check_health=False)
+                return conn.reader.read_response()
+            except redis_py.exceptions.NoScriptError:
+                conn.client.script_load(_SCRIPTS[script])
+            except (redis_py.ConnectionError, redis_py.TimeoutError, OSError):
+                _drop_reader(conn)
+                if attempt:
+                    raise
+        raise ServingError(f"{self._describe()}: script {script} is missing on the server")
 
     # -- load ------------------------------------------------------------------------------------
     def _begin(self, version: str) -> None:
@@ -392,18 +419,19 @@ class RedisStore(ServingStore):
                         committed_at=_float(fields.get("committed_at")))
 
     def _read_current(self, keys: list[str]) -> tuple[str | None, list[bytes | None]]:
-        out = self._run("read", [self._key("current")], [self.namespace, *keys])
+        out = self._read_script("read", [self._key("current")], [self.namespace, *keys])
         if not out:
             return None, [None] * len(keys)
         return out[0].decode(), out[1:]
 
     def _read_both(self, key: str) -> tuple[bytes | None, bytes | None]:
-        batch, realtime = self._run("lookup", [self._key("current"), self._key("rt", key)], [self.namespace, key])
+        batch, realtime = self._read_script("lookup", [self._key("current"), self._key("rt", key)],
+                                            [self.namespace, key])
         return batch, realtime
 
     def _read_both_many(self, keys: list[str]) -> tuple[str | None, list[bytes | None], list[bytes | None]]:
-        out = self._run("lookup_many", [self._key("current")], [self.namespace, *keys,
-                                                                 *(self._key("rt", k) for k in keys)])
+        out = self._read_script("lookup_many", [self._key("current")], [self.namespace, *keys,
+                                                                         *(self._key("rt", k) for k in keys)])
         version = out[0].decode() if out[0] else None
         return version, [b or None for b in out[1::2]], list(out[2::2])
 
@@ -426,6 +454,13 @@ def _drop_writer(conn: _Connection) -> None:
         conn.writer.disconnect()
         conn.client.connection_pool.release(conn.writer)
     conn.writer, conn.pending = None, 0
+
+
+def _drop_reader(conn: _Connection) -> None:
+    if conn.reader is not None:
+        conn.reader.disconnect()
+        conn.client.connection_pool.release(conn.reader)
+    conn.reader = None
 
 
 def _float(value: str | None) -> float | None:
