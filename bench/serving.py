@@ -256,11 +256,14 @@ print(json.dumps({"lat": lat, "errors": errors, "connect_s": connect_s}))
 """
 
 
-def start_service(redis_port: int, workers: int, tmp: str) -> tuple[subprocess.Popen, int]:
-    """``jobs/serve.py`` in a process of its own (``workers`` uvicorn processes), on a free port."""
-    cmd = [sys.executable, str(ROOT / "jobs" / "serve.py"), "--port", "0", "--workers", str(workers),
-           "--set", "serving.store=redis", "--set", f"serving.redis.port={redis_port}",
-           "--set", "serving.namespace=benchhttp", "--set", f"warehouse={tmp}", "--set", f"landing={tmp}"]
+def start_service(store: ServingStore, workers: int, tmp: str) -> tuple[subprocess.Popen, int]:
+    """``jobs/serve.py`` over ``store`` in a process of its own (``workers`` uvicorn processes), on a free port."""
+    o = store.settings.options
+    where = ([f"serving.redis.port={o['port']}"] if store.kind == "redis" else [f"serving.sqlite.path={o['path']}"])
+    cmd = [sys.executable, str(ROOT / "jobs" / "serve.py"), "--port", "0", "--workers", str(workers)]
+    for setting in (f"serving.store={store.kind}", *where, f"serving.namespace={store.namespace}",
+                    f"warehouse={tmp}", f"landing={tmp}"):
+        cmd += ["--set", setting]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "lib"), str(ROOT)]))
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env)
     line = proc.stdout.readline()
@@ -306,51 +309,59 @@ def run_clients(port: int, clients: int, keys: int, users: int, duration: float,
             "load_avg_before": load_before, "load_avg_after": os.getloadavg()[0]}
 
 
-def http_bench(users: int, workers: int, duration: float, tmp: str) -> list[dict]:
-    """Load ``users`` top-10 lists into a fresh redis-server, start the service, run the four scenarios."""
-    import pyarrow as pa
-
-    server = _redis_server_class()(Path(tmp) / "redis-http").start()
+def http_bench(kind: str, users: int, workers: int, duration: float, tmp: str) -> list[dict]:
+    """Load ``users`` top-10 lists into a fresh store (``kind``), start the service, run the four scenarios."""
+    server = _redis_server_class()(Path(tmp) / "redis-http").start() if kind == "redis" else None
     try:
-        store = store_from_config(StoreSettings("redis", "benchhttp", options={"port": server.port}))
-        texts = [v.decode() for v in (encode_value([{"item_id": i, "score": round(s, 4)} for i, s in row])
-                                      for row in value_pool())]
-        store.begin_load("v1")
-        for o in range(0, users, 10_000):
-            ids = range(o, min(o + 10_000, users))
-            store.write_arrow("v1", pa.array(ids, pa.int64()), pa.array([texts[i % len(texts)] for i in ids]))
-        store.commit_load("v1", users)
-        proc, port = start_service(server.port, workers, tmp)
+        options = {"port": server.port} if server else {"path": str(Path(tmp) / "http.sqlite")}
+        store = store_from_config(StoreSettings(kind, "benchhttp", options=options))
+        load_users(store, users)
+        proc, port = start_service(store, workers, tmp)
         try:
             results = []
             for keys in (1, 50):
                 for clients in (4, 100):
-                    print(f"http: {clients} clients, {keys} key(s) per request ...", file=sys.stderr)
-                    results.append(run_clients(port, clients, keys, users, duration))
+                    print(f"http {kind}: {clients} clients, {keys} key(s) per request ...", file=sys.stderr)
+                    results.append({"store": kind, **run_clients(port, clients, keys, users, duration)})
             return results
         finally:
             proc.terminate()
             proc.wait(30)
     finally:
-        server.stop()
+        if server is not None:
+            server.stop()
+
+
+def load_users(store: ServingStore, users: int) -> None:
+    """Version ``v1``: a top-10 list for each of ``users`` users."""
+    import pyarrow as pa
+
+    texts = [v.decode() for v in (encode_value([{"item_id": i, "score": round(s, 4)} for i, s in row])
+                                  for row in value_pool())]
+    store.begin_load("v1")
+    for o in range(0, users, 10_000):
+        ids = range(o, min(o + 10_000, users))
+        store.write_arrow("v1", pa.array(ids, pa.int64()), pa.array([texts[i % len(texts)] for i in ids]))
+    store.commit_load("v1", users)
+    store.close()
 
 
 def http_report(results: list[dict], workers: int, users: int) -> None:
-    print(f"lookup service (jobs/serve.py, {workers} uvicorn workers, redis, {users:,} users' top-10 lists); "
+    print(f"lookup service (jobs/serve.py, {workers} uvicorn workers, {users:,} users' top-10 lists); "
           f"every client a process with one keep-alive connection; {os.cpu_count()} CPUs shared by all")
-    print(f"{'keys/req':>8} {'clients':>7} {'req/s':>8} {'keys/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} "
-          f"{'errors':>6} {'connect ms':>10} {'load avg':>9}")
+    print(f"{'store':6} {'keys/req':>8} {'clients':>7} {'req/s':>8} {'keys/s':>9} {'p50 ms':>7} {'p99 ms':>7} "
+          f"{'max ms':>7} {'errors':>6} {'connect ms':>10} {'load avg':>9}")
     for r in results:
-        print(f"{r['keys']:>8} {r['clients']:>7} {r['req_per_s']:>8,.0f} {r['keys_per_s']:>9,.0f} {r['p50_ms']:>7.2f} "
-              f"{r['p99_ms']:>7.2f} {r['max_ms']:>7.1f} {r['errors']:>6} {r['max_connect_ms']:>10.1f} "
+        print(f"{r['store']:6} {r['keys']:>8} {r['clients']:>7} {r['req_per_s']:>8,.0f} {r['keys_per_s']:>9,.0f} "
+              f"{r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} {r['max_ms']:>7.1f} {r['errors']:>6} {r['max_connect_ms']:>10.1f} "
               f"{r['load_avg_before']:>4.1f}-{r['load_avg_after']:<4.1f}")
     for r in results:
         if r["clients"] == 100:
             ok = r["p99_ms"] <= TARGET_P99_MS_100_CLIENTS and r["errors"] == 0
-            print(f"target {r['keys']} key(s), 100 clients: p99 {r['p99_ms']:.1f} ms "
+            print(f"target {r['store']} {r['keys']} key(s), 100 clients: p99 {r['p99_ms']:.1f} ms "
                   f"<= {TARGET_P99_MS_100_CLIENTS:g} ms and 0 errors ({r['errors']}): {'met' if ok else 'MISSED'}")
         if r["clients"] == 4 and r["keys"] == 1:
-            print(f"target 1 key, 4 clients: {r['req_per_s']:,.0f} req/s >= {TARGET_LOOKUPS_PER_S:,}: "
+            print(f"target {r['store']} 1 key, 4 clients: {r['req_per_s']:,.0f} req/s >= {TARGET_LOOKUPS_PER_S:,}: "
                   f"ratio {r['req_per_s'] / TARGET_LOOKUPS_PER_S:.2f} "
                   f"{'met' if r['req_per_s'] >= TARGET_LOOKUPS_PER_S else 'MISSED'}")
 
@@ -365,6 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--users", type=int, default=100_000, help="HTTP part: users in the served version")
     p.add_argument("--workers", type=int, default=2, help="HTTP part: uvicorn worker processes")
     p.add_argument("--duration", type=float, default=5.0, help="HTTP part: measured seconds per scenario")
+    p.add_argument("--http-stores", default="redis,sqlite", help="HTTP part: stores the service reads")
     p.add_argument("--skip-load", action="store_true", help="run the HTTP part only")
     p.add_argument("--skip-http", action="store_true", help="run the load part only")
     p.add_argument("--reader", nargs=3, help=argparse.SUPPRESS)
@@ -374,7 +386,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.skip_http:
         with tempfile.TemporaryDirectory(prefix="bench-serving-http-") as tmp:
-            http_report(http_bench(args.users, args.workers, args.duration, tmp), args.workers, args.users)
+            results = [r for kind in args.http_stores.split(",")
+                       for r in http_bench(kind, args.users, args.workers, args.duration, tmp)]
+            http_report(results, args.workers, args.users)
     if args.skip_load:
         return 0
 
