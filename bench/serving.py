@@ -353,8 +353,8 @@ def http_report(results: list[dict], workers: int, users: int) -> None:
           f"{'max ms':>7} {'errors':>6} {'connect ms':>10} {'load avg':>9}")
     for r in results:
         print(f"{r['store']:6} {r['keys']:>8} {r['clients']:>7} {r['req_per_s']:>8,.0f} {r['keys_per_s']:>9,.0f} "
-              f"{r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} {r['max_ms']:>7.1f} {r['errors']:>6} {r['max_connect_ms']:>10.1f} "
-              f"{r['load_avg_before']:>4.1f}-{r['load_avg_after']:<4.1f}")
+              f"{r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} {r['max_ms']:>7.1f} {r['errors']:>6} "
+              f"{r['max_connect_ms']:>10.1f} {r['load_avg_before']:>4.1f}-{r['load_avg_after']:<4.1f}")
     for r in results:
         if r["clients"] == 100:
             ok = r["p99_ms"] <= TARGET_P99_MS_100_CLIENTS and r["errors"] == 0
