@@ -112,7 +112,7 @@ class BronzeWriter:
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         if self._app_id is None:
-            self._app_id = query_app_id(self.checkpoint)
+            self._app_id = query_app_id(self.checkpoint, self.lake.storage_options)
         at = dt.datetime.now(dt.UTC)
         tag = f"stream-{self._app_id[-12:]}-{batch_id}"
         cached = batch.persist()  # the micro-batch's files are read once
