@@ -37,6 +37,7 @@ JOBS: dict[str, str] = {
     "optimize": "lakeloop.optimize",
     "pipeline": "lakeloop.pipeline",
     "serve": "lakeloop.serve_api",
+    "serving": "lakeloop.serving.admin",
     "demo": "lakeloop.demo",
 }
 
