@@ -664,7 +664,7 @@ def _close_match(key: str) -> str | None:
 
 
 def _validate(values: Mapping[str, Any], origins: Mapping[str, str]) -> None:
-    conf_checks.check_ranges(values, origins, SPEC)
+    conf_checks.check_ranges(values, origins, SPEC, ConfError)
     for key, field in SPEC.items():
         if field.required and "*" not in key and values.get(key) is None:
             where = origins.get(key, "base.yaml and the env file")

@@ -114,8 +114,10 @@ def _check_for(key: str) -> Check | None:
     return None
 
 
-def check_ranges(values: Mapping[str, Any], origins: Mapping[str, str], spec: Mapping[str, Any]) -> None:
-    """Raise :class:`lakeloop.conf.ConfError` for the first value outside its range.
+def check_ranges(values: Mapping[str, Any], origins: Mapping[str, str], spec: Mapping[str, Any],
+                 error: type[Exception] = ValueError) -> None:
+    """Raise ``error`` (:class:`lakeloop.conf.ConfError` from :mod:`lakeloop.conf`) for the first value outside
+    its range.
 
     Parameters
     ----------
@@ -124,8 +126,6 @@ def check_ranges(values: Mapping[str, Any], origins: Mapping[str, str], spec: Ma
     spec : mapping
         :data:`lakeloop.conf.SPEC`: a non-nullable ``size`` key that is set must parse and be above zero.
     """
-    from lakeloop.conf import ConfError
-
     def where(key: str) -> str:
         return origins.get(key, "base.yaml and the env file")
 
@@ -137,12 +137,12 @@ def check_ranges(values: Mapping[str, Any], origins: Mapping[str, str], spec: Ma
             continue
         size = size_bytes(value)
         if size is None or size <= 0:
-            raise ConfError(f"{where(key)}: {key}: expected a memory size above zero such as 512m or 4g, "
+            raise error(f"{where(key)}: {key}: expected a memory size above zero such as 512m or 4g, "
                             f"got {value!r}")
     for key, value in values.items():
         check = _check_for(key)
         if check is not None and value is not None and not check.ok(value):
-            raise ConfError(f"{where(key)}: {key}: expected {check.expected}, got {value!r}")
+            raise error(f"{where(key)}: {key}: expected {check.expected}, got {value!r}")
 
 
 class UniqueKeyLoader(yaml.SafeLoader):
