@@ -1,6 +1,6 @@
 """serve: the HTTP lookup API over the serving store (no Spark).
 
-    ./spark-submit.sh serve --port 8080 [--host 0.0.0.0]
+    ./spark-submit.sh serve --port 8080 [--host 0.0.0.0]     # execs this Python file: no spark-submit, no JVM
     python jobs/serve.py --port 8080
 
 Answers ``GET /v1/recommendations/<user_id>``, ``GET /v1/predictions/<key>`` and ``GET /healthz`` from
@@ -9,6 +9,7 @@ the store configured by ``serving.*``, until interrupted.  See docs/inference.md
 
 from __future__ import annotations
 
+import signal
 import sys
 
 from lakeloop import cli
@@ -16,11 +17,16 @@ from lakeloop.serve_api import make_server
 from lakeloop.serving import open_store
 
 
+def _stop(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def _body(ctx, spark, args) -> int:
     server = make_server(open_store(ctx.conf), args.host, args.port)
     host, port = server.server_address[:2]
     ctx.log.info("serving lookups on http://%s:%d (store %s)", host, port, ctx.conf.get("serving.store"))
     print(f"serve: listening on http://{host}:{port}", flush=True)
+    signal.signal(signal.SIGTERM, _stop)  # a launcher's or supervisor's SIGTERM: close the socket and exit 0
     try:
         server.serve_forever()
     except KeyboardInterrupt:

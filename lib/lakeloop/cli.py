@@ -17,6 +17,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from lakeloop import deploy_checks, job_status
 from lakeloop.conf import ConfError, load_conf
 from lakeloop.errors import EXIT_OK, EXIT_USAGE, exit_code_for
 from lakeloop.session import RunContext, build_session, configure_logging, parse_run_date
@@ -46,6 +47,7 @@ def context_from_args(job: str, args: argparse.Namespace) -> RunContext:
     return RunContext(job=job, conf=conf, run_date=parse_run_date(args.date))
 
 
+@job_status.reporting
 def run_job(job: str, argv: Sequence[str] | None, parser: argparse.ArgumentParser, body: JobBody,
             *, needs_spark: bool = True) -> int:
     """Parse ``argv``, load conf, build the session, run ``body`` and map failures to exit codes.
@@ -55,6 +57,7 @@ def run_job(job: str, argv: Sequence[str] | None, parser: argparse.ArgumentParse
     args = parser.parse_args(argv)
     try:
         ctx = context_from_args(job, args)
+        deploy_checks.enforce(ctx.conf, job, args)
     except (ConfError, ValueError) as exc:
         print(f"{job}: {exc}", file=sys.stderr)
         return EXIT_USAGE
