@@ -99,6 +99,11 @@ SPEC: dict[str, Field] = {
     "spark.yarn.queue": _f("str", nullable=True),
     "spark.yarn.maxAppAttempts": _f("int"),
     "spark.extra": _f("dict", "any other spark.* properties, passed through unvalidated", flat_keys=True),
+    # -- deployment (docs/deploy.md) ---------------------------------------------------------------------
+    "deploy.forward_env": _f("list", "names of environment variables the driver passes on to its executors "
+                             "(spark.executorEnv, set at session start; never on a command line)"),
+    "deploy.shared_paths": _f("list", "local directories mounted at the same path on every cluster host (NFS); "
+                              "state under them survives a driver's container"),
     # -- GPU resource scheduling ----------------------------------------------------------------
     "gpu.enabled": _f("bool", "request GPUs for executors and training tasks"),
     "gpu.executor_amount": _f("int", "spark.executor.resource.gpu.amount"),
@@ -277,6 +282,8 @@ SPEC: dict[str, Field] = {
 # a Spark key that is not set keeps Spark's own default.
 DEFAULTS: dict[str, Any] = {
     "log_level": "WARN",
+    "deploy.forward_env": [],
+    "deploy.shared_paths": [],
     "gpu.enabled": False,
     "gpu.executor_amount": 1,
     "gpu.task_amount": 1.0,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import re
 import sys
 import tempfile
 import uuid
@@ -20,7 +21,11 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 __all__ = ["RunContext", "build_session", "jvm_properties", "parse_run_date", "configure_logging", "is_verbose",
-           "quiet_console", "log_to_file", "log_dir", "spark_log_options", "LOG4J2_CONF"]
+           "quiet_console", "log_to_file", "log_dir", "spark_log_options", "LOG4J2_CONF", "forward_env",
+           "forwarded_names"]
+
+# Spark's default spark.redaction.regex; the names lakeloop forwards are added to it
+_REDACTION_DEFAULT = r"(?i)secret|password|token|access[.]?key"
 
 _LOG_FORMAT = "%(asctime)s %(levelname)s [%(job)s %(run_id)s] %(name)s: %(message)s"
 
@@ -272,6 +277,7 @@ def build_session(ctx: RunContext) -> SparkSession:
             value = _resolve_pools_file(conf, value)
         builder = builder.config(key, value)
     builder = builder.config("spark.sql.session.timeZone", "UTC")
+    builder = forward_env(conf, builder, ctx.log)
     spark = builder.getOrCreate()
     _spark_log_level(spark, conf["log_level"])
     pool = conf.get("spark.scheduler.pool")
@@ -331,3 +337,35 @@ def _python_for_workers(conf: Conf) -> None:
         os.environ.setdefault("PYSPARK_PYTHON", exe)
     elif "PYSPARK_PYTHON" not in os.environ and conf["spark.master"].startswith(("local", "local-cluster")):
         os.environ["PYSPARK_PYTHON"] = sys.executable
+
+
+def forwarded_names(conf: Conf) -> list[str]:
+    """``deploy.forward_env`` plus ``serving.redis.password_env``: the variables executors need from the driver."""
+    names = list(conf["deploy.forward_env"])
+    password = conf.get("serving.redis.password_env")
+    if password and password not in names:
+        names.append(password)
+    return names
+
+
+def forward_env(conf: Conf, builder, log: logging.LoggerAdapter | logging.Logger):  # noqa: ANN001, ANN201
+    """Set ``spark.executorEnv.<NAME>`` on ``builder`` from this process's environment.
+
+    The values go from the driver to the executors inside Spark (standalone: the worker's launch
+    environment, YARN: the container's), never through a command line; ``spark.redaction.regex``
+    is extended with the names so the UI and event logs show them redacted.  A listed variable that
+    is not set is skipped with a warning (the job that needs it fails with its own message).
+    """
+    names = forwarded_names(conf)
+    set_names = [n for n in names if n in os.environ]
+    for name in names:
+        if name not in os.environ:
+            log.warning("deploy.forward_env: %s is not set in the driver's environment; executors will not have it",
+                        name)
+    for name in set_names:
+        builder = builder.config(f"spark.executorEnv.{name}", os.environ[name])
+    if set_names:
+        base = conf.get("spark.extra", {}).get("spark.redaction.regex") or _REDACTION_DEFAULT
+        builder = builder.config("spark.redaction.regex",
+                                 f"{base}|" + "|".join(f"executorEnv\\.{re.escape(n)}" for n in set_names))
+    return builder
