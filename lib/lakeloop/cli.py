@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from lakeloop import deploy_checks, job_status
 from lakeloop.conf import ConfError, load_conf
 from lakeloop.errors import EXIT_OK, EXIT_USAGE, exit_code_for
-from lakeloop.job import JobResult, job_module, job_names
+from lakeloop.job import JobResult, build_parser, job_module, job_names, job_parser
 from lakeloop.session import RunContext, build_session, configure_logging, parse_run_date
 
 if TYPE_CHECKING:
@@ -38,27 +38,6 @@ class Outcome:
     @property
     def summary(self) -> dict[str, Any]:
         return self.result.summary if self.result is not None else {}
-
-
-def job_parser(job: str, description: str) -> argparse.ArgumentParser:
-    """A parser with the options every job takes: --env, --set, --conf-dir, --date."""
-    p = argparse.ArgumentParser(prog=job, description=description)
-    p.add_argument("--env", default="local", help="conf/<env>.yaml merged over conf/base.yaml (default: local)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a conf key, e.g. --set spark.executor.memory=8g (repeatable)")
-    p.add_argument("--conf-dir", default=None, help="directory holding base.yaml (default: ./conf)")
-    p.add_argument("--date", default=None, help="run date YYYY-MM-DD (default: today, UTC)")
-    p.add_argument("--verbose", action="store_true",
-                   help="also show Spark's INFO lines and the libraries' own logs (MLflow, xgboost's rounds)")
-    return p
-
-
-def build_parser(job: str) -> argparse.ArgumentParser:
-    """The whole parser of ``job``: the common options and the job's own."""
-    module = job_module(job)
-    parser = job_parser(job, module.DESCRIPTION)
-    module.add_arguments(parser)
-    return parser
 
 
 def context_from_args(job: str, args: argparse.Namespace) -> RunContext:

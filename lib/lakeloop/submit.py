@@ -25,7 +25,7 @@ from pathlib import Path
 from lakeloop import deploy_checks, job_status
 from lakeloop.conf import Conf, ConfError, load_conf
 from lakeloop.errors import EXIT_USAGE
-from lakeloop.job import job_names
+from lakeloop.job import build_parser, job_names
 from lakeloop.jvm import connector, delta_runtime_python
 from lakeloop.paths import project_root
 from lakeloop.runtime import (
@@ -381,8 +381,6 @@ def wrapper_help(root: Path = PROJECT_ROOT) -> str:
 
 def job_help(job: str, root: Path = PROJECT_ROOT) -> int:
     """Print ``job``'s own ``--help`` (its argparse parser) without starting Spark; the exit code."""
-    from lakeloop.cli import build_parser
-
     if job not in list_jobs(root):
         return EXIT_USAGE
     print(build_parser(job).format_help(), end="")
