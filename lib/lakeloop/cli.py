@@ -48,6 +48,8 @@ def job_parser(job: str, description: str) -> argparse.ArgumentParser:
                    help="override a conf key, e.g. --set spark.executor.memory=8g (repeatable)")
     p.add_argument("--conf-dir", default=None, help="directory holding base.yaml (default: ./conf)")
     p.add_argument("--date", default=None, help="run date YYYY-MM-DD (default: today, UTC)")
+    p.add_argument("--verbose", action="store_true",
+                   help="also show Spark's INFO lines and the libraries' own logs (MLflow, xgboost's rounds)")
     return p
 
 
@@ -61,7 +63,7 @@ def build_parser(job: str) -> argparse.ArgumentParser:
 
 def context_from_args(job: str, args: argparse.Namespace) -> RunContext:
     conf = load_conf(args.env, args.overrides, args.conf_dir)
-    configure_logging(conf["log_level"])
+    configure_logging(conf["log_level"], verbose=getattr(args, "verbose", False))
     return RunContext(job=job, conf=conf, run_date=parse_run_date(args.date))
 
 
@@ -87,7 +89,9 @@ def _run(job: str, args: argparse.Namespace, body: JobBody, needs_spark: bool) -
             ctx.log.exception("%s failed", job)
         else:
             ctx.log.error("%s stopped: %s", job, exc)
-        return Outcome(code)
+        # a job may attach what it did before failing (per-source reports of a failed quality gate)
+        partial = getattr(exc, "result", None)
+        return Outcome(code, partial if isinstance(partial, JobResult) else None)
     ctx.log.info("done %s", job)
     return outcome
 

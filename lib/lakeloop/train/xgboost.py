@@ -60,6 +60,8 @@ class XGBoostBackend(Backend):
         from pyspark.sql import functions as F
         from xgboost.spark import SparkXGBClassifier, SparkXGBRegressor
 
+        from lakeloop.session import is_verbose
+
         params = dict(params)
         num_workers = int(params.pop("num_workers", 1))
         rows = (data.train.withColumn(_VALID_COL, F.lit(False))
@@ -71,7 +73,8 @@ class XGBoostBackend(Backend):
         kind = SparkXGBRegressor if data.task == "regression" else SparkXGBClassifier
         estimator = kind(features_col=list(data.features), label_col=data.label,
                                        validation_indicator_col=_VALID_COL, num_workers=num_workers,
-                                       force_repartition=True, device="cuda" if gpu else "cpu", **params)
+                                       force_repartition=True, device="cuda" if gpu else "cpu",
+                                       verbose=is_verbose(), **params)
         previous = spark.conf.get(_ARROW_BATCH)
         spark.conf.set(_ARROW_BATCH, "0")
         try:
