@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from pyspark.sql import DataFrame
 
-__all__ = ["TrainingStats", "training_stats", "baseline_scores", "TRANSFORMS"]
+__all__ = ["TrainingStats", "training_stats", "stats_from_pandas", "baseline_scores", "TRANSFORMS"]
 
 TRANSFORMS = ("clip", "max_scale")
 
@@ -79,6 +79,27 @@ def training_stats(train: DataFrame, features: list[str], label: str, task: str,
     if task == "multiclass":
         counts = {int(r[0]): int(r[1]) for r in train.groupBy(y.cast("int")).count().collect()}
         stats.class_counts = [counts.get(j, 0) for j in range(classes)]
+    return stats
+
+
+def stats_from_pandas(train: pd.DataFrame, features: list[str], label: str, task: str, classes: int = 0,
+                      feature_fits: bool = True) -> TrainingStats:
+    """:func:`training_stats` of a pandas frame (single-node use and tests): the same statistics."""
+    y = train[label].astype("float64")
+    stats = TrainingStats(task=task, rows=len(train), label_mean=float(y.mean()) if len(train) else 0.0)
+    if task == "multiclass":
+        counts = y.astype(int).value_counts()
+        stats.class_counts = [int(counts.get(j, 0)) for j in range(classes)]
+        return stats
+    for f in features if feature_fits else []:
+        x = train[f].astype("float64")
+        known = x.notna()
+        if not known.any():
+            continue
+        xs, ys = x[known], y[known]
+        var = float(((xs - xs.mean()) ** 2).mean())
+        slope = float(((xs - xs.mean()) * (ys - ys.mean())).mean()) / var if var else 0.0
+        stats.fits[f] = (float(xs.mean()), slope, float(ys.mean()) - slope * float(xs.mean()))
     return stats
 
 

@@ -7,6 +7,10 @@ the row-to-row variation they share cancels: that is what makes the comparison p
 confidence bound is the ``1 - confidence`` quantile of the resampled improvements (one-sided percentile
 interval).  A resample on which the metric is undefined (AUC of a one-class resample) is skipped; when
 fewer than half the resamples are usable the bound is NaN and the gate refuses.
+
+With ``groups`` (the hash split's column, e.g. the user of every holdout row) the resampling unit is the
+group, not the row (a cluster bootstrap): rows of one user are not independent, and resampling them one by
+one would understate the noise and let a lucky model through.
 """
 
 from __future__ import annotations
@@ -31,13 +35,31 @@ class Comparison:
     resamples: int
     usable: int
     seed: int
+    groups: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
+def _resampler(n: int, groups: np.ndarray | None, rng: np.random.Generator):
+    if groups is None:
+        return lambda: rng.integers(0, n, n)
+    _, codes = np.unique(np.asarray(groups), return_inverse=True)
+    order = np.argsort(codes, kind="stable")
+    starts = np.searchsorted(codes[order], np.arange(codes.max() + 1))
+    sizes = np.diff(np.append(starts, n))
+
+    def draw() -> np.ndarray:
+        picked = rng.integers(0, len(starts), len(starts))
+        offsets = np.repeat(starts[picked], sizes[picked])
+        within = np.arange(offsets.size) - np.repeat(np.cumsum(sizes[picked]) - sizes[picked], sizes[picked])
+        return order[offsets + within]
+
+    return draw
+
+
 def paired_bootstrap(task: str, name: str, y: np.ndarray, challenger: np.ndarray, reference: np.ndarray, *,
-                     resamples: int, confidence: float, seed: int) -> Comparison:
+                     resamples: int, confidence: float, seed: int, groups: np.ndarray | None = None) -> Comparison:
     """Improvement of ``challenger`` over ``reference`` on ``y`` and its one-sided lower confidence bound."""
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence {confidence}: expected a number between 0 and 1")
@@ -49,9 +71,10 @@ def paired_bootstrap(task: str, name: str, y: np.ndarray, challenger: np.ndarray
     point = sign * (fn(y, challenger) - fn(y, reference))
     rng = np.random.default_rng(seed)
     n = len(y)
+    draw = _resampler(n, groups, rng)
     diffs = []
     for _ in range(resamples):
-        idx = rng.integers(0, n, n)
+        idx = draw()
         try:
             with np.errstate(all="ignore"):
                 d = sign * (fn(y[idx], challenger[idx]) - fn(y[idx], reference[idx]))
@@ -62,4 +85,5 @@ def paired_bootstrap(task: str, name: str, y: np.ndarray, challenger: np.ndarray
     usable = len(diffs)
     lower = float(np.quantile(diffs, 1.0 - confidence)) if usable * 2 >= resamples else float("nan")
     return Comparison(improvement=float(point), lower_bound=lower, confidence=confidence,
-                      resamples=resamples, usable=usable, seed=seed)
+                      resamples=resamples, usable=usable, seed=seed,
+                      groups=None if groups is None else int(len(np.unique(np.asarray(groups)))))

@@ -25,11 +25,18 @@ __all__ = ["feature_columns", "check_labels", "shuffle_labels", "load_model_data
 
 
 def feature_columns(conf: Conf, df: DataFrame) -> list[str]:
-    """``train.features``, else the numeric columns of ``df`` that are not keys, label, time or ``dt``."""
+    """``train.features``; else the feature-set columns of the training-set spec that writes ``train.table``
+    (:func:`lakeloop.train.data.feature_columns`); else the numeric columns of ``df`` that are not keys,
+    label, time or ``dt``."""
     from pyspark.sql.types import BooleanType, NumericType
+
+    from lakeloop.featuresets import load_specs
+    from lakeloop.train import data
 
     if conf["train.features"]:
         return [str(c) for c in conf["train.features"]]
+    if any(t.table == conf["train.table"] for t in load_specs(conf).training.values()):
+        return data.feature_columns(conf, df)  # the training-set spec's feature-set columns
     excluded = {*conf["train.keys"], conf["train.label"], conf["train.time_column"], "dt"}
     return [f.name for f in df.schema.fields
             if f.name not in excluded and isinstance(f.dataType, (NumericType, BooleanType))]

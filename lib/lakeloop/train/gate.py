@@ -20,6 +20,7 @@ The decision and every reason are returned as a :class:`GateDecision`; :func:`ap
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -32,8 +33,8 @@ if TYPE_CHECKING:
 
     from lakeloop.conf import Conf
 
-__all__ = ["GateDecision", "METRICS", "score", "beats", "positive_scores", "infra_check", "evaluate", "apply",
-           "decision_tags"]
+__all__ = ["GateDecision", "METRICS", "score", "beats", "positive_scores", "infra_check", "evaluate", "compare",
+           "apply", "decision_tags"]
 
 # binary metric -> higher is better (every task's: lakeloop.train.metrics)
 METRICS = {name: m.higher_is_better for name, m in metrics.METRICS["binary"].items()}
@@ -132,16 +133,23 @@ def evaluate(conf: Conf, holdout: pd.DataFrame, features: list[str], label: str,
     scores = baselines.baseline_scores(stats, x, conf["train.baselines"])
     decision.baselines = {k: metrics.compute(task, metric, y, v) for k, v in scores.items()}
     reference = _set_reference(conf, decision, x, y, scores, classes)
-    _compare(conf, decision, y, challenger, reference)
+    column = conf["train.split_column"] if conf["train.split"] == "hash" else None
+    groups = holdout[column].to_numpy() if column and column in holdout.columns else None
+    compare(conf, decision, y, challenger, reference, groups)
     return decision, challenger
 
 
-def _compare(conf: Conf, decision: GateDecision, y: np.ndarray, challenger: np.ndarray,
-             reference: np.ndarray) -> None:
-    """The paired bootstrap decision (module docstring, step 2)."""
+def compare(conf: Mapping[str, Any], decision: GateDecision, y: np.ndarray, challenger: np.ndarray,
+            reference: np.ndarray, groups: np.ndarray | None = None) -> None:
+    """Decide ``decision`` by the paired bootstrap (module docstring, step 2); ``groups``: resampling clusters.
+
+    ``conf`` needs ``train.gate_resamples``, ``train.gate_confidence`` and ``train.seed``; ``decision``
+    holds the task, metric, margin and both metric values.
+    """
     task, metric, margin = decision.task, decision.metric, decision.margin
     result = bootstrap.paired_bootstrap(task, metric, y, challenger, reference, resamples=conf["train.gate_resamples"],
-                                        confidence=conf["train.gate_confidence"], seed=conf["train.seed"])
+                                        confidence=conf["train.gate_confidence"], seed=conf["train.seed"],
+                                        groups=groups)
     decision.improvement, decision.lower_bound, decision.bootstrap = (result.improvement, result.lower_bound,
                                                                       result.as_dict())
     point_ok = result.improvement >= margin
@@ -155,7 +163,8 @@ def _compare(conf: Conf, decision: GateDecision, y: np.ndarray, challenger: np.n
         decision.reasons.append(
             f"not with confidence: the {result.confidence:.0%} lower bound of the improvement is "
             f"{result.lower_bound:.5f} < the margin {margin} ({result.usable} of {result.resamples} "
-            f"paired bootstrap resamples of {decision.holdout_rows} holdout rows)")
+            f"paired bootstrap resamples of {decision.holdout_rows} holdout rows"
+            + (f" in {result.groups} groups)" if result.groups else ")"))
     elif point_ok:
         decision.reasons.append(f"{result.confidence:.0%} lower bound of the improvement {result.lower_bound:.5f} "
                                 f">= the margin ({result.resamples} paired bootstrap resamples)")

@@ -38,9 +38,16 @@ class Metric:
 
 
 def _auc(y: np.ndarray, p: np.ndarray) -> float:
-    from sklearn.metrics import roc_auc_score
+    """ROC AUC as the Mann-Whitney statistic (ties count half), equal to sklearn's ``roc_auc_score``."""
+    from scipy.stats import rankdata
 
-    return float(roc_auc_score(y, p))
+    positives = y == 1
+    n_pos = int(positives.sum())
+    n_neg = len(y) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError("AUC needs both labels 0 and 1")
+    ranks = rankdata(p)
+    return float((ranks[positives].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def _pr_auc(y: np.ndarray, p: np.ndarray) -> float:

@@ -56,8 +56,10 @@ def model_signature(features: list[str], task: str = "binary", classes: int = 0)
 
 
 def holdout_frame(data: TrainingData, max_rows: int, seed: int) -> pd.DataFrame:
-    """The holdout as pandas (features + label), a seeded sample of ``max_rows`` when larger."""
-    frame = data.valid.select(*data.features, data.label)
+    """The holdout as pandas (features, label and the hash split's column), a seeded sample above ``max_rows``."""
+    group = data.split.get("column") if data.split.get("kind") == "hash" else None
+    extra = [group] if group and group not in data.features and group in data.valid.columns else []
+    frame = data.valid.select(*data.features, data.label, *extra)
     total = frame.count()
     if total > max_rows:
         frame = frame.sample(fraction=min(1.0, 1.1 * max_rows / total), seed=seed).limit(max_rows)
