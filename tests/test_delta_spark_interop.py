@@ -168,10 +168,14 @@ def test_delta_spark_tables_read_by_the_bridge(spark, peer, tmp_path):
     assert len(peer("read", path=f"{base}/dv")["rows"]) == 90
     with pytest.raises(UnsupportedFeatureError, match="columnMapping"):
         tables.read(spark, f"{base}/cm", engine="bridge")
-    # the bridge appends to delta-spark's checkpointed table; delta-spark reads the new commit
-    tables.write(spark.sql("SELECT 5L AS id, TIMESTAMP_NTZ'2026-11-02 00:00:00' AS ntz"), f"{base}/ckpt",
-                 engine="bridge")
-    assert len(peer("read", path=f"{base}/ckpt")["rows"]) == 6
+    # the bridge appends to delta-spark's checkpointed table (delta-spark reads the new commit), but writes no
+    # timestamp_ntz values: it stores timestamps as UTC instants, and says so naming the column
+    with pytest.raises(tables.SchemaMismatchError, match="column ntz: table has timestamp_ntz, data has timestamp"):
+        tables.write(spark.sql("SELECT 5L AS id, TIMESTAMP_NTZ'2026-11-02 00:00:00' AS ntz"), f"{base}/ckpt",
+                     engine="bridge")
+    tables.write(spark.sql("SELECT 5L AS id"), f"{base}/ckpt", engine="bridge")
+    after = peer("read", path=f"{base}/ckpt")["rows"]
+    assert len(after) == 6 and {"id": 5, "ntz": None} in after
 
 
 def test_one_writer_per_engine_on_one_table(spark, peer, tmp_path):
