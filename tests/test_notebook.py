@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -46,23 +48,40 @@ def _execute(warehouse: Path, monkeypatch):
 
     monkeypatch.setenv("LAKELOOP_WAREHOUSE", str(warehouse))
     nb = nbformat.read(ROOT / "notebooks" / "analysis.ipynb", as_version=4)
+    monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel's default: the inline backend
     NotebookClient(nb, timeout=300, kernel_name="python3",
                    resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
-    return "\n".join(o.get("text", "") + str(o.get("data", {}).get("text/plain", ""))
-                     for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    text = "\n".join(o.get("text", "") + str(o.get("data", {}).get("text/plain", ""))
+                      for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    return text, nb
+
+
+def _images(nb) -> dict[str, int]:
+    """Per figure the notebook shows (``show("name", fig)``): the inline PNG outputs of its cell."""
+    out = {}
+    for cell in nb.cells:
+        for name in re.findall(r'show\("([a-z_]+)"', cell.source) if cell.cell_type == "code" else ():
+            pngs = [o for o in cell.outputs if "image/png" in o.get("data", {})]
+            out[name] = len(pngs)
+            for o in pngs:
+                assert base64.b64decode(o["data"]["image/png"]).startswith(b"\x89PNG")
+    return out
 
 
 @pytest.mark.slow
 def test_analysis_notebook_executes_and_plots(warehouse, monkeypatch):
-    text = _execute(warehouse, monkeypatch)
+    text, nb = _execute(warehouse, monkeypatch)
     assert "gold.predictions: not in this warehouse" in text
     assert "no closed-loop figures in the pipeline reports" in text  # a run without train or reactions
     assert "figures: ['item_stats', 'quarantine_rates']" in text
     assert "events" in text and "quarantine_rate" in text
+    assert _images(nb) == {"quarantine_rates": 1, "item_stats": 1, "predictions": 0, "closed_loop": 0}
     _add_predictions(warehouse)
     _add_closed_loop_report(warehouse)
-    text = _execute(warehouse, monkeypatch)
+    text, nb = _execute(warehouse, monkeypatch)
     assert "figures: ['closed_loop', 'item_stats', 'predictions', 'quarantine_rates']" in text
+    assert _images(nb) == {"quarantine_rates": 1, "item_stats": 1, "predictions": 1, "closed_loop": 1}
+    assert "matplotlib.use" not in "".join(c.source for c in nb.cells)
 
 
 def test_zeppelin_note_is_valid_and_has_the_same_sections():
@@ -73,3 +92,22 @@ def test_zeppelin_note_is_valid_and_has_the_same_sections():
     for needle in ("_reports/curate", "gold/item_stats", "gold/predictions", "silver/events_quarantine",
                    "_reports/pipeline", "closed_loop"):
         assert needle in body, needle
+
+
+@pytest.mark.slow
+def test_zeppelin_note_runs_on_spark(spark, warehouse, monkeypatch):
+    """The note's %pyspark paragraph and every %sql paragraph, run on the test session: everything is read
+    through Spark (tables with Lake, reports with spark.read.json), so nothing needs a local filesystem."""
+    _add_predictions(warehouse)
+    _add_closed_loop_report(warehouse)
+    monkeypatch.setenv("LAKELOOP_WAREHOUSE", str(warehouse))
+    texts = [p["text"] for p in json.loads((ROOT / "notebooks" / "analysis.zpln").read_text())["paragraphs"]]
+    body = "\n".join(t for t in texts if t.startswith("%pyspark"))
+    assert "open(" not in body and "glob" not in body
+    exec(compile(body.removeprefix("%pyspark"), "analysis.zpln", "exec"), {"spark": spark})  # noqa: S102
+    results = {t.splitlines()[1]: spark.sql(t.split("\n", 1)[1]).collect() for t in texts if t.startswith("%sql")}
+    by_comment = {k.removeprefix("-- ").split(":")[0]: v for k, v in results.items()}
+    assert by_comment["quarantine rates per source and date"]
+    assert [r["date"] for r in by_comment["closed loop"]] == ["2026-11-03", "2026-11-04"]
+    assert by_comment["closed loop"][1]["ctr"] == pytest.approx(0.15)
+    assert sum(r["rows"] for r in by_comment["predicted scores"]) == 4

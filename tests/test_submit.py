@@ -157,12 +157,12 @@ def test_wrapper_unknown_job_lists_jobs_and_exits_2():
 
 @pytest.mark.parametrize("env", ["local", "standalone", "yarn"])
 def test_wrapper_dry_run_prints_command(env):
-    res = run_wrapper("demo", "--env", env, "--dry-run", "--date", "2026-11-01")
+    res = run_wrapper("ingest", "--env", env, "--dry-run", "--date", "2026-11-01")
     assert res.returncode == 0, res.stderr
     line = res.stdout.strip()
     assert "spark-submit --master" in line
-    assert f"jobs/demo.py --env {env}" in line
-    assert "--name lakeloop-demo-2026-11-01" in line
+    assert f"jobs/ingest.py --env {env}" in line
+    assert "--name lakeloop-ingest-2026-11-01" in line
 
 
 def test_wrapper_conf_error_exits_2():

@@ -9,15 +9,15 @@ and the installed console script ``lakeloop JOB ...`` (:func:`console`), which d
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from lakeloop import deploy_checks, job_status
 from lakeloop.conf import ConfError, load_conf
 from lakeloop.errors import EXIT_OK, EXIT_USAGE, exit_code_for
-from lakeloop.job import JobResult, job_module, job_names
+from lakeloop.job import JobResult, build_parser, job_module, job_names, job_parser
 from lakeloop.session import RunContext, build_session, configure_logging, parse_run_date
 
 if TYPE_CHECKING:
@@ -40,28 +40,9 @@ class Outcome:
         return self.result.summary if self.result is not None else {}
 
 
-def job_parser(job: str, description: str) -> argparse.ArgumentParser:
-    """A parser with the options every job takes: --env, --set, --conf-dir, --date."""
-    p = argparse.ArgumentParser(prog=job, description=description)
-    p.add_argument("--env", default="local", help="conf/<env>.yaml merged over conf/base.yaml (default: local)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a conf key, e.g. --set spark.executor.memory=8g (repeatable)")
-    p.add_argument("--conf-dir", default=None, help="directory holding base.yaml (default: ./conf)")
-    p.add_argument("--date", default=None, help="run date YYYY-MM-DD (default: today, UTC)")
-    return p
-
-
-def build_parser(job: str) -> argparse.ArgumentParser:
-    """The whole parser of ``job``: the common options and the job's own."""
-    module = job_module(job)
-    parser = job_parser(job, module.DESCRIPTION)
-    module.add_arguments(parser)
-    return parser
-
-
 def context_from_args(job: str, args: argparse.Namespace) -> RunContext:
     conf = load_conf(args.env, args.overrides, args.conf_dir)
-    configure_logging(conf["log_level"])
+    configure_logging(conf["log_level"], verbose=getattr(args, "verbose", False))
     return RunContext(job=job, conf=conf, run_date=parse_run_date(args.date))
 
 
@@ -74,6 +55,7 @@ def _outcome(returned: JobResult | int | None) -> Outcome:
 def _run(job: str, args: argparse.Namespace, body: JobBody, needs_spark: bool) -> Outcome:
     try:
         ctx = context_from_args(job, args)
+        deploy_checks.enforce(ctx.conf, job, args)
     except (ConfError, ValueError) as exc:
         print(f"{job}: {exc}", file=sys.stderr)
         return Outcome(EXIT_USAGE)
@@ -87,7 +69,9 @@ def _run(job: str, args: argparse.Namespace, body: JobBody, needs_spark: bool) -
             ctx.log.exception("%s failed", job)
         else:
             ctx.log.error("%s stopped: %s", job, exc)
-        return Outcome(code)
+        # a job may attach what it did before failing (per-source reports of a failed quality gate)
+        partial = getattr(exc, "result", None)
+        return Outcome(code, partial if isinstance(partial, JobResult) else None)
     ctx.log.info("done %s", job)
     return outcome
 
@@ -106,11 +90,13 @@ def execute(job: str, argv: Sequence[str] | None = None) -> Outcome:
     return _run(job, args, module.run, getattr(module, "NEEDS_SPARK", True))
 
 
+@job_status.reporting
 def main(job: str, argv: Sequence[str] | None = None) -> int:
     """The exit code of ``job`` run with ``argv`` (default ``sys.argv[1:]``): the body of ``jobs/<job>.py``."""
     return execute(job, argv).exit_code
 
 
+@job_status.reporting
 def run_job(job: str, argv: Sequence[str] | None, parser: argparse.ArgumentParser, body: JobBody,
             *, needs_spark: bool = True) -> int:
     """Parse ``argv`` with ``parser`` and run ``body`` like a job (for bodies that are not registered jobs)."""
@@ -123,30 +109,20 @@ def _usage() -> str:
 
 
 def console(argv: Sequence[str] | None = None) -> int:
-    """The ``lakeloop`` console script: ``lakeloop JOB ...`` does what ``./spark-submit.sh JOB ...`` does.
-
-    Jobs run through spark-submit with the env's conf (``--dry-run`` prints the command line); ``--help``
-    prints the job's options.
+    """The ``lakeloop`` console script: ``lakeloop JOB ...`` does what ``./spark-submit.sh JOB ...`` does
+    (the same :func:`lakeloop.submit.main`): jobs run through spark-submit with the env's conf, ``serve`` as a
+    plain Python service, ``--dry-run`` prints the command line, ``--help`` the options.
     """
     from lakeloop import submit
 
     args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] in ("-h", "--help"):
+    if not args:
+        print(_usage(), end="", file=sys.stderr)
+        return EXIT_USAGE
+    if args[0] in ("-h", "--help"):
         print(_usage(), end="")
-        return EXIT_OK if args else EXIT_USAGE
-    job, rest = args[0], args[1:]
-    if job not in job_names():
-        print(f"lakeloop: unknown job {job!r}\n" + _usage(), end="", file=sys.stderr)
-        return EXIT_USAGE
-    if "-h" in rest or "--help" in rest:
-        print(build_parser(job).format_help(), end="")
         return EXIT_OK
-    if "--dry-run" in rest:
-        return submit.main([job, *rest])
-    try:
-        cmd = submit.command_from_args([job, *rest])
-    except (ConfError, LookupError) as exc:
-        print(f"lakeloop: {exc}", file=sys.stderr)
+    if args[0] not in job_names():
+        print(f"lakeloop: unknown job {args[0]!r}\n" + _usage(), end="", file=sys.stderr)
         return EXIT_USAGE
-    os.execve(cmd.argv[0], cmd.argv, {**os.environ, **cmd.env})
-    return EXIT_OK  # not reached
+    return submit.main(args)

@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from lakeloop import conf_checks
 from lakeloop.paths import project_root
 
 __all__ = ["Conf", "ConfError", "Field", "SPEC", "DEFAULTS", "load_conf", "find_conf_dir", "ENVS"]
@@ -98,6 +99,11 @@ SPEC: dict[str, Field] = {
     "spark.yarn.queue": _f("str", nullable=True),
     "spark.yarn.maxAppAttempts": _f("int"),
     "spark.extra": _f("dict", "any other spark.* properties, passed through unvalidated", flat_keys=True),
+    # -- deployment (docs/deploy.md) ---------------------------------------------------------------------
+    "deploy.forward_env": _f("list", "names of environment variables the driver passes on to its executors "
+                             "(spark.executorEnv, set at session start; never on a command line)"),
+    "deploy.shared_paths": _f("list", "local directories mounted at the same path on every cluster host (NFS); "
+                              "state under them survives a driver's container"),
     # -- GPU resource scheduling ----------------------------------------------------------------
     "gpu.enabled": _f("bool", "request GPUs for executors and training tasks"),
     "gpu.executor_amount": _f("int", "spark.executor.resource.gpu.amount"),
@@ -120,8 +126,13 @@ SPEC: dict[str, Field] = {
                                    "runtime"),
     # -- Delta tables ----------------------------------------------------------------------------
     "delta.storage_options": _f("dict", "delta-rs storage options (object stores, HDFS)"),
+    "delta.engine": _f("enum", "tables.read/write: delta-spark when its jars are loaded (auto), or always one engine",
+                       choices=("auto", "bridge", "delta-spark")),
     "delta.vacuum_retention_hours": _f("int"),
     "delta.target_file_size": _f("int", "bytes, target size of files written by optimize"),
+    "optimize.tables": _f("list", "tables the optimize job compacts and vacuums; empty: every table of the "
+                          "bronze, silver and gold layers"),
+    "optimize.z_order": _f("dict", "columns to z-order by, per table: {'silver.events': [user_id]}", flat_keys=True),
     # -- sources and data quality ----------------------------------------------------------------
     "sources": _f("dict", "source name -> {format, schema, ...}; see docs/sources.md"),
     "schema_dir": _f("str", "directory of the source schema files; default: schemas/ beside conf/",
@@ -136,6 +147,15 @@ SPEC: dict[str, Field] = {
     "validate.bins": _f("int", "quantile bins of the numeric drift histograms"),
     "validate.top_k": _f("int", "most frequent values kept per string column"),
     "validate.max_categories": _f("int", "string columns with more distinct values (ids) are not drift-checked"),
+    "validate.reference": _f("enum", "what a partition is compared with: the previous run, a trailing window of "
+                             "runs, or a pinned date", choices=("previous", "window", "pinned")),
+    "validate.reference_runs": _f("int", "latest partitions before the run date pooled into the reference "
+                                  "with reference: window"),
+    "validate.reference_date": _f("str", "the reference partition with reference: pinned (YYYY-MM-DD)",
+                                  nullable=True),
+    "validate.columns": _f("dict", "per-column policy {'<table>.<column>': ignore | warn | fail}; default fail",
+                           flat_keys=True),
+    "validate.allow_empty": _f("list", "tables of sparse sources: an empty partition is a warning, not a failure"),
     "features.lookback_days": _f("int", "days of events behind every feature"),
     "features.max_list_length": _f("int", "most recent entries kept per favour list"),
     "features.half_life_days": _f("float", "half-life of the category affinity decay"),
@@ -143,6 +163,8 @@ SPEC: dict[str, Field] = {
     "features.label_types": _f("list", "event types that make a positive training label"),
     "features.negatives_per_positive": _f("int", "sampled non-interacted items per positive"),
     "features.seed": _f("int", "seed of the negative sampling"),
+    "features.spec_dir": _f("str", "features/, training_sets/ spec folder; null: conf dir", nullable=True),
+    "features.sets": _f("list", "feature and training sets the features job builds; null: all", nullable=True),
     # -- serving store --------------------------------------------------------------------------------
     "serving.store": _f("enum", "serving store backend: embedded SQLite file or a Redis server",
                         choices=("sqlite", "redis")),
@@ -187,13 +209,34 @@ SPEC: dict[str, Field] = {
     "train.seed": _f("int", "seed of the holdout split, label shuffling and tuning"),
     "train.num_workers": _f("int", "Spark tasks that train one model together (xgboost num_workers)"),
     "train.params": _f("dict", "backend hyper-parameters over the backend's defaults"),
-    "train.gate_metric": _f("enum", "metric the evaluation gate compares on the holdout",
-                            choices=("auc", "pr_auc", "logloss")),
+    "train.gate_metric": _f("enum", "metric the evaluation gate compares on the holdout (one of the task's)",
+                            choices=("auc", "pr_auc", "logloss", "rmse", "mae", "r2", "accuracy", "macro_f1")),
     "train.gate_margin": _f("float", "how much the challenger must beat the champion (or the baseline) by"),
     "train.gate_max_rows": _f("int", "holdout rows scored by the gate (seeded sample above this)"),
     "train.infra_check_rows": _f("int", "rows the infra check predicts with models:/<name>@challenger"),
     "train.tune_space": _f("dict", "tuning search space: param -> list of values (random draws)"),
     "train.tune_sample_rows": _f("int", "training rows broadcast to every tuning trial"),
+    # -- model specs (conf/models/<name>.yaml; docs/training.md) -----------------------------------------
+    "train.model": _f("str", "model spec trained by default (a conf/models/<name>.yaml); null: the only one",
+                      nullable=True),
+    "train.models_dir": _f("str", "folder of the model specs; null: models/ in the conf dir", nullable=True),
+    "train.task": _f("enum", "model task", choices=("binary", "regression", "multiclass")),
+    "train.label": _f("str", "label column of the training set"),
+    "train.keys": _f("list", "key columns of the training set (never features)"),
+    "train.time_column": _f("str", "label time column (never a feature; the time split orders by it)",
+                            nullable=True),
+    "train.features": _f("list", "feature columns; null: every numeric column but keys, label, time, dt",
+                         nullable=True),
+    "train.classes": _f("int", "multiclass: number of classes (labels 0..classes-1); null: from the training "
+                        "set", nullable=True),
+    "train.split": _f("enum", "holdout split: seeded hash of a column, latest label times, or random rows",
+                      choices=("hash", "time", "random")),
+    "train.split_column": _f("str", "column hashed by the hash split", nullable=True),
+    "train.split_tolerance": _f("float", "largest allowed |realised - target| holdout fraction"),
+    "train.gate_confidence": _f("float", "one-sided confidence of the bootstrap lower bound of the gate"),
+    "train.gate_resamples": _f("int", "paired bootstrap resamples of the gate"),
+    "train.feature_baselines": _f("bool", "single-feature baselines (binary, regression)"),
+    "train.baselines": _f("dict", "domain baselines: name -> {column, transform: clip | max_scale}"),
     # -- bulk inference --------------------------------------------------------------------------
     "infer.candidates_per_user": _f("int", "candidate items scored per user (favourite categories' popular "
                                     "items and the user's recent items)"),
@@ -202,6 +245,7 @@ SPEC: dict[str, Field] = {
     "infer.batch_size": _f("int", "rows per Arrow batch given to the model "
                            "(spark.sql.execution.arrow.maxRecordsPerBatch while scoring)"),
     "infer.table": _f("str", "predictions table, layer.name"),
+    "infer.min_rows": _f("int", "fewest scored rows a run may publish (fewer: exit 3, serving untouched)"),
     # -- speed layer (jobs/stream.py) ------------------------------------------------------------------
     "stream.source": _f("enum", "where streamed events come from: landing files or a Kafka topic",
                         choices=("files", "kafka")),
@@ -238,6 +282,8 @@ SPEC: dict[str, Field] = {
 # a Spark key that is not set keeps Spark's own default.
 DEFAULTS: dict[str, Any] = {
     "log_level": "WARN",
+    "deploy.forward_env": [],
+    "deploy.shared_paths": [],
     "gpu.enabled": False,
     "gpu.executor_amount": 1,
     "gpu.task_amount": 1.0,
@@ -248,9 +294,12 @@ DEFAULTS: dict[str, Any] = {
     "runtime.spark35.archive": None,
     "runtime.spark35.spark_home": None,
     "runtime.spark35.backends": ["bigdl"],
+    "delta.engine": "auto",
     "delta.storage_options": {},
     "delta.vacuum_retention_hours": 168,
     "delta.target_file_size": 134217728,
+    "optimize.tables": [],
+    "optimize.z_order": {},
     "sources": {},
     "schema_dir": None,
     "ingest.ledger_table": "_state.ingest_ledger",
@@ -262,6 +311,13 @@ DEFAULTS: dict[str, Any] = {
     "validate.bins": 10,
     "validate.top_k": 20,
     "validate.max_categories": 100,
+    "validate.reference": "previous",
+    "validate.reference_runs": 7,
+    "validate.reference_date": None,
+    "validate.columns": {},
+    "validate.allow_empty": [],
+    "features.spec_dir": None,
+    "features.sets": None,
     "serving.store": "sqlite",
     "serving.namespace": "lakeloop",
     "serving.keep_versions": 2,
@@ -303,6 +359,22 @@ DEFAULTS: dict[str, Any] = {
     "train.tune_space": {"max_depth": [3, 4, 6, 8], "learning_rate": [0.03, 0.1, 0.3],
                          "n_estimators": [50, 100, 200], "min_child_weight": [1, 5]},
     "train.tune_sample_rows": 100000,
+    "train.model": None,
+    "train.models_dir": None,
+    "train.task": "binary",
+    "train.label": "label",
+    "train.keys": [],
+    "train.time_column": None,
+    "train.features": None,
+    "train.classes": None,
+    "train.split": "hash",
+    "train.split_column": None,
+    "train.split_tolerance": 0.1,
+    "train.gate_confidence": 0.9,
+    "train.gate_resamples": 200,
+    "train.feature_baselines": True,
+    "train.baselines": {},
+    "infer.min_rows": 1,
     "infer.top_n": 10,
     "infer.batch_size": 10000,
     "infer.table": "gold.predictions",
@@ -455,7 +527,7 @@ def find_conf_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
 def _read_yaml(path: Path) -> Mapping[str, Any]:
     try:
         with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh)
+            data = yaml.load(fh, Loader=conf_checks.UniqueKeyLoader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as exc:
         raise ConfError(f"{path}: not valid YAML: {exc}") from None
     if data is None:
@@ -599,6 +671,7 @@ def _close_match(key: str) -> str | None:
 
 
 def _validate(values: Mapping[str, Any], origins: Mapping[str, str]) -> None:
+    conf_checks.check_ranges(values, origins, SPEC, ConfError)
     for key, field in SPEC.items():
         if field.required and "*" not in key and values.get(key) is None:
             where = origins.get(key, "base.yaml and the env file")

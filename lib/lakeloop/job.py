@@ -15,12 +15,13 @@ through a file path.
 
 from __future__ import annotations
 
+import argparse
 import importlib
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, Generic, TypeVar
 
-__all__ = ["JOBS", "JobResult", "job_module", "job_names"]
+__all__ = ["JOBS", "JobResult", "job_module", "job_names", "job_parser", "build_parser"]
 
 T = TypeVar("T")
 
@@ -34,6 +35,7 @@ JOBS: dict[str, str] = {
     "train": "lakeloop.train.job",
     "infer": "lakeloop.infer",
     "stream": "lakeloop.streaming",
+    "optimize": "lakeloop.optimize",
     "pipeline": "lakeloop.pipeline",
     "serve": "lakeloop.serve_api",
     "serving": "lakeloop.serving.admin",
@@ -69,3 +71,24 @@ def job_names() -> list[str]:
 def job_module(name: str) -> ModuleType:
     """The library module of job ``name``; :class:`KeyError` for an unknown job."""
     return importlib.import_module(JOBS[name])
+
+
+def job_parser(job: str, description: str) -> argparse.ArgumentParser:
+    """A parser with the options every job takes: --env, --set, --conf-dir, --date."""
+    p = argparse.ArgumentParser(prog=job, description=description)
+    p.add_argument("--env", default="local", help="conf/<env>.yaml merged over conf/base.yaml (default: local)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a conf key, e.g. --set spark.executor.memory=8g (repeatable)")
+    p.add_argument("--conf-dir", default=None, help="directory holding base.yaml (default: ./conf)")
+    p.add_argument("--date", default=None, help="run date YYYY-MM-DD (default: today, UTC)")
+    p.add_argument("--verbose", action="store_true",
+                   help="also show Spark's INFO lines and the libraries' own logs (MLflow, xgboost's rounds)")
+    return p
+
+
+def build_parser(job: str) -> argparse.ArgumentParser:
+    """The whole parser of ``job``: the common options and the job's own."""
+    module = job_module(job)
+    parser = job_parser(job, module.DESCRIPTION)
+    module.add_arguments(parser)
+    return parser

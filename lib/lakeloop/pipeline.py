@@ -10,7 +10,7 @@ A step that succeeded for a date leaves a completion marker, written atomically:
 and is skipped by later runs of that date unless ``--force`` is given: a failed run resumes at the step
 that failed.  ``<state>`` is ``<warehouse>/_state/pipeline`` (``--state-dir`` for a warehouse that is not on
 a local filesystem, e.g. HDFS).  The same folder holds the run lock (``lock``, created with ``O_EXCL``), so
-two pipeline runs of one environment never overlap.
+two pipeline runs of one environment never overlap (:mod:`lakeloop.runlock`).
 
 Exit codes (:mod:`lakeloop.errors`): 0 done, 1 a step failed unexpectedly, 2 usage or lock held,
 3 a data-quality gate failed (curate quarantine rate, validate drift), 4 the model gate refused the
@@ -31,24 +31,25 @@ import argparse
 import datetime as dt
 import json
 import os
-import socket
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lakeloop import cli, closed_loop
 from lakeloop.conf import Conf, ConfError
-from lakeloop.errors import EXIT_GATE_REFUSED, EXIT_OK, EXIT_USAGE, LakeloopError, exit_code_for
+from lakeloop.errors import EXIT_GATE_REFUSED, EXIT_OK, exit_code_for
 from lakeloop.job import JOBS, JobResult
 from lakeloop.lake import Lake
 from lakeloop.reports import Documents
+from lakeloop.runlock import PipelineLocked, RunLock
+from lakeloop.session import log_dir, log_to_file, quiet_console
 
 __all__ = ["Step", "DAILY_STEPS", "DATAGEN_STEP", "PipelineLocked", "StepRecord", "PipelineRun", "load_job",
-           "date_range", "state_dir", "RunLock", "run_pipeline", "add_arguments", "run", "write_report"]
+           "date_range", "state_dir", "RunLock", "run_pipeline", "add_arguments", "run", "write_report",
+           "step_started", "step_finished"]
 
 JobMain = Callable[[Sequence[str]], "cli.Outcome | int"]
 
@@ -74,12 +75,6 @@ DAILY_STEPS: tuple[Step, ...] = tuple(Step(n) for n in ("ingest", "curate", "val
                                                          "infer"))
 # with --datagen, first step of every date: the date's sample data (reacting to the day before's served lists)
 DATAGEN_STEP = Step("datagen")
-
-
-class PipelineLocked(LakeloopError):
-    """Another pipeline run of the same environment holds the lock."""
-
-    exit_code = EXIT_USAGE
 
 
 @dataclass(frozen=True)
@@ -131,74 +126,6 @@ def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    return True
-
-
-class RunLock:
-    """An ``O_EXCL`` lock file holding pid, host, start time and run id.
-
-    A lock left by a process that no longer exists on this host is stale and taken over; any other
-    held lock raises :class:`PipelineLocked`.
-    """
-
-    def __init__(self, path: Path, run_id: str) -> None:
-        self.path = path
-        self.run_id = run_id
-        self.stale: dict[str, Any] | None = None
-
-    def holder(self) -> dict[str, Any] | None:
-        try:
-            return json.loads(self.path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError):
-            return {}
-
-    def _is_stale(self, holder: dict[str, Any]) -> bool:
-        pid = holder.get("pid")
-        return holder.get("host") == socket.gethostname() and isinstance(pid, int) and not _pid_alive(pid)
-
-    def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"pid": os.getpid(), "host": socket.gethostname(), "started_at": _utcnow(),
-                   "run_id": self.run_id}
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                holder = self.holder()
-                if holder is not None and not self._is_stale(holder):
-                    raise PipelineLocked(f"pipeline lock {self.path} is held by {holder or 'an unreadable file'}; "
-                                         "remove it only if that run is gone") from None
-                self.stale = holder
-                self.path.unlink(missing_ok=True)
-                continue
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(payload, fh)
-            return
-        raise PipelineLocked(f"pipeline lock {self.path}: another run took it over")
-
-    def release(self) -> None:
-        holder = self.holder()
-        if holder and holder.get("run_id") == self.run_id:
-            self.path.unlink(missing_ok=True)
-
-    @contextmanager
-    def held(self) -> Iterator[RunLock]:
-        self.acquire()
-        try:
-            yield self
-        finally:
-            self.release()
-
-
 @dataclass
 class StepRecord:
     """What one step did for one date."""
@@ -224,6 +151,7 @@ class PipelineRun:
     steps: list[StepRecord] = field(default_factory=list)
     stale_lock: dict[str, Any] | None = None
     closed_loop: list[dict[str, Any]] = field(default_factory=list)
+    log_file: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -272,9 +200,10 @@ def run_pipeline(conf: Conf, dates: Sequence[dt.date], job_args: Sequence[str], 
         for day in dates:
             date = day.isoformat()
             for i, step in enumerate(steps):
+                log(step_started("pipeline", date, step.name))
                 record = _step_for_date(conf, state, step, date, list(job_args), run_id, force)
                 result.steps.append(record)
-                log(f"pipeline: {date} {step.name:<9} {record.status:<7} rc={record.exit_code} {record.seconds:.1f}s")
+                log(step_finished("pipeline", record))
                 if record.status == "failed":
                     result.exit_code = record.exit_code or 1
                     result.steps += [StepRecord(date, s.name, "not_run") for s in steps[i + 1:]]
@@ -283,6 +212,22 @@ def run_pipeline(conf: Conf, dates: Sequence[dt.date], job_args: Sequence[str], 
                 break
     result.finished_at = _utcnow()
     return result
+
+
+def step_started(prefix: str, date: str, step: str) -> str:
+    """The console line printed when a step starts."""
+    return f"{prefix}: {date} {step:<9} started"
+
+
+def step_finished(prefix: str, record: StepRecord) -> str:
+    """The console line printed when a step ends: status, exit code, rows in/out (where the step reports
+    them, :func:`lakeloop.report_charts.step_rows`) and seconds."""
+    from lakeloop.report_charts import step_rows
+
+    rows_in, rows_out = step_rows(record.step, record.summary) if record.status != "skipped" else (None, None)
+    rows = "".join(f" rows {side} {n:,}" for side, n in (("in", rows_in), ("out", rows_out)) if n is not None)
+    code = "" if record.exit_code is None else f" rc={record.exit_code}"
+    return f"{prefix}: {record.date} {record.step:<9} {record.status:<7}{code} {record.seconds:6.1f}s{rows}"
 
 
 def _step_for_date(conf: Conf, state: Path, step: Step, date: str, job_args: list[str], run_id: str,
@@ -308,15 +253,25 @@ def report_dir(conf: Conf) -> Documents:
     return Documents.reports(Lake.from_conf(conf), "pipeline")
 
 
-def write_report(run: PipelineRun, folder: Documents | Path | str) -> tuple[Path | str, Path | str]:
-    """Write the run report as ``<run_id>.json`` and a self-contained ``<run_id>.html``; returns where they are
-    (paths on the local filesystem, else URIs)."""
+def write_report(run: PipelineRun, folder: Documents | Path | str, conf: Conf | None = None,
+                 ) -> tuple[Path | str, Path | str]:
+    """Write the run report as ``<run_id>.json`` and a self-contained ``<run_id>.html`` (with ``conf``: the
+    trained models' curves and plots from its MLflow store too); returns where they are (paths on the local
+    filesystem, else URIs)."""
     from lakeloop.report_html import render_pipeline_run
 
     docs = folder if isinstance(folder, Documents) else Documents(str(folder))
     payload = run.as_dict()
+    models, command = [], None
+    if conf is not None:
+        from lakeloop.report_models import mlflow_ui_command, model_figures, trained_models
+        from lakeloop.train.registry import tracking_uri
+
+        trained = trained_models(run.steps)
+        models = model_figures(tracking_uri(conf), trained) if trained else []
+        command = mlflow_ui_command(tracking_uri(conf))
     return (docs.write_json(f"{run.run_id}.json", payload),
-            docs.write_text(f"{run.run_id}.html", render_pipeline_run(payload)))
+            docs.write_text(f"{run.run_id}.html", render_pipeline_run(payload, models, mlflow_command=command)))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -328,6 +283,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run only these steps, in DAG order (repeatable; default: all)")
     parser.add_argument("--datagen", action="store_true",
                         help="generate the date's sample data first (closed-loop simulation, demo and bench)")
+    parser.add_argument("--source", action="append", default=None, metavar="NAME",
+                        help="only these sources (repeatable): ingest and curate them, validate their silver tables "
+                             "(default: every source in conf)")
     parser.add_argument("--state-dir", default=None,
                         help="markers and lock folder (default <warehouse>/_state/pipeline; needed for HDFS)")
 
@@ -356,9 +314,20 @@ def _selected(names: Sequence[str] | None, datagen: bool = False) -> tuple[Step,
     return tuple(s for s in steps if s.name in names)
 
 
+def for_sources(steps: Sequence[Step], sources: Sequence[str] | None) -> tuple[Step, ...]:
+    """``steps`` with ``--source`` given to the source-aware steps (``validate``: their silver tables)."""
+    if not sources:
+        return tuple(steps)
+    per_step = {"ingest": [x for s in sources for x in ("--source", s)],
+                "curate": [x for s in sources for x in ("--source", s)],
+                "validate": [x for s in sources for x in ("--table", f"silver.{s}")]}
+    return tuple(Step(s.name, (*s.extra, *per_step.get(s.name, ())), s.main) for s in steps)
+
+
 def job_args_from(args: argparse.Namespace) -> list[str]:
     """The ``--env``/``--set``/``--conf-dir`` arguments every step gets."""
     out = ["--env", args.env] + [x for o in args.overrides for x in ("--set", o)]
+    out += ["--verbose"] if getattr(args, "verbose", False) else []
     return out + (["--conf-dir", args.conf_dir] if args.conf_dir else [])
 
 
@@ -370,11 +339,15 @@ def run(ctx, spark, args: argparse.Namespace, *, steps: Sequence[Step] | None = 
     """The ``pipeline`` job: run the DAG, write the run report; the run's exit code is the job's."""
     state = state_dir(ctx.conf, args.state_dir)
     dates = _dates(ctx, args)
-    result = run_pipeline(ctx.conf, dates, job_args_from(args), ctx.run_id,
-                          steps=steps or _selected(args.steps, args.datagen), force=args.force, state=state)
+    with log_to_file(log_dir(ctx.conf) / f"{ctx.run_id}.log") as log_file, quiet_console():
+        print(f"pipeline: run {ctx.run_id}; every step's log lines go to {log_file}", flush=True)
+        result = run_pipeline(ctx.conf, dates, job_args_from(args), ctx.run_id,
+                              steps=steps or for_sources(_selected(args.steps, args.datagen), args.source),
+                              force=args.force, state=state)
+        result.log_file = str(log_file)
     result.closed_loop = closed_loop.rows_from_steps(result.steps)
     for line in closed_loop.format_table(result.closed_loop) if result.closed_loop else ():
         print(f"pipeline: {line}", flush=True)
-    json_path, html_path = write_report(result, report_dir(ctx.conf))
+    json_path, html_path = write_report(result, report_dir(ctx.conf), ctx.conf)
     print(f"pipeline: run {ctx.run_id} exit code {result.exit_code}; report {json_path} {html_path}", flush=True)
     return JobResult(result, {"dates": result.dates, "exit_code": result.exit_code}, exit_code=result.exit_code)
