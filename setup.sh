@@ -3,6 +3,10 @@
 # setup.cfg changed.   ./setup.sh         runtime dependencies
 #                      ./setup.sh dev     + test/dev tools
 #                      ./setup.sh spark35 the Spark 3.5 side runtime .venv-spark35 (BigDL; docs/bigdl.md)
+#                      ./setup.sh jvm     the JVM connectors (delta-spark, Spark's Kafka connector, a Kafka
+#                                         broker for tests) fetched with Apache Maven into jars/, and the
+#                                         delta-spark runtime .venv-delta (docs/tables.md#delta-spark);
+#                                         also run by ./setup.sh dev when mvn is installed
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cd "$ROOT"
@@ -45,6 +49,33 @@ if [ "$EXTRAS" = "spark35" ]; then
   exit 0
 fi
 
+# The JVM connectors, resolved by scripts/jvm/fetch.sh into jars/ (re-resolved only when a pom changed), and
+# the delta-spark runtime .venv-delta: the pyspark the Delta jars are built for (jars/delta/versions.properties),
+# installed without dependencies, over .venv's packages (lakeloop, deltalake, pyarrow, ...).
+setup_jvm() {
+  if [ ! -x .venv/bin/python ]; then
+    echo "setup.sh: run ./setup.sh first (the JVM jars are resolved for .venv's pyspark)" >&2
+    return 2
+  fi
+  scripts/jvm/fetch.sh .venv/bin/python "$ROOT/jars" 2>&1 | sed 's/\x1b\[[0-9;]*m//g'
+  [ "${PIPESTATUS[0]}" = 0 ] || return 2
+  local venv=.venv-delta version site want
+  version=$(sed -n 's/^spark.version=//p' jars/delta/versions.properties)
+  site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  want="pyspark==$version over $site"
+  [ -x "$venv/bin/python" ] || "$PY" -m venv "$venv"
+  if [ ! -f "$venv/.lakeloop-installed" ] || [ "$(cat "$venv/.lakeloop-installed")" != "$want" ]; then
+    "$venv/bin/python" -m pip install --quiet --no-deps "pyspark==$version"
+    echo "import site; site.addsitedir('$site')" >"$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/zz-lakeloop-venv.pth"
+    echo "$want" >"$venv/.lakeloop-installed"
+  fi
+  echo "setup.sh: JVM jars in $ROOT/jars, delta-spark runtime in $ROOT/$venv (pyspark $version)"
+}
+if [ "$EXTRAS" = "jvm" ]; then
+  setup_jvm
+  exit $?
+fi
+
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 spec="."
 case "$EXTRAS" in
@@ -60,3 +91,10 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "$want" >"$stamp"
 fi
 echo "setup.sh: lakeloop installed in $ROOT/.venv ($spec)"
+if [ "$EXTRAS" = "dev" ]; then
+  if command -v "${MVN:-mvn}" >/dev/null 2>&1; then
+    setup_jvm || echo "setup.sh: the JVM jars could not be fetched; the tests that need them will skip (./setup.sh jvm)" >&2
+  else
+    echo "setup.sh: Apache Maven not found: no JVM connectors (delta-spark, Kafka); lakeloop uses the delta-rs bridge" >&2
+  fi
+fi

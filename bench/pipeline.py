@@ -30,7 +30,7 @@ sys.path.insert(0, _LIB)
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [_LIB, os.environ.get("PYTHONPATH")]))  # Python workers
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
-from lakeloop.pipeline import load_job  # noqa: E402
+from lakeloop import cli  # noqa: E402
 
 FIRST_DAY = dt.date(2026, 11, 1)
 TARGET_RATIO = 10.5
@@ -47,8 +47,8 @@ def run_size(work: Path, events: int, days: int, users: int, items: int) -> dict
     """One pipeline run over ``days`` days in a fresh ``work`` folder; seconds per step from its report."""
     last = FIRST_DAY + dt.timedelta(days=days - 1)
     t0 = time.monotonic()
-    rc = load_job("pipeline").main(["--datagen", "--from", FIRST_DAY.isoformat(), "--to", last.isoformat(),
-                                    *_args(work, events, users, items)])
+    rc = cli.main("pipeline", ["--datagen", "--from", FIRST_DAY.isoformat(), "--to", last.isoformat(),
+                               *_args(work, events, users, items)])
     total = time.monotonic() - t0
     (report,) = (work / "warehouse" / "_reports" / "pipeline").glob("*.json")
     data = json.loads(report.read_text())

@@ -1,7 +1,16 @@
-"""Serving store benchmark: bulk-load throughput and lookup latency, Redis and SQLite.
+"""Serving benchmark: the lookup service over HTTP, and the store's bulk-load throughput and read latency.
 
-    .venv/bin/python bench/serving.py [--keys 1000000] [--lookups 20000]
+    .venv/bin/python bench/serving.py [--workers 2] [--duration 5] [--keys 1000000] [--lookups 20000]
+    .venv/bin/python bench/serving.py --skip-load          # the HTTP part only
 
+HTTP part: the service (``jobs/serve.py``, ``--workers`` uvicorn processes, Redis store holding
+``--users`` top-10 lists) answers 1 and 50 users per request (``GET /v1/recommendations/<id>``,
+``POST /v1/recommendations``) to 4 and 100 concurrent keep-alive clients, every client a process of
+its own (not a thread sharing a GIL with the server or the other clients); each scenario runs for
+``--duration`` seconds after a warm-up and prints p50/p99 latency, requests/s, errors and the slowest
+connect, against the targets (100 clients: p99 <= 50 ms and no error; 1 key, 4 clients: >= 4,000 req/s).
+
+Load part:
 Loads ``--keys`` top-10 recommendation lists into each store through the public API
 (``begin_load`` / ``write_arrow`` or ``write_batch`` / ``commit_load``): as Arrow batches of JSON
 text (``write_arrow``, what Spark loads use; the target applies to it), as Python values already
@@ -33,7 +42,19 @@ from lakeloop.serving import ServingStore, StoreSettings, store_from_config  # n
 from lakeloop.serving.base import encode_value  # noqa: E402
 
 TARGET_KEYS_PER_S = 300_000
+TARGET_LOOKUPS_PER_S = 4_000
+TARGET_P99_MS_100_CLIENTS = 50.0
 POOL = 10_000  # distinct values, cycled, so the benchmark does not hold 1M Python objects
+
+
+def _redis_server_class() -> type:
+    """``tests/redis_server.py``'s RedisServer, loaded by path (a site-packages ``tests`` package may shadow ours)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("lakeloop_bench_redis_server", ROOT / "tests" / "redis_server.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.RedisServer
 
 
 def value_pool() -> list[list[list]]:
@@ -175,6 +196,175 @@ def bench_store(name: str, store: ServingStore, n: int, pool: list, encoded_pool
             "client_us_per_key": json_in["client_us_per_key"], "server_us_per_key": json_in["server_us_per_key"],
             "commit_s": json_in["commit_s"], **latency}
 
+# -- HTTP part: the lookup service under 4 and 100 keep-alive clients, each a process ------------------------
+# one client: stdlib only (starts fast, small), one keep-alive connection, requests back to back
+_CLIENT = r"""
+import json, random, socket, sys, time
+host, port, keys, users, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+rng = random.Random(seed)
+
+def connect():
+    t = time.perf_counter()
+    s = socket.create_connection((host, port), timeout=30)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return s, time.perf_counter() - t
+
+def request():
+    if keys == 1:
+        return b"GET /v1/recommendations/%d HTTP/1.1\r\nHost: b\r\n\r\n" % rng.randrange(users)
+    body = json.dumps({"user_ids": [rng.randrange(users) for _ in range(keys)]}).encode()
+    return (b"POST /v1/recommendations HTTP/1.1\r\nHost: b\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%b" % (len(body), body))
+
+def exchange(s, data):
+    s.sendall(data)
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = s.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed")
+        buf += chunk
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    status = int(head[9:12])
+    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length"))
+    while len(rest) < length:
+        chunk = s.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed")
+        rest += chunk
+    return status
+
+sock, connect_s = connect()
+print("ready", flush=True)
+start, end = map(float, sys.stdin.readline().split())
+while time.time() < start:
+    time.sleep(0.001)
+lat, errors = [], 0
+while time.time() < end:
+    data = request()
+    t = time.perf_counter()
+    try:
+        ok = exchange(sock, data) == 200
+    except OSError:
+        ok = False
+        sock.close()
+        sock, _ = connect()
+    lat.append(time.perf_counter() - t)
+    errors += not ok
+print(json.dumps({"lat": lat, "errors": errors, "connect_s": connect_s}))
+"""
+
+
+def start_service(store: ServingStore, workers: int, tmp: str) -> tuple[subprocess.Popen, int]:
+    """``jobs/serve.py`` over ``store`` in a process of its own (``workers`` uvicorn processes), on a free port."""
+    o = store.settings.options
+    where = ([f"serving.redis.port={o['port']}"] if store.kind == "redis" else [f"serving.sqlite.path={o['path']}"])
+    cmd = [sys.executable, str(ROOT / "jobs" / "serve.py"), "--port", "0", "--workers", str(workers)]
+    for setting in (f"serving.store={store.kind}", *where, f"serving.namespace={store.namespace}",
+                    f"warehouse={tmp}", f"landing={tmp}"):
+        cmd += ["--set", setting]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "lib"), str(ROOT)]))
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+    line = proc.stdout.readline()
+    if "listening" not in line:
+        proc.kill()
+        raise RuntimeError(f"the service did not start: {line!r}")
+    port = int(line.rsplit(":", 1)[1])
+    from lakeloop.serving.client import LookupClient
+
+    deadline = time.monotonic() + 60
+    while True:  # every worker has started once /readyz answers a few times in a row
+        try:
+            with LookupClient("127.0.0.1", port, timeout=5) as client:
+                if all(client.get("/readyz")[0] == 200 for _ in range(20)):
+                    return proc, port
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError("the service did not become ready")
+        time.sleep(0.2)
+
+
+def run_clients(port: int, clients: int, keys: int, users: int, duration: float, warmup: float = 1.0) -> dict:
+    """``clients`` client processes against the service for ``duration`` seconds after ``warmup``."""
+    procs = [subprocess.Popen([sys.executable, "-S", "-c", _CLIENT, "127.0.0.1", str(port), str(keys), str(users),
+                               str(seed)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+             for seed in range(clients)]
+    for proc in procs:
+        if proc.stdout.readline().strip() != "ready":
+            raise RuntimeError("a client did not connect")
+    start = time.time() + warmup
+    load_before = os.getloadavg()[0]
+    for proc in procs:
+        proc.stdin.write(f"{start} {start + duration}\n")
+        proc.stdin.flush()
+    out = [json.loads(proc.communicate(timeout=duration + warmup + 120)[0]) for proc in procs]
+    lat = [x for o in out for x in o["lat"]]
+    return {"clients": clients, "keys": keys, "requests": len(lat), "req_per_s": len(lat) / duration,
+            "keys_per_s": len(lat) * keys / duration, "p50_ms": _pct(lat, 50) / 1e3, "p99_ms": _pct(lat, 99) / 1e3,
+            "max_ms": max(lat) * 1e3, "errors": sum(o["errors"] for o in out),
+            "max_connect_ms": max(o["connect_s"] for o in out) * 1e3,
+            "load_avg_before": load_before, "load_avg_after": os.getloadavg()[0]}
+
+
+def http_bench(kind: str, users: int, workers: int, duration: float, tmp: str) -> list[dict]:
+    """Load ``users`` top-10 lists into a fresh store (``kind``), start the service, run the four scenarios."""
+    server = _redis_server_class()(Path(tmp) / "redis-http").start() if kind == "redis" else None
+    try:
+        options = {"port": server.port} if server else {"path": str(Path(tmp) / "http.sqlite")}
+        store = store_from_config(StoreSettings(kind, "benchhttp", options=options))
+        load_users(store, users)
+        proc, port = start_service(store, workers, tmp)
+        try:
+            results = []
+            for keys in (1, 50):
+                for clients in (4, 100):
+                    print(f"http {kind}: {clients} clients, {keys} key(s) per request ...", file=sys.stderr)
+                    results.append({"store": kind, **run_clients(port, clients, keys, users, duration)})
+            return results
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def load_users(store: ServingStore, users: int) -> None:
+    """Version ``v1``: a top-10 list for each of ``users`` users."""
+    import pyarrow as pa
+
+    texts = [v.decode() for v in (encode_value([{"item_id": i, "score": round(s, 4)} for i, s in row])
+                                  for row in value_pool())]
+    store.begin_load("v1")
+    for o in range(0, users, 10_000):
+        ids = range(o, min(o + 10_000, users))
+        store.write_arrow("v1", pa.array(ids, pa.int64()), pa.array([texts[i % len(texts)] for i in ids]))
+    store.commit_load("v1", users)
+    store.close()
+
+
+def http_report(results: list[dict], workers: int, users: int) -> None:
+    print(f"lookup service (jobs/serve.py, {workers} uvicorn workers, {users:,} users' top-10 lists); "
+          f"every client a process with one keep-alive connection; {os.cpu_count()} CPUs shared by all")
+    print(f"{'store':6} {'keys/req':>8} {'clients':>7} {'req/s':>8} {'keys/s':>9} {'p50 ms':>7} {'p99 ms':>7} "
+          f"{'max ms':>7} {'errors':>6} {'connect ms':>10} {'load avg':>9}")
+    for r in results:
+        print(f"{r['store']:6} {r['keys']:>8} {r['clients']:>7} {r['req_per_s']:>8,.0f} {r['keys_per_s']:>9,.0f} "
+              f"{r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} {r['max_ms']:>7.1f} {r['errors']:>6} "
+              f"{r['max_connect_ms']:>10.1f} {r['load_avg_before']:>4.1f}-{r['load_avg_after']:<4.1f}")
+    for r in results:
+        if r["clients"] == 100:
+            ok = r["p99_ms"] <= TARGET_P99_MS_100_CLIENTS and r["errors"] == 0
+            print(f"target {r['store']} {r['keys']} key(s), 100 clients: p99 {r['p99_ms']:.1f} ms "
+                  f"<= {TARGET_P99_MS_100_CLIENTS:g} ms and 0 errors ({r['errors']}): {'met' if ok else 'MISSED'}")
+        if r["clients"] == 4 and r["keys"] == 1:
+            print(f"target {r['store']} 1 key, 4 clients: {r['req_per_s']:,.0f} req/s >= {TARGET_LOOKUPS_PER_S:,}: "
+                  f"ratio {r['req_per_s'] / TARGET_LOOKUPS_PER_S:.2f} "
+                  f"{'met' if r['req_per_s'] >= TARGET_LOOKUPS_PER_S else 'MISSED'}")
+
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -183,10 +373,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=2000)
     p.add_argument("--redis-port", type=int, default=None, help="use this running redis-server on 127.0.0.1")
     p.add_argument("--stores", default="redis,sqlite")
+    p.add_argument("--users", type=int, default=100_000, help="HTTP part: users in the served version")
+    p.add_argument("--workers", type=int, default=2, help="HTTP part: uvicorn worker processes")
+    p.add_argument("--duration", type=float, default=5.0, help="HTTP part: measured seconds per scenario")
+    p.add_argument("--http-stores", default="redis,sqlite", help="HTTP part: stores the service reads")
+    p.add_argument("--skip-load", action="store_true", help="run the HTTP part only")
+    p.add_argument("--skip-http", action="store_true", help="run the load part only")
     p.add_argument("--reader", nargs=3, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.reader:
         print(json.dumps(read_latency(json.loads(args.reader[0]), int(args.reader[1]), int(args.reader[2]))))
+        return 0
+    if not args.skip_http:
+        with tempfile.TemporaryDirectory(prefix="bench-serving-http-") as tmp:
+            results = [r for kind in args.http_stores.split(",")
+                       for r in http_bench(kind, args.users, args.workers, args.duration, tmp)]
+            http_report(results, args.workers, args.users)
+    if args.skip_load:
         return 0
 
     pool = value_pool()
@@ -197,9 +400,7 @@ def main(argv: list[str] | None = None) -> int:
         if "redis" in args.stores:
             port = args.redis_port
             if port is None:
-                from tests.redis_server import RedisServer
-
-                server = RedisServer(Path(tmp) / "redis").start()
+                server = _redis_server_class()(Path(tmp) / "redis").start()
                 port = server.port
             try:  # three loads, three versions kept: no version is deleted inside a timed commit
                 store = store_from_config(StoreSettings("redis", "bench", keep_versions=3,

@@ -255,8 +255,8 @@ def test_curate_job_writes_silver_quarantine_and_report(spark, conf):
     reports = {r.source: r for r in curate(spark, conf, DATE, ["events", "items"], run_id="r1")}
     rep = reports["events"]
     assert (rep.bronze_rows, rep.silver_rows, rep.quarantine_rows) == (6, 2, 4) and rep.reconciled
-    assert rep.quarantine_by_reason == {"malformed": 1, "unknown_field": 0, "missing_required": 0, "wrong_type": 1,
-                                        "out_of_range": 1, "duplicate": 1}
+    assert rep.quarantine_by_reason == {"invalid_encoding": 0, "malformed": 1, "unknown_field": 0,
+                                        "missing_required": 0, "wrong_type": 1, "out_of_range": 1, "duplicate": 1}
     assert rep.quarantine_rate == pytest.approx(3 / 6)
     on_disk = json.loads(Path(report_uri(conf, "events", DATE)).read_text())
     assert on_disk["reconciled"] and on_disk["silver_rows"] == 2 and on_disk["run_id"] == "r1"

@@ -1,5 +1,7 @@
-"""Gold features on hand-built silver frames: favour lists, item stats, point-in-time training set,
-the numba affinity kernel against its pandas reference, and the idempotent features job."""
+"""The recommender's gold features on hand-built silver frames, computed by the declarative path
+(``conf/features``, ``conf/training_sets`` through :mod:`lakeloop.featuresets`): favour lists, item
+stats, point-in-time training set; the numba decay kernel against its pandas reference; the
+idempotent features job."""
 
 from __future__ import annotations
 
@@ -10,7 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from lakeloop import features, kernels
-from lakeloop.features import FeatureParams, day_start
+from lakeloop.conf import load_conf
+from lakeloop.featuresets import Scope, compute, day_start, load_specs, training_frame
+from lakeloop_apps.recommender.reference import FeatureParams
+
+from tests.conftest import ROOT
 
 UTC = dt.UTC
 RUN_DATE = dt.date(2026, 11, 10)
@@ -18,7 +24,36 @@ LABEL_TS = day_start(RUN_DATE)
 EVENTS_SCHEMA = ("event_id string, user_id long, item_id long, type string, ts timestamp, session_id string, "
                  "price double, quantity int, rating int, review_text string, _extra string, dt string")
 ITEMS_SCHEMA = "item_id long, category string, price double, brand string, updated_at timestamp, dt string"
+DEFAULTS = FeatureParams()
 PARAMS = FeatureParams(max_list_length=3, negatives_per_positive=3, seed=5)
+
+
+def declared(params: FeatureParams):
+    """The recommender's specs with ``params`` as the ``features.*`` conf keys they read."""
+    overrides = {"features.lookback_days": params.lookback.days, "features.max_list_length": params.max_list_length,
+                 "features.half_life_days": params.half_life.total_seconds() / 86400,
+                 "features.label_window_days": params.label_window.days,
+                 "features.label_types": list(params.label_types),
+                 "features.negatives_per_positive": params.negatives_per_positive, "features.seed": params.seed}
+    return load_specs(load_conf("local", overrides, conf_dir=ROOT / "conf"))
+
+
+def reader(events, items):
+    return {"silver.events": events, "silver.items": items}.__getitem__
+
+
+def user_favours(events, items, as_of, params=DEFAULTS):
+    return compute(declared(params).sets["user_favours"], reader(events, items), Scope(as_of))
+
+
+def item_stats(events, items, as_of, params=DEFAULTS):
+    return compute(declared(params).sets["item_stats"], reader(events, items), Scope(as_of))
+
+
+def training_set(events, items, label_ts, params=DEFAULTS):
+    specs = declared(params)
+    assert label_ts == day_start(label_ts.date())  # the spec's label time is the start of the run date
+    return training_frame(specs.training["training_set"], specs.sets, reader(events, items), label_ts.date())
 
 
 def at(text: str) -> dt.datetime:
@@ -80,7 +115,7 @@ def by_key(df, *keys):
 
 def test_user_favours_lists_are_most_recent_first_and_bounded(spark, items):
     events = make_events(spark, HISTORY + LABEL_DAY)
-    fav = by_key(features.user_favours(events, items, LABEL_TS, PARAMS), "user_id")
+    fav = by_key(user_favours(events, items, LABEL_TS, PARAMS), "user_id")
     u10 = fav[10]
     assert [x["item_id"] for x in u10["likes"]] == [5, 4, 3]  # 5 likes, capped at 3, newest first
     assert [x["ts"] for x in u10["likes"]] == sorted((x["ts"] for x in u10["likes"]), reverse=True)
@@ -98,7 +133,7 @@ def test_user_favours_affinity_decays_with_half_life(spark, items):
     events = make_events(spark, [(20, 1, "view", "2026-11-09 00:00:00"), (20, 2, "view", "2026-11-03 00:00:00"),
                                  (20, 3, "view", "2026-11-09 00:00:00")])
     params = FeatureParams(half_life=dt.timedelta(days=1))
-    row = features.user_favours(events, items, LABEL_TS, params).collect()[0]
+    row = user_favours(events, items, LABEL_TS, params).collect()[0]
     aff = row["category_affinity"]
     assert aff["toys/lego"] == pytest.approx(0.5, rel=1e-12)  # one half-life old
     assert aff["toys/dolls"] == pytest.approx(2.0 ** -7, rel=1e-12)
@@ -108,7 +143,7 @@ def test_user_favours_affinity_decays_with_half_life(spark, items):
 def test_item_stats_ctr_conversion_and_mean_rating(spark, items):
     events = make_events(spark, HISTORY + [
         (13, 1, "view", "2026-11-07 08:00:00"), (13, 2, "review", "2026-11-07 08:00:00", None, 3)])
-    stats = by_key(features.item_stats(events, items, LABEL_TS, PARAMS), "item_id")
+    stats = by_key(item_stats(events, items, LABEL_TS, PARAMS), "item_id")
     one = stats[1]
     assert (one["views"], one["clicks"], one["purchases"], one["reviews"]) == (5, 1, 2, 2)
     assert one["ctr"] == pytest.approx(1 / 5) and one["conversion"] == pytest.approx(2 / 5)
@@ -127,7 +162,7 @@ def feature_columns(df):
 
 def test_training_set_labels_and_negatives(spark, items):
     events = make_events(spark, HISTORY + LABEL_DAY)
-    rows = features.training_set(events, items, LABEL_TS, PARAMS).collect()
+    rows = training_set(events, items, LABEL_TS, PARAMS).collect()
     positives = {(r["user_id"], r["item_id"]) for r in rows if r["label"] == 1}
     negatives = {(r["user_id"], r["item_id"]) for r in rows if r["label"] == 0}
     assert positives == {(11, 3), (12, 5)}
@@ -135,7 +170,7 @@ def test_training_set_labels_and_negatives(spark, items):
     assert {u for u, _ in negatives} <= {11, 12}
     assert len(rows) == len(positives | negatives)  # no duplicate pairs
     assert all(utc(r["label_ts"]) == LABEL_TS for r in rows)
-    again = features.training_set(events, items, LABEL_TS, PARAMS).collect()
+    again = training_set(events, items, LABEL_TS, PARAMS).collect()
     assert sorted(map(tuple, again)) == sorted(map(tuple, rows))  # seeded: the same negatives
 
 
@@ -148,8 +183,8 @@ def test_training_set_is_point_in_time_correct(spark, items):
         (12, 5, "like", "2026-11-10 00:00:00"), (12, 1, "view", "2026-11-10 00:00:01"),
         (11, 1, "purchase", "2026-11-12 10:00:00", 10.0), (12, 5, "review", "2026-11-20 10:00:00", None, 1),
     ])
-    first = by_key(features.training_set(base, items, LABEL_TS, PARAMS), "user_id", "item_id")
-    second = by_key(features.training_set(later, items, LABEL_TS, PARAMS), "user_id", "item_id")
+    first = by_key(training_set(base, items, LABEL_TS, PARAMS), "user_id", "item_id")
+    second = by_key(training_set(later, items, LABEL_TS, PARAMS), "user_id", "item_id")
     cols = [c for c in next(iter(first.values())).asDict() if c != "label"]
     for key in set(first) & {k for k, r in first.items() if r["label"] == 1}:
         assert {c: first[key][c] for c in cols} == {c: second[key][c] for c in cols}, key
@@ -166,7 +201,7 @@ def test_training_set_is_point_in_time_correct(spark, items):
 def test_training_set_event_at_label_time_never_counts(spark, items):
     only_at = make_events(spark, [(11, 3, "view", "2026-11-10 00:00:00"), (11, 3, "click", "2026-11-10 00:00:00"),
                                   (11, 3, "purchase", "2026-11-10 05:00:00", 30.0)])
-    row = [r for r in features.training_set(only_at, items, LABEL_TS, PARAMS).collect() if r["label"] == 1]
+    row = [r for r in training_set(only_at, items, LABEL_TS, PARAMS).collect() if r["label"] == 1]
     assert len(row) == 1
     r = row[0]
     assert (r["user_events"], r["item_views"], r["item_clicks"], r["user_item_events"]) == (0, 0, 0, 0)
@@ -179,18 +214,18 @@ def random_events(n: int, users: int, cats: int, seed: int) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     t_ref = pd.Timestamp("2026-11-10", tz="UTC")
     ages = pd.to_timedelta(rng.integers(1, 40 * 86400 * 10**6, n), unit="us")
-    return pd.DataFrame({"user_id": rng.integers(1, users + 1, n).astype("int64"),
-                         "category": [f"c{k}" for k in rng.integers(0, cats, n)],
+    return pd.DataFrame({"key": rng.integers(1, users + 1, n).astype("int64"),
+                         "group": [f"c{k}" for k in rng.integers(0, cats, n)],
                          "ts": t_ref - ages})
 
 
 def assert_same_affinity(got: pd.DataFrame, want: pd.DataFrame) -> None:
-    got = got.sort_values(["user_id", "category"]).reset_index(drop=True)
-    want = want.sort_values(["user_id", "category"]).reset_index(drop=True)
-    assert list(got["user_id"]) == list(want["user_id"])
-    assert list(got["category"]) == list(want["category"])
+    got = got.sort_values(["key", "group"]).reset_index(drop=True)
+    want = want.sort_values(["key", "group"]).reset_index(drop=True)
+    assert list(got["key"]) == list(want["key"])
+    assert list(got["group"]) == list(want["group"])
     assert list(got["n"]) == list(want["n"])
-    np.testing.assert_allclose(got["affinity"].to_numpy(), want["affinity"].to_numpy(), rtol=1e-9, atol=0)
+    np.testing.assert_allclose(got["value"].to_numpy(), want["value"].to_numpy(), rtol=1e-9, atol=0)
 
 
 def test_decay_sums_kernel_direct():
@@ -207,10 +242,10 @@ def test_decay_sums_kernel_direct():
 def test_kernel_refuses_null_inputs():
     import pyarrow as pa
 
-    batch = pa.RecordBatch.from_pydict({"user_id": pa.array([1, 1], pa.int64()), "category": ["a", None],
+    batch = pa.RecordBatch.from_pydict({"key": pa.array([1, 1], pa.int64()), "group": ["a", None],
                                         "ts": pa.array([0, 1], pa.timestamp("us", tz="UTC"))})
-    with pytest.raises(ValueError, match=r"nulls in \['category'\]"):
-        list(kernels.affinity_batches(iter([batch]), 10, 3600.0))
+    with pytest.raises(ValueError, match=r"nulls in \['group'\]"):
+        list(kernels.decay_batches(iter([batch]), 10, 3600.0))
 
 
 @pytest.mark.parametrize("batch_rows", [10000, 37])
@@ -221,26 +256,30 @@ def test_numba_mapinarrow_matches_pandas_reference(spark, batch_rows):
     old = spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch")
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(batch_rows))  # users straddle batches
     try:
-        df = spark.createDataFrame(pdf, "user_id long, category string, ts timestamp")
-        prepared = kernels.prepare_affinity_input(df, t_ref, num_partitions=3)
-        got = kernels.affinity_numba(prepared, t_ref, half_life).toPandas()
-        via_spark_pandas = kernels.affinity_pandas_partitions(prepared, t_ref, half_life).toPandas()
+        df = spark.createDataFrame(pdf, "key long, group string, ts timestamp")
+        prepared = kernels.prepare_decay_input(df, t_ref, num_partitions=3)
+        got = kernels.decay_numba(prepared, t_ref, half_life).toPandas()
+        via_spark_pandas = kernels.decay_pandas_partitions(prepared, t_ref, half_life).toPandas()
     finally:
         spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", old)
-    want = kernels.affinity_pandas(pdf, t_ref, half_life)
-    assert len(got) == len(want) == len(pdf.groupby(["user_id", "category"]))
+    want = kernels.decay_pandas(pdf, t_ref, half_life)
+    assert len(got) == len(want) == len(pdf.groupby(["key", "group"]))
     assert_same_affinity(got, want)
     assert_same_affinity(via_spark_pandas, want)
 
 
 def test_affinity_excludes_events_at_or_after_reference_time(spark):
+    from pyspark.sql import functions as F
+
     t_ref = dt.datetime(2026, 11, 10, tzinfo=UTC)
     pdf = pd.DataFrame({"user_id": [1, 1, 1], "category": ["a", "a", "b"],
                         "ts": [t_ref - dt.timedelta(days=1), t_ref, t_ref + dt.timedelta(hours=1)]})
     df = spark.createDataFrame(pdf, "user_id long, category string, ts timestamp")
-    got = features.category_affinity(df, t_ref, dt.timedelta(days=1)).collect()
-    assert [(r["user_id"], r["category"], r["n"]) for r in got] == [(1, "a", 1)]
-    assert got[0]["affinity"] == pytest.approx(0.5, rel=1e-12)
+    rows = df.select(F.col("user_id").alias("key"), F.col("category").alias("group"), "ts")
+    t_us = int(t_ref.timestamp() * 1_000_000)
+    got = kernels.decay_numba(kernels.prepare_decay_input(rows, t_us), t_us, 86400.0).collect()
+    assert [(r["key"], r["group"], r["n"]) for r in got] == [(1, "a", 1)]
+    assert got[0]["value"] == pytest.approx(0.5, rel=1e-12)
 
 
 # -- the job: gold tables, idempotent per run date --------------------------------------------------------

@@ -64,7 +64,7 @@ def test_jsonl_gz_and_csv_lines_with_lineage(spark, conf):
     assert (results["items"].rows, len(results["items"].files)) == (2, 2)
 
     ev = bronze(spark, conf, "events")
-    assert ev.columns == ["value", "_file", "_line", "_ingested_at", "_batch_id", "dt"]
+    assert ev.columns == ["value", "_raw", "_file", "_line", "_ingested_at", "_batch_id", "dt"]
     got = sorted((os.path.basename(r["_file"]), r["_line"], r["value"], r["_batch_id"], r["dt"]) for r in ev.collect())
     assert got == [("part-00000.jsonl", 1, '{"a":1}', "b1", DATE), ("part-00000.jsonl", 2, "not json", "b1", DATE),
                    ("part-00000.jsonl", 3, '{"a":3}', "b1", DATE), ("part-00001.jsonl.gz", 1, '{"g":1}', "b1", DATE),
@@ -72,7 +72,7 @@ def test_jsonl_gz_and_csv_lines_with_lineage(spark, conf):
     assert ev.select(F.countDistinct("_ingested_at")).first()[0] == 1
 
     it = bronze(spark, conf, "items")
-    assert it.columns == ["value", "_header", "_file", "_line", "_ingested_at", "_batch_id", "dt"]
+    assert it.columns == ["value", "_raw", "_header", "_file", "_line", "_ingested_at", "_batch_id", "dt"]
     assert sorted((r["value"], r["_header"], r["_line"]) for r in it.collect()) == [
         ("1,a/b", "item_id,category", 2), ('2,"c/d"', "item_id,category", 3)]
 

@@ -114,3 +114,23 @@ def test_violation_mirrors_the_constraints(tmp_path):
     assert violation(s.column("order_id"), 1) is None
     assert violation(s.column("channel"), "fax").startswith("not one of")
     assert violation(s.column("placed_at"), "2019-12-31T23:59:59Z").startswith("outside range")
+
+
+def test_a_null_entry_removes_a_source_an_earlier_file_declared(conf):
+    from lakeloop.schemas import source_names
+
+    assert source_names(conf) == ["events", "items", "users"]
+    only_events = conf.with_overrides({"sources.users": None, "sources.items": None})
+    assert source_names(only_events) == ["events"]
+    with pytest.raises(SchemaError, match=r"unknown source 'users'.*known: events"):
+        source_schema(only_events, "users")
+
+
+def test_the_pipeline_gives_its_sources_to_the_source_aware_steps():
+    from lakeloop.pipeline import DAILY_STEPS, for_sources
+
+    steps = {s.name: s.extra for s in for_sources(DAILY_STEPS, ["flights", "weather"])}
+    assert steps["ingest"] == steps["curate"] == ("--source", "flights", "--source", "weather")
+    assert steps["validate"] == ("--table", "silver.flights", "--table", "silver.weather")
+    assert steps["features"] == steps["train"] == steps["infer"] == ()
+    assert for_sources(DAILY_STEPS, None) == DAILY_STEPS

@@ -470,3 +470,150 @@ def test_redis_password_comes_from_the_named_environment_variable(conf, tmp_path
         with pytest.raises(ServingError, match="authentication|NOAUTH"):
             unauthenticated.current_version()
         store.close()
+
+
+# -- versions: rollback, stale loads, gc ----------------------------------------------------------------------
+def test_rollback_switches_to_the_previous_complete_version(make_store, kind):
+    store = make_store(kind, keep_versions=3)
+    with pytest.raises(ServingError, match="nothing is being served"):
+        store.rollback()
+    load(store, "v1", 10)
+    with pytest.raises(ServingError, match="no complete version older"):
+        store.rollback()
+    load(store, "v2", 10)
+    load(store, "v3", 10)
+    store.begin_load("v4")  # a load in progress is never a rollback target
+    store.write_batch("v4", values("v4", 5))
+    assert store.rollback() == ("v3", "v2")
+    assert store.current_version() == "v2" and store.get("k1") == {"version": "v2", "i": 1}
+    assert store.rollback() == ("v2", "v1")
+    with pytest.raises(ServingError, match="no complete version older than 'v1'"):
+        store.rollback()
+    assert store.rollback(to="v3") == ("v1", "v3")  # forward again, by name
+    with pytest.raises(LoadRefused, match="v4 is loading, not committed"):
+        store.rollback(to="v4")
+    with pytest.raises(LoadRefused, match="unknown"):
+        store.rollback(to="v9")
+    with pytest.raises(ServingError, match="already being served"):
+        store.rollback(to="v3")
+    assert store.versions() == ["v1", "v2", "v3"] and store.current_version() == "v3"
+    assert [(r.version, r.state, r.count) for r in store.records()] == \
+        [("v1", "committed", 10), ("v2", "committed", 10), ("v3", "committed", 10), ("v4", "loading", 5)]
+
+
+def test_the_served_version_is_never_removed(make_store, kind):
+    store = make_store(kind, keep_versions=2)
+    load(store, "v1", 10)
+    load(store, "v2", 10)
+    store.rollback()
+    load(store, "v3", 10)  # keep 2: v3 and the newest other committed one (v2); v1 goes
+    assert store.versions() == ["v2", "v3"] and raw_key_count(store, "v1") == 0
+    with pytest.raises(LoadRefused, match="being served"):
+        store._remove_version("v3")  # the check is part of the removal's first atomic step
+    assert store.get("k3") == {"version": "v3", "i": 3}
+
+
+def test_gc_removes_loads_left_loading_after_the_grace_period(make_store, kind):
+    store = make_store(kind, loading_grace_seconds=3600)
+    load(store, "v1", 10)
+    store.begin_load("killed")
+    store.write_batch("killed", values("killed", 50))
+    assert store.stale_loads() == []
+    assert store.collect_garbage() == [] and store.load_info("killed").state == "loading"
+    later = time.time() + 3601
+    assert store.stale_loads(now=later) == ["killed"] and store.stale_loads(grace_seconds=0) == ["killed"]
+    short = store_from_config(StoreSettings(**{**store.config(), "loading_grace_seconds": 0}))
+    assert short.collect_garbage() == ["killed"]
+    assert store.load_info("killed") is None and raw_key_count(store, "killed") == 0
+    assert store.current_version() == "v1" and store.get("k9") == {"version": "v1", "i": 9}
+    short.close()
+
+
+def test_lookup_many_reads_one_version_and_the_realtime_view(make_store, kind):
+    store = make_store(kind)
+    assert store.lookup_many(["a"]) == (None, [None])
+    load(store, "v1", 3)
+    store.put_realtime([("k1", {"rt": 1}), ("only-rt", 5)])
+    assert store.lookup_many(["k0", "k1", "only-rt", "none"]) == ("v1", [
+        {"version": "v1", "i": 0}, {"version": "v1", "i": 1, "realtime": {"rt": 1}}, {"realtime": 5}, None])
+    assert store.lookup_many([]) == ("v1", [])
+
+
+def test_readers_only_see_complete_versions_during_rollback_and_gc(make_store, kind):
+    """Readers hammer the store while versions are loaded, rolled back and forth, and stale loads collected."""
+    n = 300
+    store = make_store(kind, keep_versions=3, batch_size=50, loading_grace_seconds=0)
+    keys = [f"k{i}" for i in range(0, n, 7)]
+    stop = threading.Event()
+    seen: list[str] = []
+    errors: list[str] = []
+    load(store, "v0", n)
+
+    def read(reader: ServingStore) -> None:
+        try:
+            while not stop.is_set():
+                version, got = reader.lookup_many(keys)
+                versions = {g["version"] if g else None for g in got}
+                if versions != {version}:
+                    errors.append(f"mixed or missing: {sorted(map(str, versions))} (read from {version})")
+                elif [g["i"] for g in got] != [int(k[1:]) for k in keys]:
+                    errors.append("values out of order")
+                else:
+                    seen.append(version)
+                if reader.get("k0") is None:
+                    errors.append("k0 missing")
+        finally:
+            reader.close()
+
+    readers = [threading.Thread(target=read, args=(pickle.loads(pickle.dumps(store)),)) for _ in range(2)]
+    for t in readers:
+        t.start()
+    try:
+        for v in range(1, 5):
+            store.begin_load(f"dead{v}")  # a killed load: stale at once (grace 0), collected by the next gc
+            store.write_batch(f"dead{v}", values(f"dead{v}", 100))
+            load(store, f"v{v}", n, batch=50)
+            time.sleep(0.02)
+            store.rollback()
+            time.sleep(0.02)
+            store.rollback(to=f"v{v}")
+            store.collect_garbage()
+            time.sleep(0.02)
+    finally:
+        stop.set()
+        for t in readers:
+            t.join(30)
+    assert not errors, errors[:5]
+    assert len(set(seen)) >= 3, f"readers did not overlap the switches: {set(seen)}"
+    assert set(seen) <= {f"v{v}" for v in range(5)}, set(seen)
+    assert [r.version for r in store.records()] == ["v2", "v3", "v4"]
+    assert all(raw_key_count(store, f"dead{v}") == 0 for v in range(1, 5))
+
+
+def test_serving_job_status_rollback_gc(conf, capsys):
+    from lakeloop import cli
+
+    store = open_store(conf)
+    load(store, "2026-11-01.r1", 5)
+    load(store, "2026-11-02.r1", 6)
+    store.begin_load("2026-11-03.r1")  # killed infer
+    root = ["--set", f"warehouse={conf['warehouse']}", "--set", f"landing={conf['landing']}"]
+
+    outcome = cli.execute("serving", ["status", *root])
+    assert outcome.exit_code == 0 and outcome.summary["current"] == "2026-11-02.r1"
+    out = capsys.readouterr().out
+    assert "2026-11-02.r1 *" in out and "loading" in out
+    outcome = cli.execute("serving", ["rollback", "--json", *root])
+    assert outcome.exit_code == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (result["from"], result["to"], result["current"]) == ("2026-11-02.r1", "2026-11-01.r1", "2026-11-01.r1")
+    assert store.get("k4") == {"version": "2026-11-01.r1", "i": 4}
+    outcome = cli.execute("serving", ["gc", *root])  # within the grace period: the loading version stays
+    assert outcome.exit_code == 0 and outcome.summary["removed"] == []
+    outcome = cli.execute("serving", ["gc", "--grace-seconds", "0", "--json", *root])
+    assert outcome.exit_code == 0 and outcome.summary["removed"] == ["2026-11-03.r1"]
+    assert [v["version"] for v in json.loads(capsys.readouterr().out.splitlines()[-1])["versions"]] == \
+        ["2026-11-01.r1", "2026-11-02.r1"]
+    assert cli.execute("serving", ["rollback", *root]).exit_code == 1  # nothing older to roll back to
+    assert store.current_version() == "2026-11-01.r1"
+    store.close()

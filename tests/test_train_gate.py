@@ -15,6 +15,7 @@ import pytest
 from lakeloop.train import gate, registry, report
 from lakeloop.train.data import FEATURES, LABEL
 from lakeloop.train.run import model_signature
+from lakeloop.train.spec import model_conf
 from lakeloop.train.xgboost import BACKEND
 
 from tests.test_train import RUN_DATE, training_pandas
@@ -45,6 +46,7 @@ def gate_conf(conf, tracking):
     """A conf with its own registered model name in the shared store."""
     conf = conf.with_overrides({**tracking, "mlflow.model_name": f"gate-{uuid.uuid4().hex[:8]}",
                                 "train.gate_margin": 0.01})
+    conf = model_conf(conf)  # the recommender's model spec (conf/models/ranker.yaml): its baselines
     registry.setup(conf)
     return conf
 

@@ -89,8 +89,9 @@ def _run(job: str, args: argparse.Namespace, body: JobBody, needs_spark: bool) -
             ctx.log.exception("%s failed", job)
         else:
             ctx.log.error("%s stopped: %s", job, exc)
-        found = getattr(exc, "result", None)  # what a stopped job did (e.g. the failed gate's figures)
-        return Outcome(code, found if isinstance(found, JobResult) else None)
+        # a job may attach what it did before failing (per-source reports of a failed quality gate)
+        partial = getattr(exc, "result", None)
+        return Outcome(code, partial if isinstance(partial, JobResult) else None)
     ctx.log.info("done %s", job)
     return outcome
 

@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from lakeloop import conf_checks
 from lakeloop.paths import project_root
 
 __all__ = ["Conf", "ConfError", "Field", "SPEC", "DEFAULTS", "load_conf", "find_conf_dir", "ENVS"]
@@ -120,8 +121,13 @@ SPEC: dict[str, Field] = {
                                    "runtime"),
     # -- Delta tables ----------------------------------------------------------------------------
     "delta.storage_options": _f("dict", "delta-rs storage options (object stores, HDFS)"),
+    "delta.engine": _f("enum", "tables.read/write: delta-spark when its jars are loaded (auto), or always one engine",
+                       choices=("auto", "bridge", "delta-spark")),
     "delta.vacuum_retention_hours": _f("int"),
     "delta.target_file_size": _f("int", "bytes, target size of files written by optimize"),
+    "optimize.tables": _f("list", "tables the optimize job compacts and vacuums; empty: every table of the "
+                          "bronze, silver and gold layers"),
+    "optimize.z_order": _f("dict", "columns to z-order by, per table: {'silver.events': [user_id]}", flat_keys=True),
     # -- sources and data quality ----------------------------------------------------------------
     "sources": _f("dict", "source name -> {format, schema, ...}; see docs/sources.md"),
     "schema_dir": _f("str", "directory of the source schema files; default: schemas/ beside conf/",
@@ -136,6 +142,15 @@ SPEC: dict[str, Field] = {
     "validate.bins": _f("int", "quantile bins of the numeric drift histograms"),
     "validate.top_k": _f("int", "most frequent values kept per string column"),
     "validate.max_categories": _f("int", "string columns with more distinct values (ids) are not drift-checked"),
+    "validate.reference": _f("enum", "what a partition is compared with: the previous run, a trailing window of "
+                             "runs, or a pinned date", choices=("previous", "window", "pinned")),
+    "validate.reference_runs": _f("int", "latest partitions before the run date pooled into the reference "
+                                  "with reference: window"),
+    "validate.reference_date": _f("str", "the reference partition with reference: pinned (YYYY-MM-DD)",
+                                  nullable=True),
+    "validate.columns": _f("dict", "per-column policy {'<table>.<column>': ignore | warn | fail}; default fail",
+                           flat_keys=True),
+    "validate.allow_empty": _f("list", "tables of sparse sources: an empty partition is a warning, not a failure"),
     "features.lookback_days": _f("int", "days of events behind every feature"),
     "features.max_list_length": _f("int", "most recent entries kept per favour list"),
     "features.half_life_days": _f("float", "half-life of the category affinity decay"),
@@ -143,6 +158,8 @@ SPEC: dict[str, Field] = {
     "features.label_types": _f("list", "event types that make a positive training label"),
     "features.negatives_per_positive": _f("int", "sampled non-interacted items per positive"),
     "features.seed": _f("int", "seed of the negative sampling"),
+    "features.spec_dir": _f("str", "features/, training_sets/ spec folder; null: conf dir", nullable=True),
+    "features.sets": _f("list", "feature and training sets the features job builds; null: all", nullable=True),
     # -- serving store --------------------------------------------------------------------------------
     "serving.store": _f("enum", "serving store backend: embedded SQLite file or a Redis server",
                         choices=("sqlite", "redis")),
@@ -156,6 +173,22 @@ SPEC: dict[str, Field] = {
     "serving.redis.password_env": _f("str", "name of the environment variable holding the Redis password",
                                      nullable=True),
     "serving.sqlite.path": _f("str", "SQLite file; null: <warehouse>/_serving/serving.sqlite", nullable=True),
+    "serving.loading_grace_seconds": _f("int", "a version still loading this long after it began is removed "
+                                        "as left by a killed load (serving gc, and after every commit)"),
+    # -- the lookup service (lakeloop.serve_api, uvicorn) ---------------------------------------------
+    "serve.host": _f("str", "address the service binds"),
+    "serve.port": _f("int", "port the service listens on; 0 picks a free one"),
+    "serve.workers": _f("int", "worker processes, each with its own event loop and store connection"),
+    "serve.backlog": _f("int", "listen backlog: connections the kernel queues before they are accepted"),
+    "serve.keepalive_timeout_s": _f("float", "seconds an idle connection (new or between requests) stays open"),
+    "serve.request_timeout_s": _f("float", "seconds a client has to send one request's headers and body (408)"),
+    "serve.drain_timeout_s": _f("float", "on SIGTERM: seconds in-flight requests get to finish"),
+    "serve.max_body_bytes": _f("int", "largest request body (413 beyond)"),
+    "serve.max_url_bytes": _f("int", "longest request target, path and query (414 beyond)"),
+    "serve.max_header_bytes": _f("int", "largest request header block (431 beyond)"),
+    "serve.max_batch_keys": _f("int", "most keys in one batch lookup (422 beyond)"),
+    "serve.store_timeout_s": _f("float", "seconds a Redis read or connect may take before the request fails (503)"),
+    "serve.access_log": _f("bool", "log one line per request"),
     # -- training, MLflow tracking and registry -------------------------------------------------------
     "mlflow.tracking_uri": _f("str", "MLflow tracking URI; null: sqlite:///<warehouse>/_mlflow/mlflow.db",
                               nullable=True),
@@ -171,13 +204,34 @@ SPEC: dict[str, Field] = {
     "train.seed": _f("int", "seed of the holdout split, label shuffling and tuning"),
     "train.num_workers": _f("int", "Spark tasks that train one model together (xgboost num_workers)"),
     "train.params": _f("dict", "backend hyper-parameters over the backend's defaults"),
-    "train.gate_metric": _f("enum", "metric the evaluation gate compares on the holdout",
-                            choices=("auc", "pr_auc", "logloss")),
+    "train.gate_metric": _f("enum", "metric the evaluation gate compares on the holdout (one of the task's)",
+                            choices=("auc", "pr_auc", "logloss", "rmse", "mae", "r2", "accuracy", "macro_f1")),
     "train.gate_margin": _f("float", "how much the challenger must beat the champion (or the baseline) by"),
     "train.gate_max_rows": _f("int", "holdout rows scored by the gate (seeded sample above this)"),
     "train.infra_check_rows": _f("int", "rows the infra check predicts with models:/<name>@challenger"),
     "train.tune_space": _f("dict", "tuning search space: param -> list of values (random draws)"),
     "train.tune_sample_rows": _f("int", "training rows broadcast to every tuning trial"),
+    # -- model specs (conf/models/<name>.yaml; docs/training.md) -----------------------------------------
+    "train.model": _f("str", "model spec trained by default (a conf/models/<name>.yaml); null: the only one",
+                      nullable=True),
+    "train.models_dir": _f("str", "folder of the model specs; null: models/ in the conf dir", nullable=True),
+    "train.task": _f("enum", "model task", choices=("binary", "regression", "multiclass")),
+    "train.label": _f("str", "label column of the training set"),
+    "train.keys": _f("list", "key columns of the training set (never features)"),
+    "train.time_column": _f("str", "label time column (never a feature; the time split orders by it)",
+                            nullable=True),
+    "train.features": _f("list", "feature columns; null: every numeric column but keys, label, time, dt",
+                         nullable=True),
+    "train.classes": _f("int", "multiclass: number of classes (labels 0..classes-1); null: from the training "
+                        "set", nullable=True),
+    "train.split": _f("enum", "holdout split: seeded hash of a column, latest label times, or random rows",
+                      choices=("hash", "time", "random")),
+    "train.split_column": _f("str", "column hashed by the hash split", nullable=True),
+    "train.split_tolerance": _f("float", "largest allowed |realised - target| holdout fraction"),
+    "train.gate_confidence": _f("float", "one-sided confidence of the bootstrap lower bound of the gate"),
+    "train.gate_resamples": _f("int", "paired bootstrap resamples of the gate"),
+    "train.feature_baselines": _f("bool", "single-feature baselines (binary, regression)"),
+    "train.baselines": _f("dict", "domain baselines: name -> {column, transform: clip | max_scale}"),
     # -- bulk inference --------------------------------------------------------------------------
     "infer.candidates_per_user": _f("int", "candidate items scored per user (favourite categories' popular "
                                     "items and the user's recent items)"),
@@ -186,6 +240,7 @@ SPEC: dict[str, Field] = {
     "infer.batch_size": _f("int", "rows per Arrow batch given to the model "
                            "(spark.sql.execution.arrow.maxRecordsPerBatch while scoring)"),
     "infer.table": _f("str", "predictions table, layer.name"),
+    "infer.min_rows": _f("int", "fewest scored rows a run may publish (fewer: exit 3, serving untouched)"),
     # -- speed layer (jobs/stream.py) ------------------------------------------------------------------
     "stream.source": _f("enum", "where streamed events come from: landing files or a Kafka topic",
                         choices=("files", "kafka")),
@@ -232,9 +287,12 @@ DEFAULTS: dict[str, Any] = {
     "runtime.spark35.archive": None,
     "runtime.spark35.spark_home": None,
     "runtime.spark35.backends": ["bigdl"],
+    "delta.engine": "auto",
     "delta.storage_options": {},
     "delta.vacuum_retention_hours": 168,
     "delta.target_file_size": 134217728,
+    "optimize.tables": [],
+    "optimize.z_order": {},
     "sources": {},
     "schema_dir": None,
     "ingest.ledger_table": "_state.ingest_ledger",
@@ -246,6 +304,13 @@ DEFAULTS: dict[str, Any] = {
     "validate.bins": 10,
     "validate.top_k": 20,
     "validate.max_categories": 100,
+    "validate.reference": "previous",
+    "validate.reference_runs": 7,
+    "validate.reference_date": None,
+    "validate.columns": {},
+    "validate.allow_empty": [],
+    "features.spec_dir": None,
+    "features.sets": None,
     "serving.store": "sqlite",
     "serving.namespace": "lakeloop",
     "serving.keep_versions": 2,
@@ -256,6 +321,20 @@ DEFAULTS: dict[str, Any] = {
     "serving.redis.db": 0,
     "serving.redis.password_env": None,
     "serving.sqlite.path": None,
+    "serving.loading_grace_seconds": 21600,
+    "serve.host": "127.0.0.1",
+    "serve.port": 8080,
+    "serve.workers": 1,
+    "serve.backlog": 2048,
+    "serve.keepalive_timeout_s": 5.0,
+    "serve.request_timeout_s": 10.0,
+    "serve.drain_timeout_s": 10.0,
+    "serve.max_body_bytes": 1048576,
+    "serve.max_url_bytes": 8192,
+    "serve.max_header_bytes": 16384,
+    "serve.max_batch_keys": 1000,
+    "serve.store_timeout_s": 2.0,
+    "serve.access_log": False,
     "mlflow.tracking_uri": None,
     "mlflow.registry_uri": None,
     "mlflow.artifact_root": None,
@@ -273,6 +352,22 @@ DEFAULTS: dict[str, Any] = {
     "train.tune_space": {"max_depth": [3, 4, 6, 8], "learning_rate": [0.03, 0.1, 0.3],
                          "n_estimators": [50, 100, 200], "min_child_weight": [1, 5]},
     "train.tune_sample_rows": 100000,
+    "train.model": None,
+    "train.models_dir": None,
+    "train.task": "binary",
+    "train.label": "label",
+    "train.keys": [],
+    "train.time_column": None,
+    "train.features": None,
+    "train.classes": None,
+    "train.split": "hash",
+    "train.split_column": None,
+    "train.split_tolerance": 0.1,
+    "train.gate_confidence": 0.9,
+    "train.gate_resamples": 200,
+    "train.feature_baselines": True,
+    "train.baselines": {},
+    "infer.min_rows": 1,
     "infer.top_n": 10,
     "infer.batch_size": 10000,
     "infer.table": "gold.predictions",
@@ -425,7 +520,7 @@ def find_conf_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
 def _read_yaml(path: Path) -> Mapping[str, Any]:
     try:
         with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh)
+            data = yaml.load(fh, Loader=conf_checks.UniqueKeyLoader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as exc:
         raise ConfError(f"{path}: not valid YAML: {exc}") from None
     if data is None:
@@ -569,6 +664,7 @@ def _close_match(key: str) -> str | None:
 
 
 def _validate(values: Mapping[str, Any], origins: Mapping[str, str]) -> None:
+    conf_checks.check_ranges(values, origins, SPEC, ConfError)
     for key, field in SPEC.items():
         if field.required and "*" not in key and values.get(key) is None:
             where = origins.get(key, "base.yaml and the env file")

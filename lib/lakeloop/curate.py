@@ -32,7 +32,7 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from lakeloop.errors import DataQualityError
-from lakeloop.ingest import bronze_schema
+from lakeloop.ingest import BOM, bronze_schema
 from lakeloop.job import JobResult
 from lakeloop.lake import Lake
 from lakeloop.reports import Documents
@@ -49,7 +49,8 @@ __all__ = ["REASONS", "CurateReport", "parse", "cleanse", "classify", "deduplica
 
 log = logging.getLogger("lakeloop.curate")
 
-REASONS = ("malformed", "unknown_field", "missing_required", "wrong_type", "out_of_range", "duplicate")
+REASONS = ("invalid_encoding", "malformed", "unknown_field", "missing_required", "wrong_type", "out_of_range",
+           "duplicate")
 # reasons that count against curate.max_quarantine_rate (a duplicate is not bad data)
 RATE_REASONS = REASONS[:-1]
 LINEAGE = ("_file", "_line", "_ingested_at")
@@ -88,9 +89,21 @@ def parse(bronze: DataFrame, schema: SourceSchema) -> DataFrame:
     No expression here is a higher-order function (those run without code generation and would take
     the whole projection with them); ``_extra`` is added at the end by :func:`with_extra`.
     """
+    bronze = bronze.withColumn("__text", _unmarked(F.col("value"), F.col("_line") == 1))
     if schema.format == "csv":
-        return _parse_csv(bronze, schema)
-    return _parse_jsonl(bronze, schema)
+        return _parse_csv(bronze, schema).drop("__text")
+    return _parse_jsonl(bronze, schema).drop("__text")
+
+
+def _unmarked(text: SparkColumn, first_line: SparkColumn) -> SparkColumn:
+    """``text`` without the UTF-8 byte order mark bronze keeps verbatim on line 1 of a file."""
+    return F.when(first_line & text.startswith(BOM), F.substring(text, 2, 1 << 30)).otherwise(text)
+
+
+def _invalid_encoding(df: DataFrame) -> SparkColumn:
+    """Whether a bronze line was not valid UTF-8 (``_raw`` holds its bytes; older bronze tables
+    have no ``_raw``: their ``value`` is checked)."""
+    return F.col("_raw").isNotNull() if "_raw" in df.columns else ~F.is_valid_utf8("value")
 
 
 def _known(schema: SourceSchema) -> SparkColumn:
@@ -98,11 +111,11 @@ def _known(schema: SourceSchema) -> SparkColumn:
 
 
 def _parse_jsonl(bronze: DataFrame, schema: SourceSchema) -> DataFrame:
-    df = bronze.withColumn("__v", F.try_parse_json("value"))
+    df = bronze.withColumn("__v", F.try_parse_json("__text"))
     df = df.withColumn("__fields", F.try_variant_get("__v", "$", "map<string,variant>"))
-    trimmed = F.trim(F.col("value"))
+    trimmed = F.trim(F.col("__text"))
     malformed = (
-        F.when(F.col("value").isNull() | (trimmed == ""), F.lit("empty line"))
+        F.when(F.col("__text").isNull() | (trimmed == ""), F.lit("empty line"))
         .when(F.col("__v").isNull(), F.lit("not valid JSON (or a key repeated)"))
         .when(F.col("__fields").isNull(), F.lit("not a JSON object"))
         .when(~trimmed.endswith("}"), F.lit("text after the JSON object"))
@@ -147,7 +160,7 @@ def _header_names(schema: SourceSchema) -> SparkColumn:
     """The header's column names (quotes stripped: names are identifiers), or the schema's names."""
     if not schema.csv.header:
         return _known(schema)
-    tokens, _ = _csv_tokens(F.col("_header"), schema)
+    tokens, _ = _csv_tokens(_unmarked(F.col("_header"), F.lit(True)), schema)
     q = _java_char(schema.csv.quote)
     return F.split(F.regexp_replace(F.array_join(tokens, "\u0000"), q, ""), "\u0000")
 
@@ -155,12 +168,12 @@ def _header_names(schema: SourceSchema) -> SparkColumn:
 def _parse_csv(bronze: DataFrame, schema: SourceSchema) -> DataFrame:
     if schema.csv.header and "_header" not in bronze.columns:
         bronze = bronze.withColumn("_header", F.lit(None).cast("string"))
-    tokens, well_formed = _csv_tokens(F.col("value"), schema)
-    header_ok = _csv_tokens(F.col("_header"), schema)[1] if schema.csv.header else F.lit(True)
+    tokens, well_formed = _csv_tokens(F.col("__text"), schema)
+    header_ok = _csv_tokens(_unmarked(F.col("_header"), F.lit(True)), schema)[1] if schema.csv.header else F.lit(True)
     df = bronze.withColumn("__fields", tokens).withColumn("__hdr", _header_names(schema))
     n_fields, n_header = F.size("__fields"), F.size("__hdr")
     malformed = (
-        F.when(F.col("value").isNull() | (F.col("value") == ""), F.lit("empty line"))
+        F.when(F.col("__text").isNull() | (F.col("__text") == ""), F.lit("empty line"))
         .when(F.col("__hdr").isNull() | ~header_ok, F.lit("file has no readable header line"))
         .when(F.size(F.array_distinct("__hdr")) != n_header, F.lit("header repeats a column name"))
         .when(~well_formed, F.lit("unbalanced or misplaced quote"))
@@ -182,12 +195,13 @@ def with_extra(df: DataFrame, schema: SourceSchema) -> DataFrame:
     """Add ``_extra``: a JSON object of the line's unknown fields (JSON values keep their types),
     null when there are none.  The line is parsed again only when it has unknown fields."""
     known = _known(schema)
+    text = _unmarked(F.col("value"), F.col("_line") == 1)
     if schema.format == "csv":
-        tokens, _ = _csv_tokens(F.col("value"), schema)
+        tokens, _ = _csv_tokens(text, schema)
         values = F.transform(tokens, lambda t: _unquote(t, schema.csv.quote))
         fields = F.map_from_arrays(_header_names(schema), values)
     else:
-        fields = F.try_variant_get(F.try_parse_json("value"), "$", "map<string,variant>")
+        fields = F.try_variant_get(F.try_parse_json(text), "$", "map<string,variant>")
     unknown_only = F.map_filter(fields, lambda k, _: ~F.array_contains(known, k))
     has_unknown = F.coalesce(F.size("__unknown") > 0, F.lit(False))
     return df.withColumn("_extra", F.when(has_unknown, F.to_json(unknown_only)))
@@ -331,9 +345,12 @@ def classify(cleansed: DataFrame, schema: SourceSchema) -> DataFrame:
         unknown = F.size(F.coalesce(F.col("__unknown"), F.array())) > 0
     else:
         unknown = F.lit(False)
-    reason = F.when(malformed.isNotNull(), F.lit("malformed")).when(unknown, F.lit("unknown_field"))
-    detail = F.when(malformed.isNotNull(), malformed).when(
-        unknown, F.concat(F.lit("unknown field(s): "), F.array_join("__unknown", ", ")))
+    encoding = _invalid_encoding(cleansed)
+    reason = (F.when(encoding, F.lit("invalid_encoding")).when(malformed.isNotNull(), F.lit("malformed"))
+              .when(unknown, F.lit("unknown_field")))
+    detail = (F.when(encoding, F.lit("line is not valid UTF-8 (its bytes are in bronze column _raw)"))
+              .when(malformed.isNotNull(), malformed)
+              .when(unknown, F.concat(F.lit("unknown field(s): "), F.array_join("__unknown", ", "))))
     for code in ("missing_required", "wrong_type", "out_of_range"):
         hits = [F.when(F.col(_err(c.name)) == code, F.col(_msg(c.name))) for c in schema.columns]
         first = F.coalesce(*hits)

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from lakeloop import features
-from lakeloop.errors import LakeloopError
+from lakeloop.errors import DataQualityError, LakeloopError
 from lakeloop.job import JobResult
 from lakeloop.lake import Lake
 from lakeloop.train.data import FEATURES
@@ -55,7 +55,7 @@ if TYPE_CHECKING:
     from lakeloop.session import RunContext
 
 __all__ = ["ModelRef", "InferResult", "ModelNotFound", "resolve_model", "candidates", "scoring_frame",
-           "score", "load_scorer", "top_items", "serving_version", "infer_for_date"]
+           "score", "load_scorer", "top_items", "serving_version", "infer_for_date", "check_scoring_rows"]
 
 log = logging.getLogger(__name__)
 
@@ -343,18 +343,38 @@ def _scored(spark: SparkSession, conf: Conf, run_date: dt.date, ref: ModelRef, l
     frame = scoring_frame(events, items, pairs, as_of, params)
     # an explicit count is kept by adaptive execution: the scoring tasks spread over the cores
     # and each user's rows stay in one partition for the ranking
-    frame = frame.repartition(int(spark.conf.get("spark.sql.shuffle.partitions")), "user_id")
+    frame = frame.repartition(int(spark.conf.get("spark.sql.shuffle.partitions")), "user_id").persist()
+    check_scoring_rows(frame.count(), conf["infer.min_rows"], f"{conf['infer.table']} dt={day}")
     rank = F.row_number().over(Window.partitionBy("user_id").orderBy(F.col(SCORE).desc(), "item_id"))
     return score(frame, ref, loads=loads).withColumn(RANK, rank)
 
 
+def check_scoring_rows(rows: int, min_rows: int, where: str) -> None:
+    """DataQualityError (exit 3) when fewer than ``min_rows`` (at least 1) rows are to be scored.
+
+    Raised before anything is written: the predictions table and the serving store keep their versions.
+    """
+    wanted = max(1, min_rows)
+    if rows < wanted:
+        raise DataQualityError(f"{where}: {rows} rows to score, fewer than the minimum {wanted} (infer.min_rows / "
+                               "the model spec's scoring.min_rows); the predictions table and the serving store "
+                               "are left unchanged")
+
+
 def infer_for_date(spark: SparkSession, conf: Conf, run_date: dt.date, run_id: str, *,
-                   model_version: str | int | None = None) -> InferResult:
-    """Score the candidates of ``run_date``, replace its ``infer.table`` partition, load the serving store."""
+                   model_version: str | int | None = None, model: str | None = None) -> InferResult:
+    """Score the candidates of ``run_date``, replace its ``infer.table`` partition, load the serving store.
+
+    ``model`` names the model spec (default: the app's model, :func:`lakeloop.train.spec.model_conf`):
+    its registered name and ``scoring.min_rows``.  Fewer rows to score than that minimum is a
+    :class:`~lakeloop.errors.DataQualityError` before anything is written.
+    """
     from pyspark.sql import functions as F
 
     from lakeloop.serving import open_store
+    from lakeloop.train.spec import model_conf
 
+    conf = model_conf(conf, model)
     ref, lake = resolve_model(conf, model_version), Lake.from_conf(conf)
     log.info("scoring with %s version %s (%s)", ref.name, ref.version, ", ".join(ref.flavors))
     day = run_date.isoformat()
@@ -388,11 +408,14 @@ def add_arguments(parser) -> None:
     """``--model-version N`` (default: the ``@champion`` alias)."""
     parser.add_argument("--model-version", default=None, metavar="N",
                         help="registered model version to use (default: the @champion alias)")
+    parser.add_argument("--model", default=None, metavar="NAME",
+                        help="model spec conf/models/NAME.yaml (default: train.model, or the only spec)")
 
 
 def run(ctx: RunContext, spark: SparkSession, args) -> JobResult[InferResult]:
     """The ``infer`` job: score, replace the date's predictions, switch the serving store."""
-    result = infer_for_date(spark, ctx.conf, ctx.run_date, ctx.run_id, model_version=args.model_version)
+    result = infer_for_date(spark, ctx.conf, ctx.run_date, ctx.run_id, model_version=args.model_version,
+                            model=getattr(args, "model", None))
     ctx.log.info("model %s version %s: %d predictions, %d users, serving version %s, %d model loads",
                  result.model.name, result.model.version, result.rows, result.users, result.serving_version,
                  result.model_loads)

@@ -1,10 +1,18 @@
 """Batch ingest: landing files -> ``bronze.<source>``, every raw line kept verbatim with its lineage.
 
 Files are read from ``<landing>/<source>/dt=<date>/`` (``.jsonl``/``.json``/``.csv``, optionally
-``.gz``).  A file ledger (the Delta table ``ingest.ledger_table``) records each ingested file with
-its size, modification time, row count and batch id, so a re-run for the same date reads only files
-it has not seen: running twice writes nothing new.  A file that changed after it was ingested is an
-error (its lines would otherwise be counted twice).
+``.gz``).  A file ledger (:mod:`lakeloop.ledger`) records each ingested file with its size,
+modification time, row count and batch id, so a re-run for the same date reads only files it has not
+seen: running twice writes nothing new.  A run claims its files in the ledger before reading them (a
+conditional Delta commit), so two runs of one date at the same time never ingest a file twice.  A
+file that changed after it was ingested is an error (its lines would otherwise be counted twice).
+
+Broken input is kept, never fatal: a line that is not valid UTF-8 is stored with its bytes in
+``_raw`` beside a sanitised ``value`` (curate quarantines it as ``invalid_encoding``); a compressed
+file that cannot be decompressed to its end has its readable lines ingested and is recorded as
+rejected (ledger and ``bronze.<source>_rejected_files``); a re-run skips it with a warning, and a
+fixed file (new size or time) adds the lines after those already ingested.  A UTF-8 byte order
+mark on line 1, which Hadoop's line reader drops, is put back: bronze lines are verbatim.
 
 Line numbers are exact and computed without a Python function per line: ``spark.read.text`` reads
 files in splits; rows of one split are contiguous inside a partition, so a row's offset in its split
@@ -21,6 +29,7 @@ import datetime as dt
 import json
 import logging
 import uuid
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
@@ -30,9 +39,11 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from lakeloop import ledger as ledger_table
 from lakeloop.errors import LakeloopError
 from lakeloop.job import JobResult
 from lakeloop.lake import Lake
+from lakeloop.ledger import CLAIMED, INGESTED, LEDGER_SCHEMA, REJECTED, RELEASED, claims_uri, ledger_uri
 from lakeloop.schemas import SourceSchema, source_names, source_schema
 
 if TYPE_CHECKING:
@@ -41,25 +52,33 @@ if TYPE_CHECKING:
     from lakeloop.conf import Conf
     from lakeloop.session import RunContext
 
-__all__ = ["LandingFile", "IngestResult", "IngestError", "SUFFIXES", "file_key", "landing_dir", "list_landing",
-           "read_lines", "text_lineage", "number_lines", "ingest_source", "ingest", "read_ledger", "ledger_uri",
-           "ledger_frame", "bronze_schema", "run", "add_arguments"]
+__all__ = ["LandingFile", "IngestResult", "IngestError", "SUFFIXES", "BOM", "file_key", "landing_dir",
+           "list_landing", "read_lines", "text_lineage", "number_lines", "encode_lines", "inspect_file",
+           "ingest_source", "ingest", "read_ledger", "ledger_uri", "ledger_frame", "bronze_schema",
+           "rejected_table", "REJECTED_SCHEMA", "LEDGER_SCHEMA", "run", "add_arguments"]
 
 log = logging.getLogger("lakeloop.ingest")
 
 SUFFIXES = {"jsonl": (".jsonl", ".json", ".ndjson", ".jsonl.gz", ".json.gz", ".ndjson.gz"),
             "csv": (".csv", ".csv.gz")}
 
-LEDGER_SCHEMA = T.StructType([
-    T.StructField("source", T.StringType()),
+BOM = "\ufeff"
+
+REJECTED_SCHEMA = T.StructType([
     T.StructField("path", T.StringType()),
     T.StructField("size", T.LongType()),
     T.StructField("mtime_ms", T.LongType()),
-    T.StructField("rows", T.LongType()),
+    T.StructField("reason", T.StringType()),
+    T.StructField("rows_ingested", T.LongType()),
     T.StructField("batch_id", T.StringType()),
-    T.StructField("ingested_at", T.TimestampType()),
+    T.StructField("rejected_at", T.TimestampType()),
     T.StructField("dt", T.StringType()),
 ])
+
+
+def rejected_table(source: str) -> str:
+    """``bronze.<source>_rejected_files``: landing files that could not be read to their end."""
+    return f"bronze.{source}_rejected_files"
 
 
 class IngestError(LakeloopError):
@@ -96,6 +115,10 @@ class IngestResult:
     already_ingested: int = 0  # files seen by an earlier run
     recovered: list[str] = field(default_factory=list)  # in bronze, missing from the ledger: re-recorded
     ignored: list[str] = field(default_factory=list)  # files whose name does not fit the format
+    rejected: dict[str, str] = field(default_factory=dict)  # broken files of this run: path -> reason
+    rejected_earlier: dict[str, str] = field(default_factory=dict)  # skipped: rejected by an earlier run
+    in_progress: dict[str, str] = field(default_factory=dict)  # skipped: claimed by a live run (path -> batch)
+    invalid_encoding: int = 0  # lines written with their bytes in _raw
     bronze_version: int | None = None
 
     def as_dict(self) -> dict:
@@ -103,8 +126,11 @@ class IngestResult:
 
 
 def bronze_schema(schema: SourceSchema) -> T.StructType:
-    """Columns of ``bronze.<source>``; ``_header`` only for CSV sources with a header line."""
-    fields = [T.StructField("value", T.StringType())]
+    """Columns of ``bronze.<source>``; ``_header`` only for CSV sources with a header line.
+
+    ``value`` is the line (invalid UTF-8 sequences replaced by U+FFFD); ``_raw`` holds the line's
+    bytes when it is not valid UTF-8 and is null otherwise."""
+    fields = [T.StructField("value", T.StringType()), T.StructField("_raw", T.BinaryType())]
     if schema.format == "csv" and schema.csv.header:
         fields.append(T.StructField("_header", T.StringType()))
     fields += [T.StructField("_file", T.StringType()), T.StructField("_line", T.LongType()),
@@ -147,16 +173,24 @@ def list_landing(spark: SparkSession, directory: str, fmt: str) -> tuple[list[La
     return sorted(found, key=lambda f: f.path), sorted(ignored)
 
 
-def read_lines(spark: SparkSession, paths: Sequence[str],
-               header: bool = False) -> tuple[DataFrame, dict[str, tuple[str, int]]]:
+def read_lines(spark: SparkSession, paths: Sequence[str], header: bool = False, *,
+               damaged: Sequence[str] = (), bom: Sequence[str] = ()) -> tuple[DataFrame, dict[str, tuple[str, int]]]:
     """Every line of ``paths`` with its file and 1-based line number.
 
     Returns ``(frame, files)``: ``frame`` has ``value``, ``_file`` (Spark's rendering of the path),
     ``_line`` (and ``_header`` when ``header``: line 1 of each file, which is then not a row
     itself); ``files`` maps :func:`file_key` to ``(_file, records)`` for every file with a line.
+    ``damaged`` files (also in ``paths``) are read up to the first error; ``bom`` files get their
+    line 1's byte order mark back (see :func:`number_lines`).
     """
-    raw = spark.read.text(list(paths)).select(F.col("value"), *text_lineage())
-    return number_lines(raw, header)
+    broken = set(damaged)
+    whole = [p for p in paths if p not in broken]
+    parts = [spark.read.text(whole)] if whole else []
+    if broken:
+        parts.append(spark.read.option("ignoreCorruptFiles", "true").text([p for p in paths if p in broken]))
+    frames = [part.select(F.col("value"), *text_lineage()) for part in parts]
+    raw = frames[0] if len(frames) == 1 else frames[0].unionByName(frames[1])
+    return number_lines(raw, header, bom={file_key(p) for p in bom})
 
 
 def text_lineage() -> list[Column]:
@@ -165,12 +199,15 @@ def text_lineage() -> list[Column]:
     return [F.col("_metadata.file_path").alias("_file"), F.col("_metadata.file_block_start").alias("__block")]
 
 
-def number_lines(raw: DataFrame, header: bool = False) -> tuple[DataFrame, dict[str, tuple[str, int]]]:
+def number_lines(raw: DataFrame, header: bool = False,
+                 bom: set[str] | frozenset[str] = frozenset()) -> tuple[DataFrame, dict[str, tuple[str, int]]]:
     """Number the lines of ``raw``: rows of Spark's text source (``value``, ``_file``, ``__block``
     from :func:`text_lineage`, any other columns are kept) in their scan order, no shuffle before.
 
     Returns ``(frame, files)`` as :func:`read_lines`; ``__block`` is dropped.  One small aggregate
     is collected; ``raw`` is evaluated again by the returned frame (persist it to read once).
+    Line 1 of the files whose :func:`file_key` is in ``bom`` gets back the byte order mark that
+    Hadoop's line reader drops.
     """
     kept = [c for c in raw.columns if c != "__block"]
     raw = raw.select("*", F.monotonically_increasing_id().alias("__pos"))
@@ -186,6 +223,10 @@ def number_lines(raw: DataFrame, header: bool = False) -> tuple[DataFrame, dict[
         "_file string, __block long, __first long, __offset long")
     lines = (raw.join(F.broadcast(offset_df), ["_file", "__block"])
              .select(*kept, (F.col("__pos") - F.col("__first") + F.col("__offset") + 1).alias("_line")))
+    marked = sorted({r["_file"] for r in offsets if file_key(r["_file"]) in bom})
+    if marked:
+        first = (F.col("_line") == 1) & F.col("_file").isin(marked)
+        lines = lines.withColumn("value", F.when(first, F.concat(F.lit(BOM), "value")).otherwise(F.col("value")))
     if not header:
         return lines, per_file
     headers = lines.where(F.col("_line") == 1).select("_file", F.col("value").alias("_header"))
@@ -193,55 +234,161 @@ def number_lines(raw: DataFrame, header: bool = False) -> tuple[DataFrame, dict[
     return data.select("value", "_header", *[c for c in kept if c != "value"], "_line"), per_file
 
 
+# -- encoding, damaged files ------------------------------------------------------------------------------
+
+
+def encode_lines(lines: DataFrame) -> DataFrame:
+    """``value`` made valid UTF-8 (bad sequences become U+FFFD) and ``_raw``: the line's bytes when
+    they are not valid UTF-8, else null.  Spark's text source keeps the bytes as they are in the
+    file, which parquet readers other than Spark refuse."""
+    bad = ~F.is_valid_utf8("value")
+    return lines.withColumn("_raw", F.when(bad, F.col("value").cast("binary"))).withColumn(
+        "value", F.when(bad, F.make_valid_utf8("value")).otherwise(F.col("value")))
+
+
+def inspect_file(spark: SparkSession, path: str) -> tuple[bool, str | None]:
+    """``(starts with a UTF-8 BOM, why it cannot be read to its end or None)`` of one landing file.
+
+    A compressed file is decompressed to its end on the driver (through Hadoop's codec, as Spark's
+    reader does) to find truncated or corrupt files; a plain file is only opened.
+    """
+    from py4j.protocol import Py4JJavaError
+
+    jvm = spark.sparkContext._jvm
+    hconf = spark.sparkContext._jsc.hadoopConfiguration()
+    hpath = jvm.org.apache.hadoop.fs.Path(path)
+    codec = jvm.org.apache.hadoop.io.compress.CompressionCodecFactory(hconf).getCodec(hpath)
+    stream = None
+    try:
+        stream = hpath.getFileSystem(hconf).open(hpath)
+        if codec is not None:
+            stream = codec.createInputStream(stream)
+        head = [stream.read() for _ in range(3)]
+        if codec is not None:
+            stream.transferTo(jvm.java.io.OutputStream.nullOutputStream())
+    except Py4JJavaError as exc:
+        err = exc.java_exception
+        return False, f"{err.getClass().getName()}: {err.getMessage()}"
+    finally:
+        if stream is not None:
+            stream.close()
+    return head == [0xEF, 0xBB, 0xBF], None
+
+
 # -- ledger ----------------------------------------------------------------------------------------------
 
 
-def ledger_uri(conf: Conf) -> str:
-    """URI of the file ledger shared by batch ingest and the streaming bronze writer."""
-    return Lake.from_conf(conf).uri(conf["ingest.ledger_table"])
-
-
 def read_ledger(spark: SparkSession, conf: Conf, source: str, date: str) -> dict[str, dict]:
-    """Ledger rows of ``source`` and ``date`` by :func:`file_key` of their path."""
-    uri, lake = ledger_uri(conf), Lake.from_conf(conf)
-    if not lake.exists(uri):
-        return {}
-    rows = lake.read(spark, uri, where=f"dt = '{date}'").where(F.col("source") == source).collect()
-    return {file_key(r["path"]): r.asDict() for r in rows}
-
-
-def _check_unchanged(files: Sequence[LandingFile], ledger: dict[str, dict]) -> None:
-    for f in files:
-        seen = ledger.get(f.key)
-        if seen is None:
-            continue
-        mtime_ms = seen["mtime_ms"]
-        if seen["size"] != f.size or mtime_ms != f.mtime_ms:
-            raise IngestError(
-                f"landing file {f.path} changed after batch {seen['batch_id']} ingested it "
-                f"(size {seen['size']} -> {f.size}, mtime {mtime_ms} -> {f.mtime_ms} ms); "
-                "upstream must write new content to a new file")
-
-
-def _recover(spark: SparkSession, lake: Lake, bronze_uri: str, date: str,
-             files: Sequence[LandingFile]) -> dict[str, tuple[str, int, str]]:
-    """Files already in bronze but missing from the ledger (a run stopped between the two commits):
-    key -> (_file, rows, batch id)."""
-    if not files or not lake.exists(bronze_uri):
-        return {}
-    wanted = {f.key for f in files}
-    rows = (lake.read(spark, bronze_uri, where=f"dt = '{date}'")
-            .groupBy("_file", "_batch_id").count().collect())
-    return {file_key(r["_file"]): (r["_file"], int(r["count"]), r["_batch_id"])
-            for r in rows if file_key(r["_file"]) in wanted}
+    """The deciding ledger row of each file of ``source`` and ``date``, by :func:`file_key` of its
+    path (see :func:`lakeloop.ledger.effective`)."""
+    return ledger_table.read_ledger(conf, source, date, file_key)
 
 
 def ledger_frame(spark: SparkSession, source: str, date: str, files: Sequence[LandingFile],
-                 seen: dict[str, tuple[str, int]], batch: dict[str, str], at: dt.datetime) -> DataFrame:
+                 seen: dict[str, tuple[str, int]], batch: dict[str, str], at: dt.datetime,
+                 status: str = INGESTED, detail: dict[str, str] | None = None) -> DataFrame:
     """Ledger rows; ``seen`` maps a file key to ``(_file, rows)`` (absent: an empty file)."""
-    data = [(source, seen.get(f.key, (f.path, 0))[0], f.size, f.mtime_ms, seen.get(f.key, (f.path, 0))[1],
-             batch[f.key], at, date) for f in files]
-    return spark.createDataFrame(data, LEDGER_SCHEMA)
+    return ledger_table.ledger_frame(spark, _ledger_rows(source, date, files, seen, batch, at, status, detail))
+
+
+def _ledger_rows(source: str, date: str, files: Sequence[LandingFile], seen: dict[str, tuple[str, int]],
+                 batch: dict[str, str], at: dt.datetime, status: str,
+                 detail: dict[str, str] | None = None) -> list[tuple]:
+    return [(source, seen.get(f.key, (f.path, 0))[0], f.size, f.mtime_ms, seen.get(f.key, (f.path, 0))[1],
+             batch[f.key], at, date, status, (detail or {}).get(f.key)) for f in files]
+
+
+@dataclass
+class _Work:
+    """Files one run claimed (with the records of each already in bronze) and files it recorded."""
+
+    todo: list[LandingFile] = field(default_factory=list)
+    prefix: dict[str, int] = field(default_factory=dict)  # key -> records in bronze from an earlier run
+    recovered: list[tuple] = field(default_factory=list)  # ledger rows of files found in bronze
+
+
+class _Bronze:
+    """Rows already in bronze for ``date`` by file key and batch, read once when first needed."""
+
+    def __init__(self, spark: SparkSession, lake: Lake, uri: str, date: str) -> None:
+        self.spark, self.lake, self.uri, self.date = spark, lake, uri, date
+        self._rows: dict[str, dict[str, tuple[str, int]]] | None = None
+
+    def rows(self, key: str) -> dict[str, tuple[str, int]]:
+        if self._rows is None:
+            self._rows = defaultdict(dict)
+            if self.lake.exists(self.uri):
+                for r in (self.lake.read(self.spark, self.uri, where=f"dt = '{self.date}'")
+                          .groupBy("_file", "_batch_id").count().collect()):
+                    self._rows[file_key(r["_file"])][r["_batch_id"]] = (r["_file"], int(r["count"]))
+        return self._rows.get(key, {})
+
+
+def _plan(source: str, date: str, files: Sequence[LandingFile], result: IngestResult, at: dt.datetime,
+          found: _Bronze, work: _Work, me: str):
+    """The claim plan of :func:`lakeloop.ledger.claim` for ``files``: claims for new files, rows of
+    recovered ones; fills ``result`` and ``work`` from the ledger as it is at the attempt."""
+
+    def plan(ledger: dict[str, dict]) -> list[tuple]:
+        result.already_ingested, result.recovered = 0, []
+        result.rejected_earlier, result.in_progress = {}, {}
+        work.todo, work.prefix, work.recovered = [], {}, []
+        rows: list[tuple] = []
+        for f in files:
+            row = ledger.get(f.key)
+            status = None if row is None else (row["status"] or INGESTED)
+            same = row is not None and (row["size"], row["mtime_ms"]) == (f.size, f.mtime_ms)
+            if status == INGESTED and same:
+                result.already_ingested += 1
+                continue
+            if status == INGESTED:
+                raise IngestError(
+                    f"landing file {f.path} changed after batch {row['batch_id']} ingested it "
+                    f"(size {row['size']} -> {f.size}, mtime {row['mtime_ms']} -> {f.mtime_ms} ms); "
+                    "upstream must write new content to a new file")
+            if status == REJECTED and same:
+                result.rejected_earlier[f.path] = row["detail"] or ""
+                continue
+            if status == CLAIMED and not ledger_table.owner_gone(row["detail"]):
+                result.in_progress[f.path] = f"{row['batch_id']} ({row['detail']})"
+                continue
+            prefix = int(row["rows"] or 0) if status in (REJECTED, CLAIMED) else 0
+            # a dead claim's own rows, or (no ledger row: a run stopped before it) any batch's rows
+            done = found.rows(f.key)
+            hit = done.get(row["batch_id"]) if status == CLAIMED else (
+                next(iter(done.values())) if status is None and done else None)
+            if hit is not None:
+                result.recovered.append(hit[0])
+                work.recovered += _ledger_rows(source, date, [f], {f.key: (hit[0], prefix + hit[1])},
+                                               {f.key: row["batch_id"] if row else next(iter(done))}, at,
+                                               INGESTED)
+            else:
+                work.todo.append(f)
+                work.prefix[f.key] = prefix
+            rows += _ledger_rows(source, date, [f], {f.key: (f.path, prefix)}, {f.key: result.batch_id}, at,
+                                 CLAIMED, {f.key: me})
+        return rows
+
+    return plan
+
+
+def _claim(spark: SparkSession, conf: Conf, source: str, date: str, files: Sequence[LandingFile],
+           result: IngestResult, at: dt.datetime, me: str) -> _Work:
+    """Claim the files of this run in the ledger (see :mod:`lakeloop.ledger`); log what is skipped."""
+    work = _Work()
+    if files:
+        lake = Lake.from_conf(conf)
+        found = _Bronze(spark, lake, lake.uri(f"bronze.{source}"), date)
+        ledger_table.claim(conf, source, date, _plan(source, date, files, result, at, found, work, me), file_key)
+    if work.recovered:
+        Lake.from_conf(conf).write(ledger_table.ledger_frame(spark, work.recovered), ledger_uri(conf), mode="append",
+                                   merge_schema=True)
+    for path, reason in result.rejected_earlier.items():
+        log.warning("%s %s: skipped %s, rejected by an earlier run: %s (a fixed file needs a new size or time)",
+                    source, date, path, reason)
+    for path, holder in result.in_progress.items():
+        log.warning("%s %s: skipped %s, claimed by the running batch %s", source, date, path, holder)
+    return work
 
 
 # -- one source, one date -----------------------------------------------------------------------------
@@ -275,41 +422,91 @@ def ingest_source(spark: SparkSession, conf: Conf, source: str, date: str, *, ba
     files, result.ignored = list_landing(spark, landing_dir(conf, source, date), schema.format)
     for name in result.ignored:
         log.warning("%s %s: ignored %s (expected %s)", source, date, name, ", ".join(SUFFIXES[schema.format]))
-    ledger = read_ledger(spark, conf, source, date)
-    _check_unchanged(files, ledger)
-    new = [f for f in files if f.key not in ledger]
-    result.already_ingested = len(files) - len(new)
-    lake = Lake.from_conf(conf)
-    bronze_uri = lake.uri(f"bronze.{source}")
-    recovered = _recover(spark, lake, bronze_uri, date, new)
-    if recovered:
-        done = [f for f in new if f.key in recovered]
-        result.recovered = [recovered[f.key][0] for f in done]
-        lake.write(ledger_frame(spark, source, date, done, {k: (p, n) for k, (p, n, _) in recovered.items()},
-                                   {k: b for k, (_, _, b) in recovered.items()}, at), ledger_uri(conf), mode="append")
-        new = [f for f in new if f.key not in recovered]
-    if not new:
-        log.info("%s %s: no new files (%d already ingested)", source, date, result.already_ingested)
-        return result
+    with ledger_table.active(uuid.uuid4().hex[:8]) as me:
+        # ledger and claim rows carry the wall-clock time: it orders a file's rows (see ledger.effective)
+        work = _claim(spark, conf, source, date, files, result, dt.datetime.now(dt.UTC), me)
+        if not work.todo:
+            log.info("%s %s: no new files (%d already ingested, %d recovered, %d rejected earlier, %d in progress)",
+                     source, date, result.already_ingested, len(result.recovered), len(result.rejected_earlier),
+                     len(result.in_progress))
+            return result
+        try:
+            _ingest_files(spark, conf, schema, date, work, result, at)
+        except BaseException:
+            _release(conf, source, date, work, result)
+            raise
+    return result
+
+
+def _release(conf: Conf, source: str, date: str, work: _Work, result: IngestResult) -> None:
+    """Give up this run's claims after a failure (best effort: a dead owner's claim is taken over anyway)."""
+    try:
+        rows = _ledger_rows(source, date, work.todo, {f.key: (f.path, work.prefix[f.key]) for f in work.todo},
+                            {f.key: result.batch_id for f in work.todo}, dt.datetime.now(dt.UTC), CLAIMED,
+                            {f.key: RELEASED for f in work.todo})
+        ledger_table.append(claims_uri(conf), rows, Lake.from_conf(conf).storage_options)
+    except Exception:  # noqa: BLE001 - the original error matters more
+        log.exception("%s %s: could not release the claims of batch %s", source, date, result.batch_id)
+
+
+def _ingest_files(spark: SparkSession, conf: Conf, schema: SourceSchema, date: str, work: _Work,
+                  result: IngestResult, at: dt.datetime) -> None:
+    source, new, lake = schema.source, work.todo, Lake.from_conf(conf)
     header = schema.format == "csv" and schema.csv.header
-    lines, per_file = read_lines(spark, [f.path for f in new], header=header)
-    missing = [f.path for f in new if f.key not in per_file and f.size > 0]
+    checked = {f.key: inspect_file(spark, f.path) for f in new}
+    errors = {k: err for k, (_, err) in checked.items() if err}
+    damaged = [f.path for f in new if f.key in errors]
+    lines, per_file = read_lines(spark, [f.path for f in new], header=header, damaged=damaged,
+                                 bom=[f.path for f in new if checked[f.key][0]])
+    missing = [f.path for f in new if f.key not in per_file and f.size > 0 and f.key not in errors]
     if missing:
         raise IngestError(f"{source} {date}: Spark read no lines of {missing} although they are not empty; "
                           "check the file paths")
-    bronze = lines.select(
-        *lines.columns, F.lit(at).cast("timestamp").alias("_ingested_at"),
-        F.lit(result.batch_id).alias("_batch_id"), F.lit(date).alias("dt"))
-    written = lake.write(bronze.select(*bronze_schema(schema).names), bronze_uri, mode="append",
-                         partition_by=["dt"])
-    lake.write(ledger_frame(spark, source, date, new, per_file, {f.key: result.batch_id for f in new}, at),
-               ledger_uri(conf), mode="append")
+    lines = _after_prefix(lines, per_file, work.prefix, header)
+    bronze = encode_lines(lines).select(
+        *lines.columns, "_raw", F.lit(at).cast("timestamp").alias("_ingested_at"),
+        F.lit(result.batch_id).alias("_batch_id"), F.lit(date).alias("dt")).persist()
+    try:
+        written = lake.write(bronze.select(*bronze_schema(schema).names), f"bronze.{source}",
+                             mode="append", partition_by=["dt"], merge_schema=True)
+        result.invalid_encoding = bronze.where(F.col("_raw").isNotNull()).count() if written.rows else 0
+    finally:
+        bronze.unpersist()
+    result.rejected = {per_file.get(f.key, (f.path, 0))[0]: errors[f.key] for f in new if f.key in errors}
+    if errors:
+        _record_rejected(spark, conf, source, date, [f for f in new if f.key in errors], per_file, errors, result, at)
+    batch, stamp = {f.key: result.batch_id for f in new}, dt.datetime.now(dt.UTC)
+    rows = [row for f in new for row in _ledger_rows(source, date, [f], per_file, batch, stamp,
+                                                     REJECTED if f.key in errors else INGESTED, errors)]
+    lake.write(ledger_table.ledger_frame(spark, rows), ledger_uri(conf), mode="append", merge_schema=True)
     result.files = [f.path for f in new]
-    result.rows = sum(per_file.get(f.key, ("", 0))[1] for f in new)
+    result.rows = sum(max(per_file.get(f.key, ("", 0))[1] - work.prefix[f.key], 0) for f in new)
     result.bronze_version = written.version
-    log.info("%s %s: %d new file(s), %d rows -> %s v%s", source, date, len(new), result.rows, bronze_uri,
-             written.version)
-    return result
+    log.info("%s %s: %d new file(s), %d rows (%d not valid UTF-8), %d rejected -> bronze v%s", source, date,
+             len(new), result.rows, result.invalid_encoding, len(errors), written.version)
+
+
+def _after_prefix(lines: DataFrame, per_file: dict[str, tuple[str, int]], prefix: dict[str, int],
+                  header: bool) -> DataFrame:
+    """Drop the records of fixed files that an earlier run already wrote (the first ``prefix`` ones)."""
+    drop = [(per_file[k][0], n + int(header)) for k, n in prefix.items() if n and k in per_file]
+    if not drop:
+        return lines
+    seen = F.lit(False)
+    for rendered, last in drop:
+        seen = seen | ((F.col("_file") == rendered) & (F.col("_line") <= last))
+    return lines.where(~seen)
+
+
+def _record_rejected(spark: SparkSession, conf: Conf, source: str, date: str, files: Sequence[LandingFile],
+                     per_file: dict[str, tuple[str, int]], errors: dict[str, str], result: IngestResult,
+                     at: dt.datetime) -> None:
+    rows = [(per_file.get(f.key, (f.path, 0))[0], f.size, f.mtime_ms, errors[f.key], per_file.get(f.key, ("", 0))[1],
+             result.batch_id, at, date) for f in files]
+    for path, _, _, reason, n, *_ in rows:
+        log.warning("%s %s: rejected %s after %d readable record(s): %s", source, date, path, n, reason)
+    Lake.from_conf(conf).write(spark.createDataFrame(rows, REJECTED_SCHEMA), rejected_table(source), mode="append",
+                               partition_by=["dt"])
 
 
 def ingest(spark: SparkSession, conf: Conf, date: str, sources: Sequence[str] | None = None,

@@ -34,8 +34,10 @@ JOBS: dict[str, str] = {
     "train": "lakeloop.train.job",
     "infer": "lakeloop.infer",
     "stream": "lakeloop.streaming",
+    "optimize": "lakeloop.optimize",
     "pipeline": "lakeloop.pipeline",
     "serve": "lakeloop.serve_api",
+    "serving": "lakeloop.serving.admin",
     "demo": "lakeloop.demo",
 }
 

@@ -73,6 +73,34 @@ class Lake:
         """A location under the warehouse root (reports, state, checkpoints)."""
         return f"{self.warehouse}/{relative.lstrip('/')}"
 
+    def table_names(self, layers: tuple[str, ...] = ("bronze", "silver", "gold")) -> list[str]:
+        """Every Delta table ``layer.name`` under the warehouse's ``layers``, sorted."""
+        from pyarrow import fs as pafs
+
+        from lakeloop.delta.log import locate
+
+        loc = locate(self.warehouse, self.storage_options)
+        names = []
+        for layer in layers:
+            selector = pafs.FileSelector(loc.fs_join(layer), allow_not_found=True)
+            for info in loc.fs.get_file_info(selector):
+                if info.type == pafs.FileType.Directory and _NAME.match(f"{layer}.{info.base_name}"):
+                    names.append(f"{layer}.{info.base_name}")
+        return sorted(n for n in names if self.exists(n))
+
+    def partition_values(self, table: str, column: str = "dt") -> list[str]:
+        """The distinct values of partition column ``column`` in ``table``'s latest snapshot (from the log: no
+        data is read), sorted; empty when there is no table."""
+        import pyarrow as pa
+
+        from lakeloop.delta.log import load_table, locate
+
+        snapshot = load_table(locate(self.uri(table), self.storage_options))
+        if snapshot is None or column not in snapshot.metadata().partition_columns:
+            return []
+        actions = pa.table(snapshot.get_add_actions(flatten=True))
+        return sorted({v for v in actions.column(f"partition.{column}").to_pylist() if v is not None})
+
     def exists(self, table: str) -> bool:
         return tables.exists(self.uri(table), storage_options=self.storage_options)
 

@@ -10,7 +10,7 @@ A step that succeeded for a date leaves a completion marker, written atomically:
 and is skipped by later runs of that date unless ``--force`` is given: a failed run resumes at the step
 that failed.  ``<state>`` is ``<warehouse>/_state/pipeline`` (``--state-dir`` for a warehouse that is not on
 a local filesystem, e.g. HDFS).  The same folder holds the run lock (``lock``, created with ``O_EXCL``), so
-two pipeline runs of one environment never overlap.
+two pipeline runs of one environment never overlap (:mod:`lakeloop.runlock`).
 
 Exit codes (:mod:`lakeloop.errors`): 0 done, 1 a step failed unexpectedly, 2 usage or lock held,
 3 a data-quality gate failed (curate quarantine rate, validate drift), 4 the model gate refused the
@@ -31,21 +31,20 @@ import argparse
 import datetime as dt
 import json
 import os
-import socket
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lakeloop import cli, closed_loop
 from lakeloop.conf import Conf, ConfError
-from lakeloop.errors import EXIT_GATE_REFUSED, EXIT_OK, EXIT_USAGE, LakeloopError, exit_code_for
+from lakeloop.errors import EXIT_GATE_REFUSED, EXIT_OK, exit_code_for
 from lakeloop.job import JOBS, JobResult
 from lakeloop.lake import Lake
 from lakeloop.reports import Documents
+from lakeloop.runlock import PipelineLocked, RunLock
 from lakeloop.session import log_dir, log_to_file, quiet_console
 
 __all__ = ["Step", "DAILY_STEPS", "DATAGEN_STEP", "PipelineLocked", "StepRecord", "PipelineRun", "load_job",
@@ -76,12 +75,6 @@ DAILY_STEPS: tuple[Step, ...] = tuple(Step(n) for n in ("ingest", "curate", "val
                                                          "infer"))
 # with --datagen, first step of every date: the date's sample data (reacting to the day before's served lists)
 DATAGEN_STEP = Step("datagen")
-
-
-class PipelineLocked(LakeloopError):
-    """Another pipeline run of the same environment holds the lock."""
-
-    exit_code = EXIT_USAGE
 
 
 @dataclass(frozen=True)
@@ -131,74 +124,6 @@ def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
     os.replace(tmp, path)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    return True
-
-
-class RunLock:
-    """An ``O_EXCL`` lock file holding pid, host, start time and run id.
-
-    A lock left by a process that no longer exists on this host is stale and taken over; any other
-    held lock raises :class:`PipelineLocked`.
-    """
-
-    def __init__(self, path: Path, run_id: str) -> None:
-        self.path = path
-        self.run_id = run_id
-        self.stale: dict[str, Any] | None = None
-
-    def holder(self) -> dict[str, Any] | None:
-        try:
-            return json.loads(self.path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError):
-            return {}
-
-    def _is_stale(self, holder: dict[str, Any]) -> bool:
-        pid = holder.get("pid")
-        return holder.get("host") == socket.gethostname() and isinstance(pid, int) and not _pid_alive(pid)
-
-    def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"pid": os.getpid(), "host": socket.gethostname(), "started_at": _utcnow(),
-                   "run_id": self.run_id}
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                holder = self.holder()
-                if holder is not None and not self._is_stale(holder):
-                    raise PipelineLocked(f"pipeline lock {self.path} is held by {holder or 'an unreadable file'}; "
-                                         "remove it only if that run is gone") from None
-                self.stale = holder
-                self.path.unlink(missing_ok=True)
-                continue
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(payload, fh)
-            return
-        raise PipelineLocked(f"pipeline lock {self.path}: another run took it over")
-
-    def release(self) -> None:
-        holder = self.holder()
-        if holder and holder.get("run_id") == self.run_id:
-            self.path.unlink(missing_ok=True)
-
-    @contextmanager
-    def held(self) -> Iterator[RunLock]:
-        self.acquire()
-        try:
-            yield self
-        finally:
-            self.release()
 
 
 @dataclass
@@ -358,6 +283,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run only these steps, in DAG order (repeatable; default: all)")
     parser.add_argument("--datagen", action="store_true",
                         help="generate the date's sample data first (closed-loop simulation, demo and bench)")
+    parser.add_argument("--source", action="append", default=None, metavar="NAME",
+                        help="only these sources (repeatable): ingest and curate them, validate their silver tables "
+                             "(default: every source in conf)")
     parser.add_argument("--state-dir", default=None,
                         help="markers and lock folder (default <warehouse>/_state/pipeline; needed for HDFS)")
 
@@ -386,6 +314,16 @@ def _selected(names: Sequence[str] | None, datagen: bool = False) -> tuple[Step,
     return tuple(s for s in steps if s.name in names)
 
 
+def for_sources(steps: Sequence[Step], sources: Sequence[str] | None) -> tuple[Step, ...]:
+    """``steps`` with ``--source`` given to the source-aware steps (``validate``: their silver tables)."""
+    if not sources:
+        return tuple(steps)
+    per_step = {"ingest": [x for s in sources for x in ("--source", s)],
+                "curate": [x for s in sources for x in ("--source", s)],
+                "validate": [x for s in sources for x in ("--table", f"silver.{s}")]}
+    return tuple(Step(s.name, (*s.extra, *per_step.get(s.name, ())), s.main) for s in steps)
+
+
 def job_args_from(args: argparse.Namespace) -> list[str]:
     """The ``--env``/``--set``/``--conf-dir`` arguments every step gets."""
     out = ["--env", args.env] + [x for o in args.overrides for x in ("--set", o)]
@@ -404,7 +342,8 @@ def run(ctx, spark, args: argparse.Namespace, *, steps: Sequence[Step] | None = 
     with log_to_file(log_dir(ctx.conf) / f"{ctx.run_id}.log") as log_file, quiet_console():
         print(f"pipeline: run {ctx.run_id}; every step's log lines go to {log_file}", flush=True)
         result = run_pipeline(ctx.conf, dates, job_args_from(args), ctx.run_id,
-                              steps=steps or _selected(args.steps, args.datagen), force=args.force, state=state)
+                              steps=steps or for_sources(_selected(args.steps, args.datagen), args.source),
+                              force=args.force, state=state)
         result.log_file = str(log_file)
     result.closed_loop = closed_loop.rows_from_steps(result.steps)
     for line in closed_loop.format_table(result.closed_loop) if result.closed_loop else ():

@@ -39,7 +39,7 @@ INTEGRAL_TYPES = ("int", "long")
 ORDERED_TYPES = ("int", "long", "double", "decimal", "timestamp", "date")
 EVENT_TIME_TYPES = ("timestamp", "date", "int", "long")
 # columns the pipeline adds itself; a source column may not take these names
-LINEAGE_COLUMNS = ("_extra", "_file", "_line", "_ingested_at", "_batch_id", "_header", "dt")
+LINEAGE_COLUMNS = ("_extra", "_raw", "_file", "_line", "_ingested_at", "_batch_id", "_header", "dt")
 
 _DECIMAL = re.compile(r"^decimal\(\s*(\d+)\s*,\s*(\d+)\s*\)$")
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -147,12 +147,13 @@ class SourceSchema:
 
 
 def source_names(conf: Conf) -> list[str]:
-    """The sources declared in conf, sorted."""
-    return sorted(conf["sources"].keys())
+    """The sources declared in conf, sorted; an entry set to null (``sources.events: null``) removes a source
+    an earlier conf file declared."""
+    return sorted(name for name, entry in conf["sources"].items() if entry is not None)
 
 
 def _source_entry(conf: Conf, source: str) -> Mapping[str, Any]:
-    sources = conf["sources"]
+    sources = {name: conf["sources"][name] for name in source_names(conf)}
     if source not in sources:
         known = ", ".join(sorted(sources)) or "none"
         raise SchemaError(f"unknown source {source!r}: not declared under 'sources' in conf (known: {known})")

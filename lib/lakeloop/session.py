@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lakeloop.conf import Conf
+from lakeloop.conf import Conf, ConfError
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-__all__ = ["RunContext", "build_session", "parse_run_date", "configure_logging", "is_verbose", "quiet_console",
-           "log_to_file", "log_dir", "spark_log_options", "LOG4J2_CONF"]
+__all__ = ["RunContext", "build_session", "jvm_properties", "parse_run_date", "configure_logging", "is_verbose",
+           "quiet_console", "log_to_file", "log_dir", "spark_log_options", "LOG4J2_CONF"]
 
 _LOG_FORMAT = "%(asctime)s %(levelname)s [%(job)s %(run_id)s] %(name)s: %(message)s"
 
@@ -247,9 +247,12 @@ def build_session(ctx: RunContext) -> SparkSession:
     """Build (or reuse) the SparkSession for ``ctx`` from its conf.
 
     Every Spark property in conf is applied; under ``spark-submit`` they were already
-    passed as ``--conf`` and this is a no-op for them.  The session time zone is always UTC.  Spark's
-    console progress bar is on only when stderr is a terminal (and ``spark.ui.showConsoleProgress``);
-    a driver JVM started here logs through :data:`LOG4J2_CONF`.  A new session logs its Spark UI address.
+    passed as ``--conf`` and this is a no-op for them.  The connector jars of ``./setup.sh jvm`` that
+    load into this Spark go on ``spark.jars``, with Delta's SQL extension and catalog when delta-spark is
+    among them and ``delta.engine`` is not ``bridge`` (:func:`jvm_properties`).  The session time zone is
+    always UTC.  Spark's console progress bar is on only when stderr is a terminal (and
+    ``spark.ui.showConsoleProgress``); a driver JVM started here logs through :data:`LOG4J2_CONF`.  A new
+    session logs its Spark UI address.
     """
     from pyspark import SparkContext
     from pyspark.sql import SparkSession
@@ -257,7 +260,7 @@ def build_session(ctx: RunContext) -> SparkSession:
     conf = ctx.conf
     _python_for_workers(conf)
     fresh = SparkContext._active_spark_context is None
-    props = conf.spark_properties()
+    props = jvm_properties(conf)
     if fresh and "PYSPARK_GATEWAY_PORT" not in os.environ and "log4j2" not in (
             props.get("spark.driver.extraJavaOptions") or ""):
         props = spark_log_options(props, log_directory=log_dir(conf), verbose=_CONSOLE.verbose)
@@ -280,6 +283,22 @@ def build_session(ctx: RunContext) -> SparkSession:
         ctx.announce("spark session %s: UI %s (master %s, spark %s)", ctx.app_name,
                      sc.uiWebUrl or "off (spark.ui.enabled false)", sc.master, spark.version)
     return spark
+
+
+def jvm_properties(conf: Conf, spark_version: str | None = None) -> dict[str, str]:
+    """``conf``'s Spark properties plus the connector jars (``spark.jars``) and Delta settings of
+    :func:`lakeloop.jvm.spark_settings` for ``delta.engine``; ConfError when delta-spark is required and absent."""
+    from lakeloop.jvm import spark_settings
+
+    props = conf.spark_properties()
+    try:
+        jars, extra = spark_settings(conf["delta.engine"], spark_version, props)
+    except ValueError as exc:
+        raise ConfError(f"{conf.origin('delta.engine')}: {exc}") from None
+    props.update(extra)
+    if jars:
+        props["spark.jars"] = ",".join([*filter(None, [props.get("spark.jars")]), *(str(j) for j in jars)])
+    return props
 
 
 def _stderr_is_terminal() -> bool:

@@ -19,6 +19,7 @@ from pathlib import Path
 from lakeloop.conf import Conf, ConfError, load_conf
 from lakeloop.errors import EXIT_USAGE
 from lakeloop.job import job_names
+from lakeloop.jvm import connector, delta_runtime_python
 from lakeloop.paths import project_root
 from lakeloop.runtime import (
     LOG4J_CONF,
@@ -28,7 +29,7 @@ from lakeloop.runtime import (
     needs_spark35,
     spark35_python,
 )
-from lakeloop.session import LOG4J2_CONF, log_dir, spark_log_options
+from lakeloop.session import LOG4J2_CONF, jvm_properties, log_dir, spark_log_options
 
 __all__ = ["SubmitCommand", "build_command", "list_jobs", "package_library", "main"]
 
@@ -135,6 +136,27 @@ def _spark35_runtime(conf: Conf, root: Path, on_cluster: bool, check: bool) -> _
     return _Spark35(python=python, spark_home=spark_home, jars=jars)
 
 
+@dataclass(frozen=True)
+class _DeltaRuntime:
+    """The delta-spark runtime (``.venv-delta``) a ``delta.engine: delta-spark`` job runs in when the Delta jars
+    do not load into the installed Spark."""
+
+    python: Path
+    spark_home: Path
+    spark_version: str
+
+
+def _delta_runtime(conf: Conf, root: Path) -> _DeltaRuntime | None:
+    if conf.get("delta.engine") != "delta-spark" or connector("delta").usable:
+        return None
+    python = delta_runtime_python(root)
+    if python is None:
+        return None  # jvm_properties then names what is missing
+    homes = sorted(python.parent.parent.glob("lib/python3*/site-packages/pyspark"))
+    version = connector("delta").versions.get("spark.version", "")
+    return _DeltaRuntime(python, homes[0], version) if homes and version else None
+
+
 def _is_cluster_master(master: str) -> bool:
     return master == "yarn" or master.startswith(("spark://", "k8s://"))
 
@@ -158,16 +180,30 @@ def build_command(job: str, env: str = "local", overrides: list[str] | None = No
     on_cluster = _is_cluster_master(master)
     remote_driver = on_cluster and deploy_mode == "cluster"
     spark35 = _spark35_runtime(conf, root, on_cluster, check_files) if needs_spark35(conf, job, job_args) else None
-    python = str(spark35.python) if spark35 else (python or sys.executable)
+    delta_runtime = None if spark35 else _delta_runtime(conf, root)
+    if spark35:
+        python = str(spark35.python)
+    elif delta_runtime:
+        python = str(delta_runtime.python)
+    else:
+        python = python or sys.executable
     assert conf.conf_dir is not None
 
     run_date = arg_value(job_args, "--date")
     name = f"lakeloop-{job}" + (f"-{run_date}" if run_date else "")
-    submit = str(spark35.spark_home / "bin" / "spark-submit") if spark35 else find_spark_submit(conf)
+    if spark35 or delta_runtime:
+        submit = str((spark35 or delta_runtime).spark_home / "bin" / "spark-submit")  # type: ignore[union-attr]
+    else:
+        submit = find_spark_submit(conf)
     argv = [submit, "--master", master, "--deploy-mode", deploy_mode, "--name", name]
 
     files = [conf.conf_dir / "base.yaml", conf.conf_dir / f"{env}.yaml", *_schema_files(conf, root)]
-    props = conf.spark_properties()
+    # the connector jars of ./setup.sh jvm that load into this Spark (none into the Spark 3.5 runtime)
+    props = conf.spark_properties() if spark35 else jvm_properties(
+        conf, delta_runtime.spark_version if delta_runtime else None)
+    connector_jars = props.pop("spark.jars", None)
+    if connector_jars:
+        argv += ["--jars", connector_jars]
     props.pop("spark.master", None)
     props.pop("spark.submit.deployMode", None)
     pools = props.get("spark.scheduler.allocation.file")
@@ -194,6 +230,8 @@ def build_command(job: str, env: str = "local", overrides: list[str] | None = No
         props = spark_log_options(props, log_directory=log_dir(conf), verbose="--verbose" in job_args,
                                   remote_driver=remote_driver)
         files += [LOG4J2_CONF] if remote_driver else []
+    if delta_runtime:
+        env_vars["SPARK_HOME"] = str(delta_runtime.spark_home)
     archive = conf.get("runtime.spark35.archive") if spark35 else conf.get("python.archive")
     if archive and on_cluster:
         key = "runtime.spark35.archive" if spark35 else "python.archive"

@@ -1,9 +1,11 @@
-"""Delta tables on Spark without the JVM connector.
+"""Delta tables on Spark, with or without the JVM connector.
 
 delta-rs (``deltalake``) owns the transaction log; Spark's native parquet reader and writer move
-the data.  A write stages parquet files in a uniquely named folder under the table root and the
-driver commits them with their partition values and footer statistics; a read resolves the
-snapshot's file list with delta-rs and hands it to ``spark.read.parquet``.  See ``docs/tables.md``.
+the data.  Where the session has delta-spark loaded (``./setup.sh jvm``, ``delta.engine``), ``read`` and
+``write`` go through it instead, with the same arguments (:mod:`lakeloop.delta.engine`).  A bridge
+write stages parquet files in a uniquely named folder under the table root and the driver commits
+them with their partition values and footer statistics; a read resolves the snapshot's file list with delta-rs
+and hands it to ``spark.read.parquet``.  See ``docs/tables.md``.
 
 >>> from lakeloop import tables  # doctest: +SKIP
 >>> tables.write(df, "/data/silver/events", mode="overwrite", partition_by=["dt"],
@@ -16,6 +18,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
+from lakeloop.delta.engine import engine_of, read, write
 from lakeloop.delta.log import (
     ConcurrentWriteError,
     DeltaError,
@@ -26,14 +29,13 @@ from lakeloop.delta.log import (
     locate,
 )
 from lakeloop.delta.maintain import MergeResult, history, merge, optimize, restore, vacuum
-from lakeloop.delta.read import read
-from lakeloop.delta.write import WriteResult, write
+from lakeloop.delta.write import WriteResult
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
     from pyspark.sql.streaming import StreamingQuery
 
-__all__ = ["read", "write", "exists", "version", "merge", "history", "optimize", "vacuum", "restore",
+__all__ = ["read", "write", "engine_of", "exists", "version", "merge", "history", "optimize", "vacuum", "restore",
            "read_stream", "stream_to", "WriteResult", "MergeResult", "DeltaError",
            "SchemaMismatchError", "ReplaceWhereViolation", "ConcurrentWriteError", "UnsupportedFeatureError"]
 

@@ -31,6 +31,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from lakeloop.conf import ConfError
 from lakeloop.errors import DataQualityError
 from lakeloop.job import JobResult
 from lakeloop.lake import Lake
@@ -82,6 +83,8 @@ class ColumnProfile:
     bin_counts: list[int] = field(default_factory=list)
     top_values: list[tuple[str, int]] = field(default_factory=list)
     psi: float | None = None
+    # the bins that moved most against the reference: (bin, reference share, current share), largest first
+    shifted: list[tuple[str, float, float]] = field(default_factory=list)
 
     @property
     def missing(self) -> int:
@@ -124,6 +127,9 @@ class TableValidation:
     baseline_run_id: str | None = None
     findings: list[Finding] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    warned: list[Finding] = field(default_factory=list)  # drifted columns whose policy is warn
+    warnings: list[str] = field(default_factory=list)
+    unchecked: dict[str, str] = field(default_factory=dict)  # column -> why its PSI means nothing
 
     @property
     def passed(self) -> bool:
@@ -310,6 +316,22 @@ def profile(df: DataFrame, columns: Sequence[str] | None = None,
     return [profiles[n] for n in names]
 
 
+def _bin_labels(base: ColumnProfile) -> list[str]:
+    if base.kind == NUMERIC:
+        e = base.bin_edges
+        inner = [f"({e[j - 1]:.6g}, {e[j]:.6g}]" for j in range(1, len(e))]
+        return [f"<= {e[0]:.6g}", *inner, f"> {e[-1]:.6g}", "missing"] if e else ["all", "missing"]
+    return [repr(v) for v, _ in base.top_values] + ["other", "missing"]
+
+
+def _top_shifts(base: ColumnProfile, expected: Sequence[int], actual: Sequence[int],
+                n: int = 3) -> list[tuple[str, float, float]]:
+    e_total, a_total = float(sum(expected)) or 1.0, float(sum(actual)) or 1.0
+    shares = [(label, e / e_total, a / a_total) for label, e, a in zip(_bin_labels(base), expected, actual,
+                                                                       strict=True)]
+    return sorted(shares, key=lambda x: -abs(x[2] - x[1]))[:n]
+
+
 def _psi_against(base: ColumnProfile, current: ColumnProfile, one: Mapping[str, Any], i: int) -> float | None:
     expected = base.distribution()
     if expected is None:
@@ -319,7 +341,9 @@ def _psi_against(base: ColumnProfile, current: ColumnProfile, one: Mapping[str, 
     else:
         actual = [one[f"{i}_t{j}"] for j in range(len(base.top_values))]
         actual.append(current.present - sum(actual))
-    return psi(expected, [*actual, current.missing])
+    actual.append(current.missing)
+    current.shifted = _top_shifts(base, expected, actual)
+    return psi(expected, actual)
 
 
 # -- the gate ---------------------------------------------------------------------------------------------
@@ -351,8 +375,11 @@ def drift_report(results: Sequence[TableValidation]) -> str:
         lines += [f"  {problem}" for problem in r.problems]
         if r.findings:
             width = max(len("column"), *(len(f.column) for f in r.findings))
-            lines.append(f"  {'column':<{width}}  {'kind':<11}  {'PSI':>8}  {'threshold':>9}")
-            lines += [f"  {f.column:<{width}}  {f.kind:<11}  {f.psi:>8.4f}  {f.threshold:>9.4f}"
+            lines.append(f"  {'column':<{width}}  {'kind':<11}  {'PSI':>8}  {'threshold':>9}  most shifted bins "
+                         "(reference share -> current share)")
+            shifted = {p.column: p.shifted for p in r.profiles}
+            lines += [f"  {f.column:<{width}}  {f.kind:<11}  {f.psi:>8.4f}  {f.threshold:>9.4f}  "
+                      + "; ".join(f"{b} {e:.1%} -> {a:.1%}" for b, e, a in shifted.get(f.column, []))
                       for f in sorted(r.findings, key=lambda f: -f.psi)]
     return "\n".join(lines)
 
@@ -403,10 +430,130 @@ def load_baseline(spark: SparkSession, lake: Lake, stats_uri: str, table: str,
     return latest["dt"], latest["run_id"], profiles_from_rows(rows)
 
 
-def validate_table(spark: SparkSession, conf: Conf, table: str, run_date: dt.date, run_id: str) -> TableValidation:
-    """Profile ``table``'s ``dt = run_date`` partition, compare it with its baseline, store the stats.
+@dataclass
+class Reference:
+    """What a partition is compared with: profiles, a label for the report, and each pooled run's distinct
+    counts per column (to tell columns that are constant in every partition)."""
 
-    Returns the result; the caller decides whether failures raise (see :func:`run_validate`).
+    label: str
+    profiles: dict[str, ColumnProfile]
+    run_distincts: dict[str, list[int | None]]
+    dt: str | None = None
+    run_id: str | None = None
+
+
+def _partition_distincts(frame: DataFrame, profiles: Sequence[ColumnProfile]) -> dict[str, list[int | None]]:
+    """Per numeric column, its approximate distinct count in each ``dt`` partition of ``frame``."""
+    from pyspark.sql import functions as F
+
+    numeric = [p.column for p in profiles if p.kind == NUMERIC]
+    if not numeric:
+        return {}
+    rows = frame.groupBy("dt").agg(*[F.approx_count_distinct(F.col(f"`{c}`"), 0.02).alias(c) for c in numeric])
+    out: dict[str, list[int | None]] = {c: [] for c in numeric}
+    for row in rows.collect():
+        for c in numeric:
+            out[c].append(row[c])
+    return out
+
+
+def _window_reference(spark: SparkSession, lake: Lake, conf: Conf, table: str, day: str) -> Reference | None:
+    """The ``validate.reference_runs`` latest partitions before ``day``, profiled as one."""
+    dates = [d for d in lake.partition_values(table) if d < day][-conf["validate.reference_runs"]:]
+    if not dates:
+        return None
+    frame = lake.read(spark, table, where="dt IN (" + ", ".join(_quote(d) for d in dates) + ")")
+    pooled = profile(frame, bins=conf["validate.bins"], top_k=conf["validate.top_k"])
+    label = f"{len(dates)} partitions dt={dates[0]}..{dates[-1]}"
+    return Reference(label, {p.column: p for p in pooled}, _partition_distincts(frame, pooled), dt=dates[-1])
+
+
+def _pinned_reference(spark: SparkSession, lake: Lake, conf: Conf, table: str, day: str) -> Reference | None:
+    pinned = conf["validate.reference_date"]
+    if not pinned:
+        raise ConfError("validate.reference: pinned needs validate.reference_date (YYYY-MM-DD)")
+    frame = lake.read(spark, table, where=f"dt = {_quote(pinned)}")
+    profiles = profile(frame, bins=conf["validate.bins"], top_k=conf["validate.top_k"])
+    if not profiles or profiles[0].count == 0:
+        raise DataQualityError(f"validate.reference_date {pinned}: {table} has no rows for that date")
+    return Reference(f"pinned dt={pinned}", {p.column: p for p in profiles},
+                     {p.column: [p.distinct] for p in profiles}, dt=pinned)
+
+
+def reference_for(spark: SparkSession, lake: Lake, conf: Conf, table: str, day: str) -> Reference | None:
+    """The reference of ``validate.reference`` for ``table``'s partition ``day``; None on a first run."""
+    how = conf["validate.reference"]
+    if how == "window":
+        return _window_reference(spark, lake, conf, table, day)
+    if how == "pinned":
+        return _pinned_reference(spark, lake, conf, table, day)
+    found = load_baseline(spark, lake, lake.uri(STATS_TABLE), table, day)
+    if found is None:
+        return None
+    base_dt, base_run, profiles = found
+    return Reference(f"dt={base_dt} run {base_run}", profiles, {c: [p.distinct] for c, p in profiles.items()},
+                     dt=base_dt, run_id=base_run)
+
+
+_INTEGRAL = ("tinyint", "smallint", "int", "bigint")
+
+
+def unchecked_reason(current: ColumnProfile, base: ColumnProfile | None, run_distincts: Sequence[int | None],
+                     max_categories: int | None) -> str | None:
+    """Why the PSI of ``current`` against ``base`` would mean nothing (the column is reported, not gated)."""
+    if current.kind == TEMPORAL:
+        return "a time column: its range moves with the run date"
+    if base is None or current.kind == OTHER:
+        return None
+    if current.kind == CATEGORICAL and max_categories is not None and (base.distinct or 0) > max_categories:
+        return f"more than {max_categories} distinct values (an identifier or free text)"
+    if current.kind != NUMERIC:
+        return None
+    if (current.distinct or 0) <= 1 and run_distincts and all(d is not None and d <= 1 for d in run_distincts):
+        return "constant within every partition (a calendar or partition-key column)"
+    if current.data_type not in _INTEGRAL:
+        return None
+    if current.present >= 50 and (current.distinct or 0) >= 0.95 * current.present \
+            and (base.distinct or 0) >= 0.95 * max(base.present, 1):
+        return "near-unique values in every run (an identifier)"
+    if None not in (current.min, current.max, base.min, base.max) and \
+            (current.min > base.max or current.max < base.min):  # type: ignore[operator]
+        return "values moved past the reference range (a counter or a date-like number)"
+    return None
+
+
+def _policy(conf: Conf, table: str, column: str) -> str:
+    policy = conf["validate.columns"].get(f"{table}.{column}", "fail")
+    if policy not in ("ignore", "warn", "fail"):
+        raise ConfError(f"{conf.origin('validate.columns')}: validate.columns.{table}.{column}: expected one of "
+                        f"ignore, warn, fail, got {policy!r}")
+    return policy
+
+
+def _gate(conf: Conf, result: TableValidation, reference: Reference | None) -> None:
+    """Sort the profiled columns into unchecked, warned and failing findings."""
+    table, profiles = result.table, result.profiles
+    for p in profiles:
+        base = reference.profiles.get(p.column) if reference else None
+        why = "ignored by validate.columns" if _policy(conf, table, p.column) == "ignore" else unchecked_reason(
+            p, base, reference.run_distincts.get(p.column, []) if reference else [], conf["validate.max_categories"])
+        if why:
+            result.unchecked[p.column] = why
+            p.psi = None
+    default, overrides = conf["validate.psi_threshold"], conf["validate.column_thresholds"]
+    for finding in compare(table, profiles, default, overrides):
+        (result.warned if _policy(conf, table, finding.column) == "warn" else result.findings).append(finding)
+    result.warnings += [f"{f.column}: PSI {f.psi:.4f} above {f.threshold:.4f} (warn only)" for f in result.warned]
+
+
+def validate_table(spark: SparkSession, conf: Conf, table: str, run_date: dt.date, run_id: str) -> TableValidation:
+    """Profile ``table``'s ``dt = run_date`` partition, compare it with its reference, store the stats.
+
+    The reference is ``validate.reference``: the previous run (default), a trailing window of
+    ``validate.reference_runs`` runs, or ``validate.reference_date``.  Columns whose PSI means nothing
+    (time columns, columns constant in every partition, identifiers, counters) and columns a policy ignores
+    are reported in ``unchecked``; columns with policy ``warn`` are reported in ``warned``.  Returns the
+    result; the caller decides whether failures raise (see :func:`run_validate`).
     """
     lake = Lake.from_conf(conf)
     day = run_date.isoformat()
@@ -416,19 +563,18 @@ def validate_table(spark: SparkSession, conf: Conf, table: str, run_date: dt.dat
         result.problems.append(f"table {table} does not exist at {uri}")
         return result
     df = lake.read(spark, uri, where=f"dt = {_quote(day)}")
-    found = load_baseline(spark, lake, stats_uri, table, day)
-    if found is not None:
-        result.baseline_dt, result.baseline_run_id, baseline = found
-    else:
-        baseline = {}
-    result.profiles = profile(df, baseline=baseline, bins=conf["validate.bins"], top_k=conf["validate.top_k"],
-                              max_categories=conf["validate.max_categories"])
+    reference = reference_for(spark, lake, conf, table, day)
+    if reference is not None:
+        result.baseline_dt, result.baseline_run_id = reference.dt, reference.run_id or reference.label
+    result.profiles = profile(df, baseline=reference.profiles if reference else {}, bins=conf["validate.bins"],
+                              top_k=conf["validate.top_k"], max_categories=conf["validate.max_categories"])
     if not result.profiles or result.profiles[0].count == 0:
-        result.problems.append(f"no rows in {table} for dt={day}")
+        message = f"no rows in {table} for dt={day}"
+        (result.warnings if table in conf["validate.allow_empty"] else result.problems).append(message)
         return result
-    default, overrides = conf["validate.psi_threshold"], conf["validate.column_thresholds"]
-    result.findings = compare(table, result.profiles, default, overrides)
-    limits = {p.column: _threshold(table, p.column, default, overrides) for p in result.profiles}
+    _gate(conf, result, reference)
+    limits = {p.column: _threshold(table, p.column, conf["validate.psi_threshold"], conf["validate.column_thresholds"])
+              for p in result.profiles}
     frame = stats_frame(spark, result, limits, dt.datetime.now(dt.UTC))
     lake.write(frame, stats_uri, mode="overwrite", partition_by=["table_name", "dt"],
                replace_where=f"table_name = {_quote(table)} AND dt = {_quote(day)}")
@@ -469,16 +615,23 @@ def run(ctx: RunContext, spark: SparkSession, args) -> JobResult[list[TableValid
         exc.result = JobResult(exc.results, _summary(ctx.conf, exc.results))
         raise
     for result in results:
-        ctx.log.info("%s dt=%s: %d columns profiled, baseline dt=%s", result.table, result.dt,
-                     len(result.profiles), result.baseline_dt)
+        ctx.log.info("%s dt=%s: %d columns profiled, reference %s", result.table, result.dt,
+                     len(result.profiles), result.baseline_run_id or "none (first run)")
+        for column, why in result.unchecked.items():
+            ctx.log.info("%s.%s not drift-checked: %s", result.table, column, why)
+        for warning in result.warnings:
+            ctx.log.warning("%s dt=%s: %s", result.table, result.dt, warning)
     return JobResult(results, _summary(ctx.conf, results))
 
 
 def _summary(conf: Conf, results: Sequence[TableValidation]) -> dict[str, Any]:
-    """Per table: columns profiled, rows, baseline, and each compared column's PSI and threshold."""
+    """Per table: columns profiled, rows, reference, each compared column's PSI and threshold, the columns not
+    drift-checked and the warnings."""
     default, overrides = conf["validate.psi_threshold"], conf["validate.column_thresholds"]
     return {"tables": {r.table: {
-        "columns": len(r.profiles), "baseline_dt": r.baseline_dt, "rows": r.profiles[0].count if r.profiles else 0,
+        "columns": len(r.profiles), "baseline_dt": r.baseline_dt, "reference": r.baseline_run_id,
+        "rows": r.profiles[0].count if r.profiles else 0,
         "psi": {p.column: round(p.psi, 6) for p in r.profiles if p.psi is not None},
         "psi_thresholds": {p.column: _threshold(r.table, p.column, default, overrides)
-                           for p in r.profiles if p.psi is not None}} for r in results}}
+                           for p in r.profiles if p.psi is not None},
+        "unchecked": dict(r.unchecked), "warnings": list(r.warnings)} for r in results}}

@@ -142,8 +142,21 @@ def _stat_value(value: Any, ceil: bool) -> Any:
     return value
 
 
+def _widen(st: Any, lo: Any, hi: Any) -> tuple[bool, Any, Any]:
+    """``(usable, lo, hi)`` widened by one row group's min/max; not usable when a string bound is not
+    valid UTF-8 (the writer kept the bytes as they were): the column then gets no min/max at all."""
+    try:
+        low, high = st.min, st.max
+    except UnicodeDecodeError:
+        return False, None, None
+    return True, low if lo is None or low < lo else lo, high if hi is None or high > hi else hi
+
+
 def file_stats(filesystem: Any, path: str) -> tuple[int, str]:
-    """``(numRecords, stats JSON)`` from one parquet footer: min/max/nullCount of top-level leaf columns."""
+    """``(numRecords, stats JSON)`` from one parquet footer: min/max/nullCount of top-level leaf columns.
+
+    A string column whose min or max is not valid UTF-8 keeps its null count only (no min/max:
+    Delta's stats are optional, a wrong bound would skip files)."""
     import pyarrow.parquet as pq
 
     meta = pq.read_metadata(path, filesystem=filesystem)
@@ -156,20 +169,19 @@ def file_stats(filesystem: Any, path: str) -> tuple[int, str]:
             continue
         lo = hi = None
         count = 0
-        complete = True
+        complete = bounded = True
         for rg in range(meta.num_row_groups):
             st = meta.row_group(rg).column(col).statistics
             if st is None or not st.has_null_count:
                 complete = False
                 break
             count += st.null_count
-            if st.has_min_max:
-                lo = st.min if lo is None or st.min < lo else lo
-                hi = st.max if hi is None or st.max > hi else hi
+            if st.has_min_max and bounded:
+                bounded, lo, hi = _widen(st, lo, hi)
         if not complete:
             continue
         nulls[name] = count
-        lo, hi = _stat_value(lo, False), _stat_value(hi, True)
+        lo, hi = (_stat_value(lo, False), _stat_value(hi, True)) if bounded else (None, None)
         if lo is not None:
             mins[name] = lo
         if hi is not None:

@@ -201,11 +201,11 @@ def read_stream(spark: SparkSession, uri: str, *, starting_version: int | None =
     return reader.load()
 
 
-def query_app_id(checkpoint: str) -> str:
+def query_app_id(checkpoint: str, storage_options: dict[str, str] | None = None) -> str:
     """The transaction app id of the query checkpointed at ``checkpoint``: its persistent query id."""
     from lakeloop.delta.log import _read_text, locate
 
-    text = _read_text(locate(checkpoint), "metadata")
+    text = _read_text(locate(checkpoint, storage_options), "metadata")
     if text is None:
         raise FileNotFoundError(f"{checkpoint}/metadata: the query has not started")
     return "lakeloop-stream-" + json.loads(text.splitlines()[0])["id"]
@@ -224,7 +224,7 @@ class _BatchWriter:
         from lakeloop.delta.write import write
 
         if self._app_id is None:
-            self._app_id = query_app_id(self.checkpoint)
+            self._app_id = query_app_id(self.checkpoint, self.storage_options)
         write(batch, self.uri, partition_by=self.partition_by, txn=(self._app_id, int(batch_id)),
               merge_schema=self.merge_schema, storage_options=self.storage_options,
               commit_metadata={"lakeloop.streamBatch": str(batch_id)})

@@ -62,7 +62,8 @@ def settings_from_conf(conf: Conf | Mapping[str, Any]) -> StoreSettings:
         return StoreSettings(store=kind, namespace=conf["serving.namespace"],
                              keep_versions=conf["serving.keep_versions"],
                              ttl_seconds=conf.get("serving.ttl_seconds"),
-                             batch_size=conf["serving.batch_size"], options=options)
+                             batch_size=conf["serving.batch_size"], options=options,
+                             loading_grace_seconds=conf["serving.loading_grace_seconds"])
     except ServingError as exc:
         raise ConfError(str(exc)) from None
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -103,10 +104,12 @@ class StoreSettings:
     ttl_seconds: int | None = None
     batch_size: int = 2000
     options: Mapping[str, Any] = field(default_factory=dict)
+    #: seconds after which a version still ``loading`` counts as left by a killed load and is removed
+    loading_grace_seconds: int = 21600
 
     def __post_init__(self) -> None:
         check_name("namespace", self.namespace)
-        for name, low in (("keep_versions", 1), ("batch_size", 1)):
+        for name, low in (("keep_versions", 1), ("batch_size", 1), ("loading_grace_seconds", 0)):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < low:
                 raise ServingError(f"serving.{name}: expected an integer >= {low}, got {getattr(self, name)!r}")
         if self.ttl_seconds is not None and (not isinstance(self.ttl_seconds, int) or self.ttl_seconds < 1):
@@ -302,17 +305,61 @@ class ServingStore(ABC):
         """Delete committed versions beyond ``keep_versions`` (never the current one); returns them.
 
         Removals that an earlier process started and did not finish (it was killed) are
-        completed too.
+        completed too, and so are loads still ``loading`` longer than
+        ``loading_grace_seconds`` after they began (:meth:`stale_loads`).  A version that
+        became current meanwhile (a rollback) is skipped: the removal and the switch are
+        atomic against each other.
         """
         current = self.current_version()
         committed = [v for v in self.versions() if v != current]
         keep_others = self.settings.keep_versions - (1 if current else 0)
         doomed = committed[:max(len(committed) - keep_others, 0)]
-        for version in doomed:
-            self._remove_version(version)
+        removed = []
+        for version in [*doomed, *self.stale_loads()]:
+            try:
+                self._remove_version(version)
+                removed.append(version)
+            except LoadRefused:  # switched to since the list was made: it stays
+                pass
         for version in self._unfinished_removals():
             self._remove_version(version)
-        return doomed
+        return removed
+
+    def stale_loads(self, grace_seconds: float | None = None, now: float | None = None) -> list[str]:
+        """Versions still ``loading`` more than ``grace_seconds`` (default: the settings') after they began."""
+        grace = self.settings.loading_grace_seconds if grace_seconds is None else grace_seconds
+        limit = (time.time() if now is None else now) - grace
+        return [r.version for r in self.records()
+                if r.state == LOADING and r.started_at is not None and r.started_at <= limit]
+
+    def rollback(self, to: str | None = None) -> tuple[str, str]:
+        """Serve the previous complete version again (or ``to``); returns ``(version served before, now)``.
+
+        "Previous" is the newest committed version committed before the current one.  The
+        check (the target is ``committed``, ``current`` is still what it was) and the switch
+        are one atomic step, so readers see the old or the new version, never a mix, and a
+        concurrent removal of the target either happens before (the rollback is refused) or
+        is refused itself.  Nothing is deleted.
+        """
+        current = self.current_version()
+        if current is None:
+            raise ServingError("nothing is being served: there is no version to roll back from")
+        if to is None:
+            committed = self.versions()
+            older = committed[:committed.index(current)] if current in committed else []
+            if not older:
+                raise ServingError(f"no complete version older than {current!r} is kept "
+                                   f"(kept: {', '.join(committed) or 'none'})")
+            to = older[-1]
+        check_name("version", to)
+        if to == current:
+            raise ServingError(f"version {to!r} is already being served")
+        self._switch(to, current)
+        return current, to
+
+    def records(self) -> list[LoadInfo]:
+        """Every version the store has a record of, in any state, oldest start first."""
+        return sorted(self._records(), key=lambda r: (r.started_at or 0.0, r.version))
 
     # -- reads -----------------------------------------------------------------------------------
     def get(self, key: Any) -> Any:
@@ -335,6 +382,19 @@ class ServingStore(ABC):
         """
         batch, realtime = self._read_both(key_text(key))
         return merge_views(decode_value(batch), decode_value(realtime))
+
+    def lookup_many(self, keys: Sequence[Any]) -> tuple[str | None, list[dict[str, Any] | None]]:
+        """:meth:`lookup` of several keys in one consistent read: ``(version, results)``.
+
+        Every batch value comes from ``version`` (the one current at the read; ``None`` before the
+        first commit); ``results`` has one entry per key, ``None`` where the key is in neither view.
+        """
+        texts = [key_text(k) for k in keys]
+        if not texts:
+            return self.current_version(), []
+        version, batches, realtimes = self._read_both_many(texts)
+        return version, [merge_views(decode_value(b), decode_value(r))
+                         for b, r in zip(batches, realtimes, strict=True)]
 
     def put_realtime(self, items: Iterable[tuple[Any, Any]], ttl: int | None = None) -> int:
         """Write real-time values (not versioned, ``{namespace}:rt:{key}``); ``ttl`` in seconds."""
@@ -395,7 +455,21 @@ class ServingStore(ABC):
 
     @abstractmethod
     def _remove_version(self, version: str) -> int:
-        """Stop writes to ``version``, then delete its keys and its record; returns keys deleted."""
+        """Stop writes to ``version``, then delete its keys and its record; returns keys deleted.
+
+        Refused (:class:`LoadRefused`) when ``version`` is current, checked atomically with the
+        step that stops writes."""
+
+    @abstractmethod
+    def _switch(self, version: str, expected_current: str) -> None:
+        """Point ``current`` at committed ``version`` if ``current`` is still ``expected_current`` (atomic);
+        :class:`LoadRefused` otherwise."""
+
+    @abstractmethod
+    def _records(self) -> list[LoadInfo]: ...
+
+    @abstractmethod
+    def _read_both_many(self, keys: list[str]) -> tuple[str | None, list[bytes | None], list[bytes | None]]: ...
 
     @abstractmethod
     def _unfinished_removals(self) -> list[str]:

@@ -106,8 +106,55 @@ redis.call('SET', KEYS[2], 0)
 return 1
 """
 
+_LOOKUP_MANY = f"""
+local version = redis.call('GET', KEYS[1])
+local n = (#ARGV - 1) / 2
+local out = {{version or false}}
+for s = 2, n + 1, {_SLICE} do
+  local e = math.min(s + {_SLICE - 1}, n + 1)
+  local batch, rt = {{}}, {{}}
+  for i = s, e do
+    batch[#batch + 1] = ARGV[1] .. ':' .. (version or '') .. ':' .. ARGV[i]
+    rt[#rt + 1] = ARGV[i + n]
+  end
+  local values = {{}}
+  if version then values = redis.call('MGET', unpack(batch)) end
+  local realtime = redis.call('MGET', unpack(rt))
+  for i = 1, #rt do
+    out[#out + 1] = values[i] or false
+    out[#out + 1] = realtime[i]
+  end
+end
+return out
+"""
+
+# point current at a committed version, if current is still what the caller saw (rollback)
+_SWITCH = f"""
+local state = redis.call('HGET', KEYS[1], 'state')
+if state ~= '{COMMITTED}' then
+  return redis.error_reply('{_REFUSED} version ' .. ARGV[1] .. ' is ' .. (state or 'unknown') .. ', not committed')
+end
+local current = redis.call('GET', KEYS[2]) or ''
+if current ~= ARGV[2] then
+  return redis.error_reply('{_REFUSED} current version is ' .. current .. ', no longer ' .. ARGV[2])
+end
+redis.call('SET', KEYS[2], ARGV[1])
+return current
+"""
+
+# first step of a removal: refuse the version being served, else stop its writers
+_MARK_REMOVING = f"""
+if redis.call('GET', KEYS[2]) == ARGV[1] then
+  return redis.error_reply('{_REFUSED} version ' .. ARGV[1] .. ' is being served')
+end
+redis.call('HSET', KEYS[1], 'state', '{DELETING}')
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('SADD', KEYS[4], ARGV[1])
+return 1
+"""
+
 _SCRIPTS = {"count_new": _COUNT_NEW, "expire": _EXPIRE, "commit": _COMMIT, "read": _READ, "lookup": _LOOKUP,
-            "begin": _BEGIN}
+            "begin": _BEGIN, "lookup_many": _LOOKUP_MANY, "switch": _SWITCH, "mark_removing": _MARK_REMOVING}
 
 
 _resp = resp.command
@@ -138,6 +185,8 @@ class _Connection:
         # transaction are read while the next command is being prepared
         self.writer: Any = None
         self.pending = 0
+        # lookups use another one, spoken to directly (see RedisStore._read_script)
+        self.reader: Any = None
 
 
 class RedisStore(ServingStore):
@@ -198,6 +247,7 @@ class RedisStore(ServingStore):
     def _disconnect(self, conn: _Connection) -> None:
         if conn.writer is not None:
             _drop_writer(conn)
+        _drop_reader(conn)
         conn.client.close()
 
     @property
@@ -212,6 +262,30 @@ class RedisStore(ServingStore):
             if refusal is None:
                 raise
             raise refusal from None
+
+    def _read_script(self, script: str, keys: list[str], args: list[str]) -> Any:
+        """Run a read script on a connection of its own, formatted here in the Redis protocol.
+
+        The lookup service's hot path: redis-py's per-command machinery (argument packing, retry and
+        observability hooks) costs more client CPU than the read itself.  A broken connection is
+        replaced once; a script the server lost (restart, ``SCRIPT FLUSH``) is loaded again.
+        """
+        conn = self._connection()
+        packed = _resp(b"EVALSHA", conn.scripts[script].sha.encode(), b"%d" % len(keys),
+                       *(k.encode() for k in keys), *(a.encode() for a in args))
+        for attempt in range(3):
+            if conn.reader is None:
+                conn.reader = conn.client.connection_pool.get_connection()
+            try:
+                conn.reader.send_packed_command([packed], check_health=False)
+                return conn.reader.read_response()
+            except redis_py.exceptions.NoScriptError:
+                conn.client.script_load(_SCRIPTS[script])
+            except (redis_py.ConnectionError, redis_py.TimeoutError, OSError):
+                _drop_reader(conn)
+                if attempt:
+                    raise
+        raise ServingError(f"{self._describe()}: script {script} is missing on the server")
 
     # -- load ------------------------------------------------------------------------------------
     def _begin(self, version: str) -> None:
@@ -300,9 +374,8 @@ class RedisStore(ServingStore):
     def _remove_version(self, version: str) -> int:
         client, meta = self._client, self._meta(version)
         # first stop writers (changing the record they WATCH discards their queued transactions)
-        pipe = client.pipeline(transaction=True)
-        pipe.hset(meta, "state", DELETING).zrem(self._key("_versions"), version).sadd(self._key("_removing"), version)
-        pipe.execute()
+        self._run("mark_removing", [meta, self._key("current"), self._key("_versions"), self._key("_removing")],
+                  [version])
         deleted = 0
         batch: list[bytes] = []
         for key in client.scan_iter(match=self._key(version, "*"), count=self.delete_batch):
@@ -318,6 +391,14 @@ class RedisStore(ServingStore):
 
     def _unfinished_removals(self) -> list[str]:
         return sorted(v.decode() for v in self._client.smembers(self._key("_removing")))
+
+    def _switch(self, version: str, expected_current: str) -> None:
+        self._run("switch", [self._meta(version), self._key("current")], [version, expected_current])
+
+    def _records(self) -> list[LoadInfo]:
+        prefix = self._key("_load", "")
+        versions = [k.decode()[len(prefix):] for k in self._client.scan_iter(match=prefix + "*", count=1000)]
+        return [info for v in versions if (info := self.load_info(v)) is not None]
 
     # -- reads -----------------------------------------------------------------------------------
     def current_version(self) -> str | None:
@@ -338,14 +419,21 @@ class RedisStore(ServingStore):
                         committed_at=_float(fields.get("committed_at")))
 
     def _read_current(self, keys: list[str]) -> tuple[str | None, list[bytes | None]]:
-        out = self._run("read", [self._key("current")], [self.namespace, *keys])
+        out = self._read_script("read", [self._key("current")], [self.namespace, *keys])
         if not out:
             return None, [None] * len(keys)
         return out[0].decode(), out[1:]
 
     def _read_both(self, key: str) -> tuple[bytes | None, bytes | None]:
-        batch, realtime = self._run("lookup", [self._key("current"), self._key("rt", key)], [self.namespace, key])
+        batch, realtime = self._read_script("lookup", [self._key("current"), self._key("rt", key)],
+                                            [self.namespace, key])
         return batch, realtime
+
+    def _read_both_many(self, keys: list[str]) -> tuple[str | None, list[bytes | None], list[bytes | None]]:
+        out = self._read_script("lookup_many", [self._key("current")], [self.namespace, *keys,
+                                                                         *(self._key("rt", k) for k in keys)])
+        version = out[0].decode() if out[0] else None
+        return version, [b or None for b in out[1::2]], list(out[2::2])
 
     # -- real-time view --------------------------------------------------------------------------
     def _write_realtime(self, pairs: list[tuple[str, bytes]], ttl: int | None) -> None:
@@ -366,6 +454,13 @@ def _drop_writer(conn: _Connection) -> None:
         conn.writer.disconnect()
         conn.client.connection_pool.release(conn.writer)
     conn.writer, conn.pending = None, 0
+
+
+def _drop_reader(conn: _Connection) -> None:
+    if conn.reader is not None:
+        conn.reader.disconnect()
+        conn.client.connection_pool.release(conn.reader)
+    conn.reader = None
 
 
 def _float(value: str | None) -> float | None:

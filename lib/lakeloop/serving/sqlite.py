@@ -146,6 +146,8 @@ class SQLiteStore(ServingStore):
     def _remove_version(self, version: str) -> int:
         db, ns = self._db, self.namespace
         with _transaction(db):
+            if self.current_version() == version:
+                raise LoadRefused(f"version {version} is being served")
             db.execute("UPDATE serving_loads SET state = ? WHERE namespace = ? AND version = ?",
                        (DELETING, ns, version))
         deleted = 0
@@ -166,6 +168,26 @@ class SQLiteStore(ServingStore):
         rows = self._db.execute("SELECT version FROM serving_loads WHERE namespace = ? AND state = ? ORDER BY version",
                                 (self.namespace, DELETING)).fetchall()
         return [r[0] for r in rows]
+
+    def _switch(self, version: str, expected_current: str) -> None:
+        db = self._db
+        with _transaction(db):
+            state = self._state(version)
+            if state != COMMITTED:
+                raise LoadRefused(f"version {version} is {state or 'unknown'}, not committed")
+            current = self.current_version()
+            if current != expected_current:
+                raise LoadRefused(f"current version is {current}, no longer {expected_current}")
+            db.execute("UPDATE serving_current SET version = ? WHERE namespace = ?", (version, self.namespace))
+
+    def _records(self) -> list[LoadInfo]:
+        db, ns = self._db, self.namespace
+        with _transaction(db, immediate=False):
+            counts = dict(db.execute("SELECT version, count(*) FROM serving_entries WHERE namespace = ? "
+                                     "GROUP BY version", (ns,)))
+            rows = db.execute("SELECT version, state, started_at, committed_at FROM serving_loads "
+                              "WHERE namespace = ?", (ns,)).fetchall()
+        return [LoadInfo(v, state, counts.get(v, 0), started, committed) for v, state, started, committed in rows]
 
     def collect_garbage(self) -> list[str]:
         """Delete old versions, and expired real-time values and entries."""
@@ -215,6 +237,17 @@ class SQLiteStore(ServingStore):
         with _transaction(self._db, immediate=False):
             _, (batch,) = self._read_current([key])
             return batch, self._read_realtime(key)
+
+    def _read_both_many(self, keys: list[str]) -> tuple[str | None, list[bytes | None], list[bytes | None]]:
+        db = self._db
+        with _transaction(db, immediate=False):
+            version, batches = self._read_current(keys)
+            found: dict[str, str] = {}
+            for chunk in chunked(dict.fromkeys(keys), _IN_CHUNK):
+                found.update(db.execute(
+                    f"SELECT key, value FROM serving_realtime WHERE namespace = ? AND {_LIVE} "
+                    f"AND key IN ({','.join('?' * len(chunk))})", (self.namespace, time.time(), *chunk)))
+        return version, batches, [found.get(k) for k in keys]
 
     # -- real-time view --------------------------------------------------------------------------
     def _write_realtime(self, pairs: list[tuple[str, bytes]], ttl: int | None) -> None:

@@ -1,8 +1,11 @@
 """foreachBatch body of the bronze query: raw lines -> ``bronze.<source>`` exactly once.
 
-Landing files share the batch ingest ledger (``ingest.ledger_table``): a micro-batch skips files the
-ledger already holds (ingested by ``jobs/ingest.py`` or an earlier micro-batch) and records the files
-it writes, so batch ingest skips them in turn.  The micro-batch's lines are read once and cached;
+Landing files share the batch ingest ledger (``ingest.ledger_table``, :mod:`lakeloop.ledger`): a
+micro-batch claims its files as batch ingest does, skips files the ledger or another run's claim
+already holds (ingested by ``jobs/ingest.py`` or an earlier micro-batch) and records the files it
+writes, so batch ingest skips them in turn.  A micro-batch replayed after a crash finds its own
+claims (same tag) and goes on with them.  Lines that are not valid UTF-8 keep their bytes in
+``_raw`` (:func:`lakeloop.ingest.encode_lines`).  The micro-batch's lines are read once and cached;
 :func:`lakeloop.ingest.number_lines` gives them the same exact ``_line`` numbers as batch ingest.
 
 Malformed and invalid lines are classified with the curate expressions (reason codes of the batch
@@ -28,18 +31,20 @@ from typing import TYPE_CHECKING
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from lakeloop import ledger as ledger_table
 from lakeloop import tables
 from lakeloop.curate import classify, cleanse, parse, quarantine_frame
 from lakeloop.delta.stream import query_app_id
 from lakeloop.ingest import (
     LandingFile,
     bronze_schema,
+    encode_lines,
+    file_key,
     landing_dir,
     ledger_frame,
     ledger_uri,
     list_landing,
     number_lines,
-    read_ledger,
 )
 from lakeloop.lake import Lake
 from lakeloop.streaming.sources import StreamError
@@ -112,20 +117,23 @@ class BronzeWriter:
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         if self._app_id is None:
-            self._app_id = query_app_id(self.checkpoint)
+            self._app_id = query_app_id(self.checkpoint, self.lake.storage_options)
         at = dt.datetime.now(dt.UTC)
         tag = f"stream-{self._app_id[-12:]}-{batch_id}"
         cached = batch.persist()  # the micro-batch's files are read once
         try:
-            found = self._new_lines(cached, tag, at) if self.from_files else (cached, None, 0)
-            if found is not None:
-                self._write(*found, batch_id, tag, at)
+            with ledger_table.active(tag):
+                found = self._new_lines(cached, tag, at) if self.from_files else (cached, None, 0)
+                if found is not None:
+                    self._write(*found, batch_id, tag, at)
         finally:
             cached.unpersist()
 
     def _write(self, lines: DataFrame, ledger: DataFrame | None, files: int, batch_id: int, tag: str,
                at: dt.datetime) -> None:
         """The three transactional writes of one micro-batch: bronze, quarantine, ledger."""
+        if "_raw" not in lines.columns:
+            lines = encode_lines(lines)
         lines = lines.select("*", F.lit(at).cast("timestamp").alias("_ingested_at"), F.lit(tag).alias("_batch_id"))
         txn = (self._app_id, int(batch_id))
         written = self.lake.write(lines.select(*bronze_schema(self.schema).names), self.bronze_uri, mode="append",
@@ -137,7 +145,7 @@ class BronzeWriter:
         finally:
             rejected.unpersist()
         if ledger is not None:
-            self.lake.write(ledger, ledger_uri(self.conf), mode="append", txn=txn)
+            self.lake.write(ledger, ledger_uri(self.conf), mode="append", txn=txn, merge_schema=True)
         self._count(written, by_reason, files)
         log.info("bronze.%s batch %d: %d rows (%s), quarantine %s", self.schema.source, batch_id, written.rows,
                  "replayed, already committed" if written.skipped else f"v{written.version}", by_reason or "none")
@@ -154,6 +162,34 @@ class BronzeWriter:
         for reason, n in by_reason.items():
             s.quarantine_by_reason[reason] = s.quarantine_by_reason.get(reason, 0) + n
 
+    def _claim(self, spark, date: str, keys: list[str], tag: str, at: dt.datetime) -> list[LandingFile]:
+        """Claim the files ``keys`` of ``date`` that neither the ledger nor another run's claim holds
+        (a claim of this micro-batch's own tag, left by a crash, is taken back)."""
+        source = self.schema.source
+        listed = {f.key: f for f in list_landing(spark, landing_dir(self.conf, source, date), self.schema.format)[0]}
+        me = ledger_table.owner(tag)
+        mine: list[LandingFile] = []
+
+        def plan(ledger: dict[str, dict]) -> list[tuple]:
+            mine.clear()
+            rows = []
+            for key in keys:
+                row = ledger.get(key)
+                own = row is not None and row["status"] == ledger_table.CLAIMED and (
+                    row["batch_id"] == tag or row["detail"] == ledger_table.RELEASED)
+                if row is not None and not own:
+                    continue
+                if key not in listed:
+                    raise StreamError(f"landing file {key} vanished before the stream could record it")
+                f = listed[key]
+                mine.append(f)
+                if row is None or row["batch_id"] != tag:
+                    rows.append((source, f.path, f.size, f.mtime_ms, 0, tag, at, date, ledger_table.CLAIMED, me))
+            return rows
+
+        ledger_table.claim(self.conf, source, date, plan, file_key)
+        return list(mine)
+
     def _new_lines(self, batch: DataFrame, tag: str,
                    at: dt.datetime) -> tuple[DataFrame, DataFrame, int] | None:
         """Numbered lines (with ``dt``), ledger rows and number of the batch's files that no ledger
@@ -169,16 +205,9 @@ class BronzeWriter:
             by_date[match.group(1)].append(key)
         new: list[tuple[str, LandingFile]] = []
         for date, keys in sorted(by_date.items()):
-            listed = {f.key: f for f in list_landing(spark, landing_dir(self.conf, self.schema.source, date),
-                                                     self.schema.format)[0]}
-            seen = read_ledger(spark, self.conf, self.schema.source, date)
-            for key in sorted(keys):
-                if key in seen:
-                    self.stats.files_already_ingested += 1
-                elif key not in listed:
-                    raise StreamError(f"landing file {key} vanished before the stream could record it")
-                else:
-                    new.append((date, listed[key]))
+            mine = self._claim(spark, date, sorted(keys), tag, at)
+            self.stats.files_already_ingested += len(keys) - len(mine)
+            new += [(date, f) for f in mine]
         if not new:
             return None
         if len(new) < len(per_file):

@@ -137,7 +137,7 @@ class RealtimeWriter:
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         if self._app_id is None:
-            self._app_id = query_app_id(self.checkpoint)
+            self._app_id = query_app_id(self.checkpoint, self.lake.storage_options)
         # collected once: the updated windows of one batch are few, and recomputing a stateful batch is not
         rows = batch.select(F.date_format("window.start", _ISO).alias("window_start"),
                             F.date_format("window.end", _ISO).alias("window_end"), "entity", "key", "events",

@@ -3,13 +3,19 @@
 A backend is **one module** ``lakeloop.train.<name>`` that defines a module-level ``BACKEND``: an
 instance of a :class:`Backend` subclass.  :func:`get_backend` imports the module by name, so adding
 a backend (``tfos``, ``torch``) means adding one file; nothing else in :mod:`lakeloop.train`
-changes.  The rest of the pipeline (data loading, MLflow tracking, registry, evaluation gate,
+changes.  A third-party backend is named by dotted path, ``package.module:Name`` (``train.backend`` or
+a model spec's ``backend``), where ``Name`` is a :class:`Backend` subclass (instantiated without
+arguments) or an instance of one.  The rest of the pipeline (data loading, MLflow tracking, registry, evaluation gate,
 tuning, reports) is backend-agnostic and talks to a backend only through this interface.
 
 Contract
 --------
 ``name``
     The backend's ``--backend`` name, equal to its module name.
+``tasks``
+    The model tasks it trains (:mod:`lakeloop.train.tasks`); a model spec asking for another one is
+    refused when the job starts (:func:`check_backend`).  ``data.task`` tells :meth:`fit` which one;
+    ``data.classes`` is the number of classes of a multiclass task.
 ``default_params(conf)``
     Hyper-parameters used when neither ``train.params`` nor tuning gives one.  Plain JSON-able
     values; they are logged as MLflow params.
@@ -24,8 +30,10 @@ Contract
     Log ``result.model`` to the active MLflow run with the backend's MLflow flavor and return the
     :class:`mlflow.models.model.ModelInfo`.  The logged model **must** load with
     :func:`mlflow.pyfunc.load_model` and its ``predict`` must take a pandas frame holding the
-    feature columns and return the positive-class probability per row (a 1-d array or series,
-    or a frame/2-d array whose last column is that probability).  The evaluation gate and bulk
+    feature columns and return the task's prediction per row: ``binary``, the positive-class
+    probability (a 1-d array or series, or a frame/2-d array whose last column is that probability);
+    ``regression``, the value; ``multiclass``, an ``(n, classes)`` array of class probabilities
+    (:func:`lakeloop.train.tasks.predictions`).  The evaluation gate and bulk
     inference rely on this and on nothing else.
 ``fit_local(train, valid, features, label, params, device)`` and ``predict_local(model, frame)``
     (optional; needed by ``--tune``)
@@ -56,7 +64,7 @@ if TYPE_CHECKING:
 
     from lakeloop.conf import Conf
 
-__all__ = ["Backend", "FitResult", "TrainingData", "get_backend", "BACKENDS"]
+__all__ = ["Backend", "FitResult", "TrainingData", "get_backend", "check_backend", "BACKENDS"]
 
 # known backend modules; any importable lakeloop.train.<name> with a BACKEND also works
 BACKENDS = ("xgboost", "tfos", "torch", "bigdl")
@@ -76,6 +84,9 @@ class TrainingData:
     features: list[str]
     label: str = "label"
     input_versions: dict[str, int | None] = field(default_factory=dict)
+    task: str = "binary"
+    classes: int = 0
+    split: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -95,10 +106,11 @@ class FitResult:
 
 
 class Backend(ABC):
-    """One way of training a binary classifier in the cluster (see the module docstring)."""
+    """One way of training a model in the cluster (see the module docstring)."""
 
     name: ClassVar[str]
     supports_local_fit: ClassVar[bool] = False
+    tasks: ClassVar[tuple[str, ...]] = ("binary",)
 
     @abstractmethod
     def default_params(self, conf: Conf) -> dict[str, Any]:
@@ -119,17 +131,46 @@ class Backend(ABC):
         """Backend parameters that pin ``device`` (``"cpu"`` or ``"cuda:N"``)."""
 
     def fit_local(self, train: pd.DataFrame, valid: pd.DataFrame, features: list[str], label: str,
-                  params: dict[str, Any], *, device: str = "cpu") -> FitResult:
-        """Single-node training inside one Spark task (tuning trials)."""
+                  params: dict[str, Any], *, device: str = "cpu", task: str = "binary",
+                  classes: int = 0) -> FitResult:
+        """Single-node training inside one Spark task (tuning trials) for ``task``."""
         raise NotImplementedError(f"backend {self.name!r} cannot train single-node trials")
 
     def predict_local(self, model: Any, frame: pd.DataFrame) -> Any:
-        """Positive-class probabilities of ``model`` (from :meth:`fit_local`) for ``frame``."""
+        """The task's prediction of ``model`` (from :meth:`fit_local`) for ``frame``."""
         raise NotImplementedError(f"backend {self.name!r} cannot score single-node trials")
 
 
+def _dotted_backend(path: str) -> Backend:
+    module_name, _, attr = path.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise ValueError(f"backend {path!r}: module {module_name} not found ({exc})") from None
+    found = getattr(module, attr, None)
+    if isinstance(found, type) and issubclass(found, Backend):
+        found = found()
+    if not isinstance(found, Backend):
+        raise ValueError(f"backend {path!r}: {attr} is not a lakeloop.train.base.Backend subclass or instance")
+    return found
+
+
+def check_backend(name: str, task: str) -> Backend:
+    """The backend ``name`` if it trains ``task``; ValueError says which tasks it does train."""
+    backend = get_backend(name)
+    if task not in backend.tasks:
+        raise ValueError(f"backend {backend.name!r} does not train {task} models (it trains "
+                         f"{', '.join(backend.tasks)})")
+    return backend
+
+
 def get_backend(name: str) -> Backend:
-    """The ``BACKEND`` of module ``lakeloop.train.<name>``; ValueError names the known backends."""
+    """The ``BACKEND`` of module ``lakeloop.train.<name>``, or the class/instance at ``package.module:Name``.
+
+    ValueError names the known backends.
+    """
+    if ":" in name:
+        return _dotted_backend(name)
     if not name.isidentifier():
         raise ValueError(f"backend {name!r}: expected one of {', '.join(BACKENDS)}")
     try:

@@ -24,12 +24,14 @@ if TYPE_CHECKING:
     from lakeloop.conf import Conf
 
 __all__ = ["FEATURES", "LABEL", "KEYS", "load_training_data", "split_holdout", "shuffle_labels",
-           "check_training_frame"]
+           "check_training_frame", "feature_columns"]
 
 LABEL = "label"
 KEYS = ("user_id", "item_id")
 # numeric columns of gold.training_set the models use; ids, label_ts, dt and the category name are not
-# features (the category enters through user_category_affinity / user_category_events)
+# features (the category enters through user_category_affinity / user_category_events).  The list is
+# read from the training-set spec that writes train.table (feature_columns); this literal is the
+# recommender's list, used when no spec declares the table
 FEATURES = ["item_price", "user_events", "user_purchases", "seconds_since_user_event",
             "user_category_affinity", "user_category_events", "user_item_events", "user_item_purchases",
             "seconds_since_user_item", "item_views", "item_clicks", "item_purchases", "item_ratings",
@@ -37,11 +39,31 @@ FEATURES = ["item_price", "user_events", "user_purchases", "seconds_since_user_e
 _BUCKETS = 10_000
 
 
-def check_training_frame(df: DataFrame, where: str) -> None:
+def feature_columns(conf: Conf, df: DataFrame) -> list[str]:
+    """The model features: the numeric feature-set columns of the training-set spec writing ``train.table``.
+
+    Columns of that spec that come from feature sets (``conf/training_sets/*.yaml``), in its column
+    order, keeping those that are numeric in ``df`` (a category name is not a model feature) and
+    those ``df`` lacks (:func:`check_training_frame` reports them); :data:`FEATURES` when no spec
+    declares ``train.table``.
+    """
+    from pyspark.sql.types import NumericType
+
+    from lakeloop.featuresets import load_specs
+
+    specs = load_specs(conf)
+    spec = next((t for t in specs.training.values() if t.table == conf["train.table"]), None)
+    if spec is None:
+        return list(FEATURES)
+    types = {f.name: f.dataType for f in df.schema.fields}
+    return [c for c in spec.feature_columns(specs.sets) if c not in types or isinstance(types[c], NumericType)]
+
+
+def check_training_frame(df: DataFrame, where: str, features: list[str] | None = None) -> None:
     """Raise :class:`DataQualityError` naming ``where`` when columns are missing or labels are not 0/1."""
     from pyspark.sql import functions as F
 
-    missing = [c for c in (*KEYS, LABEL, *FEATURES) if c not in df.columns]
+    missing = [c for c in (*KEYS, LABEL, *(FEATURES if features is None else features)) if c not in df.columns]
     if missing:
         raise DataQualityError(f"{where}: missing columns {', '.join(missing)}")
     bad = df.where(F.col(LABEL).isNull() | ~F.col(LABEL).isin(0, 1)).limit(1).count()
@@ -96,9 +118,10 @@ def load_training_data(spark: SparkSession, conf: Conf, run_date: dt.date, *,
     first = run_date - dt.timedelta(days=conf["train.days"] - 1)
     where = f"dt >= '{first.isoformat()}' AND dt <= '{run_date.isoformat()}'"
     frame = lake.read(spark, uri, version=version, where=where)
-    check_training_frame(frame, f"{name} {where}")
+    features = feature_columns(conf, frame)
+    check_training_frame(frame, f"{name} {where}", features)
     frame = frame.select(*KEYS, F.col(LABEL).cast("int").alias(LABEL),
-                         *[F.col(c).cast("double").alias(c) for c in FEATURES])
+                         *[F.col(c).cast("double").alias(c) for c in features])
     seed = conf["train.seed"]
     train, holdout = split_holdout(frame, conf["train.holdout_fraction"], seed)
     if shuffle:
@@ -109,5 +132,5 @@ def load_training_data(spark: SparkSession, conf: Conf, run_date: dt.date, *,
         if classes != {0, 1}:
             raise DataQualityError(f"{name} {where}: the {side} rows need both labels 0 and 1, "
                                    f"found {sorted(classes) or 'no rows'}")
-    return TrainingData(train=train, valid=holdout, features=list(FEATURES), label=LABEL,
+    return TrainingData(train=train, valid=holdout, features=features, label=LABEL,
                         input_versions={name: version})

@@ -26,8 +26,11 @@ _SUMMARY = ("model_name", "model_version", "backend", "gate", "mlflow_run_id")
 
 
 def add_arguments(parser) -> None:
-    """``--backend``, ``--tune N``, ``--shuffle-labels``."""
-    parser.add_argument("--backend", default=None, help="training backend (default: conf train.backend)")
+    """``--model NAME``, ``--backend``, ``--tune N``, ``--shuffle-labels``."""
+    parser.add_argument("--model", default=None, metavar="NAME",
+                        help="model spec conf/models/NAME.yaml (default: train.model, or the only spec)")
+    parser.add_argument("--backend", default=None,
+                        help="training backend (default: the model spec's, else conf train.backend)")
     parser.add_argument("--tune", type=int, default=0, metavar="N",
                         help="run N parallel tuning trials first and train the best configuration")
     parser.add_argument("--shuffle-labels", action="store_true",
@@ -38,7 +41,7 @@ def run(ctx: RunContext, spark: SparkSession, args) -> JobResult[TrainOutcome]:
     """Train and gate; a refused gate ends the job with exit code 4 (the champion is unchanged)."""
     outcome = train_for_date(spark, ctx.conf, ctx.run_date, backend=args.backend,
                              shuffle_labels=args.shuffle_labels, tune=args.tune,
-                             tags={"lakeloop.job_run_id": ctx.run_id})
+                             tags={"lakeloop.job_run_id": ctx.run_id}, model=args.model)
     ctx.log.info("model version %s (run %s): %s; report %s", outcome.model_version, outcome.run_id,
                  outcome.decision.reason, outcome.report_path)
     summary = {k: outcome.report[k] for k in _SUMMARY if k in outcome.report}

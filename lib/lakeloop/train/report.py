@@ -100,8 +100,9 @@ def evaluation_plots(y: np.ndarray, p: np.ndarray, importance: dict[str, float],
     return paths
 
 
-def report_name(run_date: dt.date) -> str:
-    return f"dt={run_date.isoformat()}.json"
+def report_name(run_date: dt.date, model: str | None = None) -> str:
+    """``dt=<date>.json``; a model that is not the app's default model reports under ``<model>/``."""
+    return f"{model + '/' if model else ''}dt={run_date.isoformat()}.json"
 
 
 def _reports(conf: Conf) -> Documents:
@@ -115,6 +116,6 @@ def report_path(conf: Conf, run_date: dt.date) -> Path | str:
     return _reports(conf).location(report_name(run_date))
 
 
-def write_run_report(conf: Conf, run_date: dt.date, report: dict[str, Any]) -> Path | str:
+def write_run_report(conf: Conf, run_date: dt.date, report: dict[str, Any], model: str | None = None) -> Path | str:
     """Write ``report`` atomically to :func:`report_path` (through :mod:`lakeloop.reports`)."""
-    return _reports(conf).write_json(report_name(run_date), report)
+    return _reports(conf).write_json(report_name(run_date, model), report)

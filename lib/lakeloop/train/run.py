@@ -21,9 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lakeloop.train import gate, registry, report, tuning
-from lakeloop.train.base import Backend, FitResult, TrainingData, get_backend
-from lakeloop.train.data import load_training_data
+from lakeloop.conf import ConfError
+from lakeloop.train import baselines, gate, registry, report, spec, tasks, tuning
+from lakeloop.train.base import Backend, FitResult, TrainingData, check_backend
+from lakeloop.train.dataset import load_model_data
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -49,13 +50,9 @@ class TrainOutcome:
     report: dict[str, Any] = field(default_factory=dict)
 
 
-def model_signature(features: list[str]) -> ModelSignature:
-    """Inputs: the feature columns as doubles (NaN = missing); output: the positive-class probability."""
-    from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, Schema
-
-    return ModelSignature(inputs=Schema([ColSpec("double", f) for f in features]),
-                          outputs=Schema([ColSpec("double")]))
+def model_signature(features: list[str], task: str = "binary", classes: int = 0) -> ModelSignature:
+    """Inputs: the feature columns as doubles (NaN = missing); output: the task's prediction."""
+    return tasks.signature(task, features, classes)
 
 
 def holdout_frame(data: TrainingData, max_rows: int, seed: int) -> pd.DataFrame:
@@ -67,12 +64,6 @@ def holdout_frame(data: TrainingData, max_rows: int, seed: int) -> pd.DataFrame:
     return frame.toPandas()
 
 
-def _positive_rate(data: TrainingData) -> float:
-    from pyspark.sql import functions as F
-
-    return float(data.train.agg(F.avg(data.label)).first()[0])
-
-
 def _tune(spark: SparkSession, conf: Conf, backend: Backend, data: TrainingData, params: dict[str, Any],
           trials: int) -> tuple[dict[str, Any], list[str], dict[str, Any]]:
     import mlflow
@@ -82,7 +73,7 @@ def _tune(spark: SparkSession, conf: Conf, backend: Backend, data: TrainingData,
     done = tuning.run_trials(spark, backend, data, params, configs, metric=metric,
                              sample_rows=conf["train.tune_sample_rows"], seed=seed)
     ids = tuning.log_trials(done, metric)
-    best = tuning.best_trial(done, metric)
+    best = tuning.best_trial(done, metric, data.task)
     mlflow.set_tags({"tune.trials": str(len(done)), "tune.best_trial": str(best.index)})
     mlflow.log_metric(f"tune.best_holdout_{metric}", best.value)
     summary = {"trials": [{"index": t.index, "params": t.params, metric: t.value, "device": t.device}
@@ -97,10 +88,15 @@ def _log_inputs(conf: Conf, data: TrainingData, backend: Backend, run_date: dt.d
 
     versions = {f"input.{table}.version": str(v) for table, v in data.input_versions.items()}
     mlflow.set_tags({**tags, **versions, "lakeloop.run_date": run_date.isoformat(),
-                     "lakeloop.backend": backend.name, "lakeloop.shuffle_labels": str(shuffle).lower()})
+                     "lakeloop.backend": backend.name, "lakeloop.shuffle_labels": str(shuffle).lower(),
+                     "lakeloop.model": str(getattr(conf, "model_name", None) or ""), "lakeloop.task": data.task})
     mlflow.log_params({**versions, "features": ",".join(data.features), "n_features": len(data.features),
                        "label": data.label, "train.seed": conf["train.seed"], "train.days": conf["train.days"],
-                       "train.holdout_fraction": conf["train.holdout_fraction"]})
+                       "train.holdout_fraction": conf["train.holdout_fraction"], "train.task": data.task,
+                       "train.split": conf["train.split"], "train.classes": data.classes})
+    mlflow.log_metrics({"split.holdout_fraction": data.split.get("realised", float("nan")),
+                        "split.train_rows": data.split.get("train_rows", 0),
+                        "split.holdout_rows": data.split.get("holdout_rows", 0)})
     mlflow.log_dict({"features": data.features, "label": data.label}, "features.json")
 
 
@@ -113,9 +109,11 @@ def _log_fit(fit: FitResult) -> None:
         mlflow.log_dict(fit.feature_importance, "feature_importance.json")
 
 
-def _log_evaluation(holdout: pd.DataFrame, label: str, scores: Any, fit: FitResult) -> list[str]:
+def _log_evaluation(holdout: pd.DataFrame, label: str, scores: Any, fit: FitResult, task: str) -> list[str]:
     import mlflow
 
+    if task != "binary":  # ROC, PR and calibration plots are binary-classifier plots
+        return []
     with tempfile.TemporaryDirectory() as tmp:
         paths = report.evaluation_plots(holdout[label].to_numpy(), scores, fit.feature_importance, tmp)
         mlflow.log_artifacts(tmp, "evaluation")
@@ -132,14 +130,18 @@ def _log_decision(decision: gate.GateDecision) -> None:
 
 
 def _register_and_gate(conf: Conf, impl: Backend, fit: FitResult, data: TrainingData, holdout: pd.DataFrame,
-                       prior: float, run_id: str, run_date: dt.date) -> tuple[Any, str, gate.GateDecision, list[str]]:
+                       stats: baselines.TrainingStats, run_id: str,
+                       run_date: dt.date) -> tuple[Any, str, gate.GateDecision, list[str]]:
     """Log the model, register it as ``@challenger``, gate it and log the evaluation plots."""
     example = holdout[data.features].head(5)
-    info = impl.log_model(fit, MODEL_ARTIFACT, signature=model_signature(data.features), input_example=example)
+    info = impl.log_model(fit, MODEL_ARTIFACT, signature=model_signature(data.features, data.task, data.classes),
+                          input_example=example)
     version = registry.register_challenger(conf, info.model_uri, run_id,
-                                           {"run_date": run_date.isoformat(), "backend": impl.name})
-    decision, scores = gate.evaluate(conf, holdout, data.features, data.label, prior, version)
-    plots = _log_evaluation(holdout, data.label, scores, fit) if scores is not None else []
+                                           {"run_date": run_date.isoformat(), "backend": impl.name,
+                                            "task": data.task})
+    decision, scores = gate.evaluate(conf, holdout, data.features, data.label, stats.label_mean, version,
+                                     stats=stats, classes=data.classes)
+    plots = _log_evaluation(holdout, data.label, scores, fit, data.task) if scores is not None else []
     gate.apply(conf, decision)
     _log_decision(decision)
     return info, version, decision, plots
@@ -147,11 +149,14 @@ def _register_and_gate(conf: Conf, impl: Backend, fit: FitResult, data: Training
 
 def train_for_date(spark: SparkSession, conf: Conf, run_date: dt.date, *, backend: str | None = None,
                    shuffle_labels: bool = False, tune: int = 0,
-                   tags: dict[str, str] | None = None) -> TrainOutcome:
+                   tags: dict[str, str] | None = None, model: str | None = None) -> TrainOutcome:
     """Train, log, register and gate a model on the training set of ``run_date``.
 
     Parameters
     ----------
+    model : str, optional
+        The model spec (``conf/models/<model>.yaml``); default ``train.model`` or the only spec
+        (:func:`lakeloop.train.spec.model_conf`).
     backend : str, optional
         A module of :mod:`lakeloop.train`; default ``train.backend``.
     shuffle_labels : bool
@@ -169,12 +174,18 @@ def train_for_date(spark: SparkSession, conf: Conf, run_date: dt.date, *, backen
     """
     import mlflow
 
-    impl = get_backend(backend or conf["train.backend"])
+    conf = spec.model_conf(conf, model)
+    report_model = conf.model_name if conf.model_name and conf.model_name != spec.default_name(conf) else None
+    try:
+        impl = check_backend(backend or conf["train.backend"], conf["train.task"])
+    except ValueError as exc:
+        raise ConfError(f"--backend: {exc}") from None
     registry.setup(conf)
-    data = load_training_data(spark, conf, run_date, shuffle=shuffle_labels)
+    data = load_model_data(spark, conf, run_date, shuffle=shuffle_labels)
     params = {**impl.default_params(conf), **conf["train.params"]}
     holdout = holdout_frame(data, conf["train.gate_max_rows"], conf["train.seed"])
-    prior = _positive_rate(data)
+    stats = baselines.training_stats(data.train, data.features, data.label, data.task, data.classes,
+                                     feature_fits=conf["train.feature_baselines"])
     try:
         tuned: dict[str, Any] = {}
         trial_ids: list[str] = []
@@ -184,16 +195,18 @@ def train_for_date(spark: SparkSession, conf: Conf, run_date: dt.date, *, backen
                 params, trial_ids, tuned = _tune(spark, conf, impl, data, params, tune)
             fit = impl.fit(spark, data, params, gpu=bool(conf.get("gpu.enabled")))
             _log_fit(fit)
-            info, version, decision, plots = _register_and_gate(conf, impl, fit, data, holdout, prior,
+            info, version, decision, plots = _register_and_gate(conf, impl, fit, data, holdout, stats,
                                                                 run.info.run_id, run_date)
             payload = {"run_date": run_date.isoformat(), "mlflow_run_id": run.info.run_id,
                        "experiment_id": run.info.experiment_id, "backend": impl.name,
                        "model_name": conf["mlflow.model_name"], "model_version": version,
                        "model_uri": info.model_uri, "params": fit.params, "features": data.features,
                        "input_versions": data.input_versions, "shuffle_labels": shuffle_labels,
-                       "positive_rate": prior, "tuning": tuned, "artifacts": plots, "gate": decision.as_dict(),
-                       "tags": tags or {}}
-            path = report.write_run_report(conf, run_date, payload)
+                       "positive_rate": stats.label_mean if data.task == "binary" else None,
+                       "model": conf.model_name, "task": data.task, "classes": data.classes, "label": data.label,
+                       "split": data.split, "training_stats": stats.as_dict(),
+                       "tuning": tuned, "artifacts": plots, "gate": decision.as_dict(), "tags": tags or {}}
+            path = report.write_run_report(conf, run_date, payload, report_model)
             mlflow.log_dict(payload, f"report/{report.report_name(run_date)}")
     finally:
         data.train.unpersist()

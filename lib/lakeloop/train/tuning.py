@@ -16,7 +16,7 @@ import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from lakeloop.train import gate, gpu, registry
+from lakeloop.train import gpu, metrics, registry, tasks
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -50,18 +50,21 @@ def sample_space(space: dict[str, list[Any]], n: int, seed: int) -> list[dict[st
     return random.Random(seed).sample(grid, min(n, len(grid)))
 
 
-def _trial_fn(backend: Backend, train_b: Any, valid_b: Any, features: list[str], label: str,
-              base: dict[str, Any], metric: str):
+def _trial_fn(backend: Backend, train_b: Any, valid_b: Any, data: TrainingData, base: dict[str, Any],
+              metric: str):
+    features, label, task, classes = list(data.features), data.label, data.task, data.classes
+
     def run(item: tuple[int, dict[str, Any]]) -> Trial:
         from pyspark import TaskContext
 
         index, overrides = item
         params = {**base, **overrides}
         device = gpu.task_device()
-        result = backend.fit_local(train_b.value, valid_b.value, features, label, params, device=device)
+        result = backend.fit_local(train_b.value, valid_b.value, features, label, params, device=device,
+                                   task=task, classes=classes)
         valid = valid_b.value
-        p = gate.positive_scores(backend.predict_local(result.model, valid), len(valid))
-        return Trial(index=index, params=overrides, value=gate.score(metric, valid[label].to_numpy(), p),
+        p = tasks.predictions(task, backend.predict_local(result.model, valid), len(valid), classes)
+        return Trial(index=index, params=overrides, value=metrics.compute(task, metric, valid[label].to_numpy(), p),
                      history=result.history, device=device, partition=TaskContext.get().partitionId())
 
     return run
@@ -81,16 +84,16 @@ def run_trials(spark: SparkSession, backend: Backend, data: TrainingData, base: 
     train_b = sc.broadcast(train.toPandas())
     valid_b = sc.broadcast(data.valid.select(*columns).toPandas())
     try:
-        fn = _trial_fn(backend, train_b, valid_b, list(data.features), data.label, base, metric)
+        fn = _trial_fn(backend, train_b, valid_b, data, base, metric)
         return sc.parallelize(list(enumerate(configs)), len(configs)).map(fn).collect()
     finally:
         train_b.unpersist()
         valid_b.unpersist()
 
 
-def best_trial(trials: list[Trial], metric: str) -> Trial:
-    """The trial with the best ``metric`` (ties: the earliest)."""
-    sign = 1.0 if gate.METRICS[metric] else -1.0
+def best_trial(trials: list[Trial], metric: str, task: str = "binary") -> Trial:
+    """The trial with the best ``metric`` of ``task`` (ties: the earliest)."""
+    sign = 1.0 if metrics.metric(task, metric).higher_is_better else -1.0
     return max(trials, key=lambda t: (sign * t.value, -t.index))
 
 

@@ -1,4 +1,5 @@
-"""The default backend: ``xgboost.spark.SparkXGBClassifier`` trained in the cluster.
+"""The default backend: ``xgboost.spark.SparkXGBClassifier`` (binary, multiclass) or
+``SparkXGBRegressor`` (regression) trained in the cluster.
 
 ``train.num_workers`` Spark barrier tasks train one booster together (Rabit).  The holdout rides
 along as the estimator's validation set (``validation_indicator_col``), so the per-round
@@ -34,6 +35,9 @@ _VALID_COL = "_is_holdout"
 _ARROW_BATCH = "spark.sql.execution.arrow.maxRecordsPerBatch"
 # estimator-only keys that are not booster parameters of xgboost.train
 _ROUNDS = "n_estimators"
+# per task: booster objective of the single-node trials, per-round metrics
+_OBJECTIVE = {"binary": "binary:logistic", "regression": "reg:squarederror", "multiclass": "multi:softprob"}
+_EVAL_METRIC = {"binary": ["logloss", "auc"], "regression": ["rmse", "mae"], "multiclass": ["mlogloss", "merror"]}
 
 
 class XGBoostBackend(Backend):
@@ -41,10 +45,11 @@ class XGBoostBackend(Backend):
 
     name = "xgboost"
     supports_local_fit = True
+    tasks = ("binary", "regression", "multiclass")
 
     def default_params(self, conf: Conf) -> dict[str, Any]:
         return {"n_estimators": 100, "max_depth": 6, "learning_rate": 0.1, "min_child_weight": 1,
-                "subsample": 1.0, "eval_metric": ["logloss", "auc"],
+                "subsample": 1.0, "eval_metric": list(_EVAL_METRIC[conf["train.task"]]),
                 "random_state": conf["train.seed"], "num_workers": conf["train.num_workers"]}
 
     def device_params(self, device: str) -> dict[str, Any]:
@@ -53,7 +58,7 @@ class XGBoostBackend(Backend):
     def fit(self, spark: SparkSession, data: TrainingData, params: dict[str, Any], *,
             gpu: bool = False) -> FitResult:
         from pyspark.sql import functions as F
-        from xgboost.spark import SparkXGBClassifier
+        from xgboost.spark import SparkXGBClassifier, SparkXGBRegressor
 
         from lakeloop.session import is_verbose
 
@@ -65,7 +70,8 @@ class XGBoostBackend(Backend):
         # device="cuda" (not cuda:N): xgboost.spark resolves each barrier task's own GPU ordinal.
         # force_repartition: the union of train and holdout may already have num_workers partitions,
         # and a barrier stage over a union of differently partitioned inputs is refused by Spark.
-        estimator = SparkXGBClassifier(features_col=list(data.features), label_col=data.label,
+        kind = SparkXGBRegressor if data.task == "regression" else SparkXGBClassifier
+        estimator = kind(features_col=list(data.features), label_col=data.label,
                                        validation_indicator_col=_VALID_COL, num_workers=num_workers,
                                        force_repartition=True, device="cuda" if gpu else "cpu",
                                        verbose=is_verbose(), **params)
@@ -93,14 +99,17 @@ class XGBoostBackend(Backend):
                                         pip_requirements=_requirements("xgboost", "numpy", "pandas"))
 
     def fit_local(self, train: pd.DataFrame, valid: pd.DataFrame, features: list[str], label: str,
-                  params: dict[str, Any], *, device: str = "cpu") -> FitResult:
+                  params: dict[str, Any], *, device: str = "cpu", task: str = "binary",
+                  classes: int = 0) -> FitResult:
         import xgboost as xgb
 
         booster_params = {k: v for k, v in params.items() if k not in (_ROUNDS, "num_workers")}
         booster_params["seed"] = booster_params.pop("random_state", 0)
         booster_params.update(self.device_params(device))
         booster_params.setdefault("nthread", 1)
-        booster_params["objective"] = "binary:logistic"
+        booster_params["objective"] = _OBJECTIVE[task]
+        if task == "multiclass":
+            booster_params["num_class"] = classes
         dtrain = xgb.DMatrix(train[features], label=train[label], feature_names=features)
         dvalid = xgb.DMatrix(valid[features], label=valid[label], feature_names=features)
         evals: dict[str, dict[str, list[float]]] = {}

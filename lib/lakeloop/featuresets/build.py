@@ -1,0 +1,186 @@
+"""The features job: every declared feature set and training set of a run date into its gold table.
+
+Each input table is read once per run (only the ``dt`` partitions some feature, label or dimension
+needs, when the table has a ``dt`` column) and persisted while the outputs are computed.  Each
+output replaces its ``dt = run date`` partition (idempotent).  An output with 0 rows for a date
+whose inputs have rows is refused with :class:`~lakeloop.errors.DataQualityError` (exit code 3)
+unless its spec says ``allow_empty: true``; the table is then restored to the version before the
+write, so a refused run leaves no empty partition behind.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from lakeloop.errors import DataQualityError
+from lakeloop.featuresets import labels
+from lakeloop.featuresets.compute import compute
+from lakeloop.featuresets.load import load_specs
+from lakeloop.featuresets.scope import Scope, day_start, ts_literal
+from lakeloop.featuresets.spec import FeatureSet, Specs, TrainingSpec
+from lakeloop.featuresets.training import training_frame
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+    from lakeloop.conf import Conf
+    from lakeloop.lake import Lake
+
+__all__ = ["Bounds", "Inputs", "set_time", "plan_bounds", "feature_frame", "build_all"]
+
+log = logging.getLogger(__name__)
+PARTITION = "dt"
+_DAY = dt.timedelta(days=1)
+
+
+def set_time(fs: FeatureSet, run_date: dt.date) -> dt.datetime:
+    """The ``t`` a gold feature table of ``run_date`` is computed as of."""
+    return day_start(run_date) + (_DAY if fs.as_of == "end_of_day" else dt.timedelta(0))
+
+
+@dataclass
+class Bounds:
+    """``dt`` partitions to read per table: ``[lo, hi]``, ``lo`` None for no lower bound."""
+
+    ranges: dict[str, tuple[dt.date | None, dt.date]] = field(default_factory=dict)
+
+    def add(self, table: str, lo: dt.date | None, hi: dt.date) -> None:
+        if table in self.ranges:
+            old_lo, old_hi = self.ranges[table]
+            lo = None if lo is None or old_lo is None else min(lo, old_lo)
+            hi = max(hi, old_hi)
+        self.ranges[table] = (lo, hi)
+
+
+def _add_set(bounds: Bounds, fs: FeatureSet, first_t: dt.datetime, last_t: dt.datetime) -> None:
+    """A late row may sit in the partition of the day after its event time: one day of margin."""
+    bounds.add(fs.source, (first_t - fs.max_window).date() - _DAY, last_t.date())
+    for dim in fs.dimensions.values():
+        bounds.add(dim.table, None, last_t.date())
+
+
+def plan_bounds(sets: list[FeatureSet], trainings: list[TrainingSpec], all_sets: dict[str, FeatureSet],
+                run_date: dt.date) -> Bounds:
+    bounds = Bounds()
+    for fs in sets:
+        t = set_time(fs, run_date)
+        _add_set(bounds, fs, t, t)
+    for ts in trainings:
+        t = labels.label_time(ts.label, run_date)
+        first, last = (t, t) if t is not None else (day_start(run_date), day_start(run_date) + _DAY)
+        label_end = last + (ts.label.window or dt.timedelta(0))
+        bounds.add(ts.label.source, first.date() - _DAY, label_end.date())
+        if ts.negatives is not None:
+            bounds.add(ts.negatives.pool.table, None, label_end.date())
+        for join in ts.joins:
+            _add_set(bounds, all_sets[join.set], first, label_end)
+    return bounds
+
+
+class Inputs:
+    """Reads each table once (its planned ``dt`` range), persisted until :meth:`close`."""
+
+    def __init__(self, spark: SparkSession, lake: Lake, bounds: Bounds) -> None:
+        self.spark, self.lake, self.bounds = spark, lake, bounds
+        self._frames: dict[str, DataFrame] = {}
+
+    def __call__(self, table: str) -> DataFrame:
+        if table not in self._frames:
+            self._frames[table] = self._read(table).persist()
+        return self._frames[table]
+
+    def _read(self, table: str) -> DataFrame:
+        if not self.lake.exists(table):
+            raise DataQualityError(f"{table}: no table at {self.lake.uri(table)}; run the jobs that write it first")
+        frame = self.lake.read(self.spark, table)
+        if PARTITION not in frame.columns or table not in self.bounds.ranges:
+            return frame
+        lo, hi = self.bounds.ranges[table]
+        where = f"{PARTITION} <= '{hi.isoformat()}'"
+        if lo is not None:
+            where = f"{PARTITION} >= '{lo.isoformat()}' AND {where}"
+        return self.lake.read(self.spark, table, where=where)
+
+    def close(self) -> None:
+        for frame in self._frames.values():
+            frame.unpersist()
+        self._frames.clear()
+
+
+def feature_frame(fs: FeatureSet, read: Any, run_date: dt.date) -> DataFrame:
+    """The gold rows of one feature set for ``run_date`` (without ``dt``)."""
+    t = set_time(fs, run_date)
+    out = compute(fs, read, Scope(t))
+    return out.withColumn(fs.as_of_column, ts_literal(t)) if fs.as_of_column else out
+
+
+def _input_rows(fs: FeatureSet | None, ts: TrainingSpec | None, read: Any, run_date: dt.date) -> int:
+    """Source rows behind an output (for the 0-row check)."""
+    from pyspark.sql import functions as F
+
+    if fs is not None:
+        t = set_time(fs, run_date)
+        return read(fs.source).where(Scope(t).window_filter(fs.time, fs.max_window)).count()
+    t = labels.label_time(ts.label, run_date) or day_start(run_date)
+    end = t + (ts.label.window or _DAY)
+    time = F.col(ts.label.time)
+    return read(ts.label.source).where((time >= ts_literal(t)) & (time < ts_literal(end))).count()
+
+
+def _write(lake: Lake, name: str, table: str, df: DataFrame, run_date: dt.date, allow_empty: bool,
+           input_rows: Any) -> Any:
+    from pyspark.sql import functions as F
+
+    day = run_date.isoformat()
+    before = lake.version(table) if lake.exists(table) else None
+    result = lake.write(df.withColumn(PARTITION, F.lit(day)), table, mode="overwrite", partition_by=[PARTITION],
+                        replace_where=f"{PARTITION} = '{day}'")
+    log.info("%s -> %s dt=%s: %d rows", name, table, day, result.rows)
+    if result.rows == 0 and not allow_empty:
+        n = input_rows()
+        if n:
+            if before is not None:
+                lake.restore(table, before)
+            raise DataQualityError(f"{name}: 0 rows for dt={day} from {n} input rows; the table is left as it "
+                                   f"was (mark the set allow_empty: true if that can be right)")
+    return result
+
+
+def _selected(specs: Specs, names: list[str] | None) -> tuple[list[FeatureSet], list[TrainingSpec]]:
+    from lakeloop.conf import ConfError
+
+    if names is None:
+        return [s for s in specs.sets.values() if s.materialize], [t for t in specs.training.values()
+                                                                  if t.materialize]
+    known = {**specs.sets, **specs.training}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ConfError(f"features.sets: unknown set {unknown[0]!r} (declared: {', '.join(sorted(known))})")
+    return [specs.sets[n] for n in names if n in specs.sets], [specs.training[n] for n in names
+                                                               if n in specs.training]
+
+
+def build_all(spark: SparkSession, conf: Conf, run_date: dt.date, specs: Specs | None = None,
+              names: list[str] | None = None) -> dict[str, Any]:
+    """Compute and write every selected output; returns ``{gold table: WriteResult}``."""
+    from lakeloop.lake import Lake
+
+    specs = specs or load_specs(conf)
+    sets, trainings = _selected(specs, names if names is not None else conf.get("features.sets"))
+    lake = Lake.from_conf(conf)
+    inputs = Inputs(spark, lake, plan_bounds(sets, trainings, dict(specs.sets), run_date))
+    results: dict[str, Any] = {}
+    try:
+        for fs in sets:
+            results[fs.table] = _write(lake, fs.name, fs.table, feature_frame(fs, inputs, run_date), run_date,
+                                       fs.allow_empty, lambda fs=fs: _input_rows(fs, None, inputs, run_date))
+        for ts in trainings:
+            frame = training_frame(ts, specs.sets, inputs, run_date)
+            results[ts.table] = _write(lake, ts.name, ts.table, frame, run_date, ts.allow_empty,
+                                       lambda ts=ts: _input_rows(None, ts, inputs, run_date))
+    finally:
+        inputs.close()
+    return results

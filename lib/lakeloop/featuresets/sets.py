@@ -1,0 +1,128 @@
+"""Parsing one feature-set file (``conf/features/<name>.yaml``) into a :class:`FeatureSet`."""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+from lakeloop.featuresets import aggregate, decay, derived, dimension, lists, transform
+from lakeloop.featuresets.spec import _NAME, AS_OF, EnrichSpec, Feature, FeatureSet, Node
+
+__all__ = ["KINDS", "parse_feature_set", "default_for"]
+
+#: feature kind -> the module that parses (and computes) it
+KINDS: dict[str, ModuleType] = {"aggregate": aggregate, "list": lists, "decay": decay, "derived": derived,
+                                "dimension": dimension, "transform": transform}
+_SET_KEYS = ("description", "source", "entity", "time", "filter", "window", "as_of", "spine", "dimensions",
+             "enrich", "features", "materialize", "allow_empty", "table", "as_of_column")
+_FEATURE_KEYS = {
+    "aggregate": ("agg", "expr", "where", "group_by", "window", "default"),
+    "list": ("fields", "order_by", "max_length", "where", "window"),
+    "decay": ("half_life", "group_by", "impl", "where", "window", "default"),
+    "derived": ("expr", "default"),
+    "dimension": ("dimension", "column", "expr", "default"),
+    "transform": ("function", "params", "window", "default"),
+}
+_WINDOWED = ("aggregate", "list", "decay", "transform")
+
+
+def default_for(feature: Feature) -> Any:
+    """The value an entity without source rows gets."""
+    kind = KINDS[feature.kind]
+    return kind.default_for(feature) if hasattr(kind, "default_for") else feature.default
+
+
+def _feature(node: Node) -> Feature:
+    name = node.ident("name", required=True)
+    kind = node.text("kind", required=True, choices=tuple(KINDS))
+    opts = KINDS[kind].parse(node)
+    allowed = _FEATURE_KEYS[kind]
+    feature = Feature(name=name, kind=kind, origin=f"{node.file}: {node.key()} ({name})",
+                      window=node.duration("window") if "window" in allowed else None,
+                      where=node.text("where") if "where" in allowed else None,
+                      default=node.scalar("default") if "default" in allowed else None, opts=opts)
+    node.done(("name", "kind", *allowed))
+    return feature
+
+
+def _features(node: Node) -> tuple[Feature, ...]:
+    raw = node.raw("features")
+    if not isinstance(raw, list) or not raw:
+        raise node.error("expected a non-empty list of features", "features")
+    out = tuple(_feature(Node(item, node.file, f"features[{i}]")) for i, item in enumerate(raw))
+    names = [f.name for f in out]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise node.error(f"feature {dupes[0]!r} is declared twice", "features")
+    return out
+
+
+def _dimensions(node: Node) -> dict[str, Any]:
+    raw = node.raw("dimensions", {})
+    if not isinstance(raw, dict):
+        raise node.error(f"expected a mapping of name -> dimension, got {raw!r}", "dimensions")
+    sub = node.child("dimensions") if raw else None
+    return {name: dimension.parse_dimension(name, sub.child(name)) for name in raw} if sub else {}
+
+
+def _enrich(node: Node, dims: dict[str, Any]) -> tuple[EnrichSpec, ...]:
+    raw = node.raw("enrich", [])
+    if not isinstance(raw, list):
+        raise node.error(f"expected a list, got {raw!r}", "enrich")
+    out = []
+    for i, item in enumerate(raw):
+        sub = Node(item, node.file, f"enrich[{i}]")
+        dim = sub.text("dimension", required=True, choices=tuple(dims) or ("<declare it under dimensions>",))
+        on = sub.names("on", dims[dim].key)
+        if len(on) != len(dims[dim].key):
+            raise sub.error(f"{len(on)} columns for the {len(dims[dim].key)} key columns of {dim}", "on")
+        cols = sub.raw("columns")
+        if not isinstance(cols, dict) or not cols:
+            raise sub.error("expected a mapping name -> {column, default} or name -> column", "columns")
+        parsed = []
+        for name, spec in cols.items():
+            if isinstance(spec, str):
+                spec = {"column": spec}
+            cn = Node(spec, node.file, f"enrich[{i}].columns.{name}")
+            parsed.append((name, cn.text("column", name), cn.scalar("default")))
+            cn.done(("column", "default"))
+        out.append(EnrichSpec(dimension=dim, on=on, columns=tuple(parsed), origin=f"{node.file}: enrich[{i}]"))
+        sub.done(("dimension", "on", "columns"))
+    return tuple(out)
+
+
+def _check_references(node: Node, fs: FeatureSet) -> None:
+    for i, f in enumerate(fs.features):
+        if f.kind == "dimension":
+            dim = f.opts["dimension"]
+            if dim not in fs.dimensions:
+                raise node.error(f"unknown dimension {dim!r} (declared: {', '.join(fs.dimensions) or 'none'})",
+                                 f"features[{i}].dimension")
+            if len(fs.dimensions[dim].key) != len(fs.entity):
+                raise node.error(f"dimension {dim} has key {list(fs.dimensions[dim].key)}, the set's entity is "
+                                 f"{list(fs.entity)}", f"features[{i}].dimension")
+    for s in fs.spine:
+        if s != "source" and (s not in fs.dimensions or len(fs.dimensions[s].key) != len(fs.entity)):
+            raise node.error(f"expected source or a dimension keyed like the entity, got {s!r} "
+                             f"(dimensions: {', '.join(fs.dimensions) or 'none'})", "spine")
+    if any(f.name in fs.entity for f in fs.features):
+        raise node.error("a feature may not be named like an entity column", "features")
+
+
+def parse_feature_set(name: str, node: Node) -> FeatureSet:
+    if not _NAME.match(name):
+        raise node.error(f"the file name {name!r} must be a valid table name (letters, digits, _)")
+    dims = _dimensions(node)
+    fs = FeatureSet(
+        name=name, file=node.file, source=node.table("source"), entity=node.names("entity", required=True),
+        time=node.ident("time", required=True), filter=node.text("filter"),
+        window=node.duration("window", required=True), as_of=node.text("as_of", "end_of_day", choices=AS_OF),
+        spine=node.names("spine", ("source",)),
+        dimensions=dims, enrich=_enrich(node, dims), features=_features(node),
+        materialize=node.flag("materialize", True), allow_empty=node.flag("allow_empty", False),
+        table=node.table("table", required=False) or f"gold.{name}",
+        as_of_column=node.ident("as_of_column", "as_of"))
+    node.raw("description")
+    node.done(_SET_KEYS)
+    _check_references(node, fs)
+    return fs

@@ -1,0 +1,1 @@
+"""lakeloop's tests (a regular package, so a ``tests`` package installed by a dependency never shadows it)."""

@@ -1,0 +1,135 @@
+"""The ``serve`` job as a process, the way it runs in production: ``jobs/serve.py`` with two uvicorn worker
+processes over a real SQLite store; graceful drain on SIGTERM, client disconnects without tracebacks,
+metrics added up over the workers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from lakeloop.serving import StoreSettings, store_from_config
+from lakeloop.serving.client import LookupClient
+
+from tests.test_serve_api import labels, parse_metrics
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def service(tmp_path):
+    """``start(**conf)`` runs jobs/serve.py on a free port; yields ``(process, port, store)``; stopped after."""
+    store = store_from_config(StoreSettings("sqlite", "lakeloop", options={"path": str(tmp_path / "s.sqlite")}))
+    store.begin_load("v1")
+    store.write_batch("v1", [(i, [{"item_id": i, "score": 0.5}]) for i in range(100)])
+    store.commit_load("v1", 100)
+    started: list[subprocess.Popen] = []
+
+    def start(**conf: object) -> tuple[subprocess.Popen, int]:
+        sets = {"serving.sqlite.path": tmp_path / "s.sqlite", "warehouse": tmp_path / "w", "landing": tmp_path / "l",
+                "log_level": "INFO", **conf}
+        cmd = [sys.executable, str(ROOT / "jobs" / "serve.py"), "--port", "0", "--workers", "2"]
+        for key, value in sets.items():
+            cmd += ["--set", f"{key}={value}"]
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "lib"), str(ROOT)]))
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+        started.append(proc)
+        line = proc.stdout.readline()
+        assert "listening on" in line, (line, proc.stderr.read() if proc.poll() is not None else "")
+        port = int(line.rsplit(":", 1)[1])
+        _wait_ready(port)
+        return proc, port
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(30)
+    store.close()
+
+
+def _wait_ready(port: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with LookupClient("127.0.0.1", port, timeout=5) as client:
+                if all(client.get("/readyz")[0] == 200 for _ in range(10)):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("the service did not become ready")
+
+
+def test_sigterm_drains_requests_in_flight(service):
+    proc, port = service(**{"serve.drain_timeout_s": 20})
+    body = b'{"user_ids": [1, 2, 3]}'
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        # a request in flight: headers and half the body sent, then SIGTERM, then the rest
+        s.sendall(b"POST /v1/recommendations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: %d\r\n\r\n%b" % (len(body), body[:10]))
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        s.sendall(body[10:])
+        reply = b""
+        while chunk := s.recv(65536):
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 200"), reply[:200]
+    assert b'"user_id":1' in reply and b"connection: close" in reply.lower()
+    assert proc.wait(30) == 0
+    stderr = proc.stderr.read()
+    assert "Traceback" not in stderr, stderr[-3000:]
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+def test_client_disconnects_leave_no_traceback(service):
+    proc, port = service()
+    for i in range(200):
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        if i % 2:  # half wait for nothing and reset the connection right after the request
+            s.sendall(b"GET /v1/recommendations/%d HTTP/1.1\r\nHost: x\r\n\r\n" % (i % 100))
+        else:  # the others break off in the middle of a body
+            s.sendall(b"POST /v1/recommendations HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"user_")
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST, not FIN
+        s.close()
+    with LookupClient("127.0.0.1", port) as client:
+        assert client.recommendations(5)[0] == 200
+        assert client.health()[0] == 200
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+    stderr = proc.stderr.read()
+    assert "Traceback" not in stderr and "Error" not in stderr.replace("ERROR", ""), stderr[-3000:]
+
+
+def test_metrics_add_up_over_the_worker_processes(service):
+    proc, port = service()
+    n = 60
+    for _ in range(n):  # a new connection each time: the kernel spreads them over both workers
+        with LookupClient("127.0.0.1", port) as client:
+            assert client.recommendations(7)[0] == 200
+    with LookupClient("127.0.0.1", port) as client:
+        conn_text = _metrics_text(client)
+    samples = parse_metrics(conn_text)
+    assert samples["lakeloop_serve_requests_total", labels(route="/v1/recommendations/{user_id}", method="GET",
+                                                           status="200")] == n
+    assert samples["lakeloop_serving_version_info", labels(version="v1")] == 1
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+
+
+def _metrics_text(client: LookupClient) -> str:
+    import http.client
+
+    conn = http.client.HTTPConnection(client.host, client.port, timeout=10)
+    conn.request("GET", "/metrics")
+    text = conn.getresponse().read().decode()
+    conn.close()
+    return text
