@@ -89,8 +89,8 @@ def test_zeppelin_note_is_valid_and_has_the_same_sections():
     texts = [p["text"] for p in note["paragraphs"]]
     assert any(t.startswith("%pyspark") for t in texts) and any(t.startswith("%sql") for t in texts)
     body = "\n".join(texts)
-    for needle in ("_reports/curate", "gold/item_stats", "gold/predictions", "silver/events_quarantine",
-                   "_reports/pipeline", "closed_loop"):
+    for needle in ("/_reports/", '"curate/*/dt=*.json"', "gold.item_stats", "gold.predictions",
+                   "silver.events_quarantine", '"pipeline/*.json"', "closed_loop", "spark.read"):
         assert needle in body, needle
 
 

@@ -64,6 +64,9 @@ def test_submit_applies_the_log4j2_configuration(tmp_path):
     assert "lakeloop.console.level" not in options
     verbose = build_command("ingest", "local", overrides, ["--verbose"], check_files=False).argv
     assert "-Dlakeloop.console.level=INFO" in next(a for a in verbose if a.startswith("spark.driver.extraJava"))
+    remote = build_command("ingest", "yarn", [], [], check_files=False).argv  # cluster deploy mode
+    assert str(LOG4J2_CONF) in remote[remote.index("--files") + 1].split(",")
+    assert "spark.driver.extraJavaOptions=-Dlog4j2.configurationFile=log4j2.properties" in remote
 
 
 def test_spark_driver_logs_warnings_to_the_console_and_everything_to_the_file(tmp_path):

@@ -33,6 +33,10 @@ def _summary_cell(summary: dict[str, Any]) -> str:
     lines = []
     if isinstance(sources, dict):
         for source, figures in sources.items():
+            if "silver_rows" not in figures:  # ingest: rows landed in bronze
+                lines.append(f"{escape(source)}: {figures.get('rows', '?')} rows from {figures.get('files', '?')} "
+                             "new file(s)")
+                continue
             rate = figures.get("quarantine_rate")
             rate_text = f"{rate:.2%}" if isinstance(rate, (int, float)) else "?"
             lines.append(f"{escape(source)}: {figures.get('silver_rows', '?')} silver rows, "

@@ -256,7 +256,7 @@ def build_command(job: str, env: str = "local", overrides: list[str] | None = No
     else:  # lakeloop's log4j2 configuration: Spark's warnings on the console, everything in a log file
         props = spark_log_options(props, log_directory=log_dir(conf), verbose="--verbose" in job_args,
                                   remote_driver=remote_driver)
-        files += [LOG4J2_CONF] if remote_driver else []
+        files[2:2] = [LOG4J2_CONF] if remote_driver else []  # after the conf files
     if delta_runtime:
         env_vars["SPARK_HOME"] = str(delta_runtime.spark_home)
     archive = conf.get("runtime.spark35.archive") if spark35 else conf.get("python.archive")
