@@ -244,7 +244,8 @@ def test_airflow_dag_commands_follow_the_pipeline_steps():
     assert list(dag.STEPS) == [s.name for s in DAILY_STEPS]
     assert dag.step_command("curate") == ("cd {{ var.value.get('lakeloop_home', '/opt/lakeloop') }} && "
                                           "./spark-submit.sh curate --env {{ var.value.get('lakeloop_env', 'yarn') }}"
-                                          " --date {{ ds }}")
+                                          " --date {{ (data_interval_end.in_timezone('UTC') - "
+                                          "macros.timedelta(days=1)).strftime('%Y-%m-%d') }}")
     assert dag.step_command("infer", home="/opt/my lakeloop", env="local", date="2026-11-03") == (
         "cd '/opt/my lakeloop' && ./spark-submit.sh infer --env local --date 2026-11-03")
     assert "spark-submit.sh pipeline --env" in dag.pipeline_command()
@@ -254,10 +255,12 @@ def test_airflow_dag_commands_follow_the_pipeline_steps():
         assert pipeline.load_job(job) is not None
 
 
-def test_airflow_dag_file_defines_one_bash_task_per_step_in_order():
+def test_airflow_dag_file_defines_one_task_per_step_in_order():
+    """One operator call in a loop over STEPS, each task running its step's command (exit codes 3/4 are
+    distinct, not retried: tests/test_airflow.py)."""
     tree = ast.parse((ROOT / "airflow" / "lakeloop_daily.py").read_text())
-    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "BashOperator"]
-    assert len(calls) == 1 and {k.arg for k in calls[0].keywords} >= {"task_id", "bash_command"}
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "PythonOperator"]
+    assert len(calls) == 1 and {k.arg for k in calls[0].keywords} >= {"task_id", "python_callable", "op_kwargs"}
     loop = next(n for n in ast.walk(tree) if isinstance(n, ast.For) and calls[0] in list(ast.walk(n)))
     assert isinstance(loop.iter, ast.Name) and loop.iter.id == "STEPS"
     chained = [n for n in ast.walk(loop) if isinstance(n, ast.BinOp) and isinstance(n.op, ast.RShift)]
@@ -283,7 +286,7 @@ dag = bag.dags.get("lakeloop_daily")
 print(json.dumps({"errors": {str(k): str(v) for k, v in bag.import_errors.items()}, "dags": sorted(bag.dags),
                   "tasks": [t.task_id for t in dag.tasks] if dag else [],
                   "downstream": {t.task_id: sorted(t.downstream_task_ids) for t in dag.tasks} if dag else {},
-                  "commands": {t.task_id: t.bash_command for t in dag.tasks} if dag else {},
+                  "commands": {t.task_id: t.op_kwargs["command"] for t in dag.tasks} if dag else {},
                   "retries": dag.default_args.get("retries") if dag else None,
                   "max_active_runs": dag.max_active_runs if dag else None}))
 """

@@ -367,7 +367,7 @@ DEFAULTS: dict[str, Any] = {
     "train.time_column": None,
     "train.features": None,
     "train.classes": None,
-    "train.split": "hash",
+    "train.split": "random",
     "train.split_column": None,
     "train.split_tolerance": 0.1,
     "train.gate_confidence": 0.9,
