@@ -89,7 +89,9 @@ def parse(bronze: DataFrame, schema: SourceSchema) -> DataFrame:
     No expression here is a higher-order function (those run without code generation and would take
     the whole projection with them); ``_extra`` is added at the end by :func:`with_extra`.
     """
-    bronze = bronze.withColumn("__text", _unmarked(F.col("value"), F.col("_line") == 1))
+    # a stream classifies its lines before they are numbered: there the BOM is stripped wherever it starts a line
+    first_line = F.col("_line") == 1 if "_line" in bronze.columns else F.lit(True)
+    bronze = bronze.withColumn("__text", _unmarked(F.col("value"), first_line))
     if schema.format == "csv":
         return _parse_csv(bronze, schema).drop("__text")
     return _parse_jsonl(bronze, schema).drop("__text")

@@ -41,6 +41,8 @@ JOB_USES: dict[str, frozenset[str]] = {
     "infer": frozenset({"tables", "mlflow", "serving"}),
     "stream": frozenset({"tables", "landing", "serving", "checkpoints"}),
     "serve": frozenset({"serving"}),
+    "serving": frozenset({"serving"}),
+    "optimize": frozenset({"tables"}),
     "pipeline": _ALL,
     "demo": _ALL,
 }
