@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -12,15 +11,14 @@ from lakeloop.conf import ConfError, load_conf
 from lakeloop.conf_checks import size_bytes
 from lakeloop.errors import EXIT_USAGE, exit_code_for
 
+from tests.test_conf import write_conf as conf_folder
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def write_conf(tmp_path: Path, base: str, local: str = "") -> Path:
-    d = tmp_path / "conf"
-    d.mkdir()
-    (d / "base.yaml").write_text(textwrap.dedent(base))
-    (d / "local.yaml").write_text(textwrap.dedent(local))
-    return d
+    """A conf folder with ``base.yaml`` and a ``local.yaml`` (empty by default)."""
+    return conf_folder(tmp_path, base, local=local)
 
 
 BASE = """
