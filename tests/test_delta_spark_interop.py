@@ -15,7 +15,7 @@ import subprocess
 
 import pytest
 from lakeloop import jvm, tables
-from lakeloop.delta.log import UnsupportedFeatureError
+from lakeloop.delta.log import UnsupportedFeatureError, commit_actions, locate
 
 from tests.conftest import ROOT
 
@@ -198,6 +198,11 @@ def test_one_writer_per_engine_on_one_table(spark, peer, tmp_path):
     landed = {0} | {o["id"] for o in mine + theirs if "version" in o}
     versions = [o["version"] for o in mine + theirs if "version" in o]
     assert len(set(versions)) == len(versions), "two writers were given the same version"
+    for outcome in mine + theirs:  # each engine reports its own commit, not the latest one after it
+        if "version" in outcome:
+            info = next(a["commitInfo"] for a in commit_actions(locate(uri), outcome["version"]) if "commitInfo" in a)
+            by = "delta-spark" if "Delta-Lake/" in (info.get("engineInfo") or "") else "bridge"
+            assert by == ("bridge" if outcome["id"] < 1000 else "delta-spark"), (outcome, info.get("engineInfo"))
     assert {r.id for r in tables.read(spark, uri, engine="bridge").collect()} == landed
     seen = peer("read", path=uri)
     assert {r["id"] for r in seen["rows"]} == landed

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from lakeloop.delta import read as bridge_read
 from lakeloop.delta import write as bridge_write
+from lakeloop.delta.files import staging_name
 from lakeloop.delta.log import (
     ConcurrentWriteError,
     DeltaError,
@@ -112,8 +113,11 @@ def write(df: DataFrame, uri: str, mode: str = "append", partition_by: Sequence[
     columns = [partition_by] if isinstance(partition_by, str) else list(partition_by or [])
     if columns:
         writer = writer.partitionBy(*columns)
+    # the write id finds this write's own commit afterwards: other writers may commit before and after it
+    write_id = staging_name()
+    user_metadata = {"lakeloop.writeId": write_id, **(commit_metadata or {})}
     options = {"replaceWhere": replace_where, "mergeSchema": "true" if merge_schema else None,
-               "userMetadata": json.dumps(commit_metadata, sort_keys=True) if commit_metadata else None}
+               "userMetadata": json.dumps(user_metadata, sort_keys=True)}
     if txn is not None:
         options.update(txnAppId=str(txn[0]), txnVersion=str(int(txn[1])))
     for key, value in options.items():
@@ -121,11 +125,15 @@ def write(df: DataFrame, uri: str, mode: str = "append", partition_by: Sequence[
             writer = writer.option(key, value)
     before = _latest(df.sparkSession, path)
     _mapped(lambda: writer.save(path), uri)
-    after = _latest(df.sparkSession, path)
-    if after is None or (before is not None and after["version"] == before["version"]):
-        return WriteResult(None if after is None else after["version"], 0, 0, skipped=True)
-    metrics = after.get("operationMetrics") or {}
-    return WriteResult(after["version"], int(metrics.get("numFiles", 0)), int(metrics.get("numOutputRows", 0)))
+    start = None if before is None else before["version"]
+    own, latest = _own_commit(df.sparkSession, path, start, write_id)
+    if own is None:
+        if txn is not None:  # delta-spark skipped the write: the table recorded this txn version already
+            return WriteResult(latest, 0, 0, skipped=True)
+        raise DeltaError(f"{uri}: delta-spark reported the write done, but no commit after version {start} "
+                         f"carries its write id {write_id} (lost to a concurrent writer?)")
+    metrics = own.get("operationMetrics") or {}
+    return WriteResult(own["version"], int(metrics.get("numFiles", 0)), int(metrics.get("numOutputRows", 0)))
 
 
 def _timestamp(value: dt.datetime | str) -> str:
@@ -138,13 +146,46 @@ def _timestamp(value: dt.datetime | str) -> str:
 
 def _latest(spark: SparkSession, path: str) -> dict[str, Any] | None:
     """The last commit of the table at ``path`` (version, operationMetrics) as delta-spark reports it."""
+    rows = _history(spark, path, 1)
+    return rows[0] if rows else None
+
+
+def _history(spark: SparkSession, path: str, limit: int) -> list[dict[str, Any]]:
+    """The last ``limit`` commits of the table at ``path``, newest first; empty when there is no table."""
     from pyspark.errors import AnalysisException
 
     try:
-        rows = spark.sql(f"DESCRIBE HISTORY delta.`{path}` LIMIT 1").collect()
+        rows = spark.sql(f"DESCRIBE HISTORY delta.`{path}` LIMIT {int(limit)}").collect()
     except AnalysisException:
+        return []
+    return [r.asDict() for r in rows]
+
+
+def _write_id(commit: dict[str, Any]) -> str | None:
+    try:
+        return json.loads(commit.get("userMetadata") or "{}").get("lakeloop.writeId")
+    except (ValueError, AttributeError):  # userMetadata another writer set, not lakeloop's JSON
         return None
-    return rows[0].asDict() if rows else None
+
+
+def _own_commit(spark: SparkSession, path: str, start: int | None,
+                write_id: str) -> tuple[dict[str, Any] | None, int | None]:
+    """``(commit, latest version)``: the commit after version ``start`` that carries ``write_id``.
+
+    Found by its id, not as the latest commit: another writer may commit between this write's commit and
+    the history read.  The history window grows until it reaches back to ``start`` (commits keep landing).
+    """
+    first = -1 if start is None else start
+    limit = 8
+    while True:
+        rows = _history(spark, path, limit)
+        latest = rows[0]["version"] if rows else None
+        for row in rows:
+            if row["version"] > first and _write_id(row) == write_id:
+                return row, latest
+        if not rows or rows[-1]["version"] <= first + 1 or len(rows) < limit:
+            return None, latest
+        limit *= 4
 
 
 def _mapped(action: Any, uri: str) -> Any:

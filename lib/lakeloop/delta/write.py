@@ -129,12 +129,18 @@ def write(df: DataFrame, uri: str, mode: str = "append", partition_by: Sequence[
         delete_staging(loc, staging)
         raise
     try:
-        return _commit(df.sparkSession, plan, staged, mode, replace_where, txn,
-                       {"lakeloop.writeId": staging, **(commit_metadata or {})})
+        result = _commit(df.sparkSession, plan, staged, mode, replace_where, txn,
+                         {"lakeloop.writeId": staging, **(commit_metadata or {})})
     except BaseException:
         delete_files(loc, staged)
         delete_staging(loc, staging)
         raise
+    if result.version is None and not result.skipped:
+        # delta-rs committed with put-if-absent of _delta_log/<version>.json, yet no commit carries the id:
+        # another writer replaced the file (a log store without put-if-absent); its files stay for vacuum
+        raise DeltaError(f"{loc.delta}: the commit of write {staging} is not in the log: another writer "
+                         "replaced it, its rows are not in the table; retry the write")
+    return result
 
 
 def _already_done(table: DeltaTable, txn: tuple[str, int]) -> bool:
@@ -405,6 +411,7 @@ def _commit(spark: SparkSession, plan: _Plan, staged: list[StagedFile], mode: st
         if fields:
             latest.alter.add_columns(fields)
     removes = [RemoveAction(e.path, True, now, e.size, _partition_strings(e)) for e in removed]
+    start = latest.version()  # read before committing: the table object may move to the new version
     try:
         latest.create_write_transaction(adds + removes, "append", latest.schema(),
                                         partition_by=plan.partition_by or None, commit_properties=props)
@@ -414,18 +421,25 @@ def _commit(spark: SparkSession, plan: _Plan, staged: list[StagedFile], mode: st
             delete_files(loc, staged)
             return WriteResult(again.version(), 0, 0, skipped=True)
         raise ConcurrentWriteError(f"{loc.delta}: commit failed: {exc}") from exc
-    return WriteResult(_committed_version(loc, metadata["lakeloop.writeId"]), len(adds), rows)
+    return WriteResult(_committed_version(loc, metadata["lakeloop.writeId"], start), len(adds), rows)
 
 
-def _committed_version(loc: TableLocation, write_id: str) -> int | None:
-    """The version our commit got (others may have committed after it)."""
-    try:
-        table = load_table(loc)
-        for info in table.history(limit=20) if table is not None else []:
-            if info.get("lakeloop.writeId") == write_id:
-                return int(info["version"])
-    except Exception:  # noqa: BLE001 - the commit is done; the number is informational
-        pass
+def _committed_version(loc: TableLocation, write_id: str, start: int) -> int | None:
+    """The version our commit got: the one after ``start`` whose commit info carries ``write_id``.
+
+    delta-rs rebases a blind append past versions other writers committed meanwhile, and more may land
+    after it, so the latest version is not necessarily ours: each commit file after ``start`` is read (its
+    name is its version; delta-rs's ``history()`` read right after a commit can pair an entry with the
+    wrong version while other processes commit).  None when no commit carries the id (see :func:`write`).
+    """
+    table = load_table(loc)
+    end = table.version() if table is not None else start
+    for version in range(start + 1, end + 1):
+        for action in commit_actions(loc, version):
+            if "commitInfo" in action:
+                if action["commitInfo"].get("lakeloop.writeId") == write_id:
+                    return version
+                break
     return None
 
 
