@@ -2,7 +2,8 @@
 
 ``KafkaBroker`` writes a ``server.properties`` into a temporary folder, formats the storage with
 ``kafka.tools.StorageTool``, starts ``kafka.Kafka`` from the jars ``./setup.sh jvm`` fetched
-(``jars/kafka-broker``), waits until the broker accepts connections and stops it by PID on exit.
+(``jars/kafka-broker``), waits until the broker accepts connections and stops it by PID on exit
+(:class:`tests.server_process.ServerProcess`).
 ``create_topic`` and ``produce`` use the broker's own command-line tools.  Test modules import the
 ``kafka_broker`` fixture from here; it skips with a message naming the setup step when the jars are missing.
 """
@@ -11,17 +12,15 @@ from __future__ import annotations
 
 import base64
 import os
-import signal
-import socket
 import subprocess
-import tempfile
-import time
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
 from lakeloop.jvm import kafka_broker_jars
+
+from tests.server_process import ServerProcess, free_port
 
 MISSING = ("the Kafka broker jars are missing (jars/kafka-broker); fetch them with ./setup.sh jvm "
            "(Apache Maven and Maven Central needed)")
@@ -40,30 +39,25 @@ logger.kafka.level = INFO
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _java() -> str:
     home = os.environ.get("JAVA_HOME")
     return str(Path(home) / "bin" / "java") if home else "java"
 
 
-class KafkaBroker:
+class KafkaBroker(ServerProcess):
     """``with KafkaBroker() as broker: broker.bootstrap``: one KRaft node on 127.0.0.1."""
+
+    name = "the Kafka broker"
+    start_timeout = 90.0
+    poll_interval = 0.5
+    stop_timeout = 20.0
 
     def __init__(self, directory: str | Path | None = None) -> None:
         jars = kafka_broker_jars()
         if not jars:
             raise RuntimeError(MISSING)
         self.classpath = os.pathsep.join(str(j) for j in jars)
-        self._tmp = None if directory else tempfile.TemporaryDirectory(prefix="kafka-")
-        self.directory = Path(directory or self._tmp.name)
-        self.host = "127.0.0.1"
-        self.port = 0
-        self.process: subprocess.Popen[bytes] | None = None
+        super().__init__(directory, prefix="kafka-")
 
     @property
     def bootstrap(self) -> str:
@@ -112,35 +106,22 @@ class KafkaBroker:
                                f"{proc.stderr.decode(errors='replace')[-2000:]}")
         return proc.stdout.decode(errors="replace")
 
-    def start(self, timeout: float = 90.0) -> KafkaBroker:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        for _ in range(3):  # another process may take a free port before the broker binds it
-            self.port, controller = free_port(), free_port()
-            props = self._properties(controller)
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-            self._run_tool("kafka.tools.StorageTool", ["format", f"--cluster-id={cluster_id}", "-c", str(props),
-                                                       "--ignore-formatted"])
-            with open(self.log_file, "ab") as log:
-                self.process = subprocess.Popen([_java(), *self._java_options, "-cp", self.classpath, "kafka.Kafka",
-                                                 str(props)], stdout=log, stderr=subprocess.STDOUT,
-                                                start_new_session=True)
-            if self._wait_ready(timeout):
-                return self
-            self.stop()
-        raise RuntimeError(f"the Kafka broker did not start; see {self.log_file}")
+    def _launch(self) -> subprocess.Popen[bytes]:
+        props = self._properties(free_port())
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        self._run_tool("kafka.tools.StorageTool", ["format", f"--cluster-id={cluster_id}", "-c", str(props),
+                                                   "--ignore-formatted"])
+        with open(self.log_file, "ab") as log:
+            return subprocess.Popen([_java(), *self._java_options, "-cp", self.classpath, "kafka.Kafka", str(props)],
+                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
-    def _wait_ready(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                return False
-            try:
-                self._run_tool("org.apache.kafka.tools.TopicCommand",
-                               ["--bootstrap-server", self.bootstrap, "--list"], timeout=30)
-                return True
-            except (RuntimeError, subprocess.TimeoutExpired):
-                time.sleep(0.5)
-        return False
+    def _answers(self) -> bool:
+        try:
+            self._run_tool("org.apache.kafka.tools.TopicCommand", ["--bootstrap-server", self.bootstrap, "--list"],
+                           timeout=30)
+            return True
+        except (RuntimeError, subprocess.TimeoutExpired):
+            return False
 
     def create_topic(self, topic: str, partitions: int = 1) -> None:
         self._run_tool("org.apache.kafka.tools.TopicCommand",
@@ -156,24 +137,13 @@ class KafkaBroker:
                        stdin=("\n".join(payload) + "\n").encode())
         return len(payload)
 
-    def stop(self) -> None:
-        """Stop the broker by its PID: SIGTERM (a clean shutdown), SIGKILL after 20 s."""
-        if self.process is not None and self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                os.kill(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-        self.process = None
-
-    def __enter__(self) -> KafkaBroker:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-        if self._tmp is not None:
-            self._tmp.cleanup()
+    def producer(self, topic: str) -> subprocess.Popen[bytes]:
+        """A console producer reading records from its stdin (one per line, sent as written and flushed)."""
+        return subprocess.Popen([_java(), *self._java_options, "-cp", self.classpath,
+                                 "org.apache.kafka.tools.ConsoleProducer", "--bootstrap-server", self.bootstrap,
+                                 "--topic", topic, "--producer-property", "acks=all",
+                                 "--producer-property", "linger.ms=0"],
+                                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 @pytest.fixture(scope="session")

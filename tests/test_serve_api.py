@@ -185,7 +185,7 @@ def test_bad_batch_bodies(store, server, path, body, status, message):
 
 
 def test_unreachable_store_is_503(tmp_path):
-    from tests.redis_server import free_port
+    from tests.server_process import free_port
 
     dead = store_from_config(StoreSettings("redis", "dead", options={"host": "127.0.0.1", "port": free_port()}))
     running = serve_in_thread(dead)
