@@ -12,15 +12,23 @@
    small event files are landed one at a time, each the only events of a new user; the time from the
    file's rename into landing to that user's real-time view appearing in the serving store is
    measured.  Prints p50/p99.
+3. Kafka (when ``./setup.sh jvm`` fetched the broker and Spark's Kafka connector; ``--no-kafka`` skips it): a
+   real broker (KRaft, ``tests/kafka_broker.py``) on loopback, topic of 2 partitions.  Throughput: the same
+   ``--events`` day published as records, then ``stream --source kafka`` to bronze alone (availableNow):
+   events/s.  Freshness: both queries running on ``processingTime``, ``--files`` batches of ``--per-file``
+   records of a new user published one at a time (the broker's console producer, acks=all); the time from
+   the broker's acknowledgement to that user's real-time view appearing in the serving store.  Prints p50/p99.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import gzip
 import json
 import os
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -28,9 +36,10 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
+sys.path[:0] = [str(Path(__file__).resolve().parents[1] / "lib"), str(Path(__file__).resolve().parents[1])]
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # Python workers (the lakeloop_delta source) import lakeloop
 
+from lakeloop import jvm  # noqa: E402
 from lakeloop.conf import load_conf  # noqa: E402
 from lakeloop.datagen import generate_day  # noqa: E402
 from lakeloop.ingest import ingest_source  # noqa: E402
@@ -42,11 +51,15 @@ ROOT = Path(__file__).resolve().parents[1]
 DATE = "2026-11-01"
 
 
-def session() -> SparkSession:
-    spark = (SparkSession.builder.master("local[2]").appName("bench-stream")
-             .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
-             .config("spark.sql.shuffle.partitions", "4")
-             .config("spark.sql.session.timeZone", "UTC").config("spark.driver.memory", "4g").getOrCreate())
+def session(kafka: bool) -> SparkSession:
+    builder = (SparkSession.builder.master("local[2]").appName("bench-stream")
+               .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
+               .config("spark.sql.shuffle.partitions", "4")
+               .config("spark.sql.session.timeZone", "UTC").config("spark.driver.memory", "4g"))
+    if kafka:  # Spark's Kafka connector (and not delta-spark: the bridge is the stream's engine)
+        jars, _ = jvm.spark_settings("bridge")
+        builder = builder.config("spark.jars", ",".join(str(j) for j in jars))
+    spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     return spark
 
@@ -164,21 +177,123 @@ def _wait(store, user: int, failure: list, timeout: float) -> float:
     raise TimeoutError(f"user {user} never reached the real-time view")
 
 
+def kafka_available() -> str | None:
+    """None when the Kafka part can run, else why not."""
+    if not jvm.connector("kafka").usable:
+        return jvm.connector("kafka").reason
+    if not jvm.kafka_broker_jars():
+        return "no Kafka broker jars in jars/kafka-broker (./setup.sh jvm)"
+    return None
+
+
+def _kafka_conf(root: Path, broker, **extra: object):
+    return conf_at(root, **{"stream.source": "kafka", "stream.kafka.bootstrap_servers": broker.bootstrap,
+                            "stream.kafka.topic": "events", **extra})
+
+
+def kafka_throughput(spark: SparkSession, broker, root: Path, events: int) -> dict[str, float]:
+    """The ``--events`` day published to the topic, then bronze alone from Kafka (availableNow)."""
+    source = root / "kafka-source"
+    _land_day(source, events)
+    lines = []
+    for path in sorted((source / "events").rglob("part-*")):
+        with (gzip.open if path.name.endswith(".gz") else open)(path, "rt") as fh:
+            lines += [line.rstrip("\n") for line in fh if line.strip()]
+    start = time.perf_counter()
+    broker.produce("events", lines)
+    produce_s = time.perf_counter() - start
+    conf = _kafka_conf(root / "kafka-throughput", broker)
+    start = time.perf_counter()
+    result = run_stream(spark, conf, "events", trigger="availableNow", realtime=False)
+    bronze_s = time.perf_counter() - start
+    assert result.bronze.rows == len(lines), (result.bronze.rows, len(lines))
+    return {"records": len(lines), "produce_s": produce_s, "bronze_s": bronze_s,
+            "bronze_events_per_s": len(lines) / bronze_s}
+
+
+def kafka_freshness(spark: SparkSession, broker, root: Path, files: int, interval: str,
+                    per_file: int) -> dict[str, float]:
+    """Batches of a new user's records published one at a time; time from the ack until the real-time view has them."""
+    broker.create_topic("fresh", partitions=2)
+    conf = _kafka_conf(root / "kafka-freshness", broker, **{"stream.interval": interval,
+                                                            "stream.kafka.topic": "fresh"})
+    stop = threading.Event()
+    failure: list[BaseException] = []
+
+    def serve() -> None:
+        try:
+            run_stream(spark, conf, "events", trigger="processingTime", stop=stop)
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            failure.append(exc)
+
+    runner = threading.Thread(target=serve, daemon=True)
+    runner.start()
+    store = open_store(conf)
+
+    def publish(user: int) -> float:
+        """When the broker acknowledged the user's records (acks=all)."""
+        ts = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        broker.produce("fresh", [json.dumps({"event_id": f"k{user * 1000 + i:016x}", "user_id": user,
+                                             "item_id": 1 + i % 50, "type": "view", "ts": ts})
+                                 for i in range(per_file)])
+        return time.perf_counter()
+
+    try:
+        publish(8_000_000)  # warm-up batch: both queries have started and compiled their plans
+        _wait(store, 8_000_000, failure, 600)
+        latencies = []
+        for i in range(files):
+            user = 8_000_001 + i
+            sent = publish(user)
+            latencies.append(_wait(store, user, failure, 300) - sent)
+    finally:
+        stop.set()
+        runner.join(600)
+        store.close()
+    latencies.sort()
+    return {"batches": files, "records_per_batch": per_file, "interval": interval,
+            "p50_s": statistics.median(latencies),
+            "p99_s": latencies[min(len(latencies) - 1, int(round(0.99 * (len(latencies) - 1))))],
+            "max_s": latencies[-1]}
+
+
+def kafka_phase(spark: SparkSession, root: Path, args: argparse.Namespace) -> None:
+    from tests.kafka_broker import KafkaBroker
+
+    with KafkaBroker(root / "kafka") as broker:
+        broker.create_topic("events", partitions=2)
+        print(json.dumps({"kafka_throughput": kafka_throughput(spark, broker, root, args.events)}, indent=2),
+              flush=True)
+        print(json.dumps({"kafka_freshness": kafka_freshness(spark, broker, root, args.files, args.interval,
+                                                             args.per_file)}, indent=2), flush=True)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--events", type=int, default=100_000)
     p.add_argument("--files", type=int, default=20, help="files landed one by one for the freshness figures")
     p.add_argument("--per-file", type=int, default=50, help="events per freshness file")
     p.add_argument("--interval", default="1 second")
+    p.add_argument("--no-kafka", action="store_true", help="leave out the Kafka part")
+    p.add_argument("--only-kafka", action="store_true", help="the Kafka part alone")
     args = p.parse_args()
-    spark = session()
+    # a SIGTERM (timeout, CI) unwinds like Ctrl-C: the broker and the queries are stopped by the finally blocks
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    missing = None if args.no_kafka else kafka_available()
+    if missing and not args.no_kafka:
+        print(f"Kafka part left out: {missing}", flush=True)
+    kafka = not args.no_kafka and missing is None
+    spark = session(kafka)
     root = Path(tempfile.mkdtemp(prefix="bench-stream-"))
     try:
         # each phase is printed as soon as it is measured
         print(json.dumps({"warm_up": warm_up(spark, root)}, indent=2), flush=True)
-        print(json.dumps({"throughput": throughput(spark, root, args.events)}, indent=2), flush=True)
-        print(json.dumps({"freshness": freshness(spark, root, args.files, args.interval, args.per_file)}, indent=2),
-              flush=True)
+        if not args.only_kafka:
+            print(json.dumps({"throughput": throughput(spark, root, args.events)}, indent=2), flush=True)
+            print(json.dumps({"freshness": freshness(spark, root, args.files, args.interval, args.per_file)},
+                             indent=2), flush=True)
+        if kafka:
+            kafka_phase(spark, root, args)
     finally:
         shutil.rmtree(root, ignore_errors=True)
         spark.stop()

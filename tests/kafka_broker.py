@@ -137,14 +137,6 @@ class KafkaBroker(ServerProcess):
                        stdin=("\n".join(payload) + "\n").encode())
         return len(payload)
 
-    def producer(self, topic: str) -> subprocess.Popen[bytes]:
-        """A console producer reading records from its stdin (one per line, sent as written and flushed)."""
-        return subprocess.Popen([_java(), *self._java_options, "-cp", self.classpath,
-                                 "org.apache.kafka.tools.ConsoleProducer", "--bootstrap-server", self.bootstrap,
-                                 "--topic", topic, "--producer-property", "acks=all",
-                                 "--producer-property", "linger.ms=0"],
-                                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
 
 @pytest.fixture(scope="session")
 def kafka_broker(tmp_path_factory):
