@@ -34,6 +34,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[1] / "lib"), str(Path(__file__).resolve().parents[1])]
@@ -128,12 +129,11 @@ def _event_file(folder: Path, n: int, user: int, now: dt.datetime) -> Path:
     return final
 
 
-def freshness(spark: SparkSession, root: Path, files: int, interval: str, per_file: int) -> dict[str, float]:
-    now = dt.datetime.now(dt.UTC)
-    base = root / "freshness"
-    folder = base / "landing" / "events" / f"dt={now.date().isoformat()}"
-    folder.mkdir(parents=True)
-    conf = conf_at(base, **{"stream.interval": interval})
+def _measure_freshness(spark: SparkSession, conf, first_user: int, count: int,
+                       deliver: Callable[[int], float]) -> dict[str, float]:
+    """Both queries on ``processingTime`` in the background; ``deliver(user)`` lands one new user's events and
+    returns the time to measure from.  ``first_user`` warms up (both queries started, plans compiled), then
+    ``count`` users follow one at a time; p50/p99/max of the time until each user's real-time view is served."""
     stop = threading.Event()
     failure: list[BaseException] = []
 
@@ -146,23 +146,36 @@ def freshness(spark: SparkSession, root: Path, files: int, interval: str, per_fi
     runner = threading.Thread(target=serve, daemon=True)
     runner.start()
     store = open_store(conf)
-    # warm-up file: both queries have started and compiled their plans
-    _event_file(folder, per_file, 9_000_000, now)
-    _wait(store, 9_000_000, failure, 600)
-    latencies = []
-    for i in range(files):
-        user = 9_000_001 + i
-        landed = time.perf_counter()
-        _event_file(folder, per_file, user, dt.datetime.now(dt.UTC))
-        latencies.append(_wait(store, user, failure, 300) - landed)
-    stop.set()
-    runner.join(600)
-    store.close()
+    try:
+        deliver(first_user)
+        _wait(store, first_user, failure, 600)
+        latencies = []
+        for user in range(first_user + 1, first_user + 1 + count):
+            sent = deliver(user)
+            latencies.append(_wait(store, user, failure, 300) - sent)
+    finally:
+        stop.set()
+        runner.join(600)
+        store.close()
     latencies.sort()
-    return {"files": files, "events_per_file": per_file, "interval": interval,
-            "p50_s": statistics.median(latencies),
+    return {"p50_s": statistics.median(latencies),
             "p99_s": latencies[min(len(latencies) - 1, int(round(0.99 * (len(latencies) - 1))))],
             "max_s": latencies[-1]}
+
+
+def freshness(spark: SparkSession, root: Path, files: int, interval: str, per_file: int) -> dict[str, float]:
+    """Files landed one at a time; measured from the file's rename into landing."""
+    base = root / "freshness"
+    folder = base / "landing" / "events" / f"dt={dt.datetime.now(dt.UTC).date().isoformat()}"
+    folder.mkdir(parents=True)
+
+    def land(user: int) -> float:
+        landed = time.perf_counter()
+        _event_file(folder, per_file, user, dt.datetime.now(dt.UTC))
+        return landed
+
+    figures = _measure_freshness(spark, conf_at(base, **{"stream.interval": interval}), 9_000_000, files, land)
+    return {"files": files, "events_per_file": per_file, "interval": interval, **figures}
 
 
 def _wait(store, user: int, failure: list, timeout: float) -> float:
@@ -213,48 +226,20 @@ def kafka_throughput(spark: SparkSession, broker, root: Path, events: int) -> di
 
 def kafka_freshness(spark: SparkSession, broker, root: Path, files: int, interval: str,
                     per_file: int) -> dict[str, float]:
-    """Batches of a new user's records published one at a time; time from the ack until the real-time view has them."""
+    """Batches of a new user's records published one at a time; measured from the broker's ack (acks=all)."""
     broker.create_topic("fresh", partitions=2)
     conf = _kafka_conf(root / "kafka-freshness", broker, **{"stream.interval": interval,
                                                             "stream.kafka.topic": "fresh"})
-    stop = threading.Event()
-    failure: list[BaseException] = []
-
-    def serve() -> None:
-        try:
-            run_stream(spark, conf, "events", trigger="processingTime", stop=stop)
-        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
-            failure.append(exc)
-
-    runner = threading.Thread(target=serve, daemon=True)
-    runner.start()
-    store = open_store(conf)
 
     def publish(user: int) -> float:
-        """When the broker acknowledged the user's records (acks=all)."""
         ts = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         broker.produce("fresh", [json.dumps({"event_id": f"k{user * 1000 + i:016x}", "user_id": user,
                                              "item_id": 1 + i % 50, "type": "view", "ts": ts})
                                  for i in range(per_file)])
         return time.perf_counter()
 
-    try:
-        publish(8_000_000)  # warm-up batch: both queries have started and compiled their plans
-        _wait(store, 8_000_000, failure, 600)
-        latencies = []
-        for i in range(files):
-            user = 8_000_001 + i
-            sent = publish(user)
-            latencies.append(_wait(store, user, failure, 300) - sent)
-    finally:
-        stop.set()
-        runner.join(600)
-        store.close()
-    latencies.sort()
-    return {"batches": files, "records_per_batch": per_file, "interval": interval,
-            "p50_s": statistics.median(latencies),
-            "p99_s": latencies[min(len(latencies) - 1, int(round(0.99 * (len(latencies) - 1))))],
-            "max_s": latencies[-1]}
+    figures = _measure_freshness(spark, conf, 8_000_000, files, publish)
+    return {"batches": files, "records_per_batch": per_file, "interval": interval, **figures}
 
 
 def kafka_phase(spark: SparkSession, root: Path, args: argparse.Namespace) -> None:
