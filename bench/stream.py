@@ -233,7 +233,7 @@ def kafka_freshness(spark: SparkSession, broker, root: Path, files: int, interva
 
     def publish(user: int) -> float:
         ts = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        broker.produce("fresh", [json.dumps({"event_id": f"k{user * 1000 + i:016x}", "user_id": user,
+        broker.produce("fresh", [json.dumps({"event_id": f"e{user * 1000 + i:016x}", "user_id": user,
                                              "item_id": 1 + i % 50, "type": "view", "ts": ts})
                                  for i in range(per_file)])
         return time.perf_counter()
