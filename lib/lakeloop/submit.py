@@ -458,7 +458,12 @@ def launch(cmd: SubmitCommand) -> int:
 def _job_exit_code(cmd: SubmitCommand, rc: int, spark_home: str) -> int:
     if cmd.status_uri is None:
         return rc
-    status = job_status.read_status(cmd.status_uri, spark_home)
+    try:
+        status = job_status.read_status(cmd.status_uri, spark_home)
+    except OSError as exc:
+        print(f"spark-submit.sh: could not read the job status: {exc}; exit code {rc} of spark-submit",
+              file=sys.stderr)
+        return rc
     if status is None:
         print(f"spark-submit.sh: no job status at {cmd.status_uri} (the driver did not start or was killed); "
               f"exit code {rc} of spark-submit", file=sys.stderr)
