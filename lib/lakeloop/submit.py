@@ -306,8 +306,11 @@ def build_command(job: str, env: str = "local", overrides: list[str] | None = No
 
 def _serve_command(env: str, overrides: list[str], job_args: list[str], conf_dir: str | None, root: Path,
                    python: str) -> SubmitCommand:
-    """``serve`` is a plain Python service: its interpreter runs ``jobs/serve.py``, no spark-submit, no JVM."""
-    argv = [python, str(root / "jobs" / "serve.py"), "--env", env]
+    """``serve`` is a plain Python service: its interpreter runs ``jobs/serve.py`` (an installed package's
+    ``lakeloop/__main__.py serve``), no spark-submit, no JVM; :func:`launch` execs it, so the launcher's PID
+    is the server's and a signal sent to the launcher reaches the server."""
+    primary, leading = entry_file("serve", root)
+    argv = [python, primary, *leading, "--env", env]
     for item in overrides:
         argv += ["--set", item]
     if conf_dir:
