@@ -159,7 +159,8 @@ def _alive(pid: int) -> bool:
         return False
 
 
-@pytest.mark.parametrize(("launcher", "signum"), [("spark-submit.sh", signal.SIGTERM), ("lakeloop", signal.SIGINT)])
+@pytest.mark.parametrize(("launcher", "signum"), [("spark-submit.sh", signal.SIGTERM), ("lakeloop", signal.SIGINT)],
+                         ids=["wrapper-SIGTERM", "console-SIGINT"])
 def test_serve_stops_with_its_launcher(service, launcher, signum):
     """``./spark-submit.sh serve`` and ``lakeloop serve`` exec the server in place: the launcher's PID is the
     server's (no JVM, no wrapper left between), and a signal to the launcher stops it and its worker
