@@ -52,9 +52,9 @@ if TYPE_CHECKING:
     from lakeloop.conf import Conf
     from lakeloop.session import RunContext
 
-__all__ = ["LandingFile", "IngestResult", "IngestError", "SUFFIXES", "BOM", "file_key", "landing_dir",
-           "list_landing", "read_lines", "text_lineage", "number_lines", "encode_lines", "inspect_file",
-           "ingest_source", "ingest", "read_ledger", "ledger_uri", "ledger_frame", "bronze_schema",
+__all__ = ["LandingFile", "IngestResult", "IngestError", "SUFFIXES", "BOM", "file_key", "landing_dir", "restore_bom",
+           "record_rejected", "list_landing", "read_lines", "text_lineage", "number_lines", "encode_lines",
+           "inspect_file", "ingest_source", "ingest", "read_ledger", "ledger_uri", "ledger_frame", "bronze_schema",
            "rejected_table", "REJECTED_SCHEMA", "LEDGER_SCHEMA", "run", "add_arguments"]
 
 log = logging.getLogger("lakeloop.ingest")
@@ -223,15 +223,23 @@ def number_lines(raw: DataFrame, header: bool = False,
         "_file string, __block long, __first long, __offset long")
     lines = (raw.join(F.broadcast(offset_df), ["_file", "__block"])
              .select(*kept, (F.col("__pos") - F.col("__first") + F.col("__offset") + 1).alias("_line")))
-    marked = sorted({r["_file"] for r in offsets if file_key(r["_file"]) in bom})
-    if marked:
-        first = (F.col("_line") == 1) & F.col("_file").isin(marked)
-        lines = lines.withColumn("value", F.when(first, F.concat(F.lit(BOM), "value")).otherwise(F.col("value")))
+    lines = restore_bom(lines, sorted({r["_file"] for r in offsets if file_key(r["_file"]) in bom}))
     if not header:
         return lines, per_file
     headers = lines.where(F.col("_line") == 1).select("_file", F.col("value").alias("_header"))
     data = lines.where(F.col("_line") > 1).join(F.broadcast(headers), "_file", "left")
     return data.select("value", "_header", *[c for c in kept if c != "value"], "_line"), per_file
+
+
+def restore_bom(lines: DataFrame, files: Sequence[str]) -> DataFrame:
+    """``lines`` (numbered, ``_file`` as Spark renders it) with the byte order mark that Hadoop's line
+    reader drops put back at the start of line 1 of ``files`` (in ``_header`` when line 1 is a CSV
+    header already split off): bronze keeps the line verbatim."""
+    if not files:
+        return lines
+    column, first = ("_header", F.lit(True)) if "_header" in lines.columns else ("value", F.col("_line") == 1)
+    marked = first & F.col("_file").isin(list(files)) & ~F.col(column).startswith(BOM)
+    return lines.withColumn(column, F.when(marked, F.concat(F.lit(BOM), column)).otherwise(F.col(column)))
 
 
 # -- encoding, damaged files ------------------------------------------------------------------------------
@@ -474,7 +482,8 @@ def _ingest_files(spark: SparkSession, conf: Conf, schema: SourceSchema, date: s
         bronze.unpersist()
     result.rejected = {per_file.get(f.key, (f.path, 0))[0]: errors[f.key] for f in new if f.key in errors}
     if errors:
-        _record_rejected(spark, conf, source, date, [f for f in new if f.key in errors], per_file, errors, result, at)
+        record_rejected(spark, conf, source, date, [f for f in new if f.key in errors], per_file, errors,
+                        result.batch_id, at)
     batch, stamp = {f.key: result.batch_id for f in new}, dt.datetime.now(dt.UTC)
     rows = [row for f in new for row in _ledger_rows(source, date, [f], per_file, batch, stamp,
                                                      REJECTED if f.key in errors else INGESTED, errors)]
@@ -498,15 +507,17 @@ def _after_prefix(lines: DataFrame, per_file: dict[str, tuple[str, int]], prefix
     return lines.where(~seen)
 
 
-def _record_rejected(spark: SparkSession, conf: Conf, source: str, date: str, files: Sequence[LandingFile],
-                     per_file: dict[str, tuple[str, int]], errors: dict[str, str], result: IngestResult,
-                     at: dt.datetime) -> None:
+def record_rejected(spark: SparkSession, conf: Conf, source: str, date: str, files: Sequence[LandingFile],
+                    per_file: dict[str, tuple[str, int]], errors: dict[str, str], batch_id: str,
+                    at: dt.datetime, txn: tuple[str, int] | None = None) -> None:
+    """Append the broken ``files`` (``errors``: file key -> reason) to :func:`rejected_table`, with the
+    records of each that were readable (and are in bronze); ``txn`` makes a replayed write a no-op."""
     rows = [(per_file.get(f.key, (f.path, 0))[0], f.size, f.mtime_ms, errors[f.key], per_file.get(f.key, ("", 0))[1],
-             result.batch_id, at, date) for f in files]
+             batch_id, at, date) for f in files]
     for path, _, _, reason, n, *_ in rows:
         log.warning("%s %s: rejected %s after %d readable record(s): %s", source, date, path, n, reason)
     Lake.from_conf(conf).write(spark.createDataFrame(rows, REJECTED_SCHEMA), rejected_table(source), mode="append",
-                               partition_by=["dt"])
+                               partition_by=["dt"], txn=txn)
 
 
 def ingest(spark: SparkSession, conf: Conf, date: str, sources: Sequence[str] | None = None,
