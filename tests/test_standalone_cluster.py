@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -56,7 +57,8 @@ def _submit_on_cluster(cluster: spark_standalone.StandaloneCluster, tmp_path: Pa
     env.pop("SPARK_HOME", None)
     out = open(tmp_path / "cluster-run.log", "wb")  # noqa: SIM115 - the child holds it; closed with the test dir
     return subprocess.Popen([str(ROOT / "spark-submit.sh"), "pipeline", "--env", "standalone", "--date", DAY,
-                             *_sets(sets)], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+                             *_sets(sets)], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                            start_new_session=True)  # the driver JVM and its Python process: one group
 
 
 def _event_log(tmp_path: Path) -> list[dict]:
@@ -112,7 +114,7 @@ def test_daily_pipeline_on_a_standalone_cluster_equals_local_mode(spark, tmp_pat
         code = proc.wait(timeout=600)
     finally:
         if proc.poll() is None:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     output = (tmp_path / "cluster-run.log").read_text(errors="replace")
     assert local == 0
