@@ -226,14 +226,15 @@ def test_status_decorator_records_the_outermost_code_and_usage_errors(tmp_path, 
     assert job_status.read_status(uri) is None
 
 
-@pytest.mark.skip(reason="known bug: `spark-class org.apache.hadoop.fs.FsShell -cat` of the pip-installed pyspark "
-                         "fails here with 'core-site.xml not found', so the read-back of a non-local status file "
-                         "does not work yet (the local-path round trip is tested above)")
-def test_status_through_hadoop_filesystem(spark, tmp_path):
-    """The path used for hdfs:// and object stores: the driver JVM's Hadoop FileSystem, FsShell to read back."""
+def test_status_through_hadoop_filesystem(spark, tmp_path, monkeypatch):
+    """The path used for hdfs:// and object stores: the driver JVM's Hadoop FileSystem, FsShell to read back and
+    delete, with no Hadoop configuration on the client (pip-installed pyspark, no HADOOP_CONF_DIR)."""
+    for name in ("HADOOP_CONF_DIR", "YARN_CONF_DIR", "SPARK_DIST_CLASSPATH", "SPARK_HOME"):
+        monkeypatch.delenv(name, raising=False)
     uri = f"file://{tmp_path}/status/x.json"
     job_status._hadoop_write(uri, json.dumps({"job": "t", "exit_code": 3}).encode(), jvm=spark._jvm)
     assert json.loads((tmp_path / "status" / "x.json").read_text())["exit_code"] == 3
     assert json.loads(job_status._hadoop_read(uri))["exit_code"] == 3
-    assert job_status._hadoop_read(f"file://{tmp_path}/missing.json") is None
-
+    job_status._fs_shell(["-rm", "-f", uri])
+    assert not (tmp_path / "status" / "x.json").exists()
+    assert job_status._hadoop_read(uri) is None

@@ -4,6 +4,7 @@ metrics added up over the workers."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -24,20 +25,22 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture
 def service(tmp_path):
-    """``start(**conf)`` runs jobs/serve.py on a free port; yields ``(process, port, store)``; stopped after."""
+    """``start(launcher, **conf)`` runs serve on a free port; yields ``start``, whose processes are stopped after."""
     store = store_from_config(StoreSettings("sqlite", "lakeloop", options={"path": str(tmp_path / "s.sqlite")}))
     store.begin_load("v1")
     store.write_batch("v1", [(i, [{"item_id": i, "score": 0.5}]) for i in range(100)])
     store.commit_load("v1", 100)
     started: list[subprocess.Popen] = []
 
-    def start(**conf: object) -> tuple[subprocess.Popen, int]:
+    def start(launcher: list[str] | None = None, **conf: object) -> tuple[subprocess.Popen, int]:
+        """``launcher`` (default: this Python running jobs/serve.py) followed by the serve options."""
         sets = {"serving.sqlite.path": tmp_path / "s.sqlite", "warehouse": tmp_path / "w", "landing": tmp_path / "l",
                 "log_level": "INFO", **conf}
-        cmd = [sys.executable, str(ROOT / "jobs" / "serve.py"), "--port", "0", "--workers", "2"]
+        cmd = [*(launcher or [sys.executable, str(ROOT / "jobs" / "serve.py")]), "--port", "0", "--workers", "2"]
         for key, value in sets.items():
             cmd += ["--set", f"{key}={value}"]
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "lib"), str(ROOT)]))
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "lib"), str(ROOT)]),
+                   LAKELOOP_PYTHON=sys.executable)
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
         started.append(proc)
         line = proc.stdout.readline()
@@ -133,3 +136,47 @@ def _metrics_text(client: LookupClient) -> str:
     text = conn.getresponse().read().decode()
     conn.close()
     return text
+
+
+def _descendants(pid: int) -> set[int]:
+    """The PIDs of every process below ``pid`` (from /proc)."""
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        with contextlib.suppress(FileNotFoundError):
+            for child in Path(f"/proc/{parent}/task/{parent}/children").read_text().split():
+                found.add(int(child))
+                todo.append(int(child))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """``pid`` exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.parametrize(("launcher", "signum"), [("spark-submit.sh", signal.SIGTERM), ("lakeloop", signal.SIGINT)],
+                         ids=["wrapper-SIGTERM", "console-SIGINT"])
+def test_serve_stops_with_its_launcher(service, launcher, signum):
+    """``./spark-submit.sh serve`` and ``lakeloop serve`` exec the server in place: the launcher's PID is the
+    server's (no JVM, no wrapper left between), and a signal to the launcher stops it and its worker
+    processes; nothing is left running or listening on the port."""
+    script = ROOT / "spark-submit.sh" if launcher == "spark-submit.sh" else Path(sys.executable).parent / "lakeloop"
+    assert script.is_file(), f"{script} not found (./setup.sh installs the console script)"
+    proc, port = service(launcher=[str(script), "serve"])
+    cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes().decode().split("\0")
+    assert cmdline[1] == str(ROOT / "jobs" / "serve.py"), cmdline
+    children = _descendants(proc.pid)
+    assert len(children) >= 2, children  # the two uvicorn workers (and multiprocessing's helpers)
+    proc.send_signal(signum)
+    assert proc.wait(30) == 0, proc.stderr.read()[-3000:]
+    deadline = time.monotonic() + 10
+    while any(_alive(c) for c in children) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [c for c in children if _alive(c)], "worker processes outlived the launcher"
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()

@@ -9,7 +9,11 @@ outermost job of the process ends (a pipeline's steps do not overwrite the pipel
 
 Local paths and ``file://`` URIs are written with plain file IO; other URIs go through Hadoop's
 FileSystem of the driver's JVM (the configuration Spark itself uses for the warehouse) and are read
-back with Hadoop's ``FsShell`` run by ``spark-class``.
+back with Hadoop's ``FsShell`` run by ``spark-class``.  ``FsShell`` loads its configuration in
+non-quiet mode, so it fails with "core-site.xml not found" where none is on the classpath (the
+pip-installed pyspark, a client without ``HADOOP_CONF_DIR``): :func:`_fs_shell` appends a folder with
+an empty ``core-site.xml`` to the end of the classpath (``SPARK_DIST_CLASSPATH``), so a real one in
+``HADOOP_CONF_DIR`` or ``SPARK_CONF_DIR`` still comes first.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import json
 import os
 import socket
 import subprocess
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -57,7 +62,10 @@ def write_status(uri: str, job: str, code: int) -> None:
 
 
 def read_status(uri: str, spark_home: str | None = None) -> dict[str, Any] | None:
-    """The status record at ``uri``, or None when there is none (the driver never got to write it)."""
+    """The status record at ``uri``, or None when there is none (the driver never got to write it).
+
+    Raises :class:`OSError` when a non-local ``uri`` cannot be read for another reason than its absence.
+    """
     path = _local_path(uri)
     if path is not None:
         try:
@@ -81,8 +89,7 @@ def remove_status(uri: str, spark_home: str | None = None) -> None:
     if path is not None:
         path.unlink(missing_ok=True)
     else:
-        subprocess.run([_spark_class(spark_home), "org.apache.hadoop.fs.FsShell", "-rm", "-f", uri],
-                       capture_output=True, check=False)
+        _fs_shell(["-rm", "-f", uri], spark_home)
 
 
 def _jvm() -> Any:
@@ -123,10 +130,29 @@ def _spark_class(spark_home: str | None) -> str:
     return str(Path(home) / "bin" / "spark-class")
 
 
+EMPTY_CORE_SITE = '<?xml version="1.0"?>\n<configuration/>\n'
+
+
+def _fs_shell(args: list[str], spark_home: str | None = None) -> subprocess.CompletedProcess:
+    """``spark-class org.apache.hadoop.fs.FsShell ARGS``, with an empty ``core-site.xml`` last on the classpath."""
+    with tempfile.TemporaryDirectory(prefix="lakeloop-hadoop-conf-") as fallback:
+        Path(fallback, "core-site.xml").write_text(EMPTY_CORE_SITE, encoding="utf-8")
+        dist = os.environ.get("SPARK_DIST_CLASSPATH")
+        env = {**os.environ, "SPARK_DIST_CLASSPATH": os.pathsep.join(filter(None, [dist, fallback]))}
+        return subprocess.run([_spark_class(spark_home), "org.apache.hadoop.fs.FsShell", *args], env=env,
+                              capture_output=True, text=True, check=False)
+
+
 def _hadoop_read(uri: str, spark_home: str | None = None) -> str | None:
-    res = subprocess.run([_spark_class(spark_home), "org.apache.hadoop.fs.FsShell", "-cat", uri],
-                         capture_output=True, text=True, check=False)
-    return res.stdout if res.returncode == 0 else None
+    """The text at ``uri`` read with Hadoop's FsShell; None when there is no such file."""
+    res = _fs_shell(["-cat", uri], spark_home)
+    if res.returncode == 0:
+        return res.stdout
+    if "No such file or directory" in res.stderr:
+        return None
+    lines = [x for x in res.stderr.splitlines() if x.strip() and not x.startswith("WARNING: Using incubator")]
+    raise OSError(f"FsShell -cat {uri} failed (exit code {res.returncode}): "
+                  f"{lines[0] if lines else 'no message'}")
 
 
 def reporting(run_job: _F) -> _F:

@@ -306,8 +306,11 @@ def build_command(job: str, env: str = "local", overrides: list[str] | None = No
 
 def _serve_command(env: str, overrides: list[str], job_args: list[str], conf_dir: str | None, root: Path,
                    python: str) -> SubmitCommand:
-    """``serve`` is a plain Python service: its interpreter runs ``jobs/serve.py``, no spark-submit, no JVM."""
-    argv = [python, str(root / "jobs" / "serve.py"), "--env", env]
+    """``serve`` is a plain Python service: its interpreter runs ``jobs/serve.py`` (an installed package's
+    ``lakeloop/__main__.py serve``), no spark-submit, no JVM; :func:`launch` execs it, so the launcher's PID
+    is the server's and a signal sent to the launcher reaches the server."""
+    primary, leading = entry_file("serve", root)
+    argv = [python, primary, *leading, "--env", env]
     for item in overrides:
         argv += ["--set", item]
     if conf_dir:
@@ -458,7 +461,12 @@ def launch(cmd: SubmitCommand) -> int:
 def _job_exit_code(cmd: SubmitCommand, rc: int, spark_home: str) -> int:
     if cmd.status_uri is None:
         return rc
-    status = job_status.read_status(cmd.status_uri, spark_home)
+    try:
+        status = job_status.read_status(cmd.status_uri, spark_home)
+    except OSError as exc:
+        print(f"spark-submit.sh: could not read the job status: {exc}; exit code {rc} of spark-submit",
+              file=sys.stderr)
+        return rc
     if status is None:
         print(f"spark-submit.sh: no job status at {cmd.status_uri} (the driver did not start or was killed); "
               f"exit code {rc} of spark-submit", file=sys.stderr)
