@@ -13,13 +13,14 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tests.server_process import free_port
 
 __all__ = ["StandaloneCluster", "running", "spark_class", "free_port"]
 
@@ -31,13 +32,6 @@ def spark_class() -> Path:
     import pyspark
 
     return Path(pyspark.__file__).resolve().parent / "bin" / "spark-class"
-
-
-def free_port() -> int:
-    """A TCP port free on loopback right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def get_json(url: str, timeout: float = 5) -> dict:

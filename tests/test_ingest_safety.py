@@ -11,7 +11,9 @@ import gzip
 import os
 import shutil
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -41,6 +43,28 @@ def ledger_rows(spark, conf):
     return tables.read(spark, ledger_uri(conf)).collect()
 
 
+def at_once(*bodies: Callable[[], Any]) -> list[Any]:
+    """Start ``bodies`` in threads released together; their results, after checking that none raised."""
+    start = threading.Barrier(len(bodies))
+    results: list[Any] = [None] * len(bodies)
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            start.wait()
+            results[i] = bodies[i]()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(bodies))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=600)
+    assert errors == []
+    return results
+
+
 # -- 1. two runs at once -------------------------------------------------------------------------------
 
 
@@ -48,23 +72,8 @@ def test_two_ingests_at_once_ingest_every_file_once(spark, conf):
     for i in range(4):
         land(conf, "events", f"part-{i:05d}.jsonl", LINES[i * 100:(i + 1) * 100])
     land(conf, "users", "part-00000.jsonl", ['{"user_id":1}', '{"user_id":2}'])
-    start = threading.Barrier(2)
-    results: dict[str, list] = {}
-    errors: list[BaseException] = []
-
-    def run(name: str) -> None:
-        try:
-            start.wait()
-            results[name] = ingest(spark, conf, DATE, ["events", "users"], batch_id=name)
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(n,)) for n in ("a", "b")]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=600)
-    assert errors == []
+    results = dict(zip("ab", at_once(*[lambda n=n: ingest(spark, conf, DATE, ["events", "users"], batch_id=n)
+                                         for n in "ab"]), strict=True))
     expected = sorted((f"part-{i // 100:05d}.jsonl", i % 100 + 1, line) for i, line in enumerate(LINES))
     assert bronze_lines(spark, conf, "events") == expected  # bronze = landing lines exactly
     assert bronze(spark, conf, "users").count() == 2
@@ -203,24 +212,8 @@ def test_two_streams_and_a_batch_ingest_at_once_take_every_file_once(spark, conf
         land(conf, "events", f"part-{i:05d}.jsonl", LINES[i * 100:(i + 1) * 100])
     streams = [conf.with_overrides({"stream.checkpoint_dir": str(tmp_path / f"cp-{n}"),
                                     "stream.max_files_per_trigger": 2}) for n in ("a", "b")]
-    start = threading.Barrier(3)
-    errors: list[BaseException] = []
-
-    def at_once(body) -> None:
-        try:
-            start.wait()
-            body()
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-
-    bodies = [lambda c=c: run_stream(spark.newSession(), c, "events", trigger="availableNow", realtime=False)
-              for c in streams] + [lambda: ingest_source(spark, conf, "events", DATE, batch_id="batch")]
-    threads = [threading.Thread(target=at_once, args=(b,)) for b in bodies]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=600)
-    assert errors == []
+    at_once(*[lambda c=c: run_stream(spark.newSession(), c, "events", trigger="availableNow", realtime=False)
+              for c in streams], lambda: ingest_source(spark, conf, "events", DATE, batch_id="batch"))
     expected = sorted((f"part-{i // 100:05d}.jsonl", i % 100 + 1, line) for i, line in enumerate(LINES))
     assert bronze_lines(spark, conf, "events") == expected  # bronze = landing lines exactly
     done = [r for r in ledger_rows(spark, conf) if r["source"] == "events"]
