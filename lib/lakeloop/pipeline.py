@@ -41,7 +41,7 @@ from typing import Any
 from lakeloop import cli, closed_loop
 from lakeloop.conf import Conf, ConfError
 from lakeloop.errors import EXIT_GATE_REFUSED, EXIT_OK, exit_code_for
-from lakeloop.job import JOBS, JobResult
+from lakeloop.job import JOBS, JobResult, add_range_arguments, date_range, run_dates
 from lakeloop.lake import Lake
 from lakeloop.reports import Documents
 from lakeloop.runlock import PipelineLocked, RunLock
@@ -93,13 +93,6 @@ class JobEntry:
 def load_job(job: str) -> JobEntry | None:
     """The job ``job`` of :data:`lakeloop.job.JOBS`, or None when there is no such job."""
     return JobEntry(job) if job in JOBS else None
-
-
-def date_range(first: dt.date, last: dt.date) -> list[dt.date]:
-    """Every date from ``first`` to ``last`` inclusive, in order."""
-    if last < first:
-        raise ValueError(f"--to {last} is before --from {first}")
-    return [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
 
 
 def _utcnow() -> str:
@@ -275,9 +268,7 @@ def write_report(run: PipelineRun, folder: Documents | Path | str, conf: Conf | 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--from", dest="first", default=None, metavar="YYYY-MM-DD",
-                        help="first date of a backfill (with --to; replaces --date)")
-    parser.add_argument("--to", dest="last", default=None, metavar="YYYY-MM-DD", help="last date of a backfill")
+    add_range_arguments(parser)
     parser.add_argument("--force", action="store_true", help="re-run steps already completed for the date")
     parser.add_argument("--step", dest="steps", action="append", default=None, metavar="NAME",
                         help="run only these steps, in DAG order (repeatable; default: all)")
@@ -291,16 +282,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _dates(ctx, args: argparse.Namespace) -> list[dt.date]:
-    if (args.first is None) != (args.last is None):
-        raise ConfError("--from and --to go together")
-    if args.first is None:
-        return [ctx.run_date]
-    if args.date is not None:
-        raise ConfError("give either --date or --from/--to")
-    try:
-        return date_range(dt.date.fromisoformat(args.first), dt.date.fromisoformat(args.last))
-    except ValueError as exc:
-        raise ConfError(f"backfill dates: {exc}") from None
+    return run_dates(ctx.run_date, args)
 
 
 def _selected(names: Sequence[str] | None, datagen: bool = False) -> tuple[Step, ...]:
