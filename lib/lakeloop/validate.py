@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from lakeloop.conf import ConfError
 from lakeloop.errors import DataQualityError
-from lakeloop.job import JobResult
+from lakeloop.job import JobResult, add_range_arguments, per_date_summary, run_dates
 from lakeloop.lake import Lake
 
 if TYPE_CHECKING:
@@ -581,13 +581,17 @@ def validate_table(spark: SparkSession, conf: Conf, table: str, run_date: dt.dat
     return result
 
 
-def run_validate(spark: SparkSession, conf: Conf, run_date: dt.date, run_id: str,
+def run_validate(spark: SparkSession, conf: Conf, run_date: dt.date | Sequence[dt.date], run_id: str,
                  table_names: Sequence[str] | None = None) -> list[TableValidation]:
-    """Validate every table (default: ``validate.tables``); raise :class:`DataQualityError` on any failure.
+    """Validate every table (default: ``validate.tables``) for ``run_date`` (or each date of a sequence, in
+    date order, in this session: a date's reference may be the date before it); raise
+    :class:`DataQualityError` on any failure.
 
-    Every table is profiled and stored before the gate raises, so one report names all failures.
+    Every table and date is profiled and stored before the gate raises, so one report names all failures.
     """
-    results = [validate_table(spark, conf, t, run_date, run_id) for t in table_names or conf["validate.tables"]]
+    dates = [run_date] if isinstance(run_date, dt.date) else list(run_date)
+    results = [validate_table(spark, conf, t, day, run_id) for day in dates
+               for t in table_names or conf["validate.tables"]]
     if not all(r.passed for r in results):
         error = DataQualityError(drift_report(results))
         error.results = results
@@ -595,13 +599,14 @@ def run_validate(spark: SparkSession, conf: Conf, run_date: dt.date, run_id: str
     return results
 
 
-DESCRIPTION = "column statistics and drift gate of a run date's partitions"
+DESCRIPTION = "column statistics and drift gate of a run date's partitions (or of each date of --from/--to)"
 
 
 def add_arguments(parser) -> None:
-    """``--table`` (repeatable; default: conf ``validate.tables``)."""
+    """``--table`` (repeatable; default: conf ``validate.tables``), ``--from``/``--to``."""
     parser.add_argument("--table", action="append", default=None, metavar="LAYER.NAME",
                         help="table to validate (repeatable; default: conf validate.tables)")
+    add_range_arguments(parser, "a range validated in one run, date by date")
 
 
 def run(ctx: RunContext, spark: SparkSession, args) -> JobResult[list[TableValidation]]:
@@ -609,10 +614,14 @@ def run(ctx: RunContext, spark: SparkSession, args) -> JobResult[list[TableValid
     if not ctx.conf["validate.enabled"]:
         ctx.log.info("validate.enabled is false: nothing to do")
         return JobResult([], {"enabled": False})
+    dates = run_dates(ctx.run_date, args)
+    days = [d.isoformat() for d in dates]
     try:
-        results = run_validate(spark, ctx.conf, ctx.run_date, ctx.run_id, args.table)
+        results = run_validate(spark, ctx.conf, dates, ctx.run_id, args.table)
     except DataQualityError as exc:  # the run report still shows every table's PSI
-        exc.result = JobResult(exc.results, _summary(ctx.conf, exc.results))
+        summary = per_date_summary(days, exc.results, lambda rs: _summary(ctx.conf, rs))
+        exc.result = JobResult(exc.results, {**summary, "failed": sorted({r.dt for r in exc.results
+                                                                           if not r.passed})})
         raise
     for result in results:
         ctx.log.info("%s dt=%s: %d columns profiled, reference %s", result.table, result.dt,
@@ -621,7 +630,7 @@ def run(ctx: RunContext, spark: SparkSession, args) -> JobResult[list[TableValid
             ctx.log.info("%s.%s not drift-checked: %s", result.table, column, why)
         for warning in result.warnings:
             ctx.log.warning("%s dt=%s: %s", result.table, result.dt, warning)
-    return JobResult(results, _summary(ctx.conf, results))
+    return JobResult(results, per_date_summary(days, results, lambda rs: _summary(ctx.conf, rs)))
 
 
 def _summary(conf: Conf, results: Sequence[TableValidation]) -> dict[str, Any]:
