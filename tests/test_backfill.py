@@ -181,3 +181,46 @@ def test_pipeline_backfill_stops_at_the_first_date_a_range_step_fails(conf):
     assert status[(DAYS[2], "curate")] == "ok"  # finished by the same call: marked, not re-run next time
     assert status[(DAYS[0], "train")] == "ok" and (DAYS[2], "train") not in status
     assert not (pipeline.state_dir(conf) / f"dt={DAYS[1]}" / "curate.json").exists()
+
+
+def files_per_date(conf, table: str) -> dict[str, list[int]]:
+    """Sizes of the data files of each ``dt`` in ``table``'s latest snapshot."""
+    import pyarrow as pa
+    from lakeloop.delta.log import load_table, locate
+
+    actions = pa.table(load_table(locate(conf.table_uri(table))).get_add_actions(flatten=True))
+    out: dict[str, list[int]] = {}
+    for day, size in zip(actions.column("partition.dt").to_pylist(), actions.column("size_bytes").to_pylist(),
+                         strict=True):
+        out.setdefault(day, []).append(size)
+    return out
+
+
+def test_range_writes_one_file_per_small_daily_partition(spark, conf):
+    conf = conf.with_overrides({"curate.max_quarantine_rate": 0.5})
+    land_days(conf)
+    ingest(spark, conf, DAYS, ["events"])
+    curate(spark, conf, DAYS, ["events"])
+    for table in ("bronze.events", "silver.events", "silver.events_quarantine"):
+        assert {d: len(sizes) for d, sizes in files_per_date(conf, table).items()} == {d: 1 for d in DAYS}, table
+
+
+def test_a_large_partition_is_split_near_the_target_file_size(spark, conf):
+    from lakeloop.filesize import row_bytes, sized
+    from lakeloop.lake import Lake
+    from pyspark.sql import functions as F
+
+    lake = Lake.from_conf(conf)
+    frame = (spark.range(20_000).select((F.col("id") * 7919 % 1_000_003).alias("n"),
+                                        F.sha2(F.col("id").cast("string"), 256).alias("s"),
+                                        F.when(F.col("id") < 200, F.lit(DAYS[0])).otherwise(F.lit(DAYS[1]))
+                                        .alias("dt")))
+    lake.write(frame.coalesce(1), "silver.sizes", partition_by=["dt"])  # gives the table its bytes per row
+    per_row = row_bytes(lake, "silver.sizes")
+    target = int(per_row * 19_800 / 4)  # the big date needs 4 files
+    lake.write(sized(frame, {DAYS[0]: 200, DAYS[1]: 19_800}, per_row, target), "silver.sizes", mode="overwrite",
+               partition_by=["dt"])
+    sizes = files_per_date(conf, "silver.sizes")
+    assert len(sizes[DAYS[0]]) == 1
+    assert 3 <= len(sizes[DAYS[1]]) <= 5 and all(size < 1.6 * target for size in sizes[DAYS[1]])
+    assert tables.read(spark, conf.table_uri("silver.sizes")).count() == 20_000

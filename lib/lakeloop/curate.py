@@ -34,6 +34,7 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from lakeloop.errors import DataQualityError
+from lakeloop.filesize import row_bytes, sized
 from lakeloop.ingest import BOM, bronze_schema
 from lakeloop.job import JobResult, add_range_arguments, per_date_summary, run_dates
 from lakeloop.lake import Lake
@@ -557,13 +558,19 @@ def _curate_dates(spark: SparkSession, conf: Conf, schema: SourceSchema, todo: S
                    for d in todo}
         single = len(todo) == 1 and not force
         txn = (f"curate:{source}:{todo[0]}", (version if version is not None else -1) + 1) if single else None
-        q = lake.write(quarantine_frame(curated), tables["quarantine"], mode="overwrite", partition_by=["dt"],
-                       replace_where=_dates_in(todo), txn=txn)
+        per_row = row_bytes(lake, f"bronze.{source}")
+        quarantined = {d: reports[d].quarantine_rows for d in todo}
+        q = lake.write(sized(quarantine_frame(curated), quarantined, row_bytes(lake, tables["quarantine"], per_row),
+                             lake.target_file_size),
+                       tables["quarantine"], mode="overwrite", partition_by=["dt"], replace_where=_dates_in(todo),
+                       txn=txn)
         passed = [d for d in todo if reports[d].passed]
         s = None
         if passed:
             rows = curated if len(passed) == len(todo) else curated.where(F.col("dt").isin(passed))
-            s = lake.write(silver_frame(rows, schema), tables["silver"], mode="overwrite", partition_by=["dt"],
+            silver = sized(silver_frame(rows, schema), {d: reports[d].silver_rows for d in passed},
+                           row_bytes(lake, tables["silver"], per_row), lake.target_file_size)
+            s = lake.write(silver, tables["silver"], mode="overwrite", partition_by=["dt"],
                            replace_where=_dates_in(passed), txn=txn)
     finally:
         curated.unpersist()

@@ -41,6 +41,7 @@ from pyspark.sql import types as T
 
 from lakeloop import ledger as ledger_table
 from lakeloop.errors import LakeloopError
+from lakeloop.filesize import row_bytes, sized
 from lakeloop.job import JobResult, add_range_arguments, per_date_summary, run_dates
 from lakeloop.lake import Lake
 from lakeloop.ledger import CLAIMED, INGESTED, LEDGER_SCHEMA, REJECTED, RELEASED, claims_uri, ledger_uri
@@ -524,9 +525,13 @@ def _ingest_files(spark: SparkSession, conf: Conf, schema: SourceSchema, busy: S
     bronze = encode_lines(lines).select(*lines.columns, "_raw", F.lit(at).cast("timestamp").alias("_ingested_at"),
                                         _lookup(rendered, "_file").alias("dt"))
     bronze = bronze.withColumn("_batch_id", _lookup(batches, "dt")).persist()
+    rows = {work.date: sum(max(per_file.get(f.key, ("", 0))[1] - work.prefix[f.key], 0) for f in work.todo)
+            for _, work in busy}
     try:
-        written = lake.write(bronze.select(*bronze_schema(schema).names), f"bronze.{source}",
-                             mode="append", partition_by=["dt"], merge_schema=True)
+        written = lake.write(sized(bronze.select(*bronze_schema(schema).names), rows,
+                                   row_bytes(lake, f"bronze.{source}", _landing_row_bytes(new, per_file)),
+                                   lake.target_file_size),
+                             f"bronze.{source}", mode="append", partition_by=["dt"], merge_schema=True)
         invalid = ({r["dt"]: int(r["count"]) for r in bronze.where(F.col("_raw").isNotNull()).groupBy("dt").count()
                     .collect()} if written.rows else {})
     finally:
@@ -551,6 +556,12 @@ def _ingest_files(spark: SparkSession, conf: Conf, schema: SourceSchema, busy: S
         lake.write(spark.createDataFrame(rejected_rows, REJECTED_SCHEMA), rejected_table(source), mode="append",
                    partition_by=["dt"])
     lake.write(ledger_table.ledger_frame(spark, ledger_rows), ledger_uri(conf), mode="append", merge_schema=True)
+
+
+def _landing_row_bytes(files: Sequence[LandingFile], per_file: dict[str, tuple[str, int]]) -> float:
+    """Bytes per line of the landing files: the size estimate of a first write to bronze."""
+    lines = sum(per_file.get(f.key, ("", 0))[1] for f in files)
+    return sum(f.size for f in files) / lines if lines else 64.0
 
 
 def _after_prefix(lines: DataFrame, per_file: dict[str, tuple[str, int]], prefix: dict[str, int],
