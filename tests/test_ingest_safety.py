@@ -20,6 +20,7 @@ from lakeloop.curate import curate_source
 from lakeloop.delta.files import file_stats
 from lakeloop.ingest import BOM, ingest, ingest_source, rejected_table
 from lakeloop.ledger import claims_uri, ledger_uri
+from lakeloop.streaming import run_stream
 from pyspark.sql import functions as F
 from test_ingest import DATE, bronze, land
 
@@ -192,3 +193,57 @@ def test_bom_is_kept_in_bronze_and_removed_when_parsing(spark, conf):
     assert items.quarantine_rows == 0 and items.silver_rows == 1
     silver = tables.read(spark, conf.table_uri("silver.events")).where(F.col("_line") == 1)
     assert silver.count() == 2
+
+
+# -- 6. the speed layer shares the ledger --------------------------------------------------------------
+
+
+def test_two_streams_and_a_batch_ingest_at_once_take_every_file_once(spark, conf, tmp_path):
+    for i in range(4):
+        land(conf, "events", f"part-{i:05d}.jsonl", LINES[i * 100:(i + 1) * 100])
+    streams = [conf.with_overrides({"stream.checkpoint_dir": str(tmp_path / f"cp-{n}"),
+                                    "stream.max_files_per_trigger": 2}) for n in ("a", "b")]
+    start = threading.Barrier(3)
+    errors: list[BaseException] = []
+
+    def at_once(body) -> None:
+        try:
+            start.wait()
+            body()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    bodies = [lambda c=c: run_stream(spark.newSession(), c, "events", trigger="availableNow", realtime=False)
+              for c in streams] + [lambda: ingest_source(spark, conf, "events", DATE, batch_id="batch")]
+    threads = [threading.Thread(target=at_once, args=(b,)) for b in bodies]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=600)
+    assert errors == []
+    expected = sorted((f"part-{i // 100:05d}.jsonl", i % 100 + 1, line) for i, line in enumerate(LINES))
+    assert bronze_lines(spark, conf, "events") == expected  # bronze = landing lines exactly
+    done = [r for r in ledger_rows(spark, conf) if r["source"] == "events"]
+    assert sorted(os.path.basename(r["path"]) for r in done) == [f"part-{i:05d}.jsonl" for i in range(4)]
+    assert {r["status"] for r in done} == {"ingested"} and sum(r["rows"] for r in done) == len(LINES)
+
+
+def test_stream_keeps_the_bom_and_rejects_a_truncated_gz_going_on(spark, conf):
+    whole = gzip.compress("".join(line + "\n" for line in LINES[:200]).encode())
+    land(conf, "events", "part-00000.jsonl", [BOM + LINES[300], LINES[301]])
+    (landing(conf, "events") / "part-00001.jsonl.gz").write_bytes(whole[:len(whole) // 2])
+
+    report = run_stream(spark, conf, "events", trigger="availableNow", realtime=False)
+
+    lines = bronze_lines(spark, conf, "events")
+    assert lines[:2] == [("part-00000.jsonl", 1, BOM + LINES[300]), ("part-00000.jsonl", 2, LINES[301])]
+    partial = [(n, v) for name, n, v in lines if name == "part-00001.jsonl.gz"]
+    assert 0 < len(partial) < 200 and partial == [(i + 1, LINES[i]) for i in range(len(partial))]
+    assert report.bronze.files == 2 and report.bronze.rows == 2 + len(partial)
+    [rejected] = tables.read(spark, conf.table_uri(rejected_table("events"))).collect()
+    assert rejected["rows_ingested"] == len(partial) and "part-00001.jsonl.gz" in rejected["path"]
+    status = {os.path.basename(r["path"]): r["status"] for r in ledger_rows(spark, conf)}
+    assert status == {"part-00000.jsonl": "ingested", "part-00001.jsonl.gz": "rejected"}
+    # batch ingest of the day does not read the rejected file again
+    again = ingest_source(spark, conf, "events", DATE)
+    assert again.files == [] and len(again.rejected_earlier) == 1

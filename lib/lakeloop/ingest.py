@@ -53,9 +53,10 @@ if TYPE_CHECKING:
     from lakeloop.conf import Conf
     from lakeloop.session import RunContext
 
-__all__ = ["LandingFile", "IngestResult", "IngestError", "SUFFIXES", "BOM", "file_key", "landing_dir",
-           "list_landing", "read_lines", "text_lineage", "number_lines", "encode_lines", "inspect_file",
-           "ingest_source", "ingest_range", "ingest", "read_ledger", "ledger_uri", "ledger_frame", "bronze_schema",
+__all__ = ["LandingFile", "IngestResult", "IngestError", "SUFFIXES", "BOM", "file_key", "landing_dir", "restore_bom",
+           "record_rejected", "list_landing", "read_lines", "text_lineage", "number_lines", "encode_lines",
+           "inspect_file", "ingest_source", "ingest_range", "ingest", "read_ledger", "ledger_uri", "ledger_frame",
+           "bronze_schema",
            "rejected_table", "REJECTED_SCHEMA", "LEDGER_SCHEMA", "run", "add_arguments"]
 
 log = logging.getLogger("lakeloop.ingest")
@@ -224,15 +225,23 @@ def number_lines(raw: DataFrame, header: bool = False,
         "_file string, __block long, __first long, __offset long")
     lines = (raw.join(F.broadcast(offset_df), ["_file", "__block"])
              .select(*kept, (F.col("__pos") - F.col("__first") + F.col("__offset") + 1).alias("_line")))
-    marked = sorted({r["_file"] for r in offsets if file_key(r["_file"]) in bom})
-    if marked:
-        first = (F.col("_line") == 1) & F.col("_file").isin(marked)
-        lines = lines.withColumn("value", F.when(first, F.concat(F.lit(BOM), "value")).otherwise(F.col("value")))
+    lines = restore_bom(lines, sorted({r["_file"] for r in offsets if file_key(r["_file"]) in bom}))
     if not header:
         return lines, per_file
     headers = lines.where(F.col("_line") == 1).select("_file", F.col("value").alias("_header"))
     data = lines.where(F.col("_line") > 1).join(F.broadcast(headers), "_file", "left")
     return data.select("value", "_header", *[c for c in kept if c != "value"], "_line"), per_file
+
+
+def restore_bom(lines: DataFrame, files: Sequence[str]) -> DataFrame:
+    """``lines`` (numbered, ``_file`` as Spark renders it) with the byte order mark that Hadoop's line
+    reader drops put back at the start of line 1 of ``files`` (in ``_header`` when line 1 is a CSV
+    header already split off): bronze keeps the line verbatim."""
+    if not files:
+        return lines
+    column, first = ("_header", F.lit(True)) if "_header" in lines.columns else ("value", F.col("_line") == 1)
+    marked = first & F.col("_file").isin(list(files)) & ~F.col(column).startswith(BOM)
+    return lines.withColumn(column, F.when(marked, F.concat(F.lit(BOM), column)).otherwise(F.col(column)))
 
 
 # -- encoding, damaged files ------------------------------------------------------------------------------
@@ -543,7 +552,7 @@ def _ingest_files(spark: SparkSession, conf: Conf, schema: SourceSchema, busy: S
         result.invalid_encoding = invalid.get(work.date, 0)
         result.rejected = {per_file.get(f.key, (f.path, 0))[0]: errors[f.key] for f in todo if f.key in errors}
         rejected_rows += _rejected_rows(source, work.date, [f for f in todo if f.key in errors], per_file, errors,
-                                        result, at)
+                                        result.batch_id, at)
         batch = {f.key: result.batch_id for f in todo}
         ledger_rows += [row for f in todo for row in _ledger_rows(
             source, work.date, [f], per_file, batch, stamp, REJECTED if f.key in errors else INGESTED, errors)]
@@ -577,13 +586,23 @@ def _after_prefix(lines: DataFrame, per_file: dict[str, tuple[str, int]], prefix
 
 
 def _rejected_rows(source: str, date: str, files: Sequence[LandingFile], per_file: dict[str, tuple[str, int]],
-                   errors: dict[str, str], result: IngestResult, at: dt.datetime) -> list[tuple]:
-    """Rows of ``bronze.<source>_rejected_files`` for the broken ``files`` of one date (logged)."""
+                   errors: dict[str, str], batch_id: str, at: dt.datetime) -> list[tuple]:
+    """Rows of :func:`rejected_table` for the broken ``files`` of one date (logged)."""
     rows = [(per_file.get(f.key, (f.path, 0))[0], f.size, f.mtime_ms, errors[f.key], per_file.get(f.key, ("", 0))[1],
-             result.batch_id, at, date) for f in files]
+             batch_id, at, date) for f in files]
     for path, _, _, reason, n, *_ in rows:
         log.warning("%s %s: rejected %s after %d readable record(s): %s", source, date, path, n, reason)
     return rows
+
+
+def record_rejected(spark: SparkSession, conf: Conf, source: str, date: str, files: Sequence[LandingFile],
+                    per_file: dict[str, tuple[str, int]], errors: dict[str, str], batch_id: str,
+                    at: dt.datetime, txn: tuple[str, int] | None = None) -> None:
+    """Append the broken ``files`` (``errors``: file key -> reason) to :func:`rejected_table`, with the
+    records of each that were readable (and are in bronze); ``txn`` makes a replayed write a no-op."""
+    rows = _rejected_rows(source, date, files, per_file, errors, batch_id, at)
+    Lake.from_conf(conf).write(spark.createDataFrame(rows, REJECTED_SCHEMA), rejected_table(source), mode="append",
+                               partition_by=["dt"], txn=txn)
 
 
 def ingest(spark: SparkSession, conf: Conf, date: str | Sequence[str], sources: Sequence[str] | None = None,

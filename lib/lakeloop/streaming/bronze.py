@@ -40,11 +40,14 @@ from lakeloop.ingest import (
     bronze_schema,
     encode_lines,
     file_key,
+    inspect_file,
     landing_dir,
     ledger_frame,
     ledger_uri,
     list_landing,
     number_lines,
+    record_rejected,
+    restore_bom,
 )
 from lakeloop.lake import Lake
 from lakeloop.streaming.sources import StreamError
@@ -123,7 +126,7 @@ class BronzeWriter:
         cached = batch.persist()  # the micro-batch's files are read once
         try:
             with ledger_table.active(tag):
-                found = self._new_lines(cached, tag, at) if self.from_files else (cached, None, 0)
+                found = self._new_lines(cached, batch_id, tag, at) if self.from_files else (cached, None, 0)
                 if found is not None:
                     self._write(*found, batch_id, tag, at)
         finally:
@@ -190,7 +193,7 @@ class BronzeWriter:
         ledger_table.claim(self.conf, source, date, plan, file_key)
         return list(mine)
 
-    def _new_lines(self, batch: DataFrame, tag: str,
+    def _new_lines(self, batch: DataFrame, batch_id: int, tag: str,
                    at: dt.datetime) -> tuple[DataFrame, DataFrame, int] | None:
         """Numbered lines (with ``dt``), ledger rows and number of the batch's files that no ledger
         row holds; ``None`` when there are none."""
@@ -212,10 +215,20 @@ class BronzeWriter:
             return None
         if len(new) < len(per_file):
             lines = lines.where(F.col("_file").isin([per_file[f.key][0] for _, f in new]))
+        checked = {f.key: inspect_file(spark, f.path) for _, f in new}
+        lines = restore_bom(lines, [per_file[k][0] for k, (bom, _) in checked.items() if bom])
         lines = lines.withColumn("dt", F.regexp_extract("_file", _DT.pattern, 1))
+        errors = {k: err for k, (_, err) in checked.items() if err}
         ledger = None
         for date in sorted({d for d, _ in new}):
             files = [f for d, f in new if d == date]
-            rows = ledger_frame(spark, self.schema.source, date, files, per_file, {f.key: tag for f in files}, at)
+            rows = ledger_frame(spark, self.schema.source, date, [f for f in files if f.key not in errors], per_file,
+                                {f.key: tag for f in files}, at)
+            broken = [f for f in files if f.key in errors]
+            if broken:  # read up to the damage (its readable lines go to bronze), recorded as rejected
+                record_rejected(spark, self.conf, self.schema.source, date, broken, per_file, errors, tag, at,
+                                txn=(self._app_id, int(batch_id)))
+                rows = rows.unionByName(ledger_frame(spark, self.schema.source, date, broken, per_file,
+                                                     {f.key: tag for f in broken}, at, ledger_table.REJECTED, errors))
             ledger = rows if ledger is None else ledger.unionByName(rows)
         return lines, ledger, len(new)

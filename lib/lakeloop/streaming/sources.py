@@ -46,7 +46,10 @@ def file_stream(spark: SparkSession, conf: Conf, schema: SourceSchema) -> DataFr
     A micro-batch always holds whole files.
     """
     suffixes = ",".join(SUFFIXES[schema.format])
-    reader = spark.readStream.format("text").option("pathGlobFilter", f"*{{{suffixes}}}")
+    # a truncated or corrupt compressed file yields its readable lines; the writer inspects every file it
+    # claims and records such a file as rejected (lakeloop.streaming.bronze)
+    reader = (spark.readStream.format("text").option("pathGlobFilter", f"*{{{suffixes}}}")
+              .option("ignoreCorruptFiles", "true"))
     max_files = conf.get("stream.max_files_per_trigger")
     if max_files:
         reader = reader.option("maxFilesPerTrigger", int(max_files))
