@@ -78,19 +78,21 @@ def test_range_ingest_and_curate_in_one_pass_then_a_single_date_rerun_changes_no
     assert after.count() == 6
 
 
-def test_a_range_writes_the_dates_that_pass_and_fails_the_others(spark, conf):
-    conf = conf.with_overrides({"curate.max_quarantine_rate": 0.5})
+def test_a_pipeline_backfill_writes_the_dates_that_pass_and_stops_at_the_first_that_fails(spark, conf):
     land_days(conf, bad_day=DAYS[1])
-    ingest(spark, conf, DAYS, ["events"])
-    from jobs.curate import main
-
     args = ["--set", f"warehouse={conf.path('warehouse')}", "--set", f"landing={conf.path('landing')}",
-            "--set", "curate.max_quarantine_rate=0.5", "--source", "events"]
-    assert main([*args, "--from", DAYS[0], "--to", DAYS[2]]) == EXIT_DATA_QUALITY
+            "--set", "curate.max_quarantine_rate=0.5", "--source", "events", "--step", "ingest", "--step", "curate"]
+    assert pipeline.load_job("pipeline").main([*args, "--from", DAYS[0], "--to", DAYS[2]]) == EXIT_DATA_QUALITY
     silver = tables.read(spark, conf.table_uri("silver.events"))
     assert sorted({r["dt"] for r in silver.collect()}) == [DAYS[0], DAYS[2]]
     quarantine = tables.read(spark, conf.table_uri("silver.events_quarantine"))
     assert quarantine.where(f"dt = '{DAYS[1]}'").count() == 5
+    assert tables.version(conf.table_uri("bronze.events")) == 0  # one ingest commit for the range
+    state = pipeline.state_dir(conf)
+    marker = json.loads((state / f"dt={DAYS[2]}" / "curate.json").read_text())
+    assert marker["summary"]["sources"]["events"]["silver_rows"] == 2
+    assert marker["summary"]["range"] == f"{DAYS[0]}..{DAYS[2]}"
+    assert not (state / f"dt={DAYS[1]}" / "curate.json").exists()
     with pytest.raises(DataQualityError, match=f"dt={DAYS[1]}"):
         curate_source(spark, conf, "events", DAYS[1])
     assert curate_source(spark, conf, "events", DAYS[2]).skipped  # the dates that passed are done

@@ -61,13 +61,10 @@ def sized(df: DataFrame, rows: Mapping[str, int], bytes_per_row: float, target: 
 
     files = {v: files_for(n, bytes_per_row, target) for v, n in rows.items() if n}
     total = sum(files.values())
-    if total <= 1:
-        return df.coalesce(1)
-    parallel = df.sparkSession.sparkContext.defaultParallelism
-    if len(files) == 1:
-        (only,) = files.values()
-        return df.repartition(only) if only > 1 else df.coalesce(1)
+    if len(files) <= 1:  # a shuffle, not coalesce: the work before the write keeps its parallelism
+        return df.repartition(max(total, 1))
     if all(n == 1 for n in files.values()):
+        parallel = df.sparkSession.sparkContext.defaultParallelism
         return df.repartition(min(len(files), max(parallel, 1)), F.col(column))
     split = {v: n for v, n in files.items() if n > 1}
     ways = F.element_at(F.create_map(*[F.lit(x) for kv in split.items() for x in kv]), F.col(column))
