@@ -226,3 +226,27 @@ def test_a_large_partition_is_split_near_the_target_file_size(spark, conf):
     assert len(sizes[DAYS[0]]) == 1
     assert 3 <= len(sizes[DAYS[1]]) <= 5 and all(size < 1.6 * target for size in sizes[DAYS[1]])
     assert tables.read(spark, conf.table_uri("silver.sizes")).count() == 20_000
+
+
+def test_a_failed_train_of_one_model_never_shows_another_models_outcome(conf):
+    """Markers are per model: a run of model B on a date where model A trained runs B's training, and when it
+    fails the run's closed loop has no line of A's outcome."""
+    from lakeloop import closed_loop
+
+    promoted = {"model_name": "a", "model_version": "1", "mlflow_run_id": "m1",
+                "gate": {"metric": "auc", "decision": "promoted", "challenger_value": 0.915}}
+
+    def train(rc: int, summary: dict):
+        return Step("train", main=lambda argv: cli.Outcome(rc, JobResult(None, summary) if summary else None))
+
+    day = [dt.date.fromisoformat(DAYS[0])]
+    first = run_pipeline(conf.with_overrides({"train.model": "a"}), day, [], "r1", steps=[train(0, promoted)])
+    assert closed_loop.format_table(closed_loop.rows_from_steps(first.steps))[1].split()[2:4] == ["promoted", "0.9150"]
+    second = run_pipeline(conf.with_overrides({"train.model": "b"}), day, [], "r2", steps=[train(3, {})])
+    assert [(r.step, r.status, r.exit_code) for r in second.steps] == [("train", "failed", 3)]
+    assert closed_loop.rows_from_steps(second.steps) == []
+    state = pipeline.state_dir(conf) / f"dt={DAYS[0]}"
+    assert sorted(p.name for p in state.glob("train*.json")) == ["train@a.json"]
+    # the same model again: its own marker, skipped
+    again = run_pipeline(conf.with_overrides({"train.model": "a"}), day, [], "r3", steps=[train(3, {})])
+    assert [r.status for r in again.steps] == ["skipped"]

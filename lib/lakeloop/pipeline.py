@@ -48,7 +48,7 @@ from lakeloop.runlock import PipelineLocked, RunLock
 from lakeloop.session import log_dir, log_to_file, quiet_console
 
 __all__ = ["Step", "DAILY_STEPS", "DATAGEN_STEP", "PipelineLocked", "StepRecord", "PipelineRun", "load_job",
-           "date_range", "state_dir", "RunLock", "run_pipeline", "add_arguments", "run", "write_report",
+           "date_range", "marker_name", "state_dir", "RunLock", "run_pipeline", "add_arguments", "run", "write_report",
            "step_started", "step_finished"]
 
 JobMain = Callable[[Sequence[str]], "cli.Outcome | int"]
@@ -167,6 +167,17 @@ def _marker(state: Path, date: str, step: str) -> Path:
     return state / f"dt={date}" / f"{step}.json"
 
 
+def marker_name(conf: Conf, step: Step) -> str:
+    """The name of ``step``'s marker: the step, and for ``train`` the model it trains when one is named
+    (``--model`` in its arguments, else conf ``train.model``), so that a run of one model never takes another
+    model's finished training for its own."""
+    if step.name != "train":
+        return step.name
+    extra = list(step.extra)
+    model = extra[extra.index("--model") + 1] if "--model" in extra[:-1] else conf.get("train.model")
+    return f"{step.name}@{model}" if model else step.name
+
+
 def _run_step(step: Step, argv: list[str]) -> tuple[int, float, dict[str, Any]]:
     """Exit code, seconds and the summary the step returned."""
     t0 = time.monotonic()
@@ -257,7 +268,7 @@ def _ranged_step(conf: Conf, state: Path, step: Step, days: list[str], job_args:
     and that date (None: none failed)."""
     records: dict[str, StepRecord] = {}
     for date in days:
-        marker = _marker(state, date, step.name)
+        marker = _marker(state, date, marker_name(conf, step))
         if not force and marker.is_file():
             done = _read_json(marker) or {}
             records[date] = StepRecord(date, step.name, "skipped", summary={"completed_by": done.get("run_id"),
@@ -266,7 +277,7 @@ def _ranged_step(conf: Conf, state: Path, step: Step, days: list[str], job_args:
         label = span[0] if len(span) == 1 else f"{span[0]}..{span[-1]}"
         log(step_started("pipeline", label, step.name))
         for date in span:
-            _marker(state, date, step.name).unlink(missing_ok=True)
+            _marker(state, date, marker_name(conf, step)).unlink(missing_ok=True)
         dates = ["--date", span[0]] if len(span) == 1 else ["--from", span[0], "--to", span[-1]]
         rc, seconds, summary = _run_step(step, job_args + dates + list(step.extra))
         failed = set(span) if rc != EXIT_OK else set()
@@ -288,7 +299,7 @@ def _ranged_step(conf: Conf, state: Path, step: Step, days: list[str], job_args:
     for date in days:
         record = records.get(date) or StepRecord(date, step.name, "not_run")
         if record.status == "ok":  # also a date after the first failure that the same call finished
-            _write_json_atomic(_marker(state, date, step.name), {
+            _write_json_atomic(_marker(state, date, marker_name(conf, step)), {
                 "run_id": run_id, "step": step.name, "date": date, "finished_at": _utcnow(),
                 "seconds": record.seconds, "summary": record.summary})
         result.steps.append(record)
@@ -316,7 +327,7 @@ def step_finished(prefix: str, record: StepRecord) -> str:
 
 def _step_for_date(conf: Conf, state: Path, step: Step, date: str, job_args: list[str], run_id: str,
                    force: bool) -> StepRecord:
-    marker = _marker(state, date, step.name)
+    marker = _marker(state, date, marker_name(conf, step))
     if not force and marker.is_file():
         done = _read_json(marker) or {}
         return StepRecord(date, step.name, "skipped", summary={"completed_by": done.get("run_id"),
