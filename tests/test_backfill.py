@@ -1,5 +1,6 @@
-"""Range runs: ingest and curate a range of dates in one pass, each date recorded and idempotent on its own,
-and the pipeline's backfill running its range steps once over the dates."""
+"""Range runs: ingest and curate a range of dates in one pass, validate it date by date, each date recorded and
+idempotent on its own (a re-run skips before reading data), the pipeline's backfill running its range steps once
+over the dates, write sizes, per-model train markers."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from lakeloop.errors import EXIT_DATA_QUALITY, DataQualityError
 from lakeloop.ingest import ingest
 from lakeloop.job import JobResult, date_summaries, per_date_summary, run_dates
 from lakeloop.pipeline import Step, run_pipeline
+from lakeloop.validate import run_validate
 from test_curate import eid, ev
 from test_ingest import land
 
@@ -31,10 +33,10 @@ def land_days(conf, bad_day: str | None = None) -> None:
         land(conf, "events", "part-00000.jsonl", lines, date=day)
 
 
-def state(spark, conf) -> list[tuple]:
+def state(spark, conf, names=TABLES) -> list[tuple]:
     """Version and sorted rows of every table the range wrote."""
     out = []
-    for name in TABLES:
+    for name in names:
         uri = conf.table_uri(name)
         out.append((name, tables.version(uri), sorted(map(repr, tables.read(spark, uri).collect()))))
     return out
@@ -62,12 +64,18 @@ def test_range_ingest_and_curate_in_one_pass_then_a_single_date_rerun_changes_no
     assert sorted((r["dt"], r["event_id"]) for r in silver.collect()) == sorted(
         [(d, eid(1)) for d in DAYS] + [(d, eid(10 + i)) for i, d in enumerate(DAYS)])
 
-    before = state(spark, conf)
+    checked = run_validate(spark, conf, [dt.date.fromisoformat(d) for d in DAYS], "r1", ["silver.events"])
+    assert [(r.dt, r.baseline_dt, r.skipped) for r in checked] == [(DAYS[0], None, False), (DAYS[1], DAYS[0], False),
+                                                                   (DAYS[2], DAYS[1], False)]
+
+    before = state(spark, conf, (*TABLES, "_state.column_stats"))
+    (revalidated,) = run_validate(spark, conf, dt.date.fromisoformat(DAYS[1]), "r2", ["silver.events"])
+    assert revalidated.skipped and revalidated.run_id == "r1" and revalidated.baseline_dt == DAYS[0]
     (again,) = ingest(spark, conf, DAYS[1], ["events"])
     assert (again.rows, again.already_ingested, again.files) == (0, 1, [])
     rerun = curate_source(spark, conf, "events", DAYS[1], run_id="r2")
     assert rerun.skipped and (rerun.run_id, rerun.silver_rows) == ("r1", 2)  # the run that did the work
-    assert state(spark, conf) == before
+    assert state(spark, conf, (*TABLES, "_state.column_stats")) == before
 
     # the date curated alone gives the rows the range gave it
     day_rows = sorted(map(repr, silver.where(f"dt = '{DAYS[1]}'").collect()))
