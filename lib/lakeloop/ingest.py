@@ -501,11 +501,20 @@ def _release(conf: Conf, source: str, date: str, work: _Work, result: IngestResu
         log.exception("%s %s: could not release the claims of batch %s", source, date, result.batch_id)
 
 
-def _lookup(values: dict[str, str], key: str) -> Column:
-    """A column of ``values[<column key>]`` (a literal when there is one value)."""
-    if len(set(values.values())) == 1:
-        return F.lit(next(iter(values.values())))
-    return F.element_at(F.create_map(*[F.lit(x) for kv in values.items() for x in kv]), F.col(key))
+def _date_of_file(date: str | None) -> Column:
+    """The run date of a line: ``date``, or (several dates) its file's landing folder, ``.../dt=<date>/<name>``
+    (:func:`landing_dir`)."""
+    if date is not None:
+        return F.lit(date)
+    return F.regexp_extract(F.col("_file"), r"/dt=([^/]+)/[^/]*$", 1)
+
+
+def _with_batch_ids(lines: DataFrame, batches: dict[str, str]) -> DataFrame:
+    """``_batch_id`` of each line's date: a literal for one batch, else a broadcast join on ``dt``."""
+    if len(set(batches.values())) == 1:
+        return lines.withColumn("_batch_id", F.lit(next(iter(batches.values()))))
+    ids = lines.sparkSession.createDataFrame(sorted(batches.items()), "dt string, _batch_id string")
+    return lines.join(F.broadcast(ids), "dt", "left").select(*lines.columns, "_batch_id")
 
 
 def _ingest_files(spark: SparkSession, conf: Conf, schema: SourceSchema, busy: Sequence[tuple[_Day, _Work]],
@@ -513,7 +522,6 @@ def _ingest_files(spark: SparkSession, conf: Conf, schema: SourceSchema, busy: S
     """Read the claimed files of every date in ``busy`` at once and append them to bronze in one commit."""
     source, lake = schema.source, Lake.from_conf(conf)
     new = [f for _, work in busy for f in work.todo]
-    date_of = {f.key: work.date for _, work in busy for f in work.todo}
     prefix = {k: n for _, work in busy for k, n in work.prefix.items()}
     header = schema.format == "csv" and schema.csv.header
     checked = {f.key: inspect_file(spark, f.path) for f in new}
@@ -527,13 +535,10 @@ def _ingest_files(spark: SparkSession, conf: Conf, schema: SourceSchema, busy: S
         raise IngestError(f"{source} {label}: Spark read no lines of {missing} although they are not empty; "
                           "check the file paths")
     lines = _after_prefix(lines, per_file, prefix, header)
-    # a file's date is its landing folder's (landing_dir ends in dt=<date>)
-    rendered = {per_file[f.key][0]: date_of[f.key] for f in new if f.key in per_file}
-    rendered = rendered or {"": busy[0][1].date}
     batches = {work.date: d.result.batch_id for d, work in busy}
     bronze = encode_lines(lines).select(*lines.columns, "_raw", F.lit(at).cast("timestamp").alias("_ingested_at"),
-                                        _lookup(rendered, "_file").alias("dt"))
-    bronze = bronze.withColumn("_batch_id", _lookup(batches, "dt")).persist()
+                                        _date_of_file(busy[0][1].date if len(busy) == 1 else None).alias("dt"))
+    bronze = _with_batch_ids(bronze, batches).persist()
     rows = {work.date: sum(max(per_file.get(f.key, ("", 0))[1] - work.prefix[f.key], 0) for f in work.todo)
             for _, work in busy}
     try:
