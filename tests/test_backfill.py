@@ -66,6 +66,9 @@ def test_range_ingest_and_curate_in_one_pass_then_a_single_date_rerun_changes_no
     assert sorted((r["dt"], r["event_id"]) for r in silver.collect()) == sorted(
         [(d, eid(1)) for d in DAYS] + [(d, eid(10 + i)) for i, d in enumerate(DAYS)])
 
+    for table in ("bronze.events", "silver.events", "silver.events_quarantine"):  # a small day is one file
+        assert {d: len(sizes) for d, sizes in files_per_date(conf, table).items()} == {d: 1 for d in DAYS}, table
+
     checked = run_validate(spark, conf, [dt.date.fromisoformat(d) for d in DAYS], "r1", ["silver.events"])
     assert [(r.dt, r.baseline_dt, r.skipped) for r in checked] == [(DAYS[0], None, False), (DAYS[1], DAYS[0], False),
                                                                    (DAYS[2], DAYS[1], False)]
@@ -206,15 +209,6 @@ def files_per_date(conf, table: str) -> dict[str, list[int]]:
                          strict=True):
         out.setdefault(day, []).append(size)
     return out
-
-
-def test_range_writes_one_file_per_small_daily_partition(spark, conf):
-    conf = conf.with_overrides({"curate.max_quarantine_rate": 0.5})
-    land_days(conf)
-    ingest(spark, conf, DAYS, ["events"])
-    curate(spark, conf, DAYS, ["events"])
-    for table in ("bronze.events", "silver.events", "silver.events_quarantine"):
-        assert {d: len(sizes) for d, sizes in files_per_date(conf, table).items()} == {d: 1 for d in DAYS}, table
 
 
 def test_a_large_partition_is_split_near_the_target_file_size(spark, conf):
