@@ -28,6 +28,21 @@ if ! [ "${jv%%.*}" -ge 17 ] 2>/dev/null; then
   exit 2
 fi
 
+# pip_install VENV ARGS...: install into VENV with uv (parallel downloads; pinned, itself installed by pip),
+# or with pip where uv cannot be installed. Package versions are pinned by the constraints files under scripts/
+# (the tested environments; regenerate with `VENV/bin/python -m pip freeze --exclude-editable`).
+UV_VERSION=0.13.9
+pip_install() {
+  local venv=$1; shift
+  if [ -x "$venv/bin/uv" ] || "$venv/bin/python" -m pip install --quiet "uv==$UV_VERSION" >/dev/null 2>&1; then
+    "$venv/bin/uv" pip install --quiet --python "$venv/bin/python" "$@" && return 0
+    echo "setup.sh: uv could not install $*; trying pip" >&2
+  fi
+  "$venv/bin/python" -m pip install --quiet "$@"
+}
+export -f pip_install
+export UV_VERSION
+
 # The Spark 3.5 side runtime (docs/bigdl.md), installed by scripts/install-spark35.sh; re-installed only when
 # its requirements or the mlflow version of .venv changed.
 setup_spark35() {
@@ -36,7 +51,7 @@ setup_spark35() {
     mlflow_version=$(.venv/bin/python -c 'import mlflow; print(mlflow.__version__)' 2>/dev/null || true)
   fi
   local want
-  want="$(cat scripts/spark35-requirements.txt scripts/install-spark35.sh | sha256sum | cut -c1-16) mlflow=${mlflow_version:-default}"
+  want="$(cat scripts/spark35-requirements.txt scripts/spark35-constraints.txt scripts/install-spark35.sh | sha256sum | cut -c1-16) mlflow=${mlflow_version:-default}"
   [ -x "$venv/bin/python" ] || "$PY" -m venv "$venv"
   if [ ! -f "$venv/.lakeloop-installed" ] || [ "$(cat "$venv/.lakeloop-installed")" != "$want" ]; then
     MLFLOW_VERSION=$mlflow_version scripts/install-spark35.sh "$venv"
@@ -65,7 +80,7 @@ setup_jvm() {
   want="pyspark==$version over $site"
   [ -x "$venv/bin/python" ] || "$PY" -m venv "$venv"
   if [ ! -f "$venv/.lakeloop-installed" ] || [ "$(cat "$venv/.lakeloop-installed")" != "$want" ]; then
-    "$venv/bin/python" -m pip install --quiet --no-deps "pyspark==$version"
+    pip_install "$venv" --no-deps "pyspark==$version"
     echo "import site; site.addsitedir('$site')" >"$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/zz-lakeloop-venv.pth"
     echo "$want" >"$venv/.lakeloop-installed"
   fi
@@ -84,10 +99,9 @@ case "$EXTRAS" in
   *) spec=".[$EXTRAS]" ;;
 esac
 stamp=".venv/.lakeloop-installed"
-want="$(cat setup.cfg pyproject.toml | sha256sum | cut -c1-16) $spec"
+want="$(cat setup.cfg pyproject.toml scripts/constraints.txt | sha256sum | cut -c1-16) $spec"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -e "$spec"
+  pip_install .venv -c scripts/constraints.txt -e "$spec"
   echo "$want" >"$stamp"
 fi
 echo "setup.sh: lakeloop installed in $ROOT/.venv ($spec)"

@@ -13,11 +13,14 @@ if [ -z "${MLFLOW_VERSION:-}" ] && [ -x "$ROOT/.venv/bin/python" ]; then
   MLFLOW_VERSION=$("$ROOT/.venv/bin/python" -c 'import mlflow; print(mlflow.__version__)' 2>/dev/null || true)
 fi
 MLFLOW_VERSION=${MLFLOW_VERSION:-3.17.2}
-"$VENV/bin/python" -m pip install --quiet --upgrade pip
-"$VENV/bin/python" -m pip install --quiet -r "$ROOT/scripts/spark35-requirements.txt" \
+# pip_install (setup.sh): uv where it can be installed, else pip; versions pinned by spark35-constraints.txt
+if ! declare -F pip_install >/dev/null; then
+  pip_install() { local venv=$1; shift; "$venv/bin/python" -m pip install --quiet "$@"; }
+fi
+pip_install "$VENV" -c "$ROOT/scripts/spark35-constraints.txt" -r "$ROOT/scripts/spark35-requirements.txt" \
   "mlflow==$MLFLOW_VERSION" "numpy<2.3"
 # shellcheck disable=SC2086
-"$VENV/bin/python" -m pip install --quiet --no-deps $BIGDL
+pip_install "$VENV" --no-deps $BIGDL
 "$VENV/bin/python" - <<'PYCHECK'
 import numpy, pyspark
 import bigdl.dllib.nncontext  # noqa: F401

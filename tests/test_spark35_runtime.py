@@ -13,7 +13,8 @@ if not pyspark.__version__.startswith("3.5."):
 from lakeloop import tables  # noqa: E402
 from lakeloop.session import RunContext, build_session  # noqa: E402
 from lakeloop.train.base import Backend, get_backend  # noqa: E402
-from lakeloop.train.data import FEATURES, load_training_data  # noqa: E402
+from lakeloop.train.data import FEATURES  # noqa: E402
+from lakeloop.train.dataset import load_model_data  # noqa: E402
 
 from tests.test_train import RUN_DATE, training_frame, write_gold  # noqa: E402
 
@@ -40,7 +41,7 @@ def test_tables_write_read_and_time_travel_on_spark35(spark, conf):
 
 def test_training_data_and_backend_interface_on_spark35(spark, conf):
     write_gold(spark, conf, training_frame(spark, RUN_DATE))
-    data = load_training_data(spark, conf, RUN_DATE)
+    data = load_model_data(spark, conf, RUN_DATE)
     assert data.features == FEATURES
     assert data.train.count() > 0 and data.valid.count() > 0
     assert data.input_versions == {"gold.training_set": 0}

@@ -15,6 +15,7 @@ from lakeloop import tables
 from lakeloop.errors import EXIT_GATE_REFUSED, DataQualityError
 from lakeloop.train import data as train_data
 from lakeloop.train import registry
+from lakeloop.train.dataset import load_model_data
 from pyspark.sql import functions as F
 
 RUN_DATE = dt.date(2026, 11, 10)
@@ -95,28 +96,28 @@ def test_shuffle_labels_permutes_labels_only(spark):
 
 
 @pytest.mark.slow
-def test_load_training_data_reads_date_and_records_version(spark, conf):
+def test_load_model_data_reads_date_and_records_version(spark, conf):
     write_gold(spark, conf, training_frame(spark, RUN_DATE, users=80, per_user=5))
     write_gold(spark, conf, training_frame(spark, RUN_DATE - dt.timedelta(days=1), users=80, per_user=5, seed=4),
                RUN_DATE - dt.timedelta(days=1))
-    loaded = train_data.load_training_data(spark, conf, RUN_DATE)
+    loaded = load_model_data(spark, conf, RUN_DATE)
     assert loaded.input_versions == {"gold.training_set": 1}
     assert loaded.features == train_data.FEATURES
     assert loaded.train.count() + loaded.valid.count() == 400  # only dt = RUN_DATE (train.days = 1)
     assert dict(loaded.train.dtypes)["user_events"] == "double"
-    two = train_data.load_training_data(spark, conf.with_overrides({"train.days": 2}), RUN_DATE)
+    two = load_model_data(spark, conf.with_overrides({"train.days": 2}), RUN_DATE)
     assert two.train.count() + two.valid.count() == 800
 
 
-def test_load_training_data_rejects_bad_input(spark, conf):
+def test_load_model_data_rejects_bad_input(spark, conf):
     with pytest.raises(DataQualityError, match="no table"):
-        train_data.load_training_data(spark, conf, RUN_DATE)
+        load_model_data(spark, conf, RUN_DATE)
     bad = training_frame(spark, RUN_DATE, users=20, per_user=5).withColumn("label", F.lit(2))
     write_gold(spark, conf, bad)
-    with pytest.raises(DataQualityError, match="label must be 0 or 1"):
-        train_data.load_training_data(spark, conf, RUN_DATE)
+    with pytest.raises(DataQualityError, match="label label must be 0 or 1"):
+        load_model_data(spark, conf, RUN_DATE)
     with pytest.raises(DataQualityError, match="no rows"):
-        train_data.load_training_data(spark, conf, RUN_DATE + dt.timedelta(days=3))
+        load_model_data(spark, conf, RUN_DATE + dt.timedelta(days=3))
 
 
 # ---------------------------------------------------------------------------------------------------

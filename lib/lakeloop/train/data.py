@@ -1,4 +1,5 @@
-"""The gold training set as model input: feature columns, validation, seeded holdout split.
+"""The built-in ranker's feature list and its user-level holdout split (models read their data with
+:func:`lakeloop.train.dataset.load_model_data`).
 
 Holdout split
 -------------
@@ -12,19 +13,14 @@ possible; ``train.days`` > 1 trains on several dates with the same user split.
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import TYPE_CHECKING
 
-from lakeloop.errors import DataQualityError
-from lakeloop.train.base import TrainingData
-
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import DataFrame
 
     from lakeloop.conf import Conf
 
-__all__ = ["FEATURES", "LABEL", "KEYS", "load_training_data", "split_holdout", "shuffle_labels",
-           "check_training_frame", "feature_columns"]
+__all__ = ["FEATURES", "LABEL", "KEYS", "split_holdout", "shuffle_labels", "feature_columns"]
 
 LABEL = "label"
 KEYS = ("user_id", "item_id")
@@ -59,18 +55,6 @@ def feature_columns(conf: Conf, df: DataFrame) -> list[str]:
     return [c for c in spec.feature_columns(specs.sets) if c not in types or isinstance(types[c], NumericType)]
 
 
-def check_training_frame(df: DataFrame, where: str, features: list[str] | None = None) -> None:
-    """Raise :class:`DataQualityError` naming ``where`` when columns are missing or labels are not 0/1."""
-    from pyspark.sql import functions as F
-
-    missing = [c for c in (*KEYS, LABEL, *(FEATURES if features is None else features)) if c not in df.columns]
-    if missing:
-        raise DataQualityError(f"{where}: missing columns {', '.join(missing)}")
-    bad = df.where(F.col(LABEL).isNull() | ~F.col(LABEL).isin(0, 1)).limit(1).count()
-    if bad:
-        raise DataQualityError(f"{where}: label must be 0 or 1 on every row")
-
-
 def split_holdout(df: DataFrame, fraction: float, seed: int) -> tuple[DataFrame, DataFrame]:
     """(train, holdout) by the seeded user hash described in the module docstring."""
     from pyspark.sql import functions as F
@@ -96,41 +80,3 @@ def shuffle_labels(df: DataFrame, seed: int) -> DataFrame:
     labels = (df.select(LABEL, F.rand(seed).alias("_r"))
               .withColumn("_row", F.row_number().over(Window.orderBy("_r"))).drop("_r"))
     return rows.join(labels, "_row").drop("_row").select(*df.columns)
-
-
-def load_training_data(spark: SparkSession, conf: Conf, run_date: dt.date, *,
-                       shuffle: bool = False) -> TrainingData:
-    """The ``train.days`` dt partitions of ``train.table`` up to ``run_date``, split into train/holdout.
-
-    Features are cast to double (nulls stay null: missing values for the backends).  Raises
-    :class:`DataQualityError` when the partitions are empty, lack columns, hold labels other than 0/1,
-    or either side of the split lacks one of the two classes.
-    """
-    from pyspark.sql import functions as F
-
-    from lakeloop.lake import Lake
-
-    lake, name = Lake.from_conf(conf), conf["train.table"]
-    uri = lake.uri(name)
-    if not lake.exists(uri):
-        raise DataQualityError(f"{name}: no table at {uri}; run the features job first")
-    version = lake.version(uri)
-    first = run_date - dt.timedelta(days=conf["train.days"] - 1)
-    where = f"dt >= '{first.isoformat()}' AND dt <= '{run_date.isoformat()}'"
-    frame = lake.read(spark, uri, version=version, where=where)
-    features = feature_columns(conf, frame)
-    check_training_frame(frame, f"{name} {where}", features)
-    frame = frame.select(*KEYS, F.col(LABEL).cast("int").alias(LABEL),
-                         *[F.col(c).cast("double").alias(c) for c in features])
-    seed = conf["train.seed"]
-    train, holdout = split_holdout(frame, conf["train.holdout_fraction"], seed)
-    if shuffle:
-        train = shuffle_labels(train, seed)
-    train, holdout = train.cache(), holdout.cache()
-    for side, part in (("training", train), ("holdout", holdout)):
-        classes = {r[0] for r in part.select(LABEL).distinct().collect()}
-        if classes != {0, 1}:
-            raise DataQualityError(f"{name} {where}: the {side} rows need both labels 0 and 1, "
-                                   f"found {sorted(classes) or 'no rows'}")
-    return TrainingData(train=train, valid=holdout, features=features, label=LABEL,
-                        input_versions={name: version})
