@@ -59,7 +59,8 @@ def _run(job: str, args: argparse.Namespace, body: JobBody, needs_spark: bool) -
     except (ConfError, ValueError) as exc:
         print(f"{job}: {exc}", file=sys.stderr)
         return Outcome(EXIT_USAGE)
-    ctx.log.info("start %s env=%s date=%s", job, ctx.env, ctx.date)
+    first, last = getattr(args, "first", None), getattr(args, "last", None)
+    ctx.log.info("start %s env=%s %s", job, ctx.env, f"dates={first}..{last}" if first else f"date={ctx.date}")
     try:
         spark: Any = build_session(ctx) if needs_spark else None
         outcome = _outcome(body(ctx, spark, args))

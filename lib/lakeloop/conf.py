@@ -129,7 +129,8 @@ SPEC: dict[str, Field] = {
     "delta.engine": _f("enum", "tables.read/write: delta-spark when its jars are loaded (auto), or always one engine",
                        choices=("auto", "bridge", "delta-spark")),
     "delta.vacuum_retention_hours": _f("int"),
-    "delta.target_file_size": _f("int", "bytes, target size of files written by optimize"),
+    "delta.target_file_size": _f("int", "bytes, target size of the files ingest and curate write (by an "
+                                         "estimate of row size) and optimize compacts to"),
     "optimize.tables": _f("list", "tables the optimize job compacts and vacuums; empty: every table of the "
                           "bronze, silver and gold layers"),
     "optimize.z_order": _f("dict", "columns to z-order by, per table: {'silver.events': [user_id]}", flat_keys=True),

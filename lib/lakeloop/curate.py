@@ -20,7 +20,9 @@ several defects meet in one line, the reason is the first in :data:`REASONS` ord
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import hashlib
 import json
 import logging
 from collections.abc import Sequence
@@ -32,8 +34,9 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from lakeloop.errors import DataQualityError
+from lakeloop.filesize import row_bytes, sized
 from lakeloop.ingest import BOM, bronze_schema
-from lakeloop.job import JobResult
+from lakeloop.job import JobResult, add_range_arguments, per_date_summary, run_dates
 from lakeloop.lake import Lake
 from lakeloop.reports import Documents
 from lakeloop.schemas import Column, SourceSchema, source_names, source_schema
@@ -45,7 +48,8 @@ if TYPE_CHECKING:
     from lakeloop.session import RunContext
 
 __all__ = ["REASONS", "CurateReport", "parse", "cleanse", "classify", "deduplicate", "with_extra", "curate_frame",
-           "silver_frame", "quarantine_frame", "curate_source", "curate", "report_uri", "run", "add_arguments"]
+           "silver_frame", "quarantine_frame", "curate_source", "curate_range", "curate", "report_uri", "run",
+           "add_arguments"]
 
 log = logging.getLogger("lakeloop.curate")
 
@@ -375,7 +379,9 @@ def deduplicate(classified: DataFrame, schema: SourceSchema) -> DataFrame:
     order += [F.col("_ingested_at").desc_nulls_last(), F.col("_file").desc_nulls_last(),
               F.col("_line").desc_nulls_last()]
     valid = F.col("reason").isNull()
-    w = Window.partitionBy(valid, *schema.primary_key).orderBy(*order)
+    # one date's lines are de-duplicated among themselves, also when a range of dates is curated at once
+    per_date = ["dt"] if "dt" in classified.columns else []
+    w = Window.partitionBy(valid, *per_date, *schema.primary_key).orderBy(*order)
     rank = F.row_number().over(w)
     kept = F.concat(F.first("_file").over(w), F.lit(":"), F.first("_line").over(w).cast("string"))
     key = F.concat_ws(", ", *[F.concat(F.lit(f"{k}="), F.col(k).cast("string")) for k in schema.primary_key])
@@ -428,6 +434,7 @@ class CurateReport:
     silver_version: int | None = None
     quarantine_version: int | None = None
     skipped: bool = False  # bronze unchanged since the last run: nothing rewritten
+    input_key: str = ""  # the date's bronze files and the schema it was curated from (see _input_key)
     started_at: str = ""
     finished_at: str = ""
     tables: dict[str, str] = field(default_factory=dict)
@@ -456,26 +463,49 @@ def report_uri(conf: Conf, source: str, date: str) -> str:
     return _reports(conf).uri(f"{source}/dt={date}.json")
 
 
-def _bronze(spark: SparkSession, lake: Lake, schema: SourceSchema, date: str) -> tuple[DataFrame, int | None]:
-    table = f"bronze.{schema.source}"
-    version = lake.version(table)
+def _bronze(spark: SparkSession, lake: Lake, schema: SourceSchema, dates: Sequence[str],
+            version: int | None) -> DataFrame:
     if version is None:
-        return spark.createDataFrame([], bronze_schema(schema)), None
-    return lake.read(spark, table, version=version, where=f"dt = '{date}'"), version
+        return spark.createDataFrame([], bronze_schema(schema))
+    return lake.read(spark, f"bronze.{schema.source}", version=version, where=_dates_in(dates))
 
 
-def _counts(curated: DataFrame) -> dict[str | None, int]:
-    return {r["reason"]: int(r["count"]) for r in curated.groupBy("reason").count().collect()}
+def _dates_in(dates: Sequence[str]) -> str:
+    return f"dt = '{dates[0]}'" if len(dates) == 1 else "dt IN (" + ", ".join(f"'{d}'" for d in dates) + ")"
+
+
+def _counts(curated: DataFrame) -> dict[str, dict[str | None, int]]:
+    """Rows per date and reason (null: silver)."""
+    out: dict[str, dict[str | None, int]] = {}
+    for r in curated.groupBy("dt", "reason").count().collect():
+        out.setdefault(r["dt"], {})[r["reason"]] = int(r["count"])
+    return out
+
+
+def _input_key(schema: SourceSchema, files: str) -> str:
+    """What a date's curation depends on: its bronze files (``files``: a digest of their paths, from the log)
+    and the source schema."""
+    return hashlib.sha256(f"{files}\n{dataclasses.replace(schema, path='')!r}".encode()).hexdigest()[:20]
+
+
+def _done_before(conf: Conf, source: str, date: str, key: str) -> CurateReport | None:
+    """The report of an earlier run that passed and curated ``date`` from the same input, else None."""
+    earlier = _reports(conf).read_json(f"{source}/dt={date}.json")
+    if not isinstance(earlier, dict) or not earlier.get("passed") or earlier.get("input_key") != key:
+        return None
+    fields = {k: v for k, v in earlier.items() if k in CurateReport.__dataclass_fields__}
+    return CurateReport(**{**fields, "skipped": True})
 
 
 def curate_source(spark: SparkSession, conf: Conf, source: str, date: str, *, run_id: str = "",
                   force: bool = False) -> CurateReport:
     """Curate ``bronze.<source>`` for ``date`` into ``silver.<source>`` and its quarantine table.
 
-    Both tables are overwritten for ``dt = date`` only.  Each write carries the transaction
-    ``(curate:<source>:<date>, bronze version + 1)``, so a re-run over an unchanged bronze table
-    commits nothing (``skipped``) unless ``force``.  The JSON report is written to
-    :func:`report_uri` in every case.
+    Both tables are overwritten for ``dt = date`` only.  A date whose bronze files and schema are those of
+    an earlier run that passed is not read again (``skipped``: the earlier report, nothing committed) unless
+    ``force``; the decision is made from the table log and the report, before any data is read.  The writes
+    also carry the transaction ``(curate:<source>:<date>, bronze version + 1)``.  The JSON report is
+    written to :func:`report_uri` whenever the date is curated.
 
     Raises
     ------
@@ -483,64 +513,109 @@ def curate_source(spark: SparkSession, conf: Conf, source: str, date: str, *, ru
         When the quarantine rate (duplicates excluded) exceeds ``curate.max_quarantine_rate``; the
         quarantine and the report are written, silver is not.
     """
+    return curate_range(spark, conf, source, [date], run_id=run_id, force=force)[0]
+
+
+def curate_range(spark: SparkSession, conf: Conf, source: str, dates: Sequence[str], *, run_id: str = "",
+                 force: bool = False) -> list[CurateReport]:
+    """:func:`curate_source` for every date of ``dates`` in one pass: the dates still to do are read from
+    bronze at once, curated together (de-duplicated per date) and written with one partition replace per
+    table for those dates; each date gets its own report, and is skipped on its own when done before.
+    One report per date, in order; :class:`DataQualityError` (with every report attached) when any date
+    fails the quarantine gate, after the dates that pass are written.
+    """
     schema = source_schema(conf, source)
-    started = _now()
     lake = Lake.from_conf(conf)
-    bronze, bronze_version = _bronze(spark, lake, schema, date)
-    curated = curate_frame(bronze, schema).persist()
+    version, files = lake.partition_state(f"bronze.{source}")
+    keys = {d: _input_key(schema, files.get(d, "")) for d in dates}
+    reports = {} if force else {d: r for d in dates if (r := _done_before(conf, source, d, keys[d])) is not None}
+    for d, report in reports.items():
+        log.info("curate %s %s: bronze unchanged since run %s, skipped", source, d, report.run_id)
+    todo = [d for d in dates if d not in reports]
+    if todo:
+        reports.update(_curate_dates(spark, conf, schema, todo, version, keys, run_id, force))
+    ordered = [reports[d] for d in dates]
+    failed = [r for r in ordered if not r.passed]
+    if failed:
+        error = DataQualityError("; ".join(
+            f"curate {r.summary()}: quarantine rate above curate.max_quarantine_rate; silver not written; see "
+            f"{report_uri(conf, source, r.dt)}" for r in failed))
+        error.reports = ordered
+        raise error
+    return ordered
+
+
+def _curate_dates(spark: SparkSession, conf: Conf, schema: SourceSchema, todo: Sequence[str], version: int | None,
+                  keys: dict[str, str], run_id: str, force: bool) -> dict[str, CurateReport]:
+    """Curate the dates ``todo`` from bronze at ``version`` in one pass; their reports, written."""
+    source, lake, started = schema.source, Lake.from_conf(conf), _now()
+    limit = conf["curate.max_quarantine_rate"]
+    tables = {"silver": lake.uri(f"silver.{source}"), "quarantine": lake.uri(f"silver.{source}_quarantine")}
+    curated = curate_frame(_bronze(spark, lake, schema, todo, version), schema).persist()
     try:
         counts = _counts(curated)
-        by_reason = {r: counts.get(r, 0) for r in REASONS}
-        total = sum(counts.values())
-        bad = sum(by_reason[r] for r in RATE_REASONS)
-        limit = conf["curate.max_quarantine_rate"]
-        report = CurateReport(
-            source=source, dt=date, run_id=run_id, bronze_rows=total, silver_rows=counts.get(None, 0),
-            quarantine_rows=sum(by_reason.values()), quarantine_by_reason=by_reason,
-            quarantine_rate=bad / total if total else 0.0, max_quarantine_rate=limit,
-            passed=(bad / total if total else 0.0) <= limit, bronze_version=bronze_version, started_at=started,
-            tables={"silver": lake.uri(f"silver.{source}"), "quarantine": lake.uri(f"silver.{source}_quarantine")})
-        txn = None if force else (f"curate:{source}:{date}", (bronze_version if bronze_version is not None else -1) + 1)
-        where = f"dt = '{date}'"
-        q = lake.write(quarantine_frame(curated), report.tables["quarantine"], mode="overwrite",
-                       partition_by=["dt"], replace_where=where, txn=txn)
-        report.quarantine_version = q.version
-        if report.passed:
-            s = lake.write(silver_frame(curated, schema), report.tables["silver"], mode="overwrite",
-                           partition_by=["dt"], replace_where=where, txn=txn)
-            report.silver_version, report.skipped = s.version, s.skipped and q.skipped
+        reports = {d: _report(source, d, run_id, counts.get(d, {}), limit, version, started, dict(tables), keys[d])
+                   for d in todo}
+        single = len(todo) == 1 and not force
+        txn = (f"curate:{source}:{todo[0]}", (version if version is not None else -1) + 1) if single else None
+        per_row = row_bytes(lake, f"bronze.{source}")
+        quarantined = {d: reports[d].quarantine_rows for d in todo}
+        q = lake.write(sized(quarantine_frame(curated), quarantined, row_bytes(lake, tables["quarantine"], per_row),
+                             lake.target_file_size),
+                       tables["quarantine"], mode="overwrite", partition_by=["dt"], replace_where=_dates_in(todo),
+                       txn=txn)
+        passed = [d for d in todo if reports[d].passed]
+        s = None
+        if passed:
+            rows = curated if len(passed) == len(todo) else curated.where(F.col("dt").isin(passed))
+            silver = sized(silver_frame(rows, schema), {d: reports[d].silver_rows for d in passed},
+                           row_bytes(lake, tables["silver"], per_row), lake.target_file_size)
+            s = lake.write(silver, tables["silver"], mode="overwrite", partition_by=["dt"],
+                           replace_where=_dates_in(passed), txn=txn)
     finally:
         curated.unpersist()
-    report.finished_at = _now()
-    _reports(conf).write_json(f"{source}/dt={date}.json", report.as_dict())
-    log.info("curate %s", report.summary())
-    if not report.passed:
-        error = DataQualityError(f"curate {report.summary()}: quarantine rate above curate.max_quarantine_rate; "
-                                 f"silver not written; see {report_uri(conf, source, date)}")
-        error.reports = [report]
-        raise error
-    return report
+    finished = _now()
+    for d, report in reports.items():
+        report.quarantine_version, report.finished_at = q.version, finished
+        if report.passed and s is not None:
+            report.silver_version, report.skipped = s.version, s.skipped and q.skipped
+        _reports(conf).write_json(f"{source}/dt={d}.json", report.as_dict())
+        log.info("curate %s", report.summary())
+    return reports
+
+
+def _report(source: str, date: str, run_id: str, counts: dict[str | None, int], limit: float,
+            bronze_version: int | None, started: str, tables: dict[str, str], key: str) -> CurateReport:
+    by_reason = {r: counts.get(r, 0) for r in REASONS}
+    total = sum(counts.values())
+    rate = sum(by_reason[r] for r in RATE_REASONS) / total if total else 0.0
+    return CurateReport(source=source, dt=date, run_id=run_id, bronze_rows=total, silver_rows=counts.get(None, 0),
+                        quarantine_rows=sum(by_reason.values()), quarantine_by_reason=by_reason,
+                        quarantine_rate=rate, max_quarantine_rate=limit, passed=rate <= limit,
+                        bronze_version=bronze_version, started_at=started, tables=tables, input_key=key)
 
 
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat()
 
 
-def curate(spark: SparkSession, conf: Conf, date: str, sources: Sequence[str] | None = None, *,
+def curate(spark: SparkSession, conf: Conf, date: str | Sequence[str], sources: Sequence[str] | None = None, *,
            run_id: str = "", force: bool = False) -> list[CurateReport]:
-    """Curate ``sources`` (default: every source in conf) for ``date``.
+    """Curate ``sources`` (default: every source in conf) for ``date`` (or every date of a sequence, in one
+    pass per source: :func:`curate_range`); one report per source and date.
 
     Every source is curated even when one fails its quality gate; the first
     :class:`DataQualityError` is raised at the end.
     """
     names = list(sources) if sources else source_names(conf)
+    dates = [date] if isinstance(date, str) else list(date)
     for name in names:
         source_schema(conf, name)
     reports: list[CurateReport] = []
     failures: list[DataQualityError] = []
     for name in names:
         try:
-            reports.append(curate_source(spark, conf, name, date, run_id=run_id, force=force))
+            reports += curate_range(spark, conf, name, dates, run_id=run_id, force=force)
         except DataQualityError as exc:
             failures.append(exc)
     if failures:
@@ -550,25 +625,32 @@ def curate(spark: SparkSession, conf: Conf, date: str, sources: Sequence[str] | 
     return reports
 
 
-DESCRIPTION = "bronze -> silver + quarantine (schema-on-read) for --date"
+DESCRIPTION = "bronze -> silver + quarantine (schema-on-read) for --date or every date of --from/--to"
 _SUMMARY = ("bronze_rows", "silver_rows", "quarantine_rows", "quarantine_rate", "quarantine_by_reason", "reconciled")
 
 
-def _result(reports: Sequence[CurateReport]) -> JobResult[list[CurateReport]]:
+def _sources(reports: Sequence[CurateReport]) -> dict[str, Any]:
     sources = {r.source: {k: v for k, v in r.as_dict().items() if k in _SUMMARY} for r in reports}
-    return JobResult(list(reports), {"sources": sources} if sources else {})
+    return {"sources": sources} if sources else {}
+
+
+def _result(dates: Sequence[str], reports: Sequence[CurateReport]) -> JobResult[list[CurateReport]]:
+    return JobResult(list(reports), per_date_summary(dates, reports, _sources))
 
 
 def run(ctx: RunContext, spark: SparkSession, args) -> JobResult[list[CurateReport]]:
     """The ``curate`` job; a failed quality gate raises with the result of every source attached."""
+    dates = [d.isoformat() for d in run_dates(ctx.run_date, args)]
     try:
-        reports = curate(spark, ctx.conf, ctx.date, args.source, run_id=ctx.run_id, force=args.force)
+        reports = curate(spark, ctx.conf, dates, args.source, run_id=ctx.run_id, force=args.force)
     except DataQualityError as exc:
-        exc.result = _result(getattr(exc, "reports", []))
+        reports = getattr(exc, "reports", [])
+        exc.result = _result(dates, reports)
+        exc.result.summary["failed"] = sorted({r.dt for r in reports if not r.passed})
         raise
     for report in reports:
         ctx.log.info("curate report %s", json.dumps(report.as_dict(), sort_keys=True))
-    return _result(reports)
+    return _result(dates, reports)
 
 
 def add_arguments(parser) -> None:
@@ -576,5 +658,5 @@ def add_arguments(parser) -> None:
     parser.add_argument("--source", action="append", default=None,
                         help="source to curate (repeatable; default: every source in conf)")
     parser.add_argument("--force", action="store_true",
-                        help="recompute even when bronze has not changed since the last run (e.g. after a "
-                             "schema change)")
+                        help="recompute even when bronze and the schema have not changed since the last run")
+    add_range_arguments(parser, "a range curated in one pass")

@@ -24,7 +24,7 @@ from lakeloop_apps.recommender.reference import (  # noqa: F401 - re-exported fo
 )
 
 from lakeloop.featuresets import build_all, load_specs
-from lakeloop.job import JobResult
+from lakeloop.job import JobResult, add_range_arguments, run_dates
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 __all__ = ["build_gold", "load_specs", "FeatureParams", "day_start", "training_set", "user_favours", "item_stats",
            "GOLD_TABLES", "DESCRIPTION", "add_arguments", "run"]
 
-DESCRIPTION = "every declared feature set and training set of --date into gold.<name>"
+DESCRIPTION = "every declared feature set and training set of --date (or each date of --from/--to) into gold.<name>"
 
 
 def build_gold(spark: SparkSession, conf: Conf, run_date: dt.date, names: list[str] | None = None) -> dict[str, Any]:
@@ -49,12 +49,23 @@ def build_gold(spark: SparkSession, conf: Conf, run_date: dt.date, names: list[s
 
 
 def add_arguments(parser) -> None:
-    """The ``features`` job takes only the common options."""
+    """The ``features`` job's own option: ``--from``/``--to``."""
+    add_range_arguments(parser, "a range built in one run, date by date (each date's features are as of it)")
 
 
 def run(ctx: RunContext, spark: SparkSession, args) -> JobResult[dict]:
-    """The ``features`` job: replace the run date's partition of every declared output."""
-    written = build_gold(spark, ctx.conf, ctx.run_date)
-    for table, result in written.items():
-        ctx.log.info("%s dt=%s: %s", table, ctx.date, result)
-    return JobResult(written, {"tables": {t: {"rows": r.rows, "version": r.version} for t, r in written.items()}})
+    """The ``features`` job: replace the run date's partition (each date's of a range) of every declared
+    output; the specs are loaded and checked once."""
+    dates = run_dates(ctx.run_date, args)
+    specs = load_specs(ctx.conf)
+    written: dict[str, dict[str, Any]] = {}
+    for day in dates:
+        written[day.isoformat()] = build_all(spark, ctx.conf, day, specs)
+        for table, result in written[day.isoformat()].items():
+            ctx.log.info("%s dt=%s: %s", table, day.isoformat(), result)
+    summaries = {d: {"tables": {t: {"rows": r.rows, "version": r.version} for t, r in w.items()}}
+                 for d, w in written.items()}
+    if len(dates) == 1:
+        (only,) = written.values()
+        return JobResult(only, summaries[dates[0].isoformat()])
+    return JobResult(written, {"dates": summaries})

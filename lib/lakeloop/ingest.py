@@ -30,7 +30,7 @@ import json
 import logging
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
@@ -41,7 +41,8 @@ from pyspark.sql import types as T
 
 from lakeloop import ledger as ledger_table
 from lakeloop.errors import LakeloopError
-from lakeloop.job import JobResult
+from lakeloop.filesize import row_bytes, sized
+from lakeloop.job import JobResult, add_range_arguments, per_date_summary, run_dates
 from lakeloop.lake import Lake
 from lakeloop.ledger import CLAIMED, INGESTED, LEDGER_SCHEMA, REJECTED, RELEASED, claims_uri, ledger_uri
 from lakeloop.schemas import SourceSchema, source_names, source_schema
@@ -54,7 +55,8 @@ if TYPE_CHECKING:
 
 __all__ = ["LandingFile", "IngestResult", "IngestError", "SUFFIXES", "BOM", "file_key", "landing_dir", "restore_bom",
            "record_rejected", "list_landing", "read_lines", "text_lineage", "number_lines", "encode_lines",
-           "inspect_file", "ingest_source", "ingest", "read_ledger", "ledger_uri", "ledger_frame", "bronze_schema",
+           "inspect_file", "ingest_source", "ingest_range", "ingest", "read_ledger", "ledger_uri", "ledger_frame",
+           "bronze_schema",
            "rejected_table", "REJECTED_SCHEMA", "LEDGER_SCHEMA", "run", "add_arguments"]
 
 log = logging.getLogger("lakeloop.ingest")
@@ -308,25 +310,27 @@ def _ledger_rows(source: str, date: str, files: Sequence[LandingFile], seen: dic
 
 @dataclass
 class _Work:
-    """Files one run claimed (with the records of each already in bronze) and files it recorded."""
+    """Files one run claimed for one date (with the records of each already in bronze) and files it recorded."""
 
+    date: str = ""
     todo: list[LandingFile] = field(default_factory=list)
     prefix: dict[str, int] = field(default_factory=dict)  # key -> records in bronze from an earlier run
     recovered: list[tuple] = field(default_factory=list)  # ledger rows of files found in bronze
 
 
 class _Bronze:
-    """Rows already in bronze for ``date`` by file key and batch, read once when first needed."""
+    """Rows already in bronze for ``dates`` by file key and batch, read once when first needed."""
 
-    def __init__(self, spark: SparkSession, lake: Lake, uri: str, date: str) -> None:
-        self.spark, self.lake, self.uri, self.date = spark, lake, uri, date
+    def __init__(self, spark: SparkSession, lake: Lake, uri: str, dates: Sequence[str]) -> None:
+        self.spark, self.lake, self.uri, self.dates = spark, lake, uri, list(dates)
         self._rows: dict[str, dict[str, tuple[str, int]]] | None = None
 
     def rows(self, key: str) -> dict[str, tuple[str, int]]:
         if self._rows is None:
             self._rows = defaultdict(dict)
             if self.lake.exists(self.uri):
-                for r in (self.lake.read(self.spark, self.uri, where=f"dt = '{self.date}'")
+                where = "dt IN (" + ", ".join(f"'{d}'" for d in self.dates) + ")"
+                for r in (self.lake.read(self.spark, self.uri, where=where)
                           .groupBy("_file", "_batch_id").count().collect()):
                     self._rows[file_key(r["_file"])][r["_batch_id"]] = (r["_file"], int(r["count"]))
         return self._rows.get(key, {})
@@ -334,8 +338,8 @@ class _Bronze:
 
 def _plan(source: str, date: str, files: Sequence[LandingFile], result: IngestResult, at: dt.datetime,
           found: _Bronze, work: _Work, me: str):
-    """The claim plan of :func:`lakeloop.ledger.claim` for ``files``: claims for new files, rows of
-    recovered ones; fills ``result`` and ``work`` from the ledger as it is at the attempt."""
+    """The claim plan of :func:`lakeloop.ledger.claim` for the ``files`` of one date: claims for new files,
+    rows of recovered ones; fills ``result`` and ``work`` from the ledger as it is at the attempt."""
 
     def plan(ledger: dict[str, dict]) -> list[tuple]:
         result.already_ingested, result.recovered = 0, []
@@ -380,29 +384,52 @@ def _plan(source: str, date: str, files: Sequence[LandingFile], result: IngestRe
     return plan
 
 
-def _claim(spark: SparkSession, conf: Conf, source: str, date: str, files: Sequence[LandingFile],
-           result: IngestResult, at: dt.datetime, me: str) -> _Work:
-    """Claim the files of this run in the ledger (see :mod:`lakeloop.ledger`); log what is skipped."""
-    work = _Work()
-    if files:
+def _claim(spark: SparkSession, conf: Conf, source: str, days: Sequence[_Day], at: dt.datetime,
+           me: str) -> list[_Work]:
+    """Claim the files of every date of this run in one ledger commit (see :mod:`lakeloop.ledger`); log what
+    is skipped.  One :class:`_Work` per date, in the order of ``days``."""
+    works = [_Work(day.result.dt) for day in days]
+    if any(day.files for day in days):
         lake = Lake.from_conf(conf)
-        found = _Bronze(spark, lake, lake.uri(f"bronze.{source}"), date)
-        ledger_table.claim(conf, source, date, _plan(source, date, files, result, at, found, work, me), file_key)
-    if work.recovered:
-        Lake.from_conf(conf).write(ledger_table.ledger_frame(spark, work.recovered), ledger_uri(conf), mode="append",
+        found = _Bronze(spark, lake, lake.uri(f"bronze.{source}"), [day.result.dt for day in days])
+        plans = [_plan(source, day.result.dt, day.files, day.result, at, found, work, me)
+                 for day, work in zip(days, works, strict=True)]
+        ledger_table.claim(conf, source, [day.result.dt for day in days],
+                           lambda ledger: [row for plan in plans for row in plan(ledger)], file_key)
+    recovered = [row for work in works for row in work.recovered]
+    if recovered:
+        Lake.from_conf(conf).write(ledger_table.ledger_frame(spark, recovered), ledger_uri(conf), mode="append",
                                    merge_schema=True)
-    for path, reason in result.rejected_earlier.items():
-        log.warning("%s %s: skipped %s, rejected by an earlier run: %s (a fixed file needs a new size or time)",
-                    source, date, path, reason)
-    for path, holder in result.in_progress.items():
-        log.warning("%s %s: skipped %s, claimed by the running batch %s", source, date, path, holder)
-    return work
+    for day in days:
+        for path, reason in day.result.rejected_earlier.items():
+            log.warning("%s %s: skipped %s, rejected by an earlier run: %s (a fixed file needs a new size or time)",
+                        source, day.result.dt, path, reason)
+        for path, holder in day.result.in_progress.items():
+            log.warning("%s %s: skipped %s, claimed by the running batch %s", source, day.result.dt, path, holder)
+    return works
 
 
-# -- one source, one date -----------------------------------------------------------------------------
+# -- one source, one date or a range of dates ---------------------------------------------------------------
 
 
-def ingest_source(spark: SparkSession, conf: Conf, source: str, date: str, *, batch_id: str | None = None,
+@dataclass
+class _Day:
+    """One date of a run: its landing files and its result."""
+
+    result: IngestResult
+    files: list[LandingFile] = field(default_factory=list)
+
+
+BatchId = str | Callable[[str], str] | None
+
+
+def _batch_of(batch_id: BatchId, date: str) -> str:
+    if callable(batch_id):
+        return batch_id(date)
+    return batch_id or f"{date}-{uuid.uuid4().hex[:12]}"
+
+
+def ingest_source(spark: SparkSession, conf: Conf, source: str, date: str, *, batch_id: BatchId = None,
                   now: dt.datetime | None = None) -> IngestResult:
     """Append the new landing files of ``source`` for ``date`` to ``bronze.<source>``.
 
@@ -414,8 +441,8 @@ def ingest_source(spark: SparkSession, conf: Conf, source: str, date: str, *, ba
         A source declared under ``sources`` in conf.
     date : str
         Run date ``YYYY-MM-DD``: the landing partition read and the bronze ``dt`` written.
-    batch_id : str, optional
-        Recorded in ``_batch_id`` and the ledger; a fresh id by default.
+    batch_id : str or callable, optional
+        Recorded in ``_batch_id`` and the ledger (a callable gets the date); a fresh id by default.
     now : datetime, optional
         ``_ingested_at`` of the batch (UTC); the current time by default.
 
@@ -423,27 +450,44 @@ def ingest_source(spark: SparkSession, conf: Conf, source: str, date: str, *, ba
     -------
     :class:`IngestResult`
     """
+    return ingest_range(spark, conf, source, [date], batch_id=batch_id, now=now)[0]
+
+
+def ingest_range(spark: SparkSession, conf: Conf, source: str, dates: Sequence[str], *, batch_id: BatchId = None,
+                 now: dt.datetime | None = None) -> list[IngestResult]:
+    """:func:`ingest_source` for every date of ``dates`` in one pass: the new files of all the dates are
+    claimed in one ledger commit, read by one Spark job and appended to bronze in one commit (partitioned by
+    ``dt``); each date keeps its own result, batch id (``batch_id(date)`` when callable) and ledger rows, so a
+    later run of one of the dates finds its files ingested.  One result per date, in order."""
     schema = source_schema(conf, source)
-    dt.date.fromisoformat(date)
+    for date in dates:
+        dt.date.fromisoformat(date)
     at = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
-    result = IngestResult(source, date, batch_id or f"{date}-{uuid.uuid4().hex[:12]}")
-    files, result.ignored = list_landing(spark, landing_dir(conf, source, date), schema.format)
-    for name in result.ignored:
-        log.warning("%s %s: ignored %s (expected %s)", source, date, name, ", ".join(SUFFIXES[schema.format]))
+    days = [_Day(IngestResult(source, date, _batch_of(batch_id, date))) for date in dates]
+    for day in days:
+        day.files, day.result.ignored = list_landing(spark, landing_dir(conf, source, day.result.dt), schema.format)
+        for name in day.result.ignored:
+            log.warning("%s %s: ignored %s (expected %s)", source, day.result.dt, name,
+                        ", ".join(SUFFIXES[schema.format]))
     with ledger_table.active(uuid.uuid4().hex[:8]) as me:
         # ledger and claim rows carry the wall-clock time: it orders a file's rows (see ledger.effective)
-        work = _claim(spark, conf, source, date, files, result, dt.datetime.now(dt.UTC), me)
-        if not work.todo:
-            log.info("%s %s: no new files (%d already ingested, %d recovered, %d rejected earlier, %d in progress)",
-                     source, date, result.already_ingested, len(result.recovered), len(result.rejected_earlier),
-                     len(result.in_progress))
-            return result
+        works = _claim(spark, conf, source, days, dt.datetime.now(dt.UTC), me)
+        for day, work in zip(days, works, strict=True):
+            if not work.todo:
+                r = day.result
+                log.info("%s %s: no new files (%d already ingested, %d recovered, %d rejected earlier, "
+                         "%d in progress)", source, r.dt, r.already_ingested, len(r.recovered),
+                         len(r.rejected_earlier), len(r.in_progress))
+        busy = [(day, work) for day, work in zip(days, works, strict=True) if work.todo]
+        if not busy:
+            return [day.result for day in days]
         try:
-            _ingest_files(spark, conf, schema, date, work, result, at)
+            _ingest_files(spark, conf, schema, busy, at)
         except BaseException:
-            _release(conf, source, date, work, result)
+            for day, work in busy:
+                _release(conf, source, day.result.dt, work, day.result)
             raise
-    return result
+    return [day.result for day in days]
 
 
 def _release(conf: Conf, source: str, date: str, work: _Work, result: IngestResult) -> None:
@@ -457,42 +501,81 @@ def _release(conf: Conf, source: str, date: str, work: _Work, result: IngestResu
         log.exception("%s %s: could not release the claims of batch %s", source, date, result.batch_id)
 
 
-def _ingest_files(spark: SparkSession, conf: Conf, schema: SourceSchema, date: str, work: _Work,
-                  result: IngestResult, at: dt.datetime) -> None:
-    source, new, lake = schema.source, work.todo, Lake.from_conf(conf)
+def _date_of_file(date: str | None) -> Column:
+    """The run date of a line: ``date``, or (several dates) its file's landing folder, ``.../dt=<date>/<name>``
+    (:func:`landing_dir`)."""
+    if date is not None:
+        return F.lit(date)
+    return F.regexp_extract(F.col("_file"), r"/dt=([^/]+)/[^/]*$", 1)
+
+
+def _with_batch_ids(lines: DataFrame, batches: dict[str, str]) -> DataFrame:
+    """``_batch_id`` of each line's date: a literal for one batch, else a broadcast join on ``dt``."""
+    if len(set(batches.values())) == 1:
+        return lines.withColumn("_batch_id", F.lit(next(iter(batches.values()))))
+    ids = lines.sparkSession.createDataFrame(sorted(batches.items()), "dt string, _batch_id string")
+    return lines.join(F.broadcast(ids), "dt", "left").select(*lines.columns, "_batch_id")
+
+
+def _ingest_files(spark: SparkSession, conf: Conf, schema: SourceSchema, busy: Sequence[tuple[_Day, _Work]],
+                  at: dt.datetime) -> None:
+    """Read the claimed files of every date in ``busy`` at once and append them to bronze in one commit."""
+    source, lake = schema.source, Lake.from_conf(conf)
+    new = [f for _, work in busy for f in work.todo]
+    prefix = {k: n for _, work in busy for k, n in work.prefix.items()}
     header = schema.format == "csv" and schema.csv.header
     checked = {f.key: inspect_file(spark, f.path) for f in new}
     errors = {k: err for k, (_, err) in checked.items() if err}
     damaged = [f.path for f in new if f.key in errors]
     lines, per_file = read_lines(spark, [f.path for f in new], header=header, damaged=damaged,
                                  bom=[f.path for f in new if checked[f.key][0]])
+    label = busy[0][1].date if len(busy) == 1 else f"{busy[0][1].date}..{busy[-1][1].date}"
     missing = [f.path for f in new if f.key not in per_file and f.size > 0 and f.key not in errors]
     if missing:
-        raise IngestError(f"{source} {date}: Spark read no lines of {missing} although they are not empty; "
+        raise IngestError(f"{source} {label}: Spark read no lines of {missing} although they are not empty; "
                           "check the file paths")
-    lines = _after_prefix(lines, per_file, work.prefix, header)
-    bronze = encode_lines(lines).select(
-        *lines.columns, "_raw", F.lit(at).cast("timestamp").alias("_ingested_at"),
-        F.lit(result.batch_id).alias("_batch_id"), F.lit(date).alias("dt")).persist()
+    lines = _after_prefix(lines, per_file, prefix, header)
+    batches = {work.date: d.result.batch_id for d, work in busy}
+    bronze = encode_lines(lines).select(*lines.columns, "_raw", F.lit(at).cast("timestamp").alias("_ingested_at"),
+                                        _date_of_file(busy[0][1].date if len(busy) == 1 else None).alias("dt"))
+    bronze = _with_batch_ids(bronze, batches).persist()
+    rows = {work.date: sum(max(per_file.get(f.key, ("", 0))[1] - work.prefix[f.key], 0) for f in work.todo)
+            for _, work in busy}
     try:
-        written = lake.write(bronze.select(*bronze_schema(schema).names), f"bronze.{source}",
-                             mode="append", partition_by=["dt"], merge_schema=True)
-        result.invalid_encoding = bronze.where(F.col("_raw").isNotNull()).count() if written.rows else 0
+        written = lake.write(sized(bronze.select(*bronze_schema(schema).names), rows,
+                                   row_bytes(lake, f"bronze.{source}", _landing_row_bytes(new, per_file)),
+                                   lake.target_file_size),
+                             f"bronze.{source}", mode="append", partition_by=["dt"], merge_schema=True)
+        invalid = ({r["dt"]: int(r["count"]) for r in bronze.where(F.col("_raw").isNotNull()).groupBy("dt").count()
+                    .collect()} if written.rows else {})
     finally:
         bronze.unpersist()
-    result.rejected = {per_file.get(f.key, (f.path, 0))[0]: errors[f.key] for f in new if f.key in errors}
-    if errors:
-        record_rejected(spark, conf, source, date, [f for f in new if f.key in errors], per_file, errors,
-                        result.batch_id, at)
-    batch, stamp = {f.key: result.batch_id for f in new}, dt.datetime.now(dt.UTC)
-    rows = [row for f in new for row in _ledger_rows(source, date, [f], per_file, batch, stamp,
-                                                     REJECTED if f.key in errors else INGESTED, errors)]
-    lake.write(ledger_table.ledger_frame(spark, rows), ledger_uri(conf), mode="append", merge_schema=True)
-    result.files = [f.path for f in new]
-    result.rows = sum(max(per_file.get(f.key, ("", 0))[1] - work.prefix[f.key], 0) for f in new)
-    result.bronze_version = written.version
-    log.info("%s %s: %d new file(s), %d rows (%d not valid UTF-8), %d rejected -> bronze v%s", source, date,
-             len(new), result.rows, result.invalid_encoding, len(errors), written.version)
+    rejected_rows, ledger_rows = [], []
+    stamp = dt.datetime.now(dt.UTC)
+    for d, work in busy:
+        result, todo = d.result, work.todo
+        result.invalid_encoding = invalid.get(work.date, 0)
+        result.rejected = {per_file.get(f.key, (f.path, 0))[0]: errors[f.key] for f in todo if f.key in errors}
+        rejected_rows += _rejected_rows(source, work.date, [f for f in todo if f.key in errors], per_file, errors,
+                                        result.batch_id, at)
+        batch = {f.key: result.batch_id for f in todo}
+        ledger_rows += [row for f in todo for row in _ledger_rows(
+            source, work.date, [f], per_file, batch, stamp, REJECTED if f.key in errors else INGESTED, errors)]
+        result.files = [f.path for f in todo]
+        result.rows = sum(max(per_file.get(f.key, ("", 0))[1] - work.prefix[f.key], 0) for f in todo)
+        result.bronze_version = written.version
+        log.info("%s %s: %d new file(s), %d rows (%d not valid UTF-8), %d rejected -> bronze v%s", source,
+                 work.date, len(todo), result.rows, result.invalid_encoding, len(result.rejected), written.version)
+    if rejected_rows:
+        lake.write(spark.createDataFrame(rejected_rows, REJECTED_SCHEMA), rejected_table(source), mode="append",
+                   partition_by=["dt"])
+    lake.write(ledger_table.ledger_frame(spark, ledger_rows), ledger_uri(conf), mode="append", merge_schema=True)
+
+
+def _landing_row_bytes(files: Sequence[LandingFile], per_file: dict[str, tuple[str, int]]) -> float:
+    """Bytes per line of the landing files: the size estimate of a first write to bronze."""
+    lines = sum(per_file.get(f.key, ("", 0))[1] for f in files)
+    return sum(f.size for f in files) / lines if lines else 64.0
 
 
 def _after_prefix(lines: DataFrame, per_file: dict[str, tuple[str, int]], prefix: dict[str, int],
@@ -507,42 +590,56 @@ def _after_prefix(lines: DataFrame, per_file: dict[str, tuple[str, int]], prefix
     return lines.where(~seen)
 
 
+def _rejected_rows(source: str, date: str, files: Sequence[LandingFile], per_file: dict[str, tuple[str, int]],
+                   errors: dict[str, str], batch_id: str, at: dt.datetime) -> list[tuple]:
+    """Rows of :func:`rejected_table` for the broken ``files`` of one date (logged)."""
+    rows = [(per_file.get(f.key, (f.path, 0))[0], f.size, f.mtime_ms, errors[f.key], per_file.get(f.key, ("", 0))[1],
+             batch_id, at, date) for f in files]
+    for path, _, _, reason, n, *_ in rows:
+        log.warning("%s %s: rejected %s after %d readable record(s): %s", source, date, path, n, reason)
+    return rows
+
+
 def record_rejected(spark: SparkSession, conf: Conf, source: str, date: str, files: Sequence[LandingFile],
                     per_file: dict[str, tuple[str, int]], errors: dict[str, str], batch_id: str,
                     at: dt.datetime, txn: tuple[str, int] | None = None) -> None:
     """Append the broken ``files`` (``errors``: file key -> reason) to :func:`rejected_table`, with the
     records of each that were readable (and are in bronze); ``txn`` makes a replayed write a no-op."""
-    rows = [(per_file.get(f.key, (f.path, 0))[0], f.size, f.mtime_ms, errors[f.key], per_file.get(f.key, ("", 0))[1],
-             batch_id, at, date) for f in files]
-    for path, _, _, reason, n, *_ in rows:
-        log.warning("%s %s: rejected %s after %d readable record(s): %s", source, date, path, n, reason)
+    rows = _rejected_rows(source, date, files, per_file, errors, batch_id, at)
     Lake.from_conf(conf).write(spark.createDataFrame(rows, REJECTED_SCHEMA), rejected_table(source), mode="append",
                                partition_by=["dt"], txn=txn)
 
 
-def ingest(spark: SparkSession, conf: Conf, date: str, sources: Sequence[str] | None = None,
-           batch_id: str | None = None) -> list[IngestResult]:
-    """Ingest ``sources`` (default: every source in conf) for ``date``; one result per source."""
+def ingest(spark: SparkSession, conf: Conf, date: str | Sequence[str], sources: Sequence[str] | None = None,
+           batch_id: BatchId = None) -> list[IngestResult]:
+    """Ingest ``sources`` (default: every source in conf) for ``date`` (or every date of a sequence, in one
+    pass per source: :func:`ingest_range`); one result per source and date."""
     names = list(sources) if sources else source_names(conf)
+    dates = [date] if isinstance(date, str) else list(date)
     for name in names:
         source_schema(conf, name)  # every source is checked before any is written
-    return [ingest_source(spark, conf, name, date, batch_id=batch_id) for name in names]
+    return [r for name in names for r in ingest_range(spark, conf, name, dates, batch_id=batch_id)]
 
 
-DESCRIPTION = "landing files -> bronze.<source> (new files only) for --date"
+DESCRIPTION = "landing files -> bronze.<source> (new files only) for --date or every date of --from/--to"
 
 
 def run(ctx: RunContext, spark: SparkSession, args) -> JobResult[list[IngestResult]]:
-    """The ``ingest`` job: ingest ``--source`` (or every source) for ``--date``."""
-    results = ingest(spark, ctx.conf, ctx.date, args.source, batch_id=f"{ctx.date}-{ctx.run_id}")
+    """The ``ingest`` job: ingest ``--source`` (or every source) for ``--date`` or ``--from``..``--to``."""
+    dates = [d.isoformat() for d in run_dates(ctx.run_date, args)]
+    results = ingest(spark, ctx.conf, dates, args.source, batch_id=lambda d: f"{d}-{ctx.run_id}")
     for r in results:
         ctx.log.info("ingest %s", json.dumps(r.as_dict(), sort_keys=True))
+    return JobResult(results, per_date_summary(dates, results, _source_summary))
+
+
+def _source_summary(results: Sequence[IngestResult]) -> dict:
     keep = ("rows", "already_ingested", "bronze_version")
-    summary = {"sources": {r.source: {"files": len(r.files), **{k: getattr(r, k) for k in keep}} for r in results}}
-    return JobResult(results, summary)
+    return {"sources": {r.source: {"files": len(r.files), **{k: getattr(r, k) for k in keep}} for r in results}}
 
 
 def add_arguments(parser) -> None:
     """The options of the ``ingest`` job beyond the common ones."""
     parser.add_argument("--source", action="append", default=None,
                         help="source to ingest (repeatable; default: every source in conf)")
+    add_range_arguments(parser, "a range ingested in one pass")

@@ -16,12 +16,15 @@ through a file path.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import importlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, Generic, TypeVar
 
-__all__ = ["JOBS", "JobResult", "job_module", "job_names", "job_parser", "build_parser"]
+__all__ = ["JOBS", "JobResult", "job_module", "job_names", "job_parser", "build_parser", "add_range_arguments",
+           "date_range", "run_dates", "per_date_summary", "date_summaries"]
 
 T = TypeVar("T")
 
@@ -92,3 +95,54 @@ def build_parser(job: str) -> argparse.ArgumentParser:
     parser = job_parser(job, module.DESCRIPTION)
     module.add_arguments(parser)
     return parser
+
+
+def add_range_arguments(parser: argparse.ArgumentParser, what: str = "a backfill") -> None:
+    """``--from``/``--to``: a range of run dates, processed in one run (replaces ``--date``)."""
+    parser.add_argument("--from", dest="first", default=None, metavar="YYYY-MM-DD",
+                        help=f"first date of {what} (with --to; replaces --date)")
+    parser.add_argument("--to", dest="last", default=None, metavar="YYYY-MM-DD", help=f"last date of {what}")
+
+
+def date_range(first: dt.date, last: dt.date) -> list[dt.date]:
+    """Every date from ``first`` to ``last`` inclusive, in order."""
+    if last < first:
+        raise ValueError(f"--to {last} is before --from {first}")
+    return [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
+
+
+def run_dates(run_date: dt.date, args: argparse.Namespace) -> list[dt.date]:
+    """The run dates of a job: ``--from``..``--to`` when given (see :func:`add_range_arguments`), else
+    ``run_date`` (``--date``, default today).  :class:`~lakeloop.conf.ConfError` (exit code 2) for a half or
+    reversed range, or a range given with ``--date``."""
+    from lakeloop.conf import ConfError
+
+    first, last = getattr(args, "first", None), getattr(args, "last", None)
+    if (first is None) != (last is None):
+        raise ConfError("--from and --to go together")
+    if first is None:
+        return [run_date]
+    if getattr(args, "date", None) is not None:
+        raise ConfError("give either --date or --from/--to")
+    try:
+        return date_range(dt.date.fromisoformat(first), dt.date.fromisoformat(last))
+    except ValueError as exc:
+        raise ConfError(f"run dates: {exc}") from None
+
+
+def per_date_summary(dates: Sequence[str], results: Sequence[Any],
+                     summarize: Callable[[Sequence[Any]], dict[str, Any]]) -> dict[str, Any]:
+    """A job's summary over ``dates``: ``summarize(results)`` for one date; for a range
+    ``{"dates": {date: summarize(that date's results)}}`` (results carry their date in ``.dt``), so each date of
+    a range run is recorded as a run of that date alone would record it (:func:`date_summaries`)."""
+    if len(dates) == 1:
+        return summarize(results)
+    return {"dates": {d: summarize([r for r in results if r.dt == d]) for d in dates}}
+
+
+def date_summaries(summary: dict[str, Any], dates: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """The summary of each date of a run made by :func:`per_date_summary` (a one-date run: the summary)."""
+    if len(dates) == 1 and "dates" not in summary:
+        return {dates[0]: summary}
+    per = summary.get("dates", {})
+    return {d: per.get(d, {}) for d in dates}

@@ -101,6 +101,29 @@ class Lake:
         actions = pa.table(snapshot.get_add_actions(flatten=True))
         return sorted({v for v in actions.column(f"partition.{column}").to_pylist() if v is not None})
 
+    def partition_state(self, table: str, column: str = "dt") -> tuple[int | None, dict[str, str]]:
+        """``(version, {value: fingerprint})`` of ``table``'s latest snapshot, from the log (no data is read): the
+        fingerprint of a partition is a digest of its data files' paths, so it changes exactly when a commit
+        adds or removes a file of that partition.  ``(None, {})`` when there is no table."""
+        import hashlib
+
+        import pyarrow as pa
+
+        from lakeloop.delta.log import load_table, locate
+
+        snapshot = load_table(locate(self.uri(table), self.storage_options))
+        if snapshot is None:
+            return None, {}
+        if column not in snapshot.metadata().partition_columns:
+            return snapshot.version(), {}
+        actions = pa.table(snapshot.get_add_actions(flatten=True))
+        files: dict[str, list[str]] = {}
+        for value, path in zip(actions.column(f"partition.{column}").to_pylist(),
+                               actions.column("path").to_pylist(), strict=True):
+            files.setdefault(value, []).append(path)
+        return snapshot.version(), {v: hashlib.sha256("\n".join(sorted(p)).encode()).hexdigest()[:20]
+                                    for v, p in files.items() if v is not None}
+
     def exists(self, table: str) -> bool:
         return tables.exists(self.uri(table), storage_options=self.storage_options)
 

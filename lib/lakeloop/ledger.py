@@ -108,14 +108,18 @@ def owner_gone(detail: str | None) -> bool:
     return not pid_alive(int(pid))
 
 
-def entries(snapshot: Any, source: str, date: str) -> list[dict[str, Any]]:
-    """Ledger rows of ``source`` and ``date`` in a delta-rs snapshot (read without Spark)."""
+def _dates(date: str | Sequence[str]) -> list[str]:
+    return [date] if isinstance(date, str) else list(date)
+
+
+def entries(snapshot: Any, source: str, date: str | Sequence[str]) -> list[dict[str, Any]]:
+    """Ledger rows of ``source`` and ``date`` (one date or several) in a delta-rs snapshot (read without Spark)."""
     import pyarrow.dataset as ds
 
     if snapshot is None:
         return []
     data = snapshot.to_pyarrow_dataset()
-    rows = data.to_table(filter=(ds.field("dt") == date) & (ds.field("source") == source)).to_pylist()
+    rows = data.to_table(filter=ds.field("dt").isin(_dates(date)) & (ds.field("source") == source)).to_pylist()
     for row in rows:
         row.setdefault("status", None)
         row.setdefault("detail", None)
@@ -136,8 +140,10 @@ def effective(rows: Sequence[dict[str, Any]], key: Callable[[str], str]) -> dict
     return out
 
 
-def read_ledger(conf: Conf, source: str, date: str, key: Callable[[str], str]) -> dict[str, dict[str, Any]]:
-    """The deciding row (ledger or claim) of every file of ``source`` and ``date`` (see :func:`effective`)."""
+def read_ledger(conf: Conf, source: str, date: str | Sequence[str],
+                key: Callable[[str], str]) -> dict[str, dict[str, Any]]:
+    """The deciding row (ledger or claim) of every file of ``source`` and ``date`` (one or several; see
+    :func:`effective`)."""
     rows = entries(load_table(locate(claims_uri(conf), _options(conf))), source, date)
     return effective(rows + entries(load_table(locate(ledger_uri(conf), _options(conf))), source, date), key)
 
@@ -178,13 +184,14 @@ def append(uri: str, rows: Sequence[tuple], storage_options: dict[str, str] | No
                     storage_options=loc.storage_options or None)
 
 
-def claim(conf: Conf, source: str, date: str,
+def claim(conf: Conf, source: str, date: str | Sequence[str],
           plan: Callable[[dict[str, dict[str, Any]]], list[tuple]], key: Callable[[str], str]) -> int:
     """Commit the claim rows ``plan`` returns for the files' state now, conditionally on no other
     claim committing in between; retried on a conflict.  Returns the claims version committed (-1:
     ``plan`` returned nothing).
 
-    ``plan`` gets the deciding row of every file (:func:`effective`) and may raise to stop.
+    ``plan`` gets the deciding row of every file of ``date`` (one date or the dates of a range: one commit
+    claims them all; :func:`effective`) and may raise to stop.
     """
     uri = claims_uri(conf)
     from deltalake import write_deltalake
@@ -209,4 +216,6 @@ def claim(conf: Conf, source: str, date: str,
             return snapshot.version() + 1
         except CommitFailedError:
             time.sleep(random.uniform(0.02, 0.1 * (attempt + 1)))  # noqa: S311 - jitter, not security
-    raise ClaimConflict(f"{uri}: could not commit a claim for {source} {date} in {_RETRIES} attempts")
+    days = _dates(date)
+    label = days[0] if len(days) == 1 else f"{days[0]}..{days[-1]}"
+    raise ClaimConflict(f"{uri}: could not commit a claim for {source} {label} in {_RETRIES} attempts")

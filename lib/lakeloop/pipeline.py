@@ -41,14 +41,14 @@ from typing import Any
 from lakeloop import cli, closed_loop
 from lakeloop.conf import Conf, ConfError
 from lakeloop.errors import EXIT_GATE_REFUSED, EXIT_OK, exit_code_for
-from lakeloop.job import JOBS, JobResult
+from lakeloop.job import JOBS, JobResult, add_range_arguments, date_range, date_summaries, run_dates
 from lakeloop.lake import Lake
 from lakeloop.reports import Documents
 from lakeloop.runlock import PipelineLocked, RunLock
 from lakeloop.session import log_dir, log_to_file, quiet_console
 
 __all__ = ["Step", "DAILY_STEPS", "DATAGEN_STEP", "PipelineLocked", "StepRecord", "PipelineRun", "load_job",
-           "date_range", "state_dir", "RunLock", "run_pipeline", "add_arguments", "run", "write_report",
+           "date_range", "marker_name", "state_dir", "RunLock", "run_pipeline", "add_arguments", "run", "write_report",
            "step_started", "step_finished"]
 
 JobMain = Callable[[Sequence[str]], "cli.Outcome | int"]
@@ -56,11 +56,15 @@ JobMain = Callable[[Sequence[str]], "cli.Outcome | int"]
 
 @dataclass(frozen=True)
 class Step:
-    """One node of the DAG: the job ``name`` (or ``main`` when given) with extra arguments."""
+    """One node of the DAG: the job ``name`` (or ``main`` when given) with extra arguments.
+
+    A ``ranged`` step's job takes ``--from/--to``: a backfill runs it once over its dates, not once per date.
+    """
 
     name: str
     extra: tuple[str, ...] = ()
     main: JobMain | None = None
+    ranged: bool = False
 
     def runner(self) -> JobMain:
         if self.main is not None:
@@ -71,8 +75,10 @@ class Step:
         return job.execute
 
 
-DAILY_STEPS: tuple[Step, ...] = tuple(Step(n) for n in ("ingest", "curate", "validate", "features", "train",
-                                                         "infer"))
+# jobs that run a range of dates in one call (lakeloop.job.add_range_arguments)
+RANGE_JOBS = ("ingest", "curate", "validate", "features")
+DAILY_STEPS: tuple[Step, ...] = tuple(Step(n, ranged=n in RANGE_JOBS) for n in ("ingest", "curate", "validate",
+                                                                              "features", "train", "infer"))
 # with --datagen, first step of every date: the date's sample data (reacting to the day before's served lists)
 DATAGEN_STEP = Step("datagen")
 
@@ -93,13 +99,6 @@ class JobEntry:
 def load_job(job: str) -> JobEntry | None:
     """The job ``job`` of :data:`lakeloop.job.JOBS`, or None when there is no such job."""
     return JobEntry(job) if job in JOBS else None
-
-
-def date_range(first: dt.date, last: dt.date) -> list[dt.date]:
-    """Every date from ``first`` to ``last`` inclusive, in order."""
-    if last < first:
-        raise ValueError(f"--to {last} is before --from {first}")
-    return [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
 
 
 def _utcnow() -> str:
@@ -168,6 +167,17 @@ def _marker(state: Path, date: str, step: str) -> Path:
     return state / f"dt={date}" / f"{step}.json"
 
 
+def marker_name(conf: Conf, step: Step) -> str:
+    """The name of ``step``'s marker: the step, and for ``train`` the model it trains when one is named
+    (``--model`` in its arguments, else conf ``train.model``), so that a run of one model never takes another
+    model's finished training for its own."""
+    if step.name != "train":
+        return step.name
+    extra = list(step.extra)
+    model = extra[extra.index("--model") + 1] if "--model" in extra[:-1] else conf.get("train.model")
+    return f"{step.name}@{model}" if model else step.name
+
+
 def _run_step(step: Step, argv: list[str]) -> tuple[int, float, dict[str, Any]]:
     """Exit code, seconds and the summary the step returned."""
     t0 = time.monotonic()
@@ -189,29 +199,114 @@ def run_pipeline(conf: Conf, dates: Sequence[dt.date], job_args: Sequence[str], 
                  log: Callable[[str], None] | None = None) -> PipelineRun:
     """Run ``steps`` for each date in order under the run lock; the first step that fails stops the run.
 
-    ``job_args`` are passed to every step before ``--date`` (``--env``, ``--set``, ``--conf-dir``).
+    ``job_args`` are passed to every step before ``--date`` (``--env``, ``--set``, ``--conf-dir``).  With
+    several dates, the leading :attr:`Step.ranged` steps run once over the dates (``--from/--to``; each date
+    still gets its own record and marker), then the other steps date by date, only for the dates before the
+    first date a ranged step failed.
     """
     state = state or state_dir(conf)
     log = log or (lambda line: print(line, flush=True))
     result = PipelineRun(run_id=run_id, env=conf.env, dates=[d.isoformat() for d in dates], started_at=_utcnow())
     lock = RunLock(state / "lock", run_id)
+    ranged = _ranged_prefix(steps) if len(dates) > 1 else 0
     with lock.held():
         result.stale_lock = lock.stale
-        for day in dates:
-            date = day.isoformat()
-            for i, step in enumerate(steps):
-                log(step_started("pipeline", date, step.name))
-                record = _step_for_date(conf, state, step, date, list(job_args), run_id, force)
-                result.steps.append(record)
-                log(step_finished("pipeline", record))
-                if record.status == "failed":
-                    result.exit_code = record.exit_code or 1
-                    result.steps += [StepRecord(date, s.name, "not_run") for s in steps[i + 1:]]
-                    break
-            if result.exit_code != EXIT_OK:
+        days = [d.isoformat() for d in dates]
+        for i, step in enumerate(steps[:ranged]):
+            days, failed = _ranged_step(conf, state, step, days, list(job_args), run_id, force, result, log)
+            if failed is not None:
+                result.steps += [StepRecord(failed, s.name, "not_run") for s in steps[i + 1:]]
+                for later in steps[i + 1:ranged]:  # the dates before the failure go on
+                    days, _ = _ranged_step(conf, state, later, days, list(job_args), run_id, force, result, log)
                 break
+        _daily_steps(conf, state, steps[ranged:], days, list(job_args), run_id, force, result, log)
+        if ranged:
+            order = {s.name: i for i, s in enumerate(steps)}
+            result.steps.sort(key=lambda r: (r.date, order.get(r.step, len(order))))
     result.finished_at = _utcnow()
     return result
+
+
+def _ranged_prefix(steps: Sequence[Step]) -> int:
+    """How many leading steps run over a whole range (none when a step that is not ranged comes first: the
+    closed-loop ``datagen`` needs the day before's served lists, so such a run goes date by date)."""
+    n = 0
+    while n < len(steps) and steps[n].ranged:
+        n += 1
+    return n
+
+
+def _daily_steps(conf: Conf, state: Path, steps: Sequence[Step], days: Sequence[str], job_args: list[str],
+                 run_id: str, force: bool, result: PipelineRun, log: Callable[[str], None]) -> None:
+    for date in days:
+        for i, step in enumerate(steps):
+            log(step_started("pipeline", date, step.name))
+            record = _step_for_date(conf, state, step, date, job_args, run_id, force)
+            result.steps.append(record)
+            log(step_finished("pipeline", record))
+            if record.status == "failed":
+                result.exit_code = record.exit_code or 1
+                result.steps += [StepRecord(date, s.name, "not_run") for s in steps[i + 1:]]
+                return
+
+
+def _spans(days: Sequence[str]) -> list[list[str]]:
+    """``days`` in runs of consecutive dates."""
+    spans: list[list[str]] = []
+    for day in days:
+        if spans and dt.date.fromisoformat(day) - dt.date.fromisoformat(spans[-1][-1]) == dt.timedelta(days=1):
+            spans[-1].append(day)
+        else:
+            spans.append([day])
+    return spans
+
+
+def _ranged_step(conf: Conf, state: Path, step: Step, days: list[str], job_args: list[str], run_id: str,
+                 force: bool, result: PipelineRun, log: Callable[[str], None]) -> tuple[list[str], str | None]:
+    """Run ``step`` once per span of consecutive ``days`` not done yet (each date gets its record, and its
+    marker when it is done); returns the dates the next steps get (those before the first date that failed)
+    and that date (None: none failed)."""
+    records: dict[str, StepRecord] = {}
+    for date in days:
+        marker = _marker(state, date, marker_name(conf, step))
+        if not force and marker.is_file():
+            done = _read_json(marker) or {}
+            records[date] = StepRecord(date, step.name, "skipped", summary={"completed_by": done.get("run_id"),
+                                                                             **done.get("summary", {})})
+    for span in _spans([d for d in days if d not in records]):
+        label = span[0] if len(span) == 1 else f"{span[0]}..{span[-1]}"
+        log(step_started("pipeline", label, step.name))
+        for date in span:
+            _marker(state, date, marker_name(conf, step)).unlink(missing_ok=True)
+        dates = ["--date", span[0]] if len(span) == 1 else ["--from", span[0], "--to", span[-1]]
+        rc, seconds, summary = _run_step(step, job_args + dates + list(step.extra))
+        failed = set(span) if rc != EXIT_OK else set()
+        if rc != EXIT_OK and summary.get("failed"):
+            failed = set(summary["failed"])
+        per_date = date_summaries(summary, span)
+        share = round(seconds / len(span), 3)
+        for date in span:
+            extra = {"range": label, "range_seconds": seconds} if len(span) > 1 else {}
+            if date in failed:
+                records[date] = StepRecord(date, step.name, "failed", rc, share, {**per_date[date], **extra})
+                continue
+            records[date] = StepRecord(date, step.name, "ok", EXIT_OK, share, {**per_date[date], **extra})
+        for date in span:
+            log(step_finished("pipeline", records[date]))
+        if failed:
+            break
+    first_bad = next((d for d in days if records[d].status == "failed"), None) if records else None
+    for date in days:
+        record = records.get(date) or StepRecord(date, step.name, "not_run")
+        if record.status == "ok":  # also a date after the first failure that the same call finished
+            _write_json_atomic(_marker(state, date, marker_name(conf, step)), {
+                "run_id": run_id, "step": step.name, "date": date, "finished_at": _utcnow(),
+                "seconds": record.seconds, "summary": record.summary})
+        result.steps.append(record)
+    if first_bad is None:
+        return days, None
+    result.exit_code = records[first_bad].exit_code or 1
+    return [d for d in days if d < first_bad], first_bad
 
 
 def step_started(prefix: str, date: str, step: str) -> str:
@@ -232,7 +327,7 @@ def step_finished(prefix: str, record: StepRecord) -> str:
 
 def _step_for_date(conf: Conf, state: Path, step: Step, date: str, job_args: list[str], run_id: str,
                    force: bool) -> StepRecord:
-    marker = _marker(state, date, step.name)
+    marker = _marker(state, date, marker_name(conf, step))
     if not force and marker.is_file():
         done = _read_json(marker) or {}
         return StepRecord(date, step.name, "skipped", summary={"completed_by": done.get("run_id"),
@@ -275,9 +370,7 @@ def write_report(run: PipelineRun, folder: Documents | Path | str, conf: Conf | 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--from", dest="first", default=None, metavar="YYYY-MM-DD",
-                        help="first date of a backfill (with --to; replaces --date)")
-    parser.add_argument("--to", dest="last", default=None, metavar="YYYY-MM-DD", help="last date of a backfill")
+    add_range_arguments(parser)
     parser.add_argument("--force", action="store_true", help="re-run steps already completed for the date")
     parser.add_argument("--step", dest="steps", action="append", default=None, metavar="NAME",
                         help="run only these steps, in DAG order (repeatable; default: all)")
@@ -291,16 +384,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _dates(ctx, args: argparse.Namespace) -> list[dt.date]:
-    if (args.first is None) != (args.last is None):
-        raise ConfError("--from and --to go together")
-    if args.first is None:
-        return [ctx.run_date]
-    if args.date is not None:
-        raise ConfError("give either --date or --from/--to")
-    try:
-        return date_range(dt.date.fromisoformat(args.first), dt.date.fromisoformat(args.last))
-    except ValueError as exc:
-        raise ConfError(f"backfill dates: {exc}") from None
+    return run_dates(ctx.run_date, args)
 
 
 def _selected(names: Sequence[str] | None, datagen: bool = False) -> tuple[Step, ...]:
@@ -321,7 +405,7 @@ def for_sources(steps: Sequence[Step], sources: Sequence[str] | None) -> tuple[S
     per_step = {"ingest": [x for s in sources for x in ("--source", s)],
                 "curate": [x for s in sources for x in ("--source", s)],
                 "validate": [x for s in sources for x in ("--table", f"silver.{s}")]}
-    return tuple(Step(s.name, (*s.extra, *per_step.get(s.name, ())), s.main) for s in steps)
+    return tuple(Step(s.name, (*s.extra, *per_step.get(s.name, ())), s.main, s.ranged) for s in steps)
 
 
 def job_args_from(args: argparse.Namespace) -> list[str]:

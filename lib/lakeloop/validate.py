@@ -25,7 +25,10 @@ their range moves with the run date by design.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import hashlib
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,8 +36,9 @@ from typing import TYPE_CHECKING, Any
 
 from lakeloop.conf import ConfError
 from lakeloop.errors import DataQualityError
-from lakeloop.job import JobResult
+from lakeloop.job import JobResult, add_range_arguments, per_date_summary, run_dates
 from lakeloop.lake import Lake
+from lakeloop.reports import Documents
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, Row, SparkSession
@@ -130,6 +134,7 @@ class TableValidation:
     warned: list[Finding] = field(default_factory=list)  # drifted columns whose policy is warn
     warnings: list[str] = field(default_factory=list)
     unchecked: dict[str, str] = field(default_factory=dict)  # column -> why its PSI means nothing
+    skipped: bool = False  # same input as the run that computed it: the stored outcome, nothing recomputed
 
     @property
     def passed(self) -> bool:
@@ -557,11 +562,23 @@ def validate_table(spark: SparkSession, conf: Conf, table: str, run_date: dt.dat
     """
     lake = Lake.from_conf(conf)
     day = run_date.isoformat()
-    uri, stats_uri = lake.uri(table), lake.uri(STATS_TABLE)
+    uri = lake.uri(table)
     result = TableValidation(table, day, run_id, profiles=[])
     if not lake.exists(uri):
         result.problems.append(f"table {table} does not exist at {uri}")
         return result
+    key = _input_key(conf, lake, table, day)
+    done = _done_before(conf, table, day, key)
+    if done is not None:
+        return done
+    _validate(spark, conf, lake, result)
+    _markers(conf).write_json(_marker(table, day), {"input_key": key, "result": dataclasses.asdict(result)})
+    return result
+
+
+def _validate(spark: SparkSession, conf: Conf, lake: Lake, result: TableValidation) -> None:
+    table, day = result.table, result.dt
+    uri, stats_uri = lake.uri(table), lake.uri(STATS_TABLE)
     df = lake.read(spark, uri, where=f"dt = {_quote(day)}")
     reference = reference_for(spark, lake, conf, table, day)
     if reference is not None:
@@ -571,23 +588,71 @@ def validate_table(spark: SparkSession, conf: Conf, table: str, run_date: dt.dat
     if not result.profiles or result.profiles[0].count == 0:
         message = f"no rows in {table} for dt={day}"
         (result.warnings if table in conf["validate.allow_empty"] else result.problems).append(message)
-        return result
+        return
     _gate(conf, result, reference)
     limits = {p.column: _threshold(table, p.column, conf["validate.psi_threshold"], conf["validate.column_thresholds"])
               for p in result.profiles}
     frame = stats_frame(spark, result, limits, dt.datetime.now(dt.UTC))
     lake.write(frame, stats_uri, mode="overwrite", partition_by=["table_name", "dt"],
                replace_where=f"table_name = {_quote(table)} AND dt = {_quote(day)}")
-    return result
 
 
-def run_validate(spark: SparkSession, conf: Conf, run_date: dt.date, run_id: str,
+# -- re-runs: the input of a validation ----------------------------------------------------------------
+
+# the settings a validation's outcome depends on
+_SETTINGS = ("validate.bins", "validate.top_k", "validate.max_categories", "validate.psi_threshold",
+             "validate.column_thresholds", "validate.columns", "validate.allow_empty", "validate.reference",
+             "validate.reference_runs", "validate.reference_date")
+
+
+def _markers(conf: Conf) -> Documents:
+    return Documents.reports(Lake.from_conf(conf), "validate")
+
+
+def _marker(table: str, day: str) -> str:
+    return f"{table}/dt={day}.json"
+
+
+def _input_key(conf: Conf, lake: Lake, table: str, day: str) -> str:
+    """What the validation of ``table``'s partition ``day`` depends on, from table logs and stored markers (no
+    data is read): the partition's files, the reference's (its partitions' files, or the previous run's
+    marker) and the validate settings."""
+    _, files = lake.partition_state(table)
+    how = conf["validate.reference"]
+    if how == "window":
+        reference: Any = [(d, files[d]) for d in sorted(files) if d < day][-conf["validate.reference_runs"]:]
+    elif how == "pinned":
+        reference = [conf["validate.reference_date"], files.get(conf["validate.reference_date"] or "")]
+    else:
+        earlier = [n for n in _markers(conf).list(table, ".json") if n < _marker(table, day)]
+        last = (_markers(conf).read_json(earlier[-1]) or {}) if earlier else {}
+        reference = [earlier[-1], last.get("input_key"), (last.get("result") or {}).get("run_id")] if earlier else None
+    payload = json.dumps([files.get(day), reference, {k: conf[k] for k in _SETTINGS}], sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
+def _done_before(conf: Conf, table: str, day: str, key: str) -> TableValidation | None:
+    """The stored outcome of the run that validated ``day`` from the same input (``skipped``), else None."""
+    stored = _markers(conf).read_json(_marker(table, day))
+    if not isinstance(stored, dict) or stored.get("input_key") != key or not isinstance(stored.get("result"), dict):
+        return None
+    r = stored["result"]
+    return TableValidation(**{
+        **r, "profiles": [ColumnProfile(**p) for p in r["profiles"]], "findings": [Finding(**f) for f in r["findings"]],
+        "warned": [Finding(**f) for f in r["warned"]], "skipped": True})
+
+
+def run_validate(spark: SparkSession, conf: Conf, run_date: dt.date | Sequence[dt.date], run_id: str,
                  table_names: Sequence[str] | None = None) -> list[TableValidation]:
-    """Validate every table (default: ``validate.tables``); raise :class:`DataQualityError` on any failure.
+    """Validate every table (default: ``validate.tables``) for ``run_date`` (or each date of a sequence, in
+    date order, in this session: a date's reference may be the date before it); raise
+    :class:`DataQualityError` on any failure.
 
-    Every table is profiled and stored before the gate raises, so one report names all failures.
+    Every table and date is profiled and stored before the gate raises, so one report names all failures.
     """
-    results = [validate_table(spark, conf, t, run_date, run_id) for t in table_names or conf["validate.tables"]]
+    dates = [run_date] if isinstance(run_date, dt.date) else list(run_date)
+    results = [validate_table(spark, conf, t, day, run_id) for day in dates
+               for t in table_names or conf["validate.tables"]]
     if not all(r.passed for r in results):
         error = DataQualityError(drift_report(results))
         error.results = results
@@ -595,13 +660,14 @@ def run_validate(spark: SparkSession, conf: Conf, run_date: dt.date, run_id: str
     return results
 
 
-DESCRIPTION = "column statistics and drift gate of a run date's partitions"
+DESCRIPTION = "column statistics and drift gate of a run date's partitions (or of each date of --from/--to)"
 
 
 def add_arguments(parser) -> None:
-    """``--table`` (repeatable; default: conf ``validate.tables``)."""
+    """``--table`` (repeatable; default: conf ``validate.tables``), ``--from``/``--to``."""
     parser.add_argument("--table", action="append", default=None, metavar="LAYER.NAME",
                         help="table to validate (repeatable; default: conf validate.tables)")
+    add_range_arguments(parser, "a range validated in one run, date by date")
 
 
 def run(ctx: RunContext, spark: SparkSession, args) -> JobResult[list[TableValidation]]:
@@ -609,10 +675,14 @@ def run(ctx: RunContext, spark: SparkSession, args) -> JobResult[list[TableValid
     if not ctx.conf["validate.enabled"]:
         ctx.log.info("validate.enabled is false: nothing to do")
         return JobResult([], {"enabled": False})
+    dates = run_dates(ctx.run_date, args)
+    days = [d.isoformat() for d in dates]
     try:
-        results = run_validate(spark, ctx.conf, ctx.run_date, ctx.run_id, args.table)
+        results = run_validate(spark, ctx.conf, dates, ctx.run_id, args.table)
     except DataQualityError as exc:  # the run report still shows every table's PSI
-        exc.result = JobResult(exc.results, _summary(ctx.conf, exc.results))
+        summary = per_date_summary(days, exc.results, lambda rs: _summary(ctx.conf, rs))
+        exc.result = JobResult(exc.results, {**summary, "failed": sorted({r.dt for r in exc.results
+                                                                           if not r.passed})})
         raise
     for result in results:
         ctx.log.info("%s dt=%s: %d columns profiled, reference %s", result.table, result.dt,
@@ -621,7 +691,7 @@ def run(ctx: RunContext, spark: SparkSession, args) -> JobResult[list[TableValid
             ctx.log.info("%s.%s not drift-checked: %s", result.table, column, why)
         for warning in result.warnings:
             ctx.log.warning("%s dt=%s: %s", result.table, result.dt, warning)
-    return JobResult(results, _summary(ctx.conf, results))
+    return JobResult(results, per_date_summary(days, results, lambda rs: _summary(ctx.conf, rs)))
 
 
 def _summary(conf: Conf, results: Sequence[TableValidation]) -> dict[str, Any]:
