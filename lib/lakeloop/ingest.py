@@ -240,7 +240,7 @@ def restore_bom(lines: DataFrame, files: Sequence[str]) -> DataFrame:
     if not files:
         return lines
     column, first = ("_header", F.lit(True)) if "_header" in lines.columns else ("value", F.col("_line") == 1)
-    marked = first & F.col("_file").isin(list(files)) & ~F.col(column).startswith(BOM)
+    marked = first & F.col("_file").isin(list(files))
     return lines.withColumn(column, F.when(marked, F.concat(F.lit(BOM), column)).otherwise(F.col(column)))
 
 
