@@ -17,19 +17,13 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import sys
 import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-_LIB = str(ROOT / "lib")
-sys.path.insert(0, _LIB)
-os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [_LIB, os.environ.get("PYTHONPATH")]))  # Python workers
-os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-
+from checkout import ROOT  # noqa: E402 - first: this checkout's lakeloop, also in the Python workers
 from lakeloop import cli  # noqa: E402
 
 FIRST_DAY = dt.date(2026, 11, 1)
