@@ -285,7 +285,9 @@ def test_features_job_builds_any_declared_set(spark, conf, tmp_path):
     assert tables.read(spark, conf.table_uri("gold.obs_empty")).count() == 0  # allowed to be empty
     assert tables.read(spark, conf.table_uri("gold.trips")).count() == 5
     version = tables.version(conf.table_uri("gold.obs_stats"))
-    assert main(job_args(conf, spec_dir)) == 0  # idempotent: the date's partition is replaced
+    assert main(job_args(conf, spec_dir)) == 0  # unchanged inputs: skipped before reading
+    assert tables.version(conf.table_uri("gold.obs_stats")) == version
+    assert main([*job_args(conf, spec_dir), "--force"]) == 0  # idempotent: the date's partition is replaced
     assert tables.read(spark, conf.table_uri("gold.obs_stats")).count() == 2
     assert tables.version(conf.table_uri("gold.obs_stats")) > version
 
@@ -300,3 +302,37 @@ def test_features_job_bad_spec_exits_2(spark, conf, tmp_path):
 
     spec_dir = write_specs(tmp_path, {"obs": _mutate(every_kind_set(), "features.0.kind", "mean")})
     assert main(job_args(conf, spec_dir)) == 2
+
+
+def test_features_range_reads_once_equals_each_date_and_reruns_only_what_changed(spark, conf, tmp_path):
+    """``--from/--to``: every date's partition equals that date's features computed on their own; a re-run
+    skips every date; a row added to one input partition rebuilds exactly the dates whose window holds it."""
+    from lakeloop import tables
+    from lakeloop.featuresets import build_range, feature_frame
+
+    from jobs.features import main
+
+    days = [RUN_DATE - dt.timedelta(days=2), RUN_DATE - dt.timedelta(days=1), RUN_DATE]
+    rows = BASE_ROWS + DAY_ROWS
+    tables.write(src_rows(spark, rows), conf.table_uri("silver.obs"), mode="overwrite", partition_by=["dt"])
+    tables.write(dim_rows(spark, DIM_BASE), conf.table_uri("silver.meta"), mode="overwrite", partition_by=["dt"])
+    spec = every_kind_set()
+    spec["features"] = [f for f in spec["features"] if f["kind"] != "transform"]
+    spec_dir = write_specs(tmp_path / "specs", {"obs_stats": spec})
+    args = [a for a in job_args(conf, spec_dir) if a not in ("--date", "2026-03-10")]
+    assert main([*args, "--from", days[0].isoformat(), "--to", days[-1].isoformat()]) == 0
+    gold = tables.read(spark, conf.table_uri("gold.obs_stats"))
+    fs = load_specs(directory=spec_dir).sets["obs_stats"]
+    for day in days:
+        expected = feature_frame(fs, reader(spark, rows, DIM_BASE), day)
+        assertDataFrameEqual(gold.where(f"dt = '{day.isoformat()}'").drop("dt"), expected, checkRowOrder=False)
+
+    ranged = conf.with_overrides({"features.spec_dir": str(spec_dir)})
+    again = build_range(spark, ranged, days)
+    assert all(r.skipped for per_day in again.values() for r in per_day.values())
+    tables.write(src_rows(spark, [(9, "a", 1, -20)]), conf.table_uri("silver.obs"), mode="append")  # dt=03-09
+    changed = build_range(spark, ranged, days)
+    assert {d: r["gold.obs_stats"].skipped for d, r in changed.items()} == {
+        "2026-03-08": True, "2026-03-09": False, "2026-03-10": False}
+    assert tables.read(spark, conf.table_uri("gold.obs_stats")).where("k = 9").select("dt").collect() \
+        == [("2026-03-10",)]

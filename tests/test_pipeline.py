@@ -190,12 +190,33 @@ def test_closed_loop_metrics_per_day_from_train_reports_and_datagen_manifests(co
                  "views": 30, "clicks": 7, "purchases": 3, "ctr": 0.14}
     write_manifest(conf.path("landing"), "2026-11-02", {"date": "2026-11-02", "reactions": reactions})
     rows = daily_metrics(conf, ["2026-11-01", "2026-11-02"])
-    assert rows == [{"date": "2026-11-02", "metric": "auc", "model_version": "2", "decision": "promoted",
+    assert rows == [{"date": "2026-11-02", "model": None, "run_id": None, "mlflow_run_id": None, "metric": "auc",
+                     "model_version": "2", "decision": "promoted",
                      "model_value": 0.9, "champion_version": "2", "champion_value": 0.9,
                      "served_date": "2026-11-01", "served_model_version": "1", "served_items": 50,
                      "reaction_events": 40, "clicks": 7, "purchases": 3, "ctr": 0.14}]
     header, line = format_table(rows)
     assert header.split()[:4] == ["date", "model", "gate", "holdout"] and "0.1400" in line and "promoted" in line
+
+
+def test_a_failed_train_run_replaces_the_dates_earlier_outcome_in_the_closed_loop(spark, conf):
+    """The date's train report is the latest run's: a real train run that fails (no training set) after a
+    promoted one shows as failed with its own run id, never as the earlier run's promotion."""
+    from lakeloop.closed_loop import daily_metrics
+    from lakeloop.errors import LakeloopError
+    from lakeloop.train.run import train_for_date
+
+    train = Path(conf.path("warehouse")) / "_reports" / "train"
+    train.mkdir(parents=True)
+    earlier = {"model_version": "2", "job_run_id": "r1", "status": "ok",
+               "gate": {"metric": "auc", "decision": "promoted", "challenger_value": 0.915}}
+    (train / "dt=2026-11-02.json").write_text(json.dumps(earlier))
+    assert daily_metrics(conf, ["2026-11-02"])[0]["decision"] == "promoted"
+    with pytest.raises(LakeloopError):
+        train_for_date(spark, conf, dt.date(2026, 11, 2), tags={"lakeloop.job_run_id": "r2"})
+    (row,) = daily_metrics(conf, ["2026-11-02"])
+    assert (row["decision"], row["run_id"], row.get("model_value")) == ("failed", "r2", None)
+    assert "training_set" in row["error"]
 
 
 def test_datagen_step_comes_first_with_the_datagen_option():

@@ -9,6 +9,7 @@ the loop (reactions to yesterday's served lists) lives in :mod:`lakeloop.datagen
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -22,11 +23,16 @@ __all__ = ["daily_metrics", "rows_from_steps", "table_rows", "format_table"]
 
 
 def _model_row(report: dict[str, Any]) -> dict[str, Any]:
+    """The model side of a row from one train report; every row names the run it comes from."""
+    run = {"model": report.get("model"), "run_id": report.get("job_run_id"),
+           "mlflow_run_id": report.get("mlflow_run_id")}
+    if report.get("status") in ("failed", "running"):  # a failed run, or one killed before it finished
+        return {**run, "decision": report["status"], "error": report.get("error")}
     gate = report.get("gate") or {}
     if not gate:
         return {}
     promoted = gate.get("decision") == "promoted" or bool(gate.get("passed"))
-    return {"metric": gate.get("metric"), "model_version": report.get("model_version"),
+    return {**run, "metric": gate.get("metric"), "model_version": report.get("model_version"),
             "decision": gate.get("decision") or ("promoted" if promoted else "refused"),
             "model_value": gate.get("challenger_value"),
             "champion_version": report.get("model_version") if promoted else gate.get("champion_version"),
@@ -47,13 +53,19 @@ def _row(date: str, train: dict[str, Any] | None, manifest: dict[str, Any] | Non
     return {"date": date, **row} if row else None
 
 
-def daily_metrics(conf: Conf, dates: list[str]) -> list[dict[str, Any]]:
-    """Per date: the trained model's holdout metric and the gate decision (``_reports/train``), and
+def daily_metrics(conf: Conf, dates: list[str], model: str | None = None) -> list[dict[str, Any]]:
+    """Per date: the latest train run of ``model`` (default: the app's model) -- its run ids, holdout metric
+    and gate decision, or ``failed`` / ``running`` for a run that did not finish (``_reports/train``) -- and
     the reactions of that date's landing day to the previous day's served lists (its manifest).
     Dates with neither are left out."""
+    from lakeloop.train.report import report_name
+    from lakeloop.train.spec import default_name
+
     lake = Lake.from_conf(conf)
     train, landing = Documents.reports(lake, "train"), Documents(conf.path("landing"), lake.storage_options)
-    rows = (_row(d, train.read_json(f"dt={d}.json"), landing.read_json(manifest_name(d))) for d in dates)
+    named = model if model and model != default_name(conf) else None
+    rows = (_row(d, train.read_json(report_name(dt.date.fromisoformat(d), named)), landing.read_json(manifest_name(d)))
+            for d in dates)
     return [r for r in rows if r]
 
 

@@ -23,7 +23,7 @@ from lakeloop_apps.recommender.reference import (  # noqa: F401 - re-exported fo
     user_favours,
 )
 
-from lakeloop.featuresets import build_all, load_specs
+from lakeloop.featuresets import build_all, build_range, load_specs
 from lakeloop.job import JobResult, add_range_arguments, run_dates
 
 if TYPE_CHECKING:
@@ -49,22 +49,22 @@ def build_gold(spark: SparkSession, conf: Conf, run_date: dt.date, names: list[s
 
 
 def add_arguments(parser) -> None:
-    """The ``features`` job's own option: ``--from``/``--to``."""
-    add_range_arguments(parser, "a range built in one run, date by date (each date's features are as of it)")
+    """The ``features`` job's own options: ``--from``/``--to``, ``--force``."""
+    add_range_arguments(parser, "a range built in one run: inputs read once, each date's features as of it")
+    parser.add_argument("--force", action="store_true",
+                        help="rebuild dates whose inputs and specs are unchanged since they were built")
 
 
 def run(ctx: RunContext, spark: SparkSession, args) -> JobResult[dict]:
     """The ``features`` job: replace the run date's partition (each date's of a range) of every declared
-    output; the specs are loaded and checked once."""
+    output; the specs are loaded and checked once, unchanged dates are skipped before any data is read."""
     dates = run_dates(ctx.run_date, args)
-    specs = load_specs(ctx.conf)
-    written: dict[str, dict[str, Any]] = {}
-    for day in dates:
-        written[day.isoformat()] = build_all(spark, ctx.conf, day, specs)
-        for table, result in written[day.isoformat()].items():
-            ctx.log.info("%s dt=%s: %s", table, day.isoformat(), result)
-    summaries = {d: {"tables": {t: {"rows": r.rows, "version": r.version} for t, r in w.items()}}
-                 for d, w in written.items()}
+    written = build_range(spark, ctx.conf, dates, load_specs(ctx.conf), force=getattr(args, "force", False))
+    for day, results in written.items():
+        for table, result in results.items():
+            ctx.log.info("%s dt=%s: %s", table, day, result)
+    summaries = {d: {"tables": {t: {"rows": r.rows, "version": r.version, **({"skipped": True} if r.skipped else {})}
+                                for t, r in w.items()}} for d, w in written.items()}
     if len(dates) == 1:
         (only,) = written.values()
         return JobResult(only, summaries[dates[0].isoformat()])

@@ -7,12 +7,13 @@ event-time column, and features of six kinds -- ``aggregate``, ``list``, ``decay
 to label rows point in time.  The engine knows no column of any app: every name comes from conf.
 """
 
-from lakeloop.featuresets.build import build_all, feature_frame, set_time
+from lakeloop.featuresets.build import build_all, build_range, feature_frame, set_time
 from lakeloop.featuresets.compute import compute
 from lakeloop.featuresets.load import load_specs
 from lakeloop.featuresets.scope import Scope, day_start
 from lakeloop.featuresets.spec import FeatureSet, Specs, TrainingSpec, parse_duration
 from lakeloop.featuresets.training import training_frame
 
-__all__ = ["build_all", "feature_frame", "set_time", "compute", "Scope", "day_start", "FeatureSet", "Specs",
+__all__ = ["build_all", "build_range", "feature_frame", "set_time", "compute", "Scope", "day_start", "FeatureSet",
+           "Specs",
            "TrainingSpec", "load_specs", "parse_duration", "training_frame"]

@@ -6,12 +6,21 @@ output replaces its ``dt = run date`` partition (idempotent).  An output with 0 
 whose inputs have rows is refused with :class:`~lakeloop.errors.DataQualityError` (exit code 3)
 unless its spec says ``allow_empty: true``; the table is then restored to the version before the
 write, so a refused run leaves no empty partition behind.
+
+A range of dates (``--from/--to``) reads each input once for the whole range; every date is still
+computed as of its own time and replaces its own partition.  A re-run is decided before any data is
+read: an output whose date was built from the same input partitions (their data files, from the Delta
+logs) and the same spec, and whose own partition is still the one written then, is skipped (its marker
+under ``_reports/features/<table>/dt=<date>.json``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -27,9 +36,11 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
     from lakeloop.conf import Conf
+    from lakeloop.delta.write import WriteResult
     from lakeloop.lake import Lake
+    from lakeloop.reports import Documents
 
-__all__ = ["Bounds", "Inputs", "set_time", "plan_bounds", "feature_frame", "build_all"]
+__all__ = ["Bounds", "Inputs", "set_time", "plan_bounds", "feature_frame", "build_all", "build_range"]
 
 log = logging.getLogger(__name__)
 PARTITION = "dt"
@@ -46,6 +57,10 @@ class Bounds:
     """``dt`` partitions to read per table: ``[lo, hi]``, ``lo`` None for no lower bound."""
 
     ranges: dict[str, tuple[dt.date | None, dt.date]] = field(default_factory=dict)
+
+    def merge(self, other: Bounds) -> None:
+        for table, (lo, hi) in other.ranges.items():
+            self.add(table, lo, hi)
 
     def add(self, table: str, lo: dt.date | None, hi: dt.date) -> None:
         if table in self.ranges:
@@ -164,23 +179,140 @@ def _selected(specs: Specs, names: list[str] | None) -> tuple[list[FeatureSet], 
 
 
 def build_all(spark: SparkSession, conf: Conf, run_date: dt.date, specs: Specs | None = None,
-              names: list[str] | None = None) -> dict[str, Any]:
-    """Compute and write every selected output; returns ``{gold table: WriteResult}``."""
+              names: list[str] | None = None, *, force: bool = False) -> dict[str, Any]:
+    """Compute and write every selected output of ``run_date``; returns ``{gold table: WriteResult}``."""
+    return build_range(spark, conf, [run_date], specs, names, force=force)[run_date.isoformat()]
+
+
+@dataclass
+class _Output:
+    name: str
+    table: str
+    spec: FeatureSet | TrainingSpec
+    allow_empty: bool
+    joined: tuple[FeatureSet, ...] = ()
+
+    def bounds(self, all_sets: dict[str, FeatureSet], run_date: dt.date) -> Bounds:
+        if isinstance(self.spec, FeatureSet):
+            return plan_bounds([self.spec], [], all_sets, run_date)
+        return plan_bounds([], [self.spec], all_sets, run_date)
+
+    def frame(self, all_sets: dict[str, FeatureSet], read: Inputs, run_date: dt.date) -> DataFrame:
+        if isinstance(self.spec, FeatureSet):
+            return feature_frame(self.spec, read, run_date)
+        return training_frame(self.spec, all_sets, read, run_date)
+
+    def input_rows(self, read: Inputs, run_date: dt.date) -> int:
+        if isinstance(self.spec, FeatureSet):
+            return _input_rows(self.spec, None, read, run_date)
+        return _input_rows(None, self.spec, read, run_date)
+
+
+def _outputs(specs: Specs, sets: list[FeatureSet], trainings: list[TrainingSpec]) -> list[_Output]:
+    out = [_Output(fs.name, fs.table, fs, fs.allow_empty) for fs in sets]
+    return out + [_Output(ts.name, ts.table, ts, ts.allow_empty, tuple(specs.sets[j.set] for j in ts.joins))
+                  for ts in trainings]
+
+
+class _Fingerprints:
+    """Partition fingerprints of tables from their Delta logs (no data read), each log read once."""
+
+    def __init__(self, lake: Lake) -> None:
+        self.lake = lake
+        self._seen: dict[str, tuple[int | None, dict[str, str]]] = {}
+
+    def table(self, table: str, fresh: bool = False) -> tuple[int | None, dict[str, str]]:
+        if fresh or table not in self._seen:
+            self._seen[table] = self.lake.partition_state(table, PARTITION)
+        return self._seen[table]
+
+    def inputs(self, bounds: Bounds) -> list[Any]:
+        found = []
+        for table, (lo, hi) in sorted(bounds.ranges.items()):
+            version, parts = self.table(table)
+            wanted = {d: f for d, f in parts.items()
+                      if (lo is None or d >= lo.isoformat()) and d <= hi.isoformat()}
+            found.append([table, sorted(wanted.items()) if parts else version])
+        return found
+
+
+def _input_key(output: _Output, all_sets: dict[str, FeatureSet], prints: _Fingerprints, run_date: dt.date) -> str:
+    payload = json.dumps([run_date.isoformat(), repr(output.spec), [repr(j) for j in output.joined],
+                          prints.inputs(output.bounds(all_sets, run_date))], default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
+def _markers(lake: Lake) -> Documents:
+    from lakeloop.reports import Documents
+
+    return Documents.reports(lake, "features")
+
+
+def _marker(table: str, day: str) -> str:
+    return f"{table}/dt={day}.json"
+
+
+def _done_before(lake: Lake, prints: _Fingerprints, output: _Output, day: str, key: str) -> WriteResult | None:
+    """The earlier write of ``day`` when it came from the same input and its partition is still that write's."""
+    from lakeloop.delta.write import WriteResult
+
+    stored = _markers(lake).read_json(_marker(output.table, day))
+    if not isinstance(stored, dict) or stored.get("input_key") != key:
+        return None
+    if prints.table(output.table)[1].get(day) != stored.get("partition"):
+        return None
+    return WriteResult(version=stored.get("version"), files=stored.get("files", 0), rows=stored.get("rows", 0),
+                       skipped=True)
+
+
+def build_range(spark: SparkSession, conf: Conf, dates: Sequence[dt.date], specs: Specs | None = None,
+                names: list[str] | None = None, *, force: bool = False) -> dict[str, dict[str, Any]]:
+    """Every selected output of each date of ``dates``: ``{date: {gold table: WriteResult}}``.
+
+    Inputs are read once for all the dates still to build (``force``: all of them); a date an earlier run
+    built from the same inputs is skipped (``WriteResult.skipped``) before any data is read.
+    """
     from lakeloop.lake import Lake
 
     specs = specs or load_specs(conf)
     sets, trainings = _selected(specs, names if names is not None else conf.get("features.sets"))
-    lake = Lake.from_conf(conf)
-    inputs = Inputs(spark, lake, plan_bounds(sets, trainings, dict(specs.sets), run_date))
-    results: dict[str, Any] = {}
+    lake, all_sets = Lake.from_conf(conf), dict(specs.sets)
+    outputs, prints = _outputs(specs, sets, trainings), _Fingerprints(lake)
+    results: dict[str, dict[str, Any]] = {d.isoformat(): {} for d in dates}
+    todo: list[tuple[_Output, dt.date, str]] = []
+    for day in dates:
+        for output in outputs:
+            key = _input_key(output, all_sets, prints, day)
+            done = None if force else _done_before(lake, prints, output, day.isoformat(), key)
+            if done is not None:
+                log.info("%s dt=%s: built from the same input before; skipped", output.table, day.isoformat())
+                results[day.isoformat()][output.table] = done
+            else:
+                todo.append((output, day, key))
+    if todo:
+        _build(spark, lake, all_sets, todo, results, prints)
+    return results
+
+
+def _build(spark: SparkSession, lake: Lake, all_sets: dict[str, FeatureSet], todo: list[tuple[_Output, dt.date, str]],
+           results: dict[str, dict[str, Any]], prints: _Fingerprints) -> None:
+    bounds = Bounds()
+    for output, day, _ in todo:
+        bounds.merge(output.bounds(all_sets, day))
+    inputs = Inputs(spark, lake, bounds)
     try:
-        for fs in sets:
-            results[fs.table] = _write(lake, fs.name, fs.table, feature_frame(fs, inputs, run_date), run_date,
-                                       fs.allow_empty, lambda fs=fs: _input_rows(fs, None, inputs, run_date))
-        for ts in trainings:
-            frame = training_frame(ts, specs.sets, inputs, run_date)
-            results[ts.table] = _write(lake, ts.name, ts.table, frame, run_date, ts.allow_empty,
-                                       lambda ts=ts: _input_rows(None, ts, inputs, run_date))
+        for output, day, _ in todo:
+            results[day.isoformat()][output.table] = _write(
+                lake, output.name, output.table, output.frame(all_sets, inputs, day), day, output.allow_empty,
+                lambda output=output, day=day: output.input_rows(inputs, day))
     finally:
         inputs.close()
-    return results
+    # markers from the logs after the writes: an output that is another output's input is keyed by what it is now
+    for table in {output.table for output, _, _ in todo}:
+        prints.table(table, fresh=True)
+    markers = _markers(lake)
+    for output, day, _ in todo:
+        written, d = results[day.isoformat()][output.table], day.isoformat()
+        markers.write_json(_marker(output.table, d), {
+            "input_key": _input_key(output, all_sets, prints, day), "partition": prints.table(output.table)[1].get(d),
+            "version": written.version, "files": written.files, "rows": written.rows})

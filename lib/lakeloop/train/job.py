@@ -22,7 +22,7 @@ __all__ = ["DESCRIPTION", "add_arguments", "run"]
 
 DESCRIPTION = "train, register and gate a model on the gold training set of --date"
 # what the pipeline's run report and closed-loop table keep of the train report
-_SUMMARY = ("model_name", "model_version", "backend", "gate", "mlflow_run_id")
+_SUMMARY = ("model", "model_name", "model_version", "backend", "gate", "status", "job_run_id", "mlflow_run_id")
 
 
 def add_arguments(parser) -> None:

@@ -174,10 +174,26 @@ def train_for_date(spark: SparkSession, conf: Conf, run_date: dt.date, *, backen
         Whether the model was promoted is ``outcome.decision.passed``; the caller decides the exit
         code (``jobs/train.py`` raises :class:`lakeloop.errors.GateRefused`).
     """
-    import mlflow
-
     conf = spec.model_conf(conf, model)
     report_model = conf.model_name if conf.model_name and conf.model_name != spec.default_name(conf) else None
+    # the date's report always belongs to the latest run: a run that fails or is killed never leaves an
+    # earlier run's outcome standing for the date
+    started = {"run_date": run_date.isoformat(), "model": conf.model_name, "model_name": conf["mlflow.model_name"],
+               "job_run_id": (tags or {}).get("lakeloop.job_run_id"), "status": "running"}
+    report.write_run_report(conf, run_date, started, report_model)
+    try:
+        return _train(spark, conf, run_date, report_model, started, backend=backend, shuffle_labels=shuffle_labels,
+                      tune=tune, tags=tags)
+    except BaseException as exc:
+        error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:500]
+        report.write_run_report(conf, run_date, {**started, "status": "failed", "error": error}, report_model)
+        raise
+
+
+def _train(spark: SparkSession, conf: Conf, run_date: dt.date, report_model: str | None, started: dict[str, Any], *,
+           backend: str | None, shuffle_labels: bool, tune: int, tags: dict[str, str] | None) -> TrainOutcome:
+    import mlflow
+
     try:
         impl = check_backend(backend or conf["train.backend"], conf["train.task"])
     except ValueError as exc:
@@ -199,13 +215,13 @@ def train_for_date(spark: SparkSession, conf: Conf, run_date: dt.date, *, backen
             _log_fit(fit)
             info, version, decision, plots = _register_and_gate(conf, impl, fit, data, holdout, stats,
                                                                 run.info.run_id, run_date)
-            payload = {"run_date": run_date.isoformat(), "mlflow_run_id": run.info.run_id,
+            payload = {**started, "status": "ok" if decision.passed else "refused", "mlflow_run_id": run.info.run_id,
                        "experiment_id": run.info.experiment_id, "backend": impl.name,
-                       "model_name": conf["mlflow.model_name"], "model_version": version,
+                       "model_version": version,
                        "model_uri": info.model_uri, "params": fit.params, "features": data.features,
                        "input_versions": data.input_versions, "shuffle_labels": shuffle_labels,
                        "positive_rate": stats.label_mean if data.task == "binary" else None,
-                       "model": conf.model_name, "task": data.task, "classes": data.classes, "label": data.label,
+                       "task": data.task, "classes": data.classes, "label": data.label,
                        "split": data.split, "training_stats": stats.as_dict(),
                        "tuning": tuned, "artifacts": plots, "gate": decision.as_dict(), "tags": tags or {}}
             path = report.write_run_report(conf, run_date, payload, report_model)
