@@ -209,3 +209,27 @@ def test_identifier_like_strings_are_profiled_but_not_compared(spark):
     skipped = by_column(validate.profile(frame(spark, sessions(2)), baseline=base, max_categories=100))
     assert skipped["type"].psi is None and skipped["type"].top_values  # ... so they are not compared
     assert skipped["price"].psi is not None
+
+
+def test_a_range_run_gives_what_date_by_date_runs_give(spark, conf, tmp_path):
+    """One range run profiles every date in the same passes, each against its own reference (here the date
+    before it, profiled in the same run): its PSIs, bins and references equal those of one run per date.
+    (The pooled-window reference of a range run is checked on real data in tests/test_validate_real.py.)"""
+    days = ["2026-11-01", "2026-11-02", "2026-11-03"]
+    shifts = [0.0, 1.0, 25.0]
+    settings = {"validate.reference": "previous", "validate.psi_threshold": 100.0}
+    ranged = conf.with_overrides(settings)
+    daily = ranged.with_overrides({"warehouse": str(tmp_path / "daily")})
+    for c in (ranged, daily):
+        for i, (day, shift) in enumerate(zip(days, shifts, strict=True)):
+            write_partition(c, spark, sample(400, i, price_shift=shift, day=day), day)
+    dates = [dt.date.fromisoformat(d) for d in days]
+    together = validate.run_validate(spark, ranged, dates, "r", ["silver.events"])
+    one_by_one = [r for d in dates for r in validate.run_validate(spark, daily, d, "r", ["silver.events"])]
+
+    def view(result):
+        return (result.dt, result.baseline_dt, result.baseline_run_id, sorted(result.unchecked),
+                [(p.column, p.count, p.bin_edges, p.bin_counts, p.top_values,
+                  None if p.psi is None else round(p.psi, 9)) for p in result.profiles])
+    assert [view(r) for r in together] == [view(r) for r in one_by_one]
+    assert together[2].profiles[1].psi > 1.0  # the shifted price, compared as in a daily run

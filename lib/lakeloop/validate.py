@@ -1,12 +1,17 @@
-"""Column statistics of a table partition, stored per run, and a drift (PSI) gate against the last run.
+"""Column statistics of table partitions, stored per run, and a drift (PSI) gate against a reference.
 
-:func:`profile` computes, in two Spark passes over the input:
+:func:`profile_groups` profiles every ``dt`` partition of a range in the same Spark passes over it:
 
-1. one aggregation: row count, nulls, NaNs, approximate distinct count, min/max/mean/std and
-   quantiles of numeric and temporal columns, and -- when a baseline is given -- the counts of the
-   current values in the baseline's histogram bins and top values (the inputs of the PSI);
-2. one ``groupBy``: the histogram of each numeric column over its own quantile bin edges and the
-   ``top_k`` most frequent values of each string column (the baseline of the next run).
+1. one ``groupBy(dt)`` aggregation: row count, nulls, NaNs, approximate distinct count, min/max/mean/std
+   and quantiles of numeric and temporal columns (the quantiles give each partition its own bin edges);
+2. one ``groupBy(dt, column, bin or value)`` count over the exploded rows, each numeric value put in its
+   partition's own bin and in its reference's bin (per-partition edges joined from a broadcast table),
+   each string value counted; from it the histogram, the ``top_k`` most frequent values, and the counts
+   of the reference's bins and top values (the inputs of the PSI) are collected.
+
+A range run (``--from/--to``) therefore costs two passes over the range's partitions, plus two over the
+reference windows with ``reference: window`` (each row of a partition goes to the pools of the dates it
+precedes), instead of that per date.  :func:`profile` is the same for one frame.
 
 Profiles are stored in the Delta table ``<warehouse>/_state/column_stats`` (one row per table, run
 date, run id and column; partitioned by ``table_name`` and ``dt``; a re-run for the same date
@@ -27,10 +32,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import hashlib
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -54,6 +60,7 @@ STATS_TABLE = "_state.column_stats"
 PSI_FLOOR = 1e-4
 REPORT_QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 NUMERIC, TEMPORAL, CATEGORICAL, OTHER = "numeric", "temporal", "categorical", "other"
+_GROUP, _WHOLE, _POOL = "_g", "_whole", "_pool"
 
 STATS_SCHEMA = (
     "table_name string, dt string, run_id string, computed_at timestamp, column_name string, data_type string, "
@@ -185,16 +192,6 @@ def _value(name: str, data_type: Any) -> Column:
     return col.cast("double") if kind == NUMERIC else col.cast("string") if kind == CATEGORICAL else col
 
 
-def _bucket(value: Column, edges: Sequence[float]) -> Column:
-    """Index of the bin ``(e[j-1], e[j]]`` holding ``value`` (0 .. len(edges)); null for null."""
-    from pyspark.sql import functions as F
-
-    expr = F.lit(len(edges))
-    for j in range(len(edges) - 1, -1, -1):
-        expr = F.when(value <= F.lit(float(edges[j])), F.lit(j)).otherwise(expr)
-    return F.when(value.isNotNull(), expr)
-
-
 def default_columns(df: DataFrame) -> list[str]:
     """Data columns: lineage columns (``_*``) and the ``dt`` partition column are left out."""
     return [c for c in df.columns if not c.startswith("_") and c != "dt"]
@@ -204,8 +201,9 @@ def _edge_probs(bins: int) -> list[float]:
     return [j / bins for j in range(1, bins)]
 
 
-def _pass_one(df: DataFrame, columns: list[tuple[str, Any, str]], probs: list[float],
-              baseline: Mapping[str, ColumnProfile]) -> dict[str, Any]:
+def _pass_one(df: DataFrame, group: str, columns: list[tuple[str, Any, str]],
+              probs: list[float]) -> dict[Any, dict[str, Any]]:
+    """Per value of ``group``: row count, nulls, NaNs, distinct count, moments and quantiles of each column."""
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
@@ -222,74 +220,13 @@ def _pass_one(df: DataFrame, columns: list[tuple[str, Any, str]], probs: list[fl
             aggs += [F.min(value).alias(f"{i}_min"), F.max(value).alias(f"{i}_max"),
                      F.avg(value).alias(f"{i}_mean"), F.stddev_samp(value).alias(f"{i}_std"),
                      F.percentile_approx(value, probs, 10000).alias(f"{i}_q")]
-        base = baseline.get(name)
-        if base is None or base.kind != kind:
-            continue
-        if kind == NUMERIC and base.bin_counts:
-            bucket = _bucket(value, base.bin_edges)
-            aggs += [F.count_if(bucket == j).alias(f"{i}_b{j}") for j in range(len(base.bin_edges) + 1)]
-        elif kind == CATEGORICAL:
-            aggs += [F.count_if(value == F.lit(v)).alias(f"{i}_t{j}") for j, (v, _) in enumerate(base.top_values)]
-    return df.agg(*aggs).first().asDict()
+    return {row[_GROUP]: row.asDict() for row in df.groupBy(F.col(group).alias(_GROUP)).agg(*aggs).collect()}
 
 
-def _pass_two(df: DataFrame, columns: list[tuple[str, Any, str]], edges: Mapping[str, list[float]],
-              top_k: int) -> dict[int, list[tuple[str, int]]]:
-    """Per column index: (bin index or value, count); strings limited to the top ``top_k``."""
-    from pyspark.sql import Window
-    from pyspark.sql import functions as F
-
-    keyed = []
-    for i, (name, data_type, kind) in enumerate(columns):
-        value = _value(name, data_type)
-        if kind == NUMERIC and name in edges:
-            keyed.append(F.struct(F.lit(i).alias("i"), _bucket(value, edges[name]).cast("string").alias("key")))
-        elif kind == CATEGORICAL:
-            keyed.append(F.struct(F.lit(i).alias("i"), value.alias("key")))
-    if not keyed:
-        return {}
-    counts = (df.select(F.explode(F.array(*keyed)).alias("e")).select("e.i", "e.key")
-              .where(F.col("key").isNotNull()).groupBy("i", "key").count())
-    rank = Window.partitionBy("i").orderBy(F.col("count").desc(), F.col("key"))
-    numeric = [i for i, (_, _, kind) in enumerate(columns) if kind == NUMERIC]
-    kept = counts.withColumn("_rank", F.row_number().over(rank)).where(
-        F.col("i").isin(numeric) | (F.col("_rank") <= top_k))
-    out: dict[int, list[tuple[str, int]]] = {}
-    for row in kept.orderBy("i", "_rank").collect():
-        out.setdefault(row["i"], []).append((row["key"], row["count"]))
-    return out
-
-
-def _comparable(base: ColumnProfile, kind: str, max_categories: int | None) -> bool:
-    """Same kind, and for strings few enough values that the top values describe the column."""
-    if base.kind != kind:
-        return False
-    return kind != CATEGORICAL or max_categories is None or (base.distinct or 0) <= max_categories
-
-
-def profile(df: DataFrame, columns: Sequence[str] | None = None,
-            baseline: Mapping[str, ColumnProfile] | None = None, *, bins: int = 10,
-            top_k: int = 20, max_categories: int | None = None) -> list[ColumnProfile]:
-    """Profile ``columns`` (default: :func:`default_columns`) of ``df``; PSI against ``baseline``.
-
-    String columns whose baseline has more than ``max_categories`` distinct values (identifiers,
-    free text) are profiled but get no PSI: their values do not recur from one run to the next.
-    """
-    if bins < 2:
-        raise ValueError(f"bins must be >= 2, got {bins}")
-    names = list(columns) if columns is not None else default_columns(df)
-    missing = [c for c in names if c not in df.columns]
-    if missing:
-        raise ValueError(f"profile: no such columns {missing} (columns: {df.columns})")
-    types = {f.name: f.dataType for f in df.schema.fields}
-    cols = [(n, types[n], _kind(types[n])) for n in names]
-    baseline = {n: b for n, b in (baseline or {}).items()
-                if n in types and _comparable(b, _kind(types[n]), max_categories)}
-    probs = sorted(set(REPORT_QUANTILES) | set(_edge_probs(bins)))
-    one = _pass_one(df, cols, probs, baseline)
-
+def _own_profiles(one: Mapping[str, Any], cols: list[tuple[str, Any, str]], probs: list[float],
+                  bins: int) -> dict[str, ColumnProfile]:
+    """The profiles of one group from its pass-one row; numeric columns get their quantile bin edges."""
     profiles: dict[str, ColumnProfile] = {}
-    edges: dict[str, list[float]] = {}
     for i, (name, data_type, kind) in enumerate(cols):
         nonnull = one[f"{i}_nonnull"]
         p = ColumnProfile(column=name, data_type=data_type.simpleString(), kind=kind, count=one["rows"],
@@ -300,25 +237,166 @@ def profile(df: DataFrame, columns: Sequence[str] | None = None,
             values = one[f"{i}_q"]
             if values is not None:
                 p.quantiles = [(q, float(v)) for q, v in zip(probs, values, strict=True) if q in REPORT_QUANTILES]
-                by_prob = dict(zip(probs, values, strict=True))
-                edges[name] = sorted({float(by_prob[q]) for q in _edge_probs(bins)})
+                if kind == NUMERIC:
+                    by_prob = dict(zip(probs, values, strict=True))
+                    p.bin_edges = sorted({float(by_prob[q]) for q in _edge_probs(bins)})
         profiles[name] = p
+    return profiles
 
-    for i, counted in _pass_two(df, cols, edges, top_k).items():
-        name, _, kind = cols[i]
+
+def _bins_of(value: Column, edges: Column) -> Column:
+    """The bin ``(e[j-1], e[j]]`` holding ``value`` for per-row sorted ``edges`` (an array column): the number of
+    edges below the value, 0 .. len(edges); null for a null value or no edges."""
+    from pyspark.sql import functions as F
+
+    return F.when(value.isNotNull() & edges.isNotNull(), F.size(F.filter(edges, lambda e: e < value)))
+
+
+def _counts(df: DataFrame, group: str, cols: list[tuple[str, Any, str]], own: Mapping[Any, Mapping[str, ColumnProfile]],
+            refs: Mapping[Any, Mapping[str, ColumnProfile]]) -> DataFrame | None:
+    """``(_g, i, side, key, count)``: per group and column the counts of its own bins (side ``o``; the values
+    of a string column) and of its reference's bins (side ``r``, numeric columns), in one pass."""
+    from pyspark.sql import functions as F
+
+    keyed, numeric = [], []
+    for i, (name, data_type, kind) in enumerate(cols):
+        value = _value(name, data_type)
         if kind == NUMERIC:
-            hist = [0] * (len(edges[name]) + 1)
-            for key, count in counted:
-                hist[int(key)] = count
-            profiles[name].bin_edges, profiles[name].bin_counts = edges[name], hist
-        else:
-            profiles[name].top_values = counted
+            numeric.append(i)
+            keyed.append(F.struct(F.lit(i).alias("i"), value.alias("num"), F.lit(None).cast("string").alias("str")))
+        elif kind == CATEGORICAL:
+            keyed.append(F.struct(F.lit(i).alias("i"), F.lit(None).cast("double").alias("num"), value.alias("str")))
+    if not keyed:
+        return None
+    rows = df.select(F.col(group).alias(_GROUP), F.explode(F.array(*keyed)).alias("e")).select(_GROUP, "e.*")
+    if numeric:
+        edges = [(g, i, own[g][cols[i][0]].bin_edges or None,
+                  (refs.get(g, {}).get(cols[i][0]) or ColumnProfile("", "", "", 0, 0)).bin_edges or None)
+                 for g in own for i in numeric]
+        table = df.sparkSession.createDataFrame(
+            edges, f"{_GROUP} {df.schema[group].dataType.simpleString()}, i int, own array<double>, ref array<double>")
+        rows = rows.join(F.broadcast(table), [_GROUP, "i"], "left")
+    else:
+        rows = rows.withColumn("own", F.lit(None).cast("array<double>")).withColumn("ref", F.lit(None).cast(
+            "array<double>"))
+    sides = F.array(
+        F.struct(F.lit("o").alias("side"), F.coalesce(_bins_of(F.col("num"), F.col("own")).cast("string"),
+                                                       F.col("str")).alias("key")),
+        F.struct(F.lit("r").alias("side"), _bins_of(F.col("num"), F.col("ref")).cast("string").alias("key")))
+    return (rows.select(_GROUP, "i", F.explode(sides).alias("s")).select(_GROUP, "i", "s.side", "s.key")
+            .where(F.col("key").isNotNull()).groupBy(_GROUP, "i", "side", "key").count())
 
-    for i, (name, _, kind) in enumerate(cols):
-        base = baseline.get(name)
-        if base is not None and base.kind == kind:
-            profiles[name].psi = _psi_against(base, profiles[name], one, i)
-    return [profiles[n] for n in names]
+
+def _own_bins(counts: DataFrame, cols: list[tuple[str, Any, str]], own: Mapping[Any, Mapping[str, ColumnProfile]],
+              top_k: int) -> dict[tuple[Any, int], list[tuple[str, int]]]:
+    """Fill each profile's histogram (numeric) or top values (strings) from :func:`_counts`; returns the
+    reference-bin counts of the numeric columns per ``(group, column index)``."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    numeric = [i for i, (_, _, kind) in enumerate(cols) if kind == NUMERIC]
+    rank = Window.partitionBy(_GROUP, "i", "side").orderBy(F.col("count").desc(), F.col("key"))
+    kept = counts.withColumn("_rank", F.row_number().over(rank)).where(
+        F.col("i").isin(numeric) | (F.col("_rank") <= top_k))
+    ref_bins: dict[tuple[Any, int], list[tuple[str, int]]] = {}
+    for row in kept.orderBy(_GROUP, "i", "side", "_rank").collect():
+        g, i = row[_GROUP], row["i"]
+        name, _, kind = cols[i]
+        p = own[g][name]
+        if row["side"] == "r":
+            ref_bins.setdefault((g, i), []).append((row["key"], row["count"]))
+        elif kind == NUMERIC:
+            if not p.bin_counts:
+                p.bin_counts = [0] * (len(p.bin_edges) + 1)
+            p.bin_counts[int(row["key"])] = row["count"]
+        else:
+            p.top_values.append((row["key"], row["count"]))
+    return ref_bins
+
+
+def _ref_top_counts(counts: DataFrame, cols: list[tuple[str, Any, str]],
+                    refs: Mapping[Any, Mapping[str, ColumnProfile]]) -> dict[tuple[Any, int, str], int]:
+    """How often each reference top value of a string column occurs in its group."""
+    from pyspark.sql import functions as F
+
+    wanted = [(g, i, v) for g, by_col in refs.items() for i, (name, _, kind) in enumerate(cols)
+              if kind == CATEGORICAL and name in by_col for v, _ in by_col[name].top_values]
+    if not wanted:
+        return {}
+    schema = f"{_GROUP} {counts.schema[_GROUP].dataType.simpleString()}, i int, key string"
+    table = counts.sparkSession.createDataFrame(wanted, schema)
+    found = counts.where(F.col("side") == "o").join(F.broadcast(table), [_GROUP, "i", "key"])
+    return {(r[_GROUP], r["i"], r["key"]): r["count"] for r in found.collect()}
+
+
+def _comparable(base: ColumnProfile, kind: str, max_categories: int | None) -> bool:
+    """Same kind, and for strings few enough values that the top values describe the column."""
+    if base.kind != kind:
+        return False
+    return kind != CATEGORICAL or max_categories is None or (base.distinct or 0) <= max_categories
+
+
+def profile_groups(df: DataFrame, group: str, columns: Sequence[str] | None = None,
+                   reference: Callable[[Any, Mapping[Any, dict[str, ColumnProfile]]], Mapping[str, ColumnProfile]]
+                   | None = None, *, bins: int = 10, top_k: int = 20,
+                   max_categories: int | None = None) -> dict[Any, list[ColumnProfile]]:
+    """:func:`profile` of every value of ``group`` (a ``dt`` range, say) in the same passes over ``df``.
+
+    ``reference(g, profiles)`` gives the baseline of group ``g`` (a mapping column -> profile, possibly
+    empty); ``profiles`` are this call's own profiles of every group (their bin edges set, their
+    histograms filled in before any PSI is computed), so a group may be compared with another one
+    (the previous date of a range).
+    """
+    from pyspark import StorageLevel
+
+    if bins < 2:
+        raise ValueError(f"bins must be >= 2, got {bins}")
+    names = list(columns) if columns is not None else [c for c in default_columns(df) if c != group]
+    missing = [c for c in names if c not in df.columns]
+    if missing:
+        raise ValueError(f"profile: no such columns {missing} (columns: {df.columns})")
+    types = {f.name: f.dataType for f in df.schema.fields}
+    cols = [(n, types[n], _kind(types[n])) for n in names]
+    probs = sorted(set(REPORT_QUANTILES) | set(_edge_probs(bins)))
+    ones = _pass_one(df, group, cols, probs)
+    own = {g: _own_profiles(one, cols, probs, bins) for g, one in sorted(ones.items())}
+    refs = {g: {n: b for n, b in (reference(g, own) if reference else {}).items()
+                if n in types and _comparable(b, _kind(types[n]), max_categories)} for g in own}
+    counts = _counts(df, group, cols, own, refs)
+    ref_bins: dict[tuple[Any, int], list[tuple[str, int]]] = {}
+    tops: dict[tuple[Any, int, str], int] = {}
+    if counts is not None:
+        counts = counts.persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            ref_bins = _own_bins(counts, cols, own, top_k)
+            tops = _ref_top_counts(counts, cols, refs)
+        finally:
+            counts.unpersist()
+    for g, by_col in own.items():
+        for i, (name, _, kind) in enumerate(cols):
+            base = refs[g].get(name)
+            if base is not None and base.kind == kind:
+                by_col[name].psi = _psi_against(base, by_col[name], g, i, ref_bins, tops)
+    return {g: [by_col[n] for n in names] for g, by_col in own.items()}
+
+
+def profile(df: DataFrame, columns: Sequence[str] | None = None,
+            baseline: Mapping[str, ColumnProfile] | None = None, *, bins: int = 10,
+            top_k: int = 20, max_categories: int | None = None) -> list[ColumnProfile]:
+    """Profile ``columns`` (default: :func:`default_columns`) of ``df``; PSI against ``baseline``.
+
+    String columns whose baseline has more than ``max_categories`` distinct values (identifiers,
+    free text) are profiled but get no PSI: their values do not recur from one run to the next.
+    """
+    from pyspark.sql import functions as F
+
+    names = list(columns) if columns is not None else default_columns(df)
+    found = profile_groups(df.withColumn(_WHOLE, F.lit(0)), _WHOLE, names, lambda g, own: baseline or {}, bins=bins,
+                           top_k=top_k, max_categories=max_categories)
+    if not found:  # no rows at all
+        return [ColumnProfile(column=n, data_type=df.schema[n].dataType.simpleString(),
+                              kind=_kind(df.schema[n].dataType), count=0, nulls=0) for n in names]
+    return found[0]
 
 
 def _bin_labels(base: ColumnProfile) -> list[str]:
@@ -337,14 +415,18 @@ def _top_shifts(base: ColumnProfile, expected: Sequence[int], actual: Sequence[i
     return sorted(shares, key=lambda x: -abs(x[2] - x[1]))[:n]
 
 
-def _psi_against(base: ColumnProfile, current: ColumnProfile, one: Mapping[str, Any], i: int) -> float | None:
+def _psi_against(base: ColumnProfile, current: ColumnProfile, g: Any, i: int,
+                 ref_bins: Mapping[tuple[Any, int], list[tuple[str, int]]],
+                 tops: Mapping[tuple[Any, int, str], int]) -> float | None:
     expected = base.distribution()
     if expected is None:
         return None
     if current.kind == NUMERIC:
-        actual = [one[f"{i}_b{j}"] for j in range(len(base.bin_counts))]
+        actual = [0] * len(base.bin_counts)
+        for key, count in ref_bins.get((g, i), []):
+            actual[int(key)] = count
     else:
-        actual = [one[f"{i}_t{j}"] for j in range(len(base.top_values))]
+        actual = [tops.get((g, i, v), 0) for v, _ in base.top_values]
         actual.append(current.present - sum(actual))
     actual.append(current.missing)
     current.shifted = _top_shifts(base, expected, actual)
@@ -447,7 +529,34 @@ class Reference:
     run_id: str | None = None
 
 
-def _partition_distincts(frame: DataFrame, profiles: Sequence[ColumnProfile]) -> dict[str, list[int | None]]:
+def _window_reference(spark: SparkSession, lake: Lake, conf: Conf, table: str,
+                      days: Sequence[str]) -> dict[str, Reference]:
+    """Per date: the ``validate.reference_runs`` latest partitions before it, pooled and profiled, every date's
+    pool in the same passes (each row of a partition goes to the pools of the dates it precedes)."""
+    from pyspark.sql import functions as F
+
+    n, partitions = conf["validate.reference_runs"], lake.partition_values(table)
+    pools = {d: [p for p in partitions if p < d][-n:] for d in days}
+    pools = {d: pool for d, pool in pools.items() if pool}
+    if not pools:
+        return {}
+    serves: dict[str, list[str]] = {}
+    for d, pool in pools.items():
+        for p in pool:
+            serves.setdefault(p, []).append(d)
+    wanted = sorted(serves)
+    frame = lake.read(spark, table, where=_in(wanted))
+    lookup = F.create_map(*[x for p in wanted for x in (F.lit(p), F.array(*[F.lit(d) for d in serves[p]]))])
+    pooled = frame.withColumn(_POOL, F.explode(lookup[F.col("dt")]))
+    columns = default_columns(frame)
+    profiles = profile_groups(pooled, _POOL, columns, bins=conf["validate.bins"], top_k=conf["validate.top_k"])
+    distincts = _partition_distincts(frame, profiles[next(iter(profiles))]) if profiles else {}
+    return {d: Reference(f"{len(pool)} partitions dt={pool[0]}..{pool[-1]}", {p.column: p for p in profiles[d]},
+                         {c: [by_dt.get(p) for p in pool] for c, by_dt in distincts.items()}, dt=pool[-1])
+            for d, pool in pools.items() if d in profiles}
+
+
+def _partition_distincts(frame: DataFrame, profiles: Sequence[ColumnProfile]) -> dict[str, dict[str, int | None]]:
     """Per numeric column, its approximate distinct count in each ``dt`` partition of ``frame``."""
     from pyspark.sql import functions as F
 
@@ -455,25 +564,14 @@ def _partition_distincts(frame: DataFrame, profiles: Sequence[ColumnProfile]) ->
     if not numeric:
         return {}
     rows = frame.groupBy("dt").agg(*[F.approx_count_distinct(F.col(f"`{c}`"), 0.02).alias(c) for c in numeric])
-    out: dict[str, list[int | None]] = {c: [] for c in numeric}
+    out: dict[str, dict[str, int | None]] = {c: {} for c in numeric}
     for row in rows.collect():
         for c in numeric:
-            out[c].append(row[c])
+            out[c][row["dt"]] = row[c]
     return out
 
 
-def _window_reference(spark: SparkSession, lake: Lake, conf: Conf, table: str, day: str) -> Reference | None:
-    """The ``validate.reference_runs`` latest partitions before ``day``, profiled as one."""
-    dates = [d for d in lake.partition_values(table) if d < day][-conf["validate.reference_runs"]:]
-    if not dates:
-        return None
-    frame = lake.read(spark, table, where="dt IN (" + ", ".join(_quote(d) for d in dates) + ")")
-    pooled = profile(frame, bins=conf["validate.bins"], top_k=conf["validate.top_k"])
-    label = f"{len(dates)} partitions dt={dates[0]}..{dates[-1]}"
-    return Reference(label, {p.column: p for p in pooled}, _partition_distincts(frame, pooled), dt=dates[-1])
-
-
-def _pinned_reference(spark: SparkSession, lake: Lake, conf: Conf, table: str, day: str) -> Reference | None:
+def _pinned_reference(spark: SparkSession, lake: Lake, conf: Conf, table: str) -> Reference:
     pinned = conf["validate.reference_date"]
     if not pinned:
         raise ConfError("validate.reference: pinned needs validate.reference_date (YYYY-MM-DD)")
@@ -485,19 +583,48 @@ def _pinned_reference(spark: SparkSession, lake: Lake, conf: Conf, table: str, d
                      {p.column: [p.distinct] for p in profiles}, dt=pinned)
 
 
-def reference_for(spark: SparkSession, lake: Lake, conf: Conf, table: str, day: str) -> Reference | None:
-    """The reference of ``validate.reference`` for ``table``'s partition ``day``; None on a first run."""
-    how = conf["validate.reference"]
-    if how == "window":
-        return _window_reference(spark, lake, conf, table, day)
-    if how == "pinned":
-        return _pinned_reference(spark, lake, conf, table, day)
-    found = load_baseline(spark, lake, lake.uri(STATS_TABLE), table, day)
+def _stored_reference(spark: SparkSession, lake: Lake, table: str, before: str) -> Reference | None:
+    found = load_baseline(spark, lake, lake.uri(STATS_TABLE), table, before)
     if found is None:
         return None
     base_dt, base_run, profiles = found
     return Reference(f"dt={base_dt} run {base_run}", profiles, {c: [p.distinct] for c, p in profiles.items()},
                      dt=base_dt, run_id=base_run)
+
+
+def _references(spark: SparkSession, lake: Lake, conf: Conf, table: str, days: list[str],
+                run_id: str) -> Callable[[str, Mapping[str, list[ColumnProfile] | dict[str, ColumnProfile]]],
+                                         Reference | None]:
+    """``reference(day, profiles)``: the reference of each date of ``days`` (``validate.reference``); with
+    ``previous`` the date before it in ``days`` that has rows (``profiles``: this run's), else the stored run."""
+    how = conf["validate.reference"]
+    if how == "pinned":
+        pinned = _pinned_reference(spark, lake, conf, table)
+        return lambda day, own: pinned
+    if how == "window":
+        windows = _window_reference(spark, lake, conf, table, days)
+        return lambda day, own: windows.get(day)
+    stored = _stored_reference(spark, lake, table, days[0])
+
+    def previous(day: str, own: Mapping[str, Any]) -> Reference | None:
+        earlier = [d for d in days if d < day and own.get(d) and _rows(own[d])]
+        if not earlier:
+            return stored
+        by_col = own[earlier[-1]]
+        profiles = by_col if isinstance(by_col, dict) else {p.column: p for p in by_col}
+        return Reference(f"dt={earlier[-1]} run {run_id}", profiles,
+                         {c: [p.distinct] for c, p in profiles.items()}, dt=earlier[-1], run_id=run_id)
+    return previous
+
+
+def _rows(profiles: list[ColumnProfile] | dict[str, ColumnProfile]) -> int:
+    first = next(iter(profiles.values() if isinstance(profiles, dict) else profiles), None)
+    return first.count if first is not None else 0
+
+
+def reference_for(spark: SparkSession, lake: Lake, conf: Conf, table: str, day: str) -> Reference | None:
+    """The reference of ``validate.reference`` for ``table``'s partition ``day``; None on a first run."""
+    return _references(spark, lake, conf, table, [day], "")(day, {})
 
 
 _INTEGRAL = ("tinyint", "smallint", "int", "bigint")
@@ -560,41 +687,79 @@ def validate_table(spark: SparkSession, conf: Conf, table: str, run_date: dt.dat
     are reported in ``unchecked``; columns with policy ``warn`` are reported in ``warned``.  Returns the
     result; the caller decides whether failures raise (see :func:`run_validate`).
     """
-    lake = Lake.from_conf(conf)
-    day = run_date.isoformat()
-    uri = lake.uri(table)
-    result = TableValidation(table, day, run_id, profiles=[])
-    if not lake.exists(uri):
-        result.problems.append(f"table {table} does not exist at {uri}")
-        return result
-    key = _input_key(conf, lake, table, day)
-    done = _done_before(conf, table, day, key)
-    if done is not None:
-        return done
-    _validate(spark, conf, lake, result)
-    _markers(conf).write_json(_marker(table, day), {"input_key": key, "result": dataclasses.asdict(result)})
+    (result,) = validate_range(spark, conf, table, [run_date], run_id)
     return result
 
 
-def _validate(spark: SparkSession, conf: Conf, lake: Lake, result: TableValidation) -> None:
-    table, day = result.table, result.dt
-    uri, stats_uri = lake.uri(table), lake.uri(STATS_TABLE)
-    df = lake.read(spark, uri, where=f"dt = {_quote(day)}")
-    reference = reference_for(spark, lake, conf, table, day)
-    if reference is not None:
-        result.baseline_dt, result.baseline_run_id = reference.dt, reference.run_id or reference.label
-    result.profiles = profile(df, baseline=reference.profiles if reference else {}, bins=conf["validate.bins"],
-                              top_k=conf["validate.top_k"], max_categories=conf["validate.max_categories"])
-    if not result.profiles or result.profiles[0].count == 0:
-        message = f"no rows in {table} for dt={day}"
-        (result.warnings if table in conf["validate.allow_empty"] else result.problems).append(message)
-        return
-    _gate(conf, result, reference)
-    limits = {p.column: _threshold(table, p.column, conf["validate.psi_threshold"], conf["validate.column_thresholds"])
-              for p in result.profiles}
-    frame = stats_frame(spark, result, limits, dt.datetime.now(dt.UTC))
-    lake.write(frame, stats_uri, mode="overwrite", partition_by=["table_name", "dt"],
-               replace_where=f"table_name = {_quote(table)} AND dt = {_quote(day)}")
+def validate_range(spark: SparkSession, conf: Conf, table: str, dates: Sequence[dt.date],
+                   run_id: str) -> list[TableValidation]:
+    """:func:`validate_table` of each date of ``dates``, in one pass per profiling step over all of them.
+
+    Dates whose input is that of their stored run are ``skipped`` (decided from the logs and markers, before any
+    data is read); the others are profiled together (grouped by ``dt``), each compared with its own reference
+    (with ``reference: previous``, the date before it in the range), and stored in one write.
+    """
+    lake = Lake.from_conf(conf)
+    days = sorted(d.isoformat() for d in dates)
+    if not lake.exists(lake.uri(table)):
+        return [TableValidation(table, d, run_id, profiles=[], problems=[f"table {table} does not exist at "
+                                                                         f"{lake.uri(table)}"]) for d in days]
+    results: dict[str, TableValidation] = {}
+    pending: list[str] = []
+    for day in days:
+        # with reference: previous, a date after one that is validated again is compared with the new run
+        done = None if pending and conf["validate.reference"] == "previous" else _done_before(
+            conf, table, day, _input_key(conf, lake, table, day))
+        if done is not None:
+            results[day] = done
+        else:
+            pending.append(day)
+    if pending:
+        for result in _validate(spark, conf, lake, table, pending, run_id):
+            results[result.dt] = result
+            # keyed after the earlier dates' markers are written: the next date's key reads them
+            _markers(conf).write_json(_marker(table, result.dt), {
+                "input_key": _input_key(conf, lake, table, result.dt), "result": dataclasses.asdict(result)})
+    return [results[d] for d in days]
+
+
+def _in(days: Sequence[str]) -> str:
+    return "dt IN (" + ", ".join(_quote(d) for d in days) + ")"
+
+
+def _validate(spark: SparkSession, conf: Conf, lake: Lake, table: str, days: list[str],
+              run_id: str) -> list[TableValidation]:
+    results = {d: TableValidation(table, d, run_id, profiles=[]) for d in days}
+    # from the log: a date with no files has no rows (a table not partitioned by dt is read as it is)
+    partitions = lake.partition_values(table)
+    present = sorted(set(days) & set(partitions)) if partitions else list(days)
+    found: dict[str, list[ColumnProfile]] = {}
+    if present:
+        references = _references(spark, lake, conf, table, present, run_id)
+        found = profile_groups(lake.read(spark, table, where=_in(present)), "dt",
+                               reference=lambda d, own: references(d, own).profiles if references(d, own) else {},
+                               bins=conf["validate.bins"], top_k=conf["validate.top_k"],
+                               max_categories=conf["validate.max_categories"])
+    written = []
+    for day, result in results.items():
+        result.profiles = found.get(day, [])
+        if not result.profiles or result.profiles[0].count == 0:
+            message = f"no rows in {table} for dt={day}"
+            (result.warnings if table in conf["validate.allow_empty"] else result.problems).append(message)
+            continue
+        reference = references(day, found)
+        if reference is not None:
+            result.baseline_dt, result.baseline_run_id = reference.dt, reference.run_id or reference.label
+        _gate(conf, result, reference)
+        written.append(result)
+    if written:
+        limits = {p.column: _threshold(table, p.column, conf["validate.psi_threshold"],
+                                       conf["validate.column_thresholds"]) for p in written[0].profiles}
+        now = dt.datetime.now(dt.UTC)
+        frame = functools.reduce(lambda a, b: a.unionByName(b), [stats_frame(spark, r, limits, now) for r in written])
+        lake.write(frame, lake.uri(STATS_TABLE), mode="overwrite", partition_by=["table_name", "dt"],
+                   replace_where=f"table_name = {_quote(table)} AND {_in([r.dt for r in written])}")
+    return list(results.values())
 
 
 # -- re-runs: the input of a validation ----------------------------------------------------------------
@@ -651,8 +816,8 @@ def run_validate(spark: SparkSession, conf: Conf, run_date: dt.date | Sequence[d
     Every table and date is profiled and stored before the gate raises, so one report names all failures.
     """
     dates = [run_date] if isinstance(run_date, dt.date) else list(run_date)
-    results = [validate_table(spark, conf, t, day, run_id) for day in dates
-               for t in table_names or conf["validate.tables"]]
+    by_table = [validate_range(spark, conf, t, dates, run_id) for t in table_names or conf["validate.tables"]]
+    results = [r for i in range(len(dates)) for r in (results_of[i] for results_of in by_table)]
     if not all(r.passed for r in results):
         error = DataQualityError(drift_report(results))
         error.results = results
