@@ -832,7 +832,7 @@ def add_arguments(parser) -> None:
     """``--table`` (repeatable; default: conf ``validate.tables``), ``--from``/``--to``."""
     parser.add_argument("--table", action="append", default=None, metavar="LAYER.NAME",
                         help="table to validate (repeatable; default: conf validate.tables)")
-    add_range_arguments(parser, "a range validated in one run, date by date")
+    add_range_arguments(parser, "a range validated in one pass, each date against its own reference")
 
 
 def run(ctx: RunContext, spark: SparkSession, args) -> JobResult[list[TableValidation]]:

@@ -28,7 +28,7 @@ from lakeloop.errors import DataQualityError
 from lakeloop.featuresets import labels
 from lakeloop.featuresets.compute import compute
 from lakeloop.featuresets.load import load_specs
-from lakeloop.featuresets.scope import Scope, day_start, ts_literal
+from lakeloop.featuresets.scope import Scope, T, day_start, micros, ts_literal
 from lakeloop.featuresets.spec import FeatureSet, Specs, TrainingSpec
 from lakeloop.featuresets.training import training_frame
 
@@ -40,7 +40,8 @@ if TYPE_CHECKING:
     from lakeloop.lake import Lake
     from lakeloop.reports import Documents
 
-__all__ = ["Bounds", "Inputs", "set_time", "plan_bounds", "feature_frame", "build_all", "build_range"]
+__all__ = ["Bounds", "Inputs", "set_time", "plan_bounds", "feature_frame", "range_frame", "in_one_pass",
+           "build_all", "build_range"]
 
 log = logging.getLogger(__name__)
 PARTITION = "dt"
@@ -132,6 +133,36 @@ def feature_frame(fs: FeatureSet, read: Any, run_date: dt.date) -> DataFrame:
     return out.withColumn(fs.as_of_column, ts_literal(t)) if fs.as_of_column else out
 
 
+def in_one_pass(fs: FeatureSet) -> bool:
+    """Whether a range of dates of ``fs`` is computed in one pass (:func:`range_frame`): a source spine and no
+    numba kernel (which runs as of one literal time)."""
+    return tuple(fs.spine) == ("source",) and not any(f.kind == "decay" and f.opts.get("impl") == "numba"
+                                                      for f in fs.features)
+
+
+def range_frame(fs: FeatureSet, read: Any, dates: Sequence[dt.date]) -> DataFrame:
+    """The gold rows of ``fs`` for every date of ``dates`` at once, with ``dt``: the same rows as
+    :func:`feature_frame` per date, computed point in time on ``(entity, t)`` spine rows (an entity has a row
+    for a date when it has a source row in that date's window)."""
+    from pyspark.sql import functions as F
+
+    times = {micros(set_time(fs, d)): d.isoformat() for d in dates}
+    window_us = int(fs.max_window.total_seconds() * 1_000_000)
+    rows = read(fs.source)
+    if fs.filter:
+        rows = rows.where(F.expr(fs.filter))
+    at = F.unix_micros(F.col(fs.time))
+    candidates = F.filter(F.array(*[F.lit(t) for t in sorted(times)]), lambda t: (at >= t - window_us) & (at < t))
+    points = (rows.select(*fs.entity, F.explode(candidates).alias("_us")).distinct()
+              .select(*fs.entity, F.timestamp_micros("_us").alias(T)))
+    out = compute(fs, read, Scope(None), base=points)
+    day = F.create_map(*[x for t, d in times.items() for x in (F.lit(t), F.lit(d))])[F.unix_micros(F.col(T))]
+    if fs.as_of_column:
+        out = out.withColumn(fs.as_of_column, F.col(T))
+    return out.withColumn(PARTITION, day).select(*fs.entity, *[f.name for f in fs.features],
+                                                 *([fs.as_of_column] if fs.as_of_column else []), PARTITION)
+
+
 def _input_rows(fs: FeatureSet | None, ts: TrainingSpec | None, read: Any, run_date: dt.date) -> int:
     """Source rows behind an output (for the 0-row check)."""
     from pyspark.sql import functions as F
@@ -162,6 +193,32 @@ def _write(lake: Lake, name: str, table: str, df: DataFrame, run_date: dt.date, 
             raise DataQualityError(f"{name}: 0 rows for dt={day} from {n} input rows; the table is left as it "
                                    f"was (mark the set allow_empty: true if that can be right)")
     return result
+
+
+def _write_range(lake: Lake, output: _Output, df: DataFrame, days: list[dt.date],
+                 input_rows: Any) -> dict[str, WriteResult]:
+    """One partition replace of ``days`` with ``df`` (which has ``dt``); per date its rows, the 0-row check as in
+    :func:`_write`."""
+    from pyspark.sql import functions as F
+
+    from lakeloop.delta.write import WriteResult
+
+    names = [d.isoformat() for d in days]
+    before = lake.version(output.table) if lake.exists(output.table) else None
+    where = f"{PARTITION} IN (" + ", ".join(f"'{d}'" for d in names) + ")"
+    result = lake.write(df, output.table, mode="overwrite", partition_by=[PARTITION], replace_where=where)
+    counts = {r[PARTITION]: r["n"] for r in lake.read(df.sparkSession, output.table, where=where)
+              .groupBy(PARTITION).agg(F.count(F.lit(1)).alias("n")).collect()}
+    log.info("%s -> %s dt=%s..%s: %d rows in one commit", output.name, output.table, names[0], names[-1], result.rows)
+    empty = [d for d in days if not counts.get(d.isoformat())] if not output.allow_empty else []
+    for day in empty:
+        n = input_rows(day)
+        if n:
+            if before is not None:
+                lake.restore(output.table, before)
+            raise DataQualityError(f"{output.name}: 0 rows for dt={day.isoformat()} from {n} input rows; the table "
+                                   f"is left as it was (mark the set allow_empty: true if that can be right)")
+    return {d: WriteResult(version=result.version, files=result.files, rows=counts.get(d, 0)) for d in names}
 
 
 def _selected(specs: Specs, names: list[str] | None) -> tuple[list[FeatureSet], list[TrainingSpec]]:
@@ -300,11 +357,23 @@ def _build(spark: SparkSession, lake: Lake, all_sets: dict[str, FeatureSet], tod
     for output, day, _ in todo:
         bounds.merge(output.bounds(all_sets, day))
     inputs = Inputs(spark, lake, bounds)
+    together: dict[str, list[dt.date]] = {}
+    for output, day, _ in todo:
+        if isinstance(output.spec, FeatureSet) and in_one_pass(output.spec):
+            together.setdefault(output.table, []).append(day)
     try:
+        for output in {o.table: o for o, _, _ in todo}.values():
+            days = together.get(output.table, [])
+            if len(days) > 1:
+                frame = range_frame(output.spec, inputs, days)
+                written = _write_range(lake, output, frame, days, lambda day, o=output: o.input_rows(inputs, day))
+                for d, result in written.items():
+                    results[d][output.table] = result
         for output, day, _ in todo:
-            results[day.isoformat()][output.table] = _write(
-                lake, output.name, output.table, output.frame(all_sets, inputs, day), day, output.allow_empty,
-                lambda output=output, day=day: output.input_rows(inputs, day))
+            if len(together.get(output.table, [])) <= 1:
+                results[day.isoformat()][output.table] = _write(
+                    lake, output.name, output.table, output.frame(all_sets, inputs, day), day, output.allow_empty,
+                    lambda output=output, day=day: output.input_rows(inputs, day))
     finally:
         inputs.close()
     # markers from the logs after the writes: an output that is another output's input is keyed by what it is now
