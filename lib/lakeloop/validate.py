@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import functools
 import hashlib
 import json
 import math
@@ -299,7 +298,7 @@ def _own_bins(counts: DataFrame, cols: list[tuple[str, Any, str]], own: Mapping[
     kept = counts.withColumn("_rank", F.row_number().over(rank)).where(
         F.col("i").isin(numeric) | (F.col("_rank") <= top_k))
     ref_bins: dict[tuple[Any, int], list[tuple[str, int]]] = {}
-    for row in kept.orderBy(_GROUP, "i", "side", "_rank").collect():
+    for row in sorted(kept.collect(), key=lambda r: (r[_GROUP], r["i"], r["side"], r["_rank"])):
         g, i = row[_GROUP], row["i"]
         name, _, kind = cols[i]
         p = own[g][name]
@@ -473,9 +472,8 @@ def drift_report(results: Sequence[TableValidation]) -> str:
 
 # -- the stats table --------------------------------------------------------------------------------------
 
-def stats_frame(spark: SparkSession, result: TableValidation, thresholds: Mapping[str, float],
-                computed_at: dt.datetime) -> DataFrame:
-    """One stats-table row per column of ``result``; ``thresholds`` maps column -> PSI threshold."""
+def stats_rows(result: TableValidation, thresholds: Mapping[str, float], computed_at: dt.datetime) -> list[tuple]:
+    """The stats-table rows of ``result`` (one per column); ``thresholds`` maps column -> PSI threshold."""
     rows = []
     for p in result.profiles:
         limit = thresholds.get(p.column)
@@ -484,7 +482,13 @@ def stats_frame(spark: SparkSession, result: TableValidation, thresholds: Mappin
                      [(q, v) for q, v in p.quantiles], p.bin_edges, p.bin_counts,
                      [(v, c) for v, c in p.top_values], p.psi, limit, result.baseline_dt, result.baseline_run_id,
                      p.psi is None or limit is None or p.psi <= limit))
-    return spark.createDataFrame(rows, STATS_SCHEMA)
+    return rows
+
+
+def stats_frame(spark: SparkSession, result: TableValidation, thresholds: Mapping[str, float],
+                computed_at: dt.datetime) -> DataFrame:
+    """One stats-table row per column of ``result``; ``thresholds`` maps column -> PSI threshold."""
+    return spark.createDataFrame(stats_rows(result, thresholds, computed_at), STATS_SCHEMA)
 
 
 def profiles_from_rows(rows: Sequence[Row]) -> dict[str, ColumnProfile]:
@@ -706,10 +710,11 @@ def validate_range(spark: SparkSession, conf: Conf, table: str, dates: Sequence[
                                                                          f"{lake.uri(table)}"]) for d in days]
     results: dict[str, TableValidation] = {}
     pending: list[str] = []
+    keys = _InputKeys(conf, lake, table)
     for day in days:
         # with reference: previous, a date after one that is validated again is compared with the new run
         done = None if pending and conf["validate.reference"] == "previous" else _done_before(
-            conf, table, day, _input_key(conf, lake, table, day))
+            conf, table, day, keys(day))
         if done is not None:
             results[day] = done
         else:
@@ -719,7 +724,8 @@ def validate_range(spark: SparkSession, conf: Conf, table: str, dates: Sequence[
             results[result.dt] = result
             # keyed after the earlier dates' markers are written: the next date's key reads them
             _markers(conf).write_json(_marker(table, result.dt), {
-                "input_key": _input_key(conf, lake, table, result.dt), "result": dataclasses.asdict(result)})
+                "input_key": keys(result.dt), "result": dataclasses.asdict(result)})
+            keys.written(result.dt)
     return [results[d] for d in days]
 
 
@@ -756,7 +762,7 @@ def _validate(spark: SparkSession, conf: Conf, lake: Lake, table: str, days: lis
         limits = {p.column: _threshold(table, p.column, conf["validate.psi_threshold"],
                                        conf["validate.column_thresholds"]) for p in written[0].profiles}
         now = dt.datetime.now(dt.UTC)
-        frame = functools.reduce(lambda a, b: a.unionByName(b), [stats_frame(spark, r, limits, now) for r in written])
+        frame = spark.createDataFrame([row for r in written for row in stats_rows(r, limits, now)], STATS_SCHEMA)
         lake.write(frame, lake.uri(STATS_TABLE), mode="overwrite", partition_by=["table_name", "dt"],
                    replace_where=f"table_name = {_quote(table)} AND {_in([r.dt for r in written])}")
     return list(results.values())
@@ -778,22 +784,36 @@ def _marker(table: str, day: str) -> str:
     return f"{table}/dt={day}.json"
 
 
-def _input_key(conf: Conf, lake: Lake, table: str, day: str) -> str:
-    """What the validation of ``table``'s partition ``day`` depends on, from table logs and stored markers (no
-    data is read): the partition's files, the reference's (its partitions' files, or the previous run's
-    marker) and the validate settings."""
-    _, files = lake.partition_state(table)
-    how = conf["validate.reference"]
-    if how == "window":
-        reference: Any = [(d, files[d]) for d in sorted(files) if d < day][-conf["validate.reference_runs"]:]
-    elif how == "pinned":
-        reference = [conf["validate.reference_date"], files.get(conf["validate.reference_date"] or "")]
-    else:
-        earlier = [n for n in _markers(conf).list(table, ".json") if n < _marker(table, day)]
-        last = (_markers(conf).read_json(earlier[-1]) or {}) if earlier else {}
-        reference = [earlier[-1], last.get("input_key"), (last.get("result") or {}).get("run_id")] if earlier else None
-    payload = json.dumps([files.get(day), reference, {k: conf[k] for k in _SETTINGS}], sort_keys=True, default=str)
-    return hashlib.sha256(payload.encode()).hexdigest()[:20]
+class _InputKeys:
+    """What the validation of each of ``table``'s partitions depends on, from the table log and the stored markers
+    (no data is read; the log and the marker list are read once): the partition's files, the reference's (its
+    partitions' files, or the previous run's marker) and the validate settings."""
+
+    def __init__(self, conf: Conf, lake: Lake, table: str) -> None:
+        self.conf, self.table = conf, table
+        self.files = lake.partition_state(table)[1]
+        self.markers = sorted(_markers(conf).list(table, ".json")) if conf["validate.reference"] == "previous" else []
+
+    def __call__(self, day: str) -> str:
+        conf, files = self.conf, self.files
+        how = conf["validate.reference"]
+        if how == "window":
+            reference: Any = [(d, files[d]) for d in sorted(files) if d < day][-conf["validate.reference_runs"]:]
+        elif how == "pinned":
+            reference = [conf["validate.reference_date"], files.get(conf["validate.reference_date"] or "")]
+        else:
+            earlier = [n for n in self.markers if n < _marker(self.table, day)]
+            last = (_markers(conf).read_json(earlier[-1]) or {}) if earlier else {}
+            reference = [earlier[-1], last.get("input_key"), (last.get("result") or {}).get("run_id")] \
+                if earlier else None
+        payload = json.dumps([files.get(day), reference, {k: conf[k] for k in _SETTINGS}], sort_keys=True,
+                             default=str)
+        return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+    def written(self, day: str) -> None:
+        """A marker of ``day`` was written (the next date's key reads it)."""
+        if self.conf["validate.reference"] == "previous" and _marker(self.table, day) not in self.markers:
+            self.markers = sorted([*self.markers, _marker(self.table, day)])
 
 
 def _done_before(conf: Conf, table: str, day: str, key: str) -> TableValidation | None:
