@@ -31,6 +31,8 @@ import datetime as dt
 import shlex
 
 STEPS = ("ingest", "curate", "validate", "features", "train", "infer")
+# table maintenance after the steps, whatever they ended with: compaction of the run date's partitions and vacuum
+MAINTENANCE = "optimize"
 ENV_TEMPLATE = "{{ var.value.get('lakeloop_env', 'yarn') }}"
 HOME_TEMPLATE = "{{ var.value.get('lakeloop_home', '/opt/lakeloop') }}"
 # the day that ended: works for data-interval and trigger timetables alike
@@ -41,7 +43,7 @@ NO_RETRY = {2: "usage/configuration error or the pipeline lock is held", 3: "dat
 
 def step_command(job: str, home: str = HOME_TEMPLATE, env: str = ENV_TEMPLATE, date: str = DATE_TEMPLATE) -> str:
     """The bash command of one task: ``cd <home> && ./spark-submit.sh <job> --env <env> --date <date>``."""
-    if job not in STEPS and job != "pipeline":
+    if job not in (*STEPS, MAINTENANCE, "pipeline"):
         raise ValueError(f"unknown lakeloop job {job!r}")
     quote = (lambda s: s) if "{{" in home else shlex.quote
     return f"cd {quote(home)} && ./spark-submit.sh {job} --env {env} --date {date}"
@@ -89,6 +91,8 @@ def build_dag():
             if previous is not None:
                 previous >> task
             previous = task
+        previous >> PythonOperator(task_id=MAINTENANCE, python_callable=run_step, trigger_rule="all_done",
+                                   op_kwargs={"command": step_command(MAINTENANCE)})
     return dag
 
 

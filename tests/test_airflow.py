@@ -33,6 +33,8 @@ render = lambda end: task.render_template(task.op_kwargs, {"data_interval_end": 
 out["command"] = render(interval.end)
 out["trigger_command"] = render(run_after)  # a trigger timetable: data_interval_end == the logical date
 out["retries"] = {t.task_id: t.retries for t in dag.tasks}
+out["optimize"] = {"upstream": sorted(dag.get_task("optimize").upstream_task_ids),
+                   "trigger_rule": str(dag.get_task("optimize").trigger_rule)}
 module = __import__("lakeloop_daily")
 outcomes = {}
 for code in (0, 1, 2, 3, 4):
@@ -60,7 +62,9 @@ def rendered(tmp_path_factory):
 
 
 def test_a_run_processes_the_day_that_ended(rendered):
-    assert rendered["tasks"] == ["ingest", "curate", "validate", "features", "train", "infer"]
+    assert rendered["tasks"] == ["ingest", "curate", "validate", "features", "train", "infer", "optimize"]
+    # maintenance runs after the last step whatever it ended with
+    assert rendered["optimize"] == {"upstream": ["infer"], "trigger_rule": "all_done"}
     assert rendered["command"] == "cd /opt/lakeloop && ./spark-submit.sh train --env yarn --date 2026-11-21"
     assert rendered["trigger_command"] == rendered["command"]
 
@@ -82,7 +86,7 @@ def test_crontab_line_runs_with_only_what_it_sets(tmp_path):
     lines = (ROOT / "airflow" / "crontab.example").read_text().splitlines()
     assign = dict(line.split("=", 1) for line in lines if line and not line.startswith("#") and "=" in line.split()[0])
     jobs = [line.split(None, 5)[5] for line in lines if line[:1].isdigit()]
-    assert len(jobs) == 2
+    assert len(jobs) == 3
     env_file = tmp_path / "lakeloop.env"
     env_file.write_text(f"export LAKELOOP_PYTHON={sys.executable}\n"
                         "export LAKELOOP_MLFLOW_URI=http://mlflow.example:5000\n"
@@ -91,11 +95,13 @@ def test_crontab_line_runs_with_only_what_it_sets(tmp_path):
                 "LAKELOOP_LOG": str(tmp_path / "pipeline.log"), "HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
     yesterday = (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)).isoformat()
     for command in jobs:
-        command = command.replace("\\%", "%").replace("spark-submit.sh pipeline", "spark-submit.sh pipeline --dry-run")
+        job = command.split("spark-submit.sh ", 1)[1].split()[0]
+        command = command.replace("\\%", "%").replace(f"spark-submit.sh {job}", f"spark-submit.sh {job} --dry-run")
         res = subprocess.run([cron_env["SHELL"], "-c", command], env=cron_env, capture_output=True, text=True,
                              timeout=120)
         log = (tmp_path / "pipeline.log").read_text()
         assert res.returncode == 0, log
         line = log.strip().splitlines()[-1]
-        assert f"jobs/pipeline.py --env yarn --set spark.submit.deployMode=client --date {yesterday}" in line
-        assert "--state-dir /var/lib/lakeloop/state" in line and "--deploy-mode client" in line
+        assert f"jobs/{job}.py --env yarn --set spark.submit.deployMode=client --date {yesterday}" in line
+        assert "--deploy-mode client" in line
+        assert job == "optimize" or "--state-dir /var/lib/lakeloop/state" in line

@@ -318,20 +318,26 @@ def test_features_range_reads_once_equals_each_date_and_reruns_only_what_changed
     tables.write(dim_rows(spark, DIM_BASE), conf.table_uri("silver.meta"), mode="overwrite", partition_by=["dt"])
     spec = every_kind_set()
     spec["features"] = [f for f in spec["features"] if f["kind"] != "transform"]
-    spec_dir = write_specs(tmp_path / "specs", {"obs_stats": spec})
+    spine = {**copy.deepcopy(spec), "spine": ["source", "meta"]}  # keys of the dimension as of t too
+    spec_dir = write_specs(tmp_path / "specs", {"obs_stats": spec, "obs_spine": spine})
     args = [a for a in job_args(conf, spec_dir) if a not in ("--date", "2026-03-10")]
     assert main([*args, "--from", days[0].isoformat(), "--to", days[-1].isoformat()]) == 0
-    gold = tables.read(spark, conf.table_uri("gold.obs_stats"))
-    fs = load_specs(directory=spec_dir).sets["obs_stats"]
-    for day in days:
-        expected = feature_frame(fs, reader(spark, rows, DIM_BASE), day)
-        assertDataFrameEqual(gold.where(f"dt = '{day.isoformat()}'").drop("dt"), expected, checkRowOrder=False)
+    for name in ("obs_stats", "obs_spine"):
+        gold = tables.read(spark, conf.table_uri(f"gold.{name}"))
+        fs = load_specs(directory=spec_dir).sets[name]
+        for day in days:
+            expected = feature_frame(fs, reader(spark, rows, DIM_BASE), day)
+            assertDataFrameEqual(gold.where(f"dt = '{day.isoformat()}'").drop("dt"), expected, checkRowOrder=False)
+    spined, plain = (tables.read(spark, conf.table_uri(f"gold.{n}")) for n in ("obs_spine", "obs_stats"))
+    assert spined.count() > plain.count()  # the dimension's keys without events in a window
 
     ranged = conf.with_overrides({"features.spec_dir": str(spec_dir)})
     again = build_range(spark, ranged, days)
     assert all(r.skipped for per_day in again.values() for r in per_day.values())
     tables.write(src_rows(spark, [(9, "a", 1, -20)]), conf.table_uri("silver.obs"), mode="append")  # dt=03-09
     changed = build_range(spark, ranged, days)
+    assert {d: r["gold.obs_spine"].skipped for d, r in changed.items()} == {d: r["gold.obs_stats"].skipped
+                                                                          for d, r in changed.items()}
     assert {d: r["gold.obs_stats"].skipped for d, r in changed.items()} == {
         "2026-03-08": True, "2026-03-09": False, "2026-03-10": False}
     assert tables.read(spark, conf.table_uri("gold.obs_stats")).where("k = 9").select("dt").collect() \

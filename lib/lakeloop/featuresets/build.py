@@ -17,6 +17,7 @@ under ``_reports/features/<table>/dt=<date>.json``).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 import logging
@@ -134,16 +135,32 @@ def feature_frame(fs: FeatureSet, read: Any, run_date: dt.date) -> DataFrame:
 
 
 def in_one_pass(fs: FeatureSet) -> bool:
-    """Whether a range of dates of ``fs`` is computed in one pass (:func:`range_frame`): a source spine and no
-    numba kernel (which runs as of one literal time)."""
-    return tuple(fs.spine) == ("source",) and not any(f.kind == "decay" and f.opts.get("impl") == "numba"
-                                                      for f in fs.features)
+    """Whether a range of dates of ``fs`` is computed in one pass (:func:`range_frame`): every set without a numba
+    kernel (which runs as of one literal time)."""
+    return not any(f.kind == "decay" and f.opts.get("impl") == "numba" for f in fs.features)
+
+
+def _dimension_points(fs: FeatureSet, name: str, read: Any, times: list[int]) -> DataFrame:
+    """``(*entity, _us)``: the keys a spine dimension has as of each time (as :func:`dimension.as_of` picks)."""
+    from pyspark.sql import functions as F
+
+    dim = fs.dimensions[name]
+    rows = read(dim.table)
+    if dim.filter:
+        rows = rows.where(F.expr(dim.filter))
+    keys = [F.col(k).alias(e) for e, k in zip(fs.entity, dim.key, strict=True)]
+    every = F.array(*[F.lit(t) for t in times])
+    if dim.time is None or dim.fallback == "earliest":
+        return rows.select(*keys).distinct().select(*fs.entity, F.explode(every).alias("_us"))
+    first = rows.groupBy(*keys).agg(F.min(F.unix_micros(F.col(dim.time))).alias("_first"))
+    seen = (lambda t: F.col("_first") <= t) if dim.include_t else (lambda t: F.col("_first") < t)
+    return first.select(*fs.entity, F.explode(F.filter(every, seen)).alias("_us"))
 
 
 def range_frame(fs: FeatureSet, read: Any, dates: Sequence[dt.date]) -> DataFrame:
     """The gold rows of ``fs`` for every date of ``dates`` at once, with ``dt``: the same rows as
     :func:`feature_frame` per date, computed point in time on ``(entity, t)`` spine rows (an entity has a row
-    for a date when it has a source row in that date's window)."""
+    for a date when it has a source row in that date's window, or is a key of a spine dimension as of it)."""
     from pyspark.sql import functions as F
 
     times = {micros(set_time(fs, d)): d.isoformat() for d in dates}
@@ -153,8 +170,10 @@ def range_frame(fs: FeatureSet, read: Any, dates: Sequence[dt.date]) -> DataFram
         rows = rows.where(F.expr(fs.filter))
     at = F.unix_micros(F.col(fs.time))
     candidates = F.filter(F.array(*[F.lit(t) for t in sorted(times)]), lambda t: (at >= t - window_us) & (at < t))
-    points = (rows.select(*fs.entity, F.explode(candidates).alias("_us")).distinct()
-              .select(*fs.entity, F.timestamp_micros("_us").alias(T)))
+    spines = [rows.select(*fs.entity, F.explode(candidates).alias("_us"))] if "source" in fs.spine else []
+    spines += [_dimension_points(fs, name, read, sorted(times)) for name in fs.spine if name != "source"]
+    union = functools.reduce(lambda a, b: a.unionByName(b), spines)
+    points = union.distinct().select(*fs.entity, F.timestamp_micros("_us").alias(T))
     out = compute(fs, read, Scope(None), base=points)
     day = F.create_map(*[x for t, d in times.items() for x in (F.lit(t), F.lit(d))])[F.unix_micros(F.col(T))]
     if fs.as_of_column:
