@@ -34,7 +34,7 @@ out["command"] = render(interval.end)
 out["trigger_command"] = render(run_after)  # a trigger timetable: data_interval_end == the logical date
 out["retries"] = {t.task_id: t.retries for t in dag.tasks}
 out["optimize"] = {"upstream": sorted(dag.get_task("optimize").upstream_task_ids),
-                   "trigger_rule": str(dag.get_task("optimize").trigger_rule)}
+                   "trigger_rule": getattr(dag.get_task("optimize").trigger_rule, "value", None)}
 module = __import__("lakeloop_daily")
 outcomes = {}
 for code in (0, 1, 2, 3, 4):

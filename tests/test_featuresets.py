@@ -315,7 +315,8 @@ def test_features_range_reads_once_equals_each_date_and_reruns_only_what_changed
     days = [RUN_DATE - dt.timedelta(days=2), RUN_DATE - dt.timedelta(days=1), RUN_DATE]
     rows = BASE_ROWS + DAY_ROWS
     tables.write(src_rows(spark, rows), conf.table_uri("silver.obs"), mode="overwrite", partition_by=["dt"])
-    tables.write(dim_rows(spark, DIM_BASE), conf.table_uri("silver.meta"), mode="overwrite", partition_by=["dt"])
+    dims = [*DIM_BASE, (7, "iron", -30)]  # key 7: no event, a key of the spine dimension from 03-09 on
+    tables.write(dim_rows(spark, dims), conf.table_uri("silver.meta"), mode="overwrite", partition_by=["dt"])
     spec = every_kind_set()
     spec["features"] = [f for f in spec["features"] if f["kind"] != "transform"]
     spine = {**copy.deepcopy(spec), "spine": ["source", "meta"]}  # keys of the dimension as of t too
@@ -326,7 +327,7 @@ def test_features_range_reads_once_equals_each_date_and_reruns_only_what_changed
         gold = tables.read(spark, conf.table_uri(f"gold.{name}"))
         fs = load_specs(directory=spec_dir).sets[name]
         for day in days:
-            expected = feature_frame(fs, reader(spark, rows, DIM_BASE), day)
+            expected = feature_frame(fs, reader(spark, rows, dims), day)
             assertDataFrameEqual(gold.where(f"dt = '{day.isoformat()}'").drop("dt"), expected, checkRowOrder=False)
     spined, plain = (tables.read(spark, conf.table_uri(f"gold.{n}")) for n in ("obs_spine", "obs_stats"))
     assert spined.count() > plain.count()  # the dimension's keys without events in a window
