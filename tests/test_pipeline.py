@@ -162,6 +162,7 @@ def test_run_report_json_and_html(conf, tmp_path):
     result.closed_loop = [{"date": DAY.isoformat(), "metric": "auc", "model_version": "7", "decision": "refused",
                            "model_value": 0.5, "champion_version": "6", "champion_value": 0.8,
                            "served_date": "2026-11-02", "served_items": 40, "clicks": 6, "ctr": 0.15}]
+    result.closed_loop_columns = dict(conf["closed_loop.reactions"])  # the app's: clicks, purchases, served CTR
     json_path, html_path = pipeline.write_report(result, pipeline.report_dir(conf))
     assert json_path == Path(conf.path("warehouse")) / "_reports" / "pipeline" / "rep1.json"
     data = json.loads(json_path.read_text())
@@ -194,8 +195,8 @@ def test_closed_loop_metrics_per_day_from_train_reports_and_datagen_manifests(co
                      "model_version": "2", "decision": "promoted",
                      "model_value": 0.9, "champion_version": "2", "champion_value": 0.9,
                      "served_date": "2026-11-01", "served_model_version": "1", "served_items": 50,
-                     "reaction_events": 40, "clicks": 7, "purchases": 3, "ctr": 0.14}]
-    header, line = format_table(rows)
+                     "reaction_events": 40, "views": 30, "clicks": 7, "purchases": 3, "ctr": 0.14}]
+    header, line = format_table(rows, conf["closed_loop.reactions"])
     assert header.split()[:4] == ["date", "model", "gate", "holdout"] and "0.1400" in line and "promoted" in line
 
 
@@ -281,7 +282,12 @@ def test_airflow_dag_file_defines_one_task_per_step_in_order():
     distinct, not retried: tests/test_airflow.py)."""
     tree = ast.parse((ROOT / "airflow" / "lakeloop_daily.py").read_text())
     calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "PythonOperator"]
-    assert len(calls) == 1 and {k.arg for k in calls[0].keywords} >= {"task_id", "python_callable", "op_kwargs"}
+    assert len(calls) == 2 and all({k.arg for k in c.keywords} >= {"task_id", "python_callable", "op_kwargs"}
+                                   for c in calls)
+    calls.sort(key=lambda c: any(k.arg == "trigger_rule" for k in c.keywords))  # the steps' call, then maintenance
+    maintenance = {k.arg: k.value for k in calls[1].keywords}
+    assert ast.literal_eval(maintenance["trigger_rule"]) == "all_done"
+    assert getattr(maintenance["task_id"], "id", "") == "MAINTENANCE"
     loop = next(n for n in ast.walk(tree) if isinstance(n, ast.For) and calls[0] in list(ast.walk(n)))
     assert isinstance(loop.iter, ast.Name) and loop.iter.id == "STEPS"
     chained = [n for n in ast.walk(loop) if isinstance(n, ast.BinOp) and isinstance(n.op, ast.RShift)]
@@ -296,7 +302,8 @@ def test_airflow_dag_file_defines_one_task_per_step_in_order():
 def test_crontab_example_runs_the_pipeline_job():
     lines = [x for x in (ROOT / "airflow" / "crontab.example").read_text().splitlines()
              if x.strip() and not x.startswith("#") and "=" not in x.split()[0]]
-    assert lines and all(len(x.split()) > 5 and "spark-submit.sh pipeline" in x for x in lines)
+    assert lines and all(len(x.split()) > 5 for x in lines)
+    assert [x.split("spark-submit.sh ", 1)[1].split()[0] for x in lines] == ["pipeline", "pipeline", "optimize"]
 
 
 _DAGBAG_CHECK = """
@@ -323,7 +330,7 @@ def test_airflow_dagbag_loads_the_dag_with_tasks_chained_in_step_order(tmp_path)
                          capture_output=True, text=True, timeout=300, check=True)
     found = json.loads(out.stdout.strip().splitlines()[-1])
     assert found["errors"] == {} and found["dags"] == ["lakeloop_daily"]
-    steps = [s.name for s in DAILY_STEPS]
+    steps = [s.name for s in DAILY_STEPS] + ["optimize"]  # table maintenance after the last step
     assert found["tasks"] == steps
     assert found["downstream"] == {a: ([b] if b else []) for a, b in zip(steps, steps[1:] + [None], strict=True)}
     dag = _airflow_module()

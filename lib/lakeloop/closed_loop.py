@@ -1,5 +1,6 @@
 """The closed loop in the run report: per day the trained model's holdout metric and gate decision, and
-the click-through of what was served the day before.
+the reactions to what was served the day before (the counts the app's sample data records; which of them
+the table shows, and under which titles, is conf ``closed_loop.reactions``).
 
 :func:`rows_from_steps` builds the table from what the pipeline's steps returned (the train step's gate,
 the reactions the landing day's manifest records); :func:`daily_metrics` builds it from stored reports
@@ -10,7 +11,7 @@ the loop (reactions to yesterday's served lists) lives in :mod:`lakeloop.datagen
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from lakeloop.lake import Lake
@@ -39,13 +40,17 @@ def _model_row(report: dict[str, Any]) -> dict[str, Any]:
             "champion_value": gate.get("challenger_value") if promoted else gate.get("champion_value")}
 
 
+_SERVED = ("served_date", "served_model_version", "served_items")
+
+
 def _reaction_row(manifest: dict[str, Any]) -> dict[str, Any]:
+    """What the landing day's manifest says of the reactions to the lists served the day before: which lists
+    (date, model version, items) and every count the app measured."""
     r = manifest.get("reactions")
     if not r:
         return {}
-    return {"served_date": r.get("served_date"), "served_model_version": r.get("served_model_version"),
-            "served_items": r.get("served_items"), "reaction_events": r.get("events"), "clicks": r.get("clicks"),
-            "purchases": r.get("purchases"), "ctr": r.get("ctr")}
+    counts = {k: v for k, v in r.items() if k not in (*_SERVED, "events")}
+    return {**{k: r.get(k) for k in _SERVED}, "reaction_events": r.get("events"), **counts}
 
 
 def _row(date: str, train: dict[str, Any] | None, manifest: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -82,8 +87,7 @@ def rows_from_steps(steps: Iterable[Any]) -> list[dict[str, Any]]:
 
 _COLUMNS = (("date", "date"), ("model_version", "model"), ("decision", "gate"), ("model_value", "holdout {m}"),
             ("champion_version", "champion"), ("champion_value", "champion {m}"), ("served_date", "reacting to"),
-            ("served_model_version", "served model"), ("served_items", "served"), ("clicks", "clicks"),
-            ("purchases", "purchases"), ("ctr", "served CTR"))
+            ("served_model_version", "served model"), ("served_items", "served"))
 
 
 def _cell(value: Any) -> str:
@@ -92,15 +96,18 @@ def _cell(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-def table_rows(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    """Header and cells of the closed-loop table; the metric is the gate's (AUC by default)."""
+def table_rows(rows: list[dict[str, Any]],
+               reactions: Mapping[str, str] | None = None) -> tuple[list[str], list[list[str]]]:
+    """Header and cells of the closed-loop table; the metric is the gate's (AUC by default).  ``reactions``
+    (conf ``closed_loop.reactions``: reaction count -> column title) are the app's columns after ``served``."""
     metric = next((r["metric"] for r in rows if r.get("metric")), "auc")
-    return ([title.format(m=metric) for _, title in _COLUMNS],
-            [[_cell(r.get(key)) for key, _ in _COLUMNS] for r in rows])
+    columns = [*_COLUMNS, *(reactions or {}).items()]
+    return ([title.format(m=metric) for _, title in columns],
+            [[_cell(r.get(key)) for key, _ in columns] for r in rows])
 
 
-def format_table(rows: list[dict[str, Any]]) -> list[str]:
-    """The closed-loop table as aligned text lines, header first."""
-    header, body = table_rows(rows)
+def format_table(rows: list[dict[str, Any]], reactions: Mapping[str, str] | None = None) -> list[str]:
+    """The closed-loop table as aligned text lines, header first (``reactions``: see :func:`table_rows`)."""
+    header, body = table_rows(rows, reactions)
     widths = [max(len(x) for x in col) for col in zip(header, *body, strict=True)]
     return ["  ".join(x.ljust(w) for x, w in zip(line, widths, strict=True)).rstrip() for line in [header, *body]]

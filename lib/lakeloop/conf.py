@@ -242,6 +242,8 @@ SPEC: dict[str, Field] = {
     "infer.candidates_per_user": _f("int", "candidate items scored per user (favourite categories' popular "
                                     "items and the user's recent items)"),
     "infer.categories_per_user": _f("int", "favourite categories (by decayed affinity) candidates come from"),
+    "closed_loop.reactions": _f("dict", "reaction counts of the sample data's manifests shown in the closed-loop "
+                                "table after the served lists, count -> column title", flat_keys=True),
     "infer.top_n": _f("int", "best-scored items per user pushed to the serving store"),
     "infer.batch_size": _f("int", "rows per Arrow batch given to the model "
                            "(spark.sql.execution.arrow.maxRecordsPerBatch while scoring)"),
@@ -376,6 +378,7 @@ DEFAULTS: dict[str, Any] = {
     "train.feature_baselines": True,
     "train.baselines": {},
     "infer.min_rows": 1,
+    "closed_loop.reactions": {},
     "infer.top_n": 10,
     "infer.batch_size": 10000,
     "infer.table": "gold.predictions",

@@ -49,11 +49,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--events", type=int, default=None, help="events per day (default: conf datagen.events)")
 
 
-def _print_closed_loop(rows: list[dict]) -> None:
+def _print_closed_loop(rows: list[dict], reactions: dict[str, str]) -> None:
     """The per-day model metric and served click-through (see docs/pipeline.md, closed loop)."""
     if rows:
         print("demo: closed loop (model trained each day; reactions to the previous day's served lists)")
-        for line in format_table(rows):
+        for line in format_table(rows, reactions):
             print(f"demo:   {line}")
 
 
@@ -149,8 +149,9 @@ def run(ctx, spark, args: argparse.Namespace) -> JobResult[list[StepRecord]]:
         run.log_file = str(log_file)
         run.exit_code = _run_steps(ctx, args, run.steps)
         run.closed_loop = rows_from_steps(run.steps)
+        run.closed_loop_columns = dict(ctx.conf["closed_loop.reactions"])
         if run.exit_code == 0:
-            _print_closed_loop(run.closed_loop)
+            _print_closed_loop(run.closed_loop, run.closed_loop_columns)
             if dates:
                 _print_realtime(ctx, dates[-1])
         run.finished_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")

@@ -150,6 +150,7 @@ class PipelineRun:
     steps: list[StepRecord] = field(default_factory=list)
     stale_lock: dict[str, Any] | None = None
     closed_loop: list[dict[str, Any]] = field(default_factory=list)
+    closed_loop_columns: dict[str, str] = field(default_factory=dict)  # conf closed_loop.reactions
     log_file: str = ""
 
     def as_dict(self) -> dict[str, Any]:
@@ -430,7 +431,8 @@ def run(ctx, spark, args: argparse.Namespace, *, steps: Sequence[Step] | None = 
                               force=args.force, state=state)
         result.log_file = str(log_file)
     result.closed_loop = closed_loop.rows_from_steps(result.steps)
-    for line in closed_loop.format_table(result.closed_loop) if result.closed_loop else ():
+    result.closed_loop_columns = dict(ctx.conf["closed_loop.reactions"])
+    for line in closed_loop.format_table(result.closed_loop, result.closed_loop_columns) if result.closed_loop else ():
         print(f"pipeline: {line}", flush=True)
     json_path, html_path = write_report(result, report_dir(ctx.conf), ctx.conf)
     print(f"pipeline: run {ctx.run_id} exit code {result.exit_code}; report {json_path} {html_path}", flush=True)

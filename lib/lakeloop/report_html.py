@@ -64,13 +64,13 @@ def _summary_cell(summary: dict[str, Any]) -> str:
     return "<br>".join(lines)
 
 
-def _closed_loop_table(rows: list[dict[str, Any]]) -> str:
+def _closed_loop_table(rows: list[dict[str, Any]], reactions: dict[str, str]) -> str:
     """The per-date model metric and served click-through (:func:`lakeloop.closed_loop.daily_metrics`)."""
     if not rows:
         return ""
     from lakeloop.closed_loop import table_rows
 
-    header, body = table_rows(rows)
+    header, body = table_rows(rows, reactions)
     head = "".join(f"<th>{escape(h)}</th>" for h in header)
     cells = "\n".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in line) + "</tr>" for line in body)
     return f"""<h2>Closed loop</h2>
@@ -137,6 +137,6 @@ exit code <b>{report['exit_code']}</b>{_log_file(report)}</p>
 <table><tr><th>date</th><th>step</th><th>status</th><th>exit code</th><th>seconds</th><th>summary</th></tr>
 {rows}
 </table>
-{_closed_loop_table(report.get("closed_loop") or [])}{_charts_section(report)}\
+{_closed_loop_table(report.get("closed_loop") or [], report.get("closed_loop_columns") or {})}{_charts_section(report)}\
 {_models_section(models or [], mlflow_command)}</body></html>
 """
