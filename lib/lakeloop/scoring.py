@@ -185,11 +185,16 @@ def parse_scoring(value: Any, origin: str) -> tuple[ScoringSpec, dict[str, Any]]
 
 
 def required(spec: ScoringSpec | None, origin: str) -> ScoringSpec:
-    """``spec`` with its rows and serving declared, else a ConfError saying what ``infer`` needs."""
+    """``spec`` with its rows and serving declared and its generator importable, else a ConfError.
+
+    What ``infer`` checks before any Spark work (``origin`` names the conf when there is no spec).
+    """
     for key in ("rows", "serving"):
         if spec is None or getattr(spec, key) is None:
             where = spec.origin if spec is not None else origin
             raise ConfError(f"{where}: scoring.{key}: required to run infer (see docs/inference.md, scoring specs)")
+    if spec.rows.kind == "generator":
+        _plugin(spec)
     return spec
 
 
