@@ -1,6 +1,7 @@
 """Scoring specs (the ``scoring:`` section of conf/models/<name>.yaml): spec errors exit 2 naming file and key,
 and a non-recommender regression model scores the rows of a SQL query or a table with the features of its
-training set, loads the serving store under the declared key, and refuses too few rows (exit 3) without
+training set, loads the serving store under the declared key, and refuses too few rows (exit 3) or a serving field
+it lacks (exit 2) without
 touching the table or the store."""
 
 from __future__ import annotations
@@ -108,7 +109,7 @@ def test_sql_and_table_rows_are_scored_and_served_by_key(spark, tmp_path, regres
     np.testing.assert_allclose([v["score"] for v in values[:2]], [want[2], want[4]], rtol=1e-6)
 
 
-def test_too_few_rows_exit_3_and_the_store_keeps_its_version(spark, tmp_path, regression_model):
+def test_too_few_rows_or_a_wrong_serving_field_change_neither_table_nor_store(spark, tmp_path, regression_model):
     from lakeloop import tables
     from lakeloop.serving import open_store
 
@@ -122,6 +123,9 @@ def test_too_few_rows_exit_3_and_the_store_keeps_its_version(spark, tmp_path, re
         with pytest.raises(DataQualityError, match=message) as err:
             infer.score_for_date(spark, few, few.scoring, DAY, "r2", ref)
         assert err.value.exit_code == 3
+    wrong = lake_conf(spark, tmp_path, {**SQL_SPEC, "serving": {"key": "k", "value": "v", "fields": ["k", "price"]}})
+    with pytest.raises(ConfError, match=r"demand\.yaml: scoring\.serving: the predictions have no column 'price'"):
+        infer.score_for_date(spark, wrong, wrong.scoring, DAY, "r3", ref)
     assert open_store(conf).current_version() == served
     assert tables.version(conf.table_uri("gold.demand_scores")) == table_version
 

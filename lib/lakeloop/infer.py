@@ -322,8 +322,9 @@ def _write_scored(spark: SparkSession, conf: Conf, spec: ScoringSpec, run_date: 
         by_key = [spec.serving.key] if spec.serving.rank_by else []
         frame = frame.repartition(partitions, *by_key).persist()
         check_scoring_rows(frame.count(), conf["infer.min_rows"], f"{conf['infer.table']} dt={day}")
-        scored = (_ranked(score(frame, ref, _features(ref, conf, frame), rows.columns, loads, conf["train.task"]),
-                          spec.serving)
+        scored = score(frame, ref, _features(ref, conf, frame), rows.columns, loads, conf["train.task"])
+        scoring.check_serving(spec, scored.columns)  # before the write: a bad spec changes nothing
+        scored = (_ranked(scored, spec.serving)
                   .withColumn("model_name", F.lit(ref.name)).withColumn("model_version", F.lit(ref.version))
                   .withColumn("run_id", F.lit(run_id))
                   .withColumn("scored_at", F.current_timestamp()).withColumn("dt", F.lit(day)))

@@ -55,7 +55,8 @@ if TYPE_CHECKING:
     from lakeloop.lake import Lake
 
 __all__ = ["ROWS", "AS_OF", "SCORE", "PREDICTION", "RANK", "RowsSpec", "ServingSpec", "ScoringSpec", "parse_scoring",
-           "required", "scoring_time", "rows_to_score", "feature_frame", "order_columns", "serving_frame"]
+           "required", "scoring_time", "rows_to_score", "feature_inputs", "feature_frame", "order_columns",
+           "check_serving", "serving_frame"]
 
 ROWS = ("table", "sql", "generator")
 AS_OF = ("end_of_day", "start_of_day")
@@ -309,15 +310,20 @@ def order_columns(serving: ServingSpec) -> list[Column]:
     return [F.col(c).desc() if desc else F.col(c).asc() for c, desc in serving.rank_by]
 
 
-def serving_frame(predictions: DataFrame, serving: ServingSpec, top_n: int, partitions: int) -> DataFrame:
-    """``(key, value)`` to load: one row per key (see the module docstring)."""
-    from pyspark.sql import functions as F
-
+def check_serving(spec: ScoringSpec, columns: list[str]) -> None:
+    """ConfError when the serving key, ranking, fields or value name a column the scored rows lack."""
+    serving = spec.serving
     plain = () if serving.fields else (serving.value,)
-    missing = [c for c in (serving.key, *serving.fields, *plain) if c not in predictions.columns]
+    wanted = (serving.key, *(c for c, _ in serving.rank_by), *serving.fields, *plain)
+    missing = [c for c in wanted if c not in columns]
     if missing:
-        raise ConfError(f"scoring.serving: the predictions have no column {missing[0]!r} "
-                        f"(columns: {', '.join(predictions.columns)})")
+        raise ConfError(f"{spec.origin}: scoring.serving: the predictions have no column {missing[0]!r} "
+                        f"(columns: {', '.join(columns)})")
+
+
+def serving_frame(predictions: DataFrame, serving: ServingSpec, top_n: int, partitions: int) -> DataFrame:
+    """``(key, value)`` to load: one row per key (see the module docstring; :func:`check_serving` first)."""
+    from pyspark.sql import functions as F
     entry = F.struct(*[F.col(c) for c in serving.fields]) if serving.fields else None
     if not serving.rank_by:
         value = entry if entry is not None else F.col(serving.value)
