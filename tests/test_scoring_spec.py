@@ -1,8 +1,7 @@
 """Scoring specs (the ``scoring:`` section of conf/models/<name>.yaml): spec errors exit 2 naming file and key,
 and a non-recommender regression model scores the rows of a SQL query or a table with the features of its
-training set, loads the serving store under the declared key, and refuses too few rows (exit 3) or a serving field
-it lacks (exit 2) without
-touching the table or the store."""
+training set, loads the serving store under the declared key, and refuses too few rows (exit 3) or a serving
+field it lacks (exit 2) without touching the table or the store."""
 
 from __future__ import annotations
 
