@@ -40,7 +40,7 @@ os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
 import numpy as np  # noqa: E402
 from lakeloop import infer  # noqa: E402
-from lakeloop.train.data import FEATURES  # noqa: E402
+from lakeloop_apps.recommender.model import FEATURES, KEYS  # noqa: E402
 
 TARGET_VS_SINGLE = 0.85
 TARGET_VS_SPARK_UDF = 3.0
@@ -64,7 +64,7 @@ def train_model(x: np.ndarray, label: np.ndarray, path: Path):
     booster = xgb.train({"objective": "binary:logistic", "max_depth": 6, "eta": 0.1, "nthread": 2},
                         xgb.DMatrix(x[sample], label=label[sample], feature_names=FEATURES), num_boost_round=100)
     mlflow.xgboost.save_model(booster, str(path), model_format="ubj")
-    return booster, infer.ModelRef("bench", "1", str(path), infer._flavors(str(path)))
+    return booster, infer.model_ref("bench", "1", str(path))
 
 
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -154,7 +154,7 @@ def spark_paths(spark, df, ref, rows: int, cores: int, repeat: int,
     import mlflow.pyfunc
     from pyspark.sql import functions as F
 
-    out = {"mapInArrow": timed_write(infer.score(df, ref), rows, cores, repeat),
+    out = {"mapInArrow": timed_write(infer.score(df, ref, FEATURES, KEYS), rows, cores, repeat),
            "floor": timed_write(exchange_floor(df), rows, cores, repeat)}
     pyfunc = mlflow.pyfunc.spark_udf(spark, ref.artifact_uri, result_type="double", env_manager="local")
     udf_frame = df.select("user_id", "item_id", pyfunc(F.struct(*FEATURES)).alias("score"))
@@ -175,11 +175,11 @@ def exchange_floor(df):
 
     def constant(batches):
         for batch in batches:
-            yield pa.RecordBatch.from_arrays([*(batch.column(c) for c in infer.KEYS),
-                                              pa.array(np.zeros(batch.num_rows))], [*infer.KEYS, infer.SCORE])
+            yield pa.RecordBatch.from_arrays([*(batch.column(c) for c in KEYS),
+                                              pa.array(np.zeros(batch.num_rows))], [*KEYS, infer.SCORE])
 
-    inputs = df.select(*infer.KEYS, *[F.col(c).cast("double").alias(c) for c in FEATURES])
-    schema = StructType([*(inputs.schema[c] for c in infer.KEYS), StructField(infer.SCORE, DoubleType())])
+    inputs = df.select(*KEYS, *[F.col(c).cast("double").alias(c) for c in FEATURES])
+    schema = StructType([*(inputs.schema[c] for c in KEYS), StructField(infer.SCORE, DoubleType())])
     return inputs.mapInArrow(constant, schema)
 
 

@@ -22,7 +22,7 @@ from lakeloop import infer  # noqa: E402
 from lakeloop.conf import load_conf  # noqa: E402
 from lakeloop.runtime import needs_spark35  # noqa: E402
 from lakeloop.train import bigdl_flavor, registry  # noqa: E402
-from lakeloop.train.data import FEATURES, LABEL, split_holdout  # noqa: E402
+from lakeloop_apps.recommender.model import FEATURES, LABEL, split_holdout  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
 from tests.conftest import ROOT  # noqa: E402
@@ -77,7 +77,7 @@ def test_bulk_scoring_with_bigdl_matches_the_pyfunc(spark, trained):
     holdout = holdout_pandas(spark, conf)
     frame = spark.createDataFrame(holdout[["user_id", "item_id", *FEATURES]]).repartition(3)
     loads = spark.sparkContext.accumulator(0)
-    scored = infer.score(frame, ref, loads=loads).toPandas()
+    scored = infer.score(frame, ref, FEATURES, ["user_id", "item_id"], loads=loads).toPandas()
     assert list(scored.columns) == ["user_id", "item_id", "score"] and len(scored) == len(holdout)
     assert loads.value == 1
     merged = holdout.merge(scored, on=["user_id", "item_id"], validate="one_to_one")

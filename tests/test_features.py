@@ -11,10 +11,10 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from lakeloop import features, kernels
+from lakeloop import kernels
 from lakeloop.conf import load_conf
 from lakeloop.featuresets import Scope, compute, day_start, load_specs, training_frame
-from lakeloop_apps.recommender.reference import FeatureParams
+from lakeloop_apps.recommender.reference import GOLD_TABLES, FeatureParams
 
 from tests.conftest import ROOT
 
@@ -296,7 +296,7 @@ def snapshot(spark, conf):
     from lakeloop import tables
 
     out = {}
-    for name in features.GOLD_TABLES:
+    for name in GOLD_TABLES:
         df = tables.read(spark, conf.table_uri(name))
         out[name] = sorted(map(str, df.drop("as_of").collect()))
     return out
@@ -314,7 +314,7 @@ def test_features_job_writes_gold_and_is_idempotent(spark, conf):
     assert main(["--date", "2026-11-09", *args]) == 0
     assert main(["--date", "2026-11-10", *args]) == 0
     first = snapshot(spark, conf)
-    versions = {name: tables.version(conf.table_uri(name)) for name in features.GOLD_TABLES}
+    versions = {name: tables.version(conf.table_uri(name)) for name in GOLD_TABLES}
     assert main(["--date", "2026-11-10", *args]) == 0  # re-run replaces the date's partition
     assert snapshot(spark, conf) == first
     assert all(tables.version(conf.table_uri(n)) > v for n, v in versions.items())

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from lakeloop.train import baselines, bootstrap, gate, metrics, tasks
-from lakeloop.train.data import FEATURES, LABEL
 from lakeloop.train.xgboost import BACKEND
+from lakeloop_apps.recommender.model import FEATURES, LABEL
 
 from tests.test_train import RUN_DATE, training_pandas
 

@@ -1,18 +1,25 @@
-"""Bulk inference: candidates, the scoring frame against the training features, mapInArrow scoring
-with the xgboost fast path and the pyfunc fallback (model loads counted in the workers), and the
-infer job end to end on generated data with a trained champion, on SQLite and Redis stores."""
+"""Bulk inference: the recommender's candidates and scoring features (equal to the hand-written path's),
+mapInArrow scoring with the xgboost fast path and the pyfunc fallback (model loads counted in the
+workers), the task's outputs, and the infer job end to end on generated data with a trained champion,
+on SQLite and Redis stores."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 import numpy as np
 import pandas as pd
 import pytest
-from lakeloop import features, infer
-from lakeloop.train.data import FEATURES
+from lakeloop import infer
+from lakeloop.featuresets import build
+from lakeloop.featuresets.training import feature_rows
+from lakeloop_apps.recommender import reference
+from lakeloop_apps.recommender.candidates import candidate_pairs
+from lakeloop_apps.recommender.model import FEATURES, KEYS
+from pyspark.testing import assertDataFrameEqual
 
-from tests.test_features import HISTORY, LABEL_DAY, LABEL_TS, PARAMS, make_events, make_items
+from tests.test_features import HISTORY, LABEL_DAY, LABEL_TS, PARAMS, declared, make_events, make_items, reader
 
 END_OF_RUN_DATE = LABEL_TS + dt.timedelta(days=1)
 
@@ -38,21 +45,38 @@ def rows_by_pair(df):
     return {(r["user_id"], r["item_id"]): r.asDict() for r in df.collect()}
 
 
-# -- features: the training code, as of the scoring time --------------------------------------------------
+def scoring_features(specs, read, pairs, as_of):
+    """The recommender's scoring frame as infer builds it: the training set's joins on the pairs, as of ``as_of``."""
+    from pyspark.sql import functions as F
 
-@pytest.mark.slow
-def test_scoring_frame_has_the_training_features_of_the_same_pairs(spark, events, items):
-    train = features.training_set(events, items, LABEL_TS, PARAMS)
-    want = rows_by_pair(train.select("user_id", "item_id", *[train[c].cast("double").alias(c) for c in FEATURES]))
-    pairs = spark.createDataFrame(list(want), "user_id long, item_id long")
-    got = rows_by_pair(infer.scoring_frame(events, items, pairs, LABEL_TS, PARAMS))
-    assert got == want and len(got) > 4
+    rows = feature_rows(specs.training["training_set"], specs.sets, read, pairs, as_of)
+    return rows.select(*KEYS, *[F.col(c).cast("double").alias(c) for c in FEATURES])
 
 
-def test_scoring_frame_counts_events_up_to_the_scoring_time(spark, events, items):
+def hand_written_scoring_frame(events, items, pairs, as_of, params):
+    """What infer scored before scoring specs: ``reference.training_set`` given the history before ``as_of``
+    plus one synthetic label event per pair at ``as_of``, negative sampling off."""
+    from pyspark.sql import functions as F
+
+    at = F.timestamp_micros(F.lit(int(as_of.timestamp() * 1_000_000)))
+    history = events.where(F.col("ts") < at)
+    marks = (pairs.select(*KEYS).distinct().withColumn("type", F.lit(params.label_types[0])).withColumn("ts", at)
+             .withColumn("event_id", F.concat(F.lit("_score_"), F.col("user_id").cast("string"), F.lit("_"),
+                                              F.col("item_id").cast("string"))))
+    marks = marks.select(*[F.col(f.name).cast(f.dataType) if f.name in marks.columns
+                           else F.lit(None).cast(f.dataType).alias(f.name) for f in history.schema.fields])
+    rows = reference.training_set(history.unionByName(marks), items, as_of,
+                                  dataclasses.replace(params, negatives_per_positive=0))
+    return rows.select(*KEYS, *[F.col(c).cast("double").alias(c) for c in FEATURES])
+
+
+# -- features: the training set's own code, as of the scoring time -----------------------------------------
+
+def test_scoring_features_count_events_up_to_the_scoring_time(spark, events, items):
     pairs = spark.createDataFrame([(11, 3), (12, 5), (12, 2)], "user_id long, item_id long")
-    before = rows_by_pair(infer.scoring_frame(events, items, pairs, LABEL_TS, PARAMS))
-    after = rows_by_pair(infer.scoring_frame(events, items, pairs, END_OF_RUN_DATE, PARAMS))
+    specs, read = declared(PARAMS), reader(events, items)
+    before = rows_by_pair(scoring_features(specs, read, pairs, LABEL_TS))
+    after = rows_by_pair(scoring_features(specs, read, pairs, END_OF_RUN_DATE))
     assert set(before) == set(after) == {(11, 3), (12, 5), (12, 2)}  # exactly the pairs: no sampled negatives
     # the purchase of item 3 by user 11 on the run date counts at the end of that day, not at its start
     assert (before[(11, 3)]["user_purchases"], after[(11, 3)]["user_purchases"]) == (0.0, 1.0)
@@ -60,14 +84,39 @@ def test_scoring_frame_counts_events_up_to_the_scoring_time(spark, events, items
     assert after[(12, 5)]["item_purchases"] == 1.0 and before[(12, 5)]["item_purchases"] == 0.0
 
 
+def test_recommender_scores_equal_the_hand_written_path(spark, xgb_model, tmp_path):
+    """Seeded demo data: the candidates' features and scores equal those of the hand-written
+    ``reference.training_set`` path that infer used before scoring specs."""
+    from tests.test_featuresets_recommender import seeded_silver
+
+    events, items = (f.cache() for f in seeded_silver(spark, n_events=1200, users=30, items=20))
+    run_date, params = dt.date(2026, 11, 1), reference.FeatureParams()
+    specs, read = declared(params), reader(events, items)
+    as_of = reference.day_start(run_date) + dt.timedelta(days=1)
+    pairs = candidate_pairs(build.feature_frame(specs.sets["user_favours"], read, run_date),
+                            build.feature_frame(specs.sets["item_stats"], read, run_date), 8, 2).cache()
+    got = scoring_features(specs, read, pairs, as_of).cache()
+    want = hand_written_scoring_frame(events, items, pairs, as_of, params).cache()
+    assert got.count() == pairs.count() > 100
+    assertDataFrameEqual(got, want)
+    # infer's scores of the new frame are the model's predictions of the old one
+    import xgboost as xgb
+
+    booster = xgb_model[1]
+    scored = infer.score(got, saved_xgb(booster, tmp_path / "model"), FEATURES, KEYS).toPandas()
+    old = scored[[*KEYS]].merge(want.toPandas(), on=list(KEYS), how="left")  # in the scored rows' order
+    np.testing.assert_allclose(scored["score"], booster.predict(xgb.DMatrix(old[FEATURES], feature_names=FEATURES)),
+                               rtol=1e-6)
+
+
 def test_candidates_are_recent_items_and_favourite_categories_bounded(spark, events, items):
-    favours = features.user_favours(events, items, END_OF_RUN_DATE, PARAMS)
-    stats = features.item_stats(events, items, END_OF_RUN_DATE, PARAMS)
+    favours = reference.user_favours(events, items, END_OF_RUN_DATE, PARAMS)
+    stats = reference.item_stats(events, items, END_OF_RUN_DATE, PARAMS)
     cats = {r["item_id"]: r["category"] for r in stats.collect()}
     fav = {r["user_id"]: r for r in favours.collect()}
 
     got: dict[int, set[int]] = {}
-    for r in infer.candidates(favours, stats, per_user=3, categories=1).collect():
+    for r in candidate_pairs(favours, stats, per_user=3, categories=1).collect():
         got.setdefault(r["user_id"], set()).add(r["item_id"])
     assert set(got) == set(fav)
     for user, picked in got.items():
@@ -77,12 +126,12 @@ def test_candidates_are_recent_items_and_favourite_categories_bounded(spark, eve
         assert all(i in recent[:1] or cats[i] == top_cat for i in picked), (user, picked, top_cat)
     assert 5 in got[10]  # user 10's most recent like
 
-    wide = infer.candidates(favours, stats, per_user=50, categories=3).where("user_id = 10").collect()
+    wide = candidate_pairs(favours, stats, per_user=50, categories=3).where("user_id = 10").collect()
     recent10 = {x["item_id"] for kind in ("likes", "reviews", "purchases") for x in fav[10][kind]}
     in_fav_cats = {i for i, c in cats.items() if c in fav[10]["category_affinity"]}
     assert {r["item_id"] for r in wide} == recent10 | in_fav_cats
     with pytest.raises(ValueError, match="must be >= 1"):
-        infer.candidates(favours, stats, per_user=0, categories=1)
+        candidate_pairs(favours, stats, per_user=0, categories=1)
 
 
 # -- scoring ------------------------------------------------------------------------------------------------
@@ -96,25 +145,29 @@ def random_features(n: int, seed: int) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def xgb_model(tmp_path_factory):
-    import mlflow.xgboost
     import xgboost as xgb
 
     train = random_features(2000, 1)
     label = (train["item_price"] + train["user_events"] > 0).astype(int)
     booster = xgb.train({"objective": "binary:logistic", "max_depth": 3, "nthread": 1},
                         xgb.DMatrix(train, label=label, feature_names=FEATURES), num_boost_round=20)
-    path = tmp_path_factory.mktemp("xgb") / "model"
+    return saved_xgb(booster, tmp_path_factory.mktemp("xgb") / "model"), booster
+
+
+def saved_xgb(booster, path):
+    """``booster`` as an MLflow model at ``path`` (its own artifact URI: no worker has it cached)."""
+    import mlflow.xgboost
+
     mlflow.xgboost.save_model(booster, str(path), model_format="ubj")
-    ref = infer.ModelRef("m", "1", str(path), infer._flavors(str(path)))
-    return ref, booster
+    return infer.model_ref("m", "1", str(path))
 
 
-def scored_against(spark, ref, frame, partitions=8, batch=37):
+def scored_against(spark, ref, frame, partitions=8, batch=37, task="binary"):
     sdf = spark.createDataFrame(frame.assign(user_id=np.arange(len(frame)), item_id=7)).repartition(partitions)
     loads = spark.sparkContext.accumulator(0)
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(batch))
     try:
-        out = infer.score(sdf, ref, loads=loads).toPandas().sort_values("user_id")
+        out = infer.score(sdf, ref, FEATURES, KEYS, loads=loads, task=task).toPandas().sort_values("user_id")
     finally:
         spark.conf.unset("spark.sql.execution.arrow.maxRecordsPerBatch")
     return out, loads.value
@@ -149,8 +202,8 @@ def test_pyfunc_fallback_for_other_flavours(spark, tmp_path):
             return 1 / (1 + np.exp(-(model_input["item_price"] - model_input["user_events"])))
 
     mlflow.pyfunc.save_model(str(tmp_path / "pyfunc"), python_model=Logistic(), signature=model_signature(FEATURES))
-    ref = infer.ModelRef("m", "2", str(tmp_path / "pyfunc"), infer._flavors(str(tmp_path / "pyfunc")))
-    assert "xgboost" not in ref.flavors
+    ref = infer.model_ref("m", "2", str(tmp_path / "pyfunc"))
+    assert "xgboost" not in ref.flavors and ref.features == tuple(FEATURES)
     frame = random_features(300, 3)
     out, loads = scored_against(spark, ref, frame, partitions=4, batch=50)
     want = 1 / (1 + np.exp(-(frame["item_price"].astype("float32") - frame["user_events"].astype("float32"))))
@@ -158,9 +211,43 @@ def test_pyfunc_fallback_for_other_flavours(spark, tmp_path):
     assert 1 <= loads <= 2
 
 
+def test_multiclass_scores_are_the_predicted_class_and_its_probability(spark, tmp_path):
+    import mlflow.pyfunc
+    from lakeloop.train.run import model_signature
+
+    class Softmax(mlflow.pyfunc.PythonModel):  # local: pickled by value into the model
+        """Three class probabilities from two features, as a multiclass model's p_0..p_2 frame."""
+
+        def predict(self, context, model_input, params=None):
+            logits = np.stack([model_input["item_price"], model_input["user_events"], np.zeros(len(model_input))], 1)
+            p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+            return pd.DataFrame(p, columns=["p_0", "p_1", "p_2"])
+
+    mlflow.pyfunc.save_model(str(tmp_path / "mc"), python_model=Softmax(),
+                             signature=model_signature(FEATURES, "multiclass", 3))
+    frame = random_features(200, 4)
+    out, _ = scored_against(spark, infer.model_ref("m", "3", str(tmp_path / "mc")), frame, partitions=2,
+                            batch=64, task="multiclass")
+    logits = np.stack([frame["item_price"], frame["user_events"], np.zeros(len(frame))], 1).astype("float32")
+    p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    assert list(out.columns) == ["user_id", "item_id", "score", "prediction"]
+    assert out["prediction"].tolist() == p.argmax(axis=1).tolist()
+    np.testing.assert_allclose(out["score"].to_numpy(), p.max(axis=1), rtol=1e-5)
+
+
+def test_task_outputs():
+    two = np.array([[0.2, 0.8], [0.9, 0.1]])
+    assert infer.task_outputs(two, "binary")[0].tolist() == [0.8, 0.1]  # the positive class's column
+    assert infer.task_outputs(np.array([1.5, -2.0]), "regression")[0].tolist() == [1.5, -2.0]
+    score, prediction = infer.task_outputs(np.array([[0.2, 0.5, 0.3], [0.6, 0.3, 0.1]]), "multiclass")
+    assert score.tolist() == [0.5, 0.6] and prediction.tolist() == [1, 0]
+    with pytest.raises(infer.LakeloopError, match="class probabilities"):
+        infer.task_outputs(np.array([0.1, 0.2]), "multiclass")
+
+
 def test_scoring_frame_without_features_is_refused(spark, xgb_model):
     with pytest.raises(Exception, match="lacks columns item_price"):
-        infer.score(spark.range(3).selectExpr("id AS user_id", "id AS item_id"), xgb_model[0])
+        infer.score(spark.range(3).selectExpr("id AS user_id", "id AS item_id"), xgb_model[0], FEATURES, KEYS)
 
 
 # -- the job end to end: generated data -> gold -> trained champion -> infer ----------------------------------
@@ -229,7 +316,7 @@ def test_infer_end_to_end_on_sqlite_then_redis(spark, pipeline, redis_server, mo
 
     # the store serves the new version, with one top-5 list for every scored user
     assert sqlite.current_version() == result.serving_version == f"2026-11-02-v{champion}-run1"
-    assert sqlite.load_info(result.serving_version).count == result.users == len(per_user)
+    assert sqlite.load_info(result.serving_version).count == result.keys == len(per_user)
     users = [int(u) for u in per_user.index[:20]]
     assert sqlite.get_many(users) == [top_from_table(first, u, 5) for u in users]
 
@@ -242,13 +329,13 @@ def test_infer_end_to_end_on_sqlite_then_redis(spark, pipeline, redis_server, mo
     pd.testing.assert_frame_equal(second[cols].sort_values(cols).reset_index(drop=True),
                                   first[cols].sort_values(cols).reset_index(drop=True))
     redis = open_store(on_redis)
-    assert redis.current_version() == again.serving_version and again.users == result.users
+    assert redis.current_version() == again.serving_version and again.keys == result.keys
     assert redis.get_many(users) == sqlite.get_many(users)
     with pytest.raises(infer.ModelNotFound, match="version 999 not found"):
         infer.infer_for_date(spark, on_redis, RUN_DATE, "run3", model_version=999)
 
     # a serving load failing in one partition never switches: the job fails, the old version serves
-    monkeypatch.setattr(infer, "push_top_items", failing_in_partition(infer.push_top_items, 1))
+    monkeypatch.setattr(infer, "push_serving", failing_in_partition(infer.push_serving, 1))
     assert importlib_main("infer")(["--date", "2026-11-02", *args]) == 1
     assert sqlite.current_version() == result.serving_version
     assert sqlite.versions() == [result.serving_version]  # the failed load was aborted
@@ -259,10 +346,10 @@ def failing_in_partition(push, partition: int):
     """Fault injection: ``push`` whose frame raises in Spark partition ``partition`` while it is loaded."""
     from pyspark.sql import functions as F
 
-    def push_failing(store, top, version):
+    def push_failing(store, frame, version, serving):
         failing = F.when(F.spark_partition_id() == partition,
                          F.raise_error(F.lit(f"injected failure in partition {partition}")))
-        return push(store, top.withColumn("top_items", failing.otherwise(F.col("top_items"))), version)
+        return push(store, frame.withColumn(serving.value, failing.otherwise(F.col(serving.value))), version, serving)
 
     return push_failing
 

@@ -13,8 +13,8 @@ if not pyspark.__version__.startswith("3.5."):
 from lakeloop import tables  # noqa: E402
 from lakeloop.session import RunContext, build_session  # noqa: E402
 from lakeloop.train.base import Backend, get_backend  # noqa: E402
-from lakeloop.train.data import FEATURES  # noqa: E402
 from lakeloop.train.dataset import load_model_data  # noqa: E402
+from lakeloop_apps.recommender.model import FEATURES  # noqa: E402
 
 from tests.test_train import RUN_DATE, training_frame, write_gold  # noqa: E402
 

@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 from lakeloop import tables
 from lakeloop.errors import EXIT_GATE_REFUSED, DataQualityError
-from lakeloop.train import data as train_data
 from lakeloop.train import registry
 from lakeloop.train.dataset import load_model_data
+from lakeloop_apps.recommender import model as train_data
 from pyspark.sql import functions as F
 
 RUN_DATE = dt.date(2026, 11, 10)

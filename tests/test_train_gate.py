@@ -13,10 +13,10 @@ import mlflow.pyfunc
 import numpy as np
 import pytest
 from lakeloop.train import gate, registry, report
-from lakeloop.train.data import FEATURES, LABEL
 from lakeloop.train.run import model_signature
 from lakeloop.train.spec import model_conf
 from lakeloop.train.xgboost import BACKEND
+from lakeloop_apps.recommender.model import FEATURES, LABEL
 
 from tests.test_train import RUN_DATE, training_pandas
 

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from lakeloop import tables
 from lakeloop.train import gpu, registry
-from lakeloop.train.data import FEATURES, LABEL, split_holdout
 from lakeloop.train.prep import feature_moments
 from lakeloop.train.torch import BACKEND, build_network
+from lakeloop_apps.recommender.model import FEATURES, LABEL, split_holdout
 from sklearn.metrics import roc_auc_score
 
 from tests.test_train import RUN_DATE, training_frame, training_pandas

@@ -78,9 +78,9 @@ def _served_user(conf, preferred: int) -> int | None:
     predictions table; None when nothing is served."""
     from pyspark.sql import SparkSession
 
-    from lakeloop.infer import KEYS
     from lakeloop.lake import Lake
     from lakeloop.serving import open_store
+    from lakeloop.train.spec import model_conf
 
     with open_store(conf) as store:
         if store.lookup(preferred) is not None:
@@ -89,7 +89,8 @@ def _served_user(conf, preferred: int) -> int | None:
         if not lake.exists(conf["infer.table"]):
             return None
         spark = SparkSession.builder.getOrCreate()
-        for row in lake.read(spark, conf["infer.table"]).select(KEYS[0]).distinct().orderBy(KEYS[0]).take(20):
+        key = model_conf(conf).scoring.serving.key
+        for row in lake.read(spark, conf["infer.table"]).select(key).distinct().orderBy(key).take(20):
             if store.lookup(row[0]) is not None:
                 return int(row[0])
     return None

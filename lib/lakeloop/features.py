@@ -2,26 +2,12 @@
 
 The sets are conf files (``conf/features/*.yaml``, ``conf/training_sets/*.yaml``), computed by
 :mod:`lakeloop.featuresets`; see docs/features.md.  :func:`run` is the job body.
-
-The hand-written feature code of the built-in recommender, which the declarative sets replaced,
-lives in :mod:`lakeloop_apps.recommender.reference`; its names are re-exported here because bulk
-inference still computes its scoring features with that ``training_set`` (until scoring is
-declared in conf as well).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from typing import TYPE_CHECKING, Any
-
-from lakeloop_apps.recommender.reference import (  # noqa: F401 - re-exported for lakeloop.infer
-    GOLD_TABLES,
-    FeatureParams,
-    day_start,
-    item_stats,
-    training_set,
-    user_favours,
-)
 
 from lakeloop.featuresets import build_all, build_range, load_specs
 from lakeloop.job import JobResult, add_range_arguments, run_dates
@@ -32,8 +18,7 @@ if TYPE_CHECKING:
     from lakeloop.conf import Conf
     from lakeloop.session import RunContext
 
-__all__ = ["build_gold", "load_specs", "FeatureParams", "day_start", "training_set", "user_favours", "item_stats",
-           "GOLD_TABLES", "DESCRIPTION", "add_arguments", "run"]
+__all__ = ["build_gold", "load_specs", "DESCRIPTION", "add_arguments", "run"]
 
 DESCRIPTION = "every declared feature set and training set of --date (or each date of --from/--to) into gold.<name>"
 

@@ -1,36 +1,31 @@
-"""Bulk inference: score candidate user x item pairs of a run date, write ``gold.predictions`` and
-push each user's top-N items to the serving store.
+"""Bulk inference: score the rows of a run date that the model spec's ``scoring:`` section declares,
+write them to ``infer.table`` and load the serving store.
 
-:func:`infer_for_date` is the body of ``jobs/infer.py``:
+:func:`infer_for_date` is the body of ``jobs/infer.py``; the scoring spec is read by
+:mod:`lakeloop.scoring` (docs/inference.md):
 
-1. :func:`resolve_model` -- the registered model version holding ``@champion`` (or a given version)
-   and the URI of its artifacts.
-2. :func:`candidates` -- per user, the most popular items of the user's favourite categories plus
-   the items the user recently liked, reviewed or bought, at most ``infer.candidates_per_user``.
-3. :func:`scoring_frame` -- the training features of every candidate pair as of the end of the run
-   date, computed by :func:`lakeloop.features.training_set` itself (see below).
+1. :func:`resolve_model` -- the registered model version holding ``@champion`` (or a given version),
+   the URI of its artifacts, its flavours and the feature columns of its signature.
+2. Rows: :func:`lakeloop.scoring.rows_to_score` -- a table, SQL, or the app's generator.
+3. Features: the training set's features of every row as of the scoring time, computed by the code
+   that built the training rows (:func:`lakeloop.featuresets.training.feature_rows`).
 4. :func:`score` -- ``mapInArrow``: each Python worker loads the model once (module-level cache
    keyed by the artifact URI) and scores Arrow batches as numpy matrices; an xgboost model is
    scored with ``Booster.inplace_predict``, any other flavour through ``mlflow.pyfunc``.  A ``bigdl``
    model is scored by BigDL itself where BigDL is installed (the Spark 3.5 runtime, where
-   ``spark-submit.sh`` sends such an ``infer``), otherwise by its numpy pyfunc.
-5. The date's partition of ``infer.table`` is replaced; the top ``infer.top_n`` items per user are
+   ``spark-submit.sh`` sends such an ``infer``), otherwise by its numpy pyfunc.  ``score`` is the
+   task's output: the positive-class probability (binary), the value (regression), the probability
+   of the predicted class with the class in ``prediction`` (multiclass).
+5. The date's partition of ``infer.table`` is replaced; the serving frame
+   (:func:`lakeloop.scoring.serving_frame`: a value per key, or per-key lists of the best rows) is
    loaded into the serving store as a new version and switched to only when every key arrived
    (:func:`lakeloop.serving.load_dataframe`).
-
-Same features as training
--------------------------
-``training_set(events, items, label_ts)`` labels the pairs with an event of ``label_types`` in
-``[label_ts, label_ts + label_window)`` and computes every feature from the events before
-``label_ts`` only.  Scoring therefore hands it the history before the end of the run date plus one
-synthetic label event per candidate pair at that instant, with negative sampling off: its rows are
-exactly the candidates, with features computed by the very code the model was trained on.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
+import gc
 import importlib.util
 import logging
 import threading
@@ -38,11 +33,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from lakeloop import features
+from lakeloop import scoring
 from lakeloop.errors import DataQualityError, LakeloopError
 from lakeloop.job import JobResult
 from lakeloop.lake import Lake
-from lakeloop.train.data import FEATURES
+from lakeloop.scoring import PREDICTION, RANK, SCORE
 
 if TYPE_CHECKING:
     import numpy as np
@@ -51,17 +46,17 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
     from lakeloop.conf import Conf
+    from lakeloop.scoring import ScoringSpec, ServingSpec
     from lakeloop.serving import ServingStore
     from lakeloop.session import RunContext
 
-__all__ = ["ModelRef", "InferResult", "ModelNotFound", "resolve_model", "candidates", "scoring_frame",
-           "score", "load_scorer", "top_items", "serving_version", "infer_for_date", "check_scoring_rows"]
+__all__ = ["ModelRef", "InferResult", "ModelNotFound", "TASKS", "resolve_model", "score", "load_scorer",
+           "serving_version", "push_serving", "score_for_date", "infer_for_date",
+           "check_scoring_rows"]
 
 log = logging.getLogger(__name__)
 
-SCORE = "score"
-RANK = "rank"
-KEYS = ("user_id", "item_id")
+TASKS = ("binary", "regression", "multiclass")
 
 
 class ModelNotFound(LakeloopError):
@@ -76,6 +71,7 @@ class ModelRef:
     version: str
     artifact_uri: str
     flavors: tuple[str, ...] = ()
+    features: tuple[str, ...] = ()  # the signature's input columns (empty: the model has no signature)
 
 
 @dataclass
@@ -84,7 +80,7 @@ class InferResult:
 
     model: ModelRef
     rows: int
-    users: int
+    keys: int
     serving_version: str
     model_loads: int
     scoring_partitions: int
@@ -109,18 +105,21 @@ def resolve_model(conf: Conf, version: str | int | None = None) -> ModelRef:
         wanted = f"version {version}" if version is not None else f"@{registry.CHAMPION}"
         raise ModelNotFound(f"model {name} {wanted} not found in {registry.registry_uri(conf)}: "
                             f"{exc.message}") from None
-    return ModelRef(name=name, version=str(mv.version), artifact_uri=uri,
-                    flavors=_flavors(f"models:/{name}/{mv.version}"))
+    return model_ref(name, str(mv.version), uri, f"models:/{name}/{mv.version}")
 
 
-def _flavors(model_uri: str) -> tuple[str, ...]:
+def model_ref(name: str, version: str, artifact_uri: str, model_uri: str | None = None) -> ModelRef:
+    """A :class:`ModelRef` with the flavours and signature features read from ``model_uri`` (default: the artifacts)."""
     from mlflow.models import get_model_info
 
-    return tuple(get_model_info(model_uri).flavors)
+    info = get_model_info(model_uri or artifact_uri)
+    features = tuple(info.signature.inputs.input_names()) if info.signature is not None else ()
+    return ModelRef(name=name, version=version, artifact_uri=artifact_uri, flavors=tuple(info.flavors),
+                    features=features)
 
 
 class _Scorer:
-    """Positive-class probabilities of a loaded model for a float32 feature matrix."""
+    """The raw output of a loaded model for a float32 feature matrix (:func:`task_outputs` reads it)."""
 
     def __init__(self, ref: ModelRef, features: Sequence[str]) -> None:
         self.features = list(features)
@@ -143,11 +142,27 @@ class _Scorer:
         import numpy as np
 
         if self._booster is not None:
-            return self._booster.inplace_predict(matrix, validate_features=False)
+            return np.asarray(self._booster.inplace_predict(matrix, validate_features=False))
         import pandas as pd
 
-        out = np.asarray(self._pyfunc.predict(pd.DataFrame(matrix.astype("float64"), columns=self.features)))
-        return out[:, -1] if out.ndim == 2 else out
+        out = self._pyfunc.predict(pd.DataFrame(matrix.astype("float64"), columns=self.features))
+        if hasattr(out, "columns") and any(str(c).startswith("p_") for c in out.columns):
+            out = out[[c for c in out.columns if str(c).startswith("p_")]]  # a multiclass signature's p_0..p_k-1
+        return np.asarray(out)
+
+
+def task_outputs(raw: np.ndarray, task: str) -> list[np.ndarray]:
+    """``[score]``, or ``[score, prediction]`` for multiclass, from a model's raw output (see :func:`score`)."""
+    import numpy as np
+
+    raw = np.asarray(raw, dtype="float64")
+    if task == "multiclass":
+        if raw.ndim != 2:
+            raise LakeloopError(f"a multiclass model must output class probabilities, got shape {raw.shape}")
+        return [raw.max(axis=1), raw.argmax(axis=1).astype("int32")]
+    if raw.ndim == 2:
+        raw = raw[:, -1] if task == "binary" else raw[:, 0]  # binary: the positive class's column
+    return [raw]
 
 
 # worker-side cache: Python workers are reused across tasks (spark.python.worker.reuse), so every
@@ -184,39 +199,53 @@ class _ScoreBatches:
     ref: ModelRef
     features: tuple[str, ...]
     keep: tuple[str, ...]
+    task: str = "binary"
     loads: Accumulator | None = None
 
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         import pyarrow as pa
 
         scorer, loaded = load_scorer(self.ref, self.features)
-        if loaded and self.loads is not None:
-            self.loads.add(1)
+        if loaded:
+            # PySpark gc.collect()s after every task of a reused worker: frozen, the model's objects are not rescanned
+            gc.freeze()
+            if self.loads is not None:
+                self.loads.add(1)
+        names = [*self.keep, *_outputs(self.task)]
         for batch in batches:
-            scores = scorer(feature_matrix(batch, self.features)).astype("float64", copy=False)
-            yield pa.RecordBatch.from_arrays([*(batch.column(c) for c in self.keep), pa.array(scores)],
-                                             names=[*self.keep, SCORE])
+            outputs = task_outputs(scorer(feature_matrix(batch, self.features)), self.task)
+            yield pa.RecordBatch.from_arrays([*(batch.column(c) for c in self.keep), *map(pa.array, outputs)],
+                                             names=names)
 
 
-def score(df: DataFrame, ref: ModelRef, features: Sequence[str] = FEATURES, keep: Sequence[str] = KEYS,
-          loads: Accumulator | None = None) -> DataFrame:
-    """``keep`` columns of ``df`` plus ``score``, the model's positive-class probability.
+def _outputs(task: str) -> tuple[str, ...]:
+    return (SCORE, PREDICTION) if task == "multiclass" else (SCORE,)
 
-    Features are cast to double before they leave the JVM.  ``loads`` (an integer accumulator)
-    counts the model loads in the workers.  The Arrow batch size is
+
+def score(df: DataFrame, ref: ModelRef, features: Sequence[str], keep: Sequence[str],
+          loads: Accumulator | None = None, task: str = "binary") -> DataFrame:
+    """``keep`` columns of ``df`` plus the model's output for ``task``.
+
+    ``score`` is the positive-class probability (binary), the predicted value (regression) or the
+    probability of the predicted class (multiclass, whose class index is ``prediction``).  Features
+    are cast to double before they leave the JVM.  ``loads`` (an integer accumulator) counts the
+    model loads in the workers.  The Arrow batch size is
     ``spark.sql.execution.arrow.maxRecordsPerBatch`` when the frame is computed.
     """
     from pyspark.sql import functions as F
-    from pyspark.sql.types import DoubleType, StructField, StructType
+    from pyspark.sql.types import DoubleType, IntegerType, StructField, StructType
 
+    if task not in TASKS:
+        raise ValueError(f"task {task!r}: expected one of {', '.join(TASKS)}")
     missing = [c for c in (*keep, *features) if c not in df.columns]
     if missing:
         raise LakeloopError(f"scoring frame lacks columns {', '.join(missing)}")
     inputs = df.select(*keep, *[F.col(c).cast("double").alias(c) for c in features if c not in keep])
     if "bigdl" in ref.flavors and importlib.util.find_spec("bigdl") is not None:
         return _score_bigdl(inputs, ref, features, keep, loads)
-    schema = StructType([*(inputs.schema[c] for c in keep), StructField(SCORE, DoubleType(), True)])
-    return inputs.mapInArrow(_ScoreBatches(ref, tuple(features), tuple(keep), loads), schema)
+    types = {SCORE: DoubleType(), PREDICTION: IntegerType()}
+    schema = StructType([*(inputs.schema[c] for c in keep), *(StructField(c, types[c], True) for c in _outputs(task))])
+    return inputs.mapInArrow(_ScoreBatches(ref, tuple(features), tuple(keep), task, loads), schema)
 
 
 def _score_bigdl(inputs: DataFrame, ref: ModelRef, features: Sequence[str], keep: Sequence[str],
@@ -232,73 +261,22 @@ def _score_bigdl(inputs: DataFrame, ref: ModelRef, features: Sequence[str], keep
     return score_frame(inputs, local, list(features), list(keep), SCORE)
 
 
-# -- candidates and features ---------------------------------------------------------------------------
-def candidates(favours: DataFrame, stats: DataFrame, per_user: int, categories: int) -> DataFrame:
-    """``(user_id, item_id)``: at most ``per_user`` items for every user of ``favours``.
+# -- rows, features, outputs ---------------------------------------------------------------------------
+def _features(ref: ModelRef, conf: Conf, frame: DataFrame) -> list[str]:
+    """The model's signature columns, else the model spec's features as ``train`` chose them."""
+    from lakeloop.train.dataset import feature_columns
 
-    Up to half are the user's recent items (likes, reviews, purchases, most recent first); the rest
-    are the most popular items of the user's ``categories`` favourite categories (by decayed
-    affinity), taken in turn from each category.  Deterministic: ties break on ids.
-    """
+    return list(ref.features) or feature_columns(conf, frame)
+
+
+def _ranked(scored: DataFrame, serving: ServingSpec) -> DataFrame:
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    if per_user < 1 or categories < 1:
-        raise ValueError(f"candidates per user ({per_user}) and categories ({categories}) must be >= 1")
-    recent_ids = F.concat(*[F.transform(F.coalesce(F.col(c), F.array()), lambda x: x["item_id"])
-                            for c in ("likes", "reviews", "purchases")])
-    recent = (favours.select("user_id", F.posexplode(F.array_distinct(recent_ids)).alias("_ord", "item_id"))
-              .where(F.col("_ord") < max(per_user // 2, 1)))
-    top_cats = (favours.select("user_id", F.explode("category_affinity").alias("category", "_affinity"))
-                .withColumn("_cat_rank", F.row_number().over(
-                    Window.partitionBy("user_id").orderBy(F.col("_affinity").desc(), "category")) - 1)
-                .where(F.col("_cat_rank") < categories))
-    popular = (stats.select("item_id", "category", "popularity")
-               .withColumn("_item_rank", F.row_number().over(
-                   Window.partitionBy("category").orderBy(F.col("popularity").desc(), "item_id")) - 1)
-               .where(F.col("_item_rank") < per_user))
-    by_category = (top_cats.join(popular, "category")
-                   .select("user_id", "item_id",
-                           (F.col("_item_rank") * categories + F.col("_cat_rank") + per_user).alias("_ord")))
-    pick = Window.partitionBy("user_id").orderBy("_ord", "item_id")
-    return (recent.unionByName(by_category).groupBy("user_id", "item_id").agg(F.min("_ord").alias("_ord"))
-            .withColumn("_n", F.row_number().over(pick)).where(F.col("_n") <= per_user)
-            .select("user_id", "item_id"))
-
-
-def scoring_frame(events: DataFrame, items: DataFrame, pairs: DataFrame, as_of: dt.datetime,
-                  params: features.FeatureParams) -> DataFrame:
-    """``(user_id, item_id, *FEATURES)`` for ``pairs``, features as of ``as_of`` (see module docstring)."""
-    from pyspark.sql import functions as F
-
-    history = events.where(F.col("ts") < F.timestamp_micros(F.lit(_micros(as_of))))
-    marks = (pairs.select("user_id", "item_id").distinct()
-             .withColumn("type", F.lit(params.label_types[0]))
-             .withColumn("ts", F.timestamp_micros(F.lit(_micros(as_of))))
-             .withColumn("event_id", F.concat(F.lit("_score_"), F.col("user_id").cast("string"), F.lit("_"),
-                                              F.col("item_id").cast("string"))))
-    marks = marks.select(*[F.col(f.name).cast(f.dataType) if f.name in marks.columns
-                           else F.lit(None).cast(f.dataType).alias(f.name) for f in history.schema.fields])
-    rows = features.training_set(history.unionByName(marks), items, as_of,
-                                 dataclasses.replace(params, negatives_per_positive=0))
-    return rows.select(*KEYS, *[F.col(c).cast("double").alias(c) for c in FEATURES])
-
-
-def _micros(t: dt.datetime) -> int:
-    return int(round(t.timestamp() * 1_000_000))
-
-
-# -- outputs -------------------------------------------------------------------------------------------
-def top_items(predictions: DataFrame, n: int, partitions: int) -> DataFrame:
-    """``(user_id, top_items)``: each user's ``n`` best items, ``[{item_id, score}]`` best first."""
-    from pyspark.sql import functions as F
-
-    entry = F.struct(F.col(RANK), F.col("item_id"), F.col(SCORE))
-    return (predictions.where(F.col(RANK) <= n).repartition(partitions, "user_id")
-            .groupBy("user_id")
-            .agg(F.array_sort(F.collect_list(entry)).alias("_top"))
-            .select("user_id", F.transform("_top", lambda x: F.struct(x["item_id"].alias("item_id"),
-                                                                      x[SCORE].alias(SCORE))).alias("top_items")))
+    if not serving.rank_by:
+        return scored
+    order = Window.partitionBy(serving.key).orderBy(*scoring.order_columns(serving))
+    return scored.withColumn(RANK, F.row_number().over(order))
 
 
 def serving_version(run_date: dt.date, model_version: str, run_id: str) -> str:
@@ -306,47 +284,11 @@ def serving_version(run_date: dt.date, model_version: str, run_id: str) -> str:
     return f"{run_date.isoformat()}-v{model_version}-{run_id}"
 
 
-def push_top_items(store: ServingStore, top: DataFrame, version: str) -> int:
-    """Load ``top`` as ``version`` and switch to it; returns the users loaded."""
+def push_serving(store: ServingStore, frame: DataFrame, version: str, serving: ServingSpec) -> int:
+    """Load ``frame`` (:func:`lakeloop.scoring.serving_frame`) as ``version`` and switch to it; returns the keys."""
     from lakeloop.serving import load_dataframe
 
-    return load_dataframe(store, top, version, "user_id", "top_items")
-
-
-def _read_gold(spark: SparkSession, lake: Lake, name: str, day: str) -> DataFrame:
-    uri = lake.uri(name)
-    if not lake.exists(uri):
-        raise LakeloopError(f"{name}: no table at {uri}; run the features job for {day} first")
-    return lake.read(spark, uri, where=f"dt = '{day}'")
-
-
-def _silver_inputs(spark: SparkSession, lake: Lake, run_date: dt.date,
-                   params: features.FeatureParams) -> tuple[DataFrame, DataFrame]:
-    first = (features.day_start(run_date) - params.lookback - dt.timedelta(days=1)).date().isoformat()
-    day = run_date.isoformat()
-    events = lake.read(spark, "silver.events", where=f"dt >= '{first}' AND dt <= '{day}'")
-    items = lake.read(spark, "silver.items", where=f"dt <= '{day}'")
-    return events, items
-
-
-def _scored(spark: SparkSession, conf: Conf, run_date: dt.date, ref: ModelRef, loads: Accumulator) -> DataFrame:
-    from pyspark.sql import Window
-    from pyspark.sql import functions as F
-
-    params = features.FeatureParams.from_conf(conf)
-    day, lake = run_date.isoformat(), Lake.from_conf(conf)
-    pairs = candidates(_read_gold(spark, lake, "gold.user_favours", day),
-                       _read_gold(spark, lake, "gold.item_stats", day),
-                       conf["infer.candidates_per_user"], conf["infer.categories_per_user"])
-    events, items = _silver_inputs(spark, lake, run_date, params)
-    as_of = features.day_start(run_date) + dt.timedelta(days=1)
-    frame = scoring_frame(events, items, pairs, as_of, params)
-    # an explicit count is kept by adaptive execution: the scoring tasks spread over the cores
-    # and each user's rows stay in one partition for the ranking
-    frame = frame.repartition(int(spark.conf.get("spark.sql.shuffle.partitions")), "user_id").persist()
-    check_scoring_rows(frame.count(), conf["infer.min_rows"], f"{conf['infer.table']} dt={day}")
-    rank = F.row_number().over(Window.partitionBy("user_id").orderBy(F.col(SCORE).desc(), "item_id"))
-    return score(frame, ref, loads=loads).withColumn(RANK, rank)
+    return load_dataframe(store, frame, version, serving.key, serving.value)
 
 
 def check_scoring_rows(rows: int, min_rows: int, where: str) -> None:
@@ -361,47 +303,83 @@ def check_scoring_rows(rows: int, min_rows: int, where: str) -> None:
                                "are left unchanged")
 
 
-def infer_for_date(spark: SparkSession, conf: Conf, run_date: dt.date, run_id: str, *,
-                   model_version: str | int | None = None, model: str | None = None) -> InferResult:
-    """Score the candidates of ``run_date``, replace its ``infer.table`` partition, load the serving store.
-
-    ``model`` names the model spec (default: the app's model, :func:`lakeloop.train.spec.model_conf`):
-    its registered name and ``scoring.min_rows``.  Fewer rows to score than that minimum is a
-    :class:`~lakeloop.errors.DataQualityError` before anything is written.
-    """
+def _write_scored(spark: SparkSession, conf: Conf, spec: ScoringSpec, run_date: dt.date, run_id: str,
+                  ref: ModelRef, loads: Accumulator) -> int | None:
+    """Score the date's rows and replace its ``infer.table`` partition; returns the table version."""
     from pyspark.sql import functions as F
 
-    from lakeloop.serving import open_store
-    from lakeloop.train.spec import model_conf
-
-    conf = model_conf(conf, model)
-    ref, lake = resolve_model(conf, model_version), Lake.from_conf(conf)
-    log.info("scoring with %s version %s (%s)", ref.name, ref.version, ", ".join(ref.flavors))
-    day = run_date.isoformat()
-    loads = spark.sparkContext.accumulator(0)
-    scored = (_scored(spark, conf, run_date, ref, loads)
-              .withColumn("model_name", F.lit(ref.name)).withColumn("model_version", F.lit(ref.version))
-              .withColumn("run_id", F.lit(run_id))
-              .withColumn("scored_at", F.current_timestamp()).withColumn("dt", F.lit(day)))
-    uri = lake.uri(conf["infer.table"])
+    day, lake = run_date.isoformat(), Lake.from_conf(conf)
+    training, sets, inputs = scoring.feature_inputs(spark, conf, spec, run_date)
+    partitions = int(spark.conf.get("spark.sql.shuffle.partitions"))
     batch_key = "spark.sql.execution.arrow.maxRecordsPerBatch"
     previous = spark.conf.get(batch_key)
-    spark.conf.set(batch_key, str(conf["infer.batch_size"]))
+    frame = None
     try:
-        written = lake.write(scored, uri, mode="overwrite", partition_by=["dt"], replace_where=f"dt = '{day}'")
+        rows = scoring.rows_to_score(spark, conf, spec, run_date)
+        frame = scoring.feature_frame(rows, training, sets, inputs, scoring.scoring_time(spec, run_date))
+        # an explicit count is kept by adaptive execution: the scoring tasks spread over the cores,
+        # and each key's rows stay in one partition for the ranking
+        by_key = [spec.serving.key] if spec.serving.rank_by else []
+        frame = frame.repartition(partitions, *by_key).persist()
+        check_scoring_rows(frame.count(), conf["infer.min_rows"], f"{conf['infer.table']} dt={day}")
+        scored = score(frame, ref, _features(ref, conf, frame), rows.columns, loads, conf["train.task"])
+        scoring.check_serving(spec, scored.columns)  # before the write: a bad spec changes nothing
+        scored = (_ranked(scored, spec.serving)
+                  .withColumn("model_name", F.lit(ref.name)).withColumn("model_version", F.lit(ref.version))
+                  .withColumn("run_id", F.lit(run_id))
+                  .withColumn("scored_at", F.current_timestamp()).withColumn("dt", F.lit(day)))
+        spark.conf.set(batch_key, str(conf["infer.batch_size"]))
+        written = lake.write(scored, lake.uri(conf["infer.table"]), mode="overwrite", partition_by=["dt"],
+                             replace_where=f"dt = '{day}'")
     finally:
         spark.conf.set(batch_key, previous)
-    predictions = lake.read(spark, uri, where=f"dt = '{day}'")
+        inputs.close()
+        if frame is not None:
+            frame.unpersist()
+    return written.version
+
+
+def score_for_date(spark: SparkSession, conf: Conf, spec: ScoringSpec, run_date: dt.date, run_id: str,
+                   ref: ModelRef) -> InferResult:
+    """Score ``run_date`` with ``ref`` as ``spec`` declares, replace its ``infer.table`` partition, load serving.
+
+    ``conf`` is a model's conf (:func:`lakeloop.train.spec.model_conf`): ``train.task``, ``infer.*``.
+    Fewer rows to score than ``infer.min_rows`` is a :class:`~lakeloop.errors.DataQualityError`
+    before anything is written.
+    """
+    from lakeloop.serving import open_store
+
+    lake = Lake.from_conf(conf)
+    loads = spark.sparkContext.accumulator(0)
+    table_version = _write_scored(spark, conf, spec, run_date, run_id, ref, loads)
+    predictions = lake.read(spark, lake.uri(conf["infer.table"]), where=f"dt = '{run_date.isoformat()}'")
     rows = predictions.count()
     partitions = int(spark.conf.get("spark.sql.shuffle.partitions"))
     version = serving_version(run_date, ref.version, run_id)
-    users = push_top_items(open_store(conf), top_items(predictions, conf["infer.top_n"], partitions), version)
-    log.info("%d predictions for %d users; serving version %s", rows, users, version)
-    return InferResult(model=ref, rows=rows, users=users, serving_version=version, model_loads=loads.value,
-                       scoring_partitions=partitions, table_version=written.version)
+    frame = scoring.serving_frame(predictions, spec.serving, conf["infer.top_n"], partitions)
+    keys = push_serving(open_store(conf), frame, version, spec.serving)
+    log.info("%d predictions for %d keys; serving version %s", rows, keys, version)
+    return InferResult(model=ref, rows=rows, keys=keys, serving_version=version, model_loads=loads.value,
+                       scoring_partitions=partitions, table_version=table_version)
 
 
-DESCRIPTION = "bulk scoring of --date's candidates -> gold.predictions + serving store"
+def infer_for_date(spark: SparkSession, conf: Conf, run_date: dt.date, run_id: str, *,
+                   model_version: str | int | None = None, model: str | None = None) -> InferResult:
+    """:func:`score_for_date` with model spec ``model`` (default: the app's model) and its registered version.
+
+    The spec (:func:`lakeloop.train.spec.model_conf`) gives the registered name, the task and the
+    scoring section; a spec without ``scoring.rows`` / ``scoring.serving`` is a ConfError (exit 2).
+    """
+    from lakeloop.train.spec import model_conf
+
+    conf = model_conf(conf, model)
+    spec = scoring.required(conf.scoring, f"model {conf['mlflow.model_name']} (train.* keys)")
+    ref = resolve_model(conf, model_version)
+    log.info("scoring with %s version %s (%s)", ref.name, ref.version, ", ".join(ref.flavors))
+    return score_for_date(spark, conf, spec, run_date, run_id, ref)
+
+
+DESCRIPTION = "bulk scoring of --date's rows (the model spec's scoring section) -> infer.table + serving store"
 
 
 def add_arguments(parser) -> None:
@@ -416,9 +394,10 @@ def run(ctx: RunContext, spark: SparkSession, args) -> JobResult[InferResult]:
     """The ``infer`` job: score, replace the date's predictions, switch the serving store."""
     result = infer_for_date(spark, ctx.conf, ctx.run_date, ctx.run_id, model_version=args.model_version,
                             model=getattr(args, "model", None))
-    ctx.log.info("model %s version %s: %d predictions, %d users, serving version %s, %d model loads",
-                 result.model.name, result.model.version, result.rows, result.users, result.serving_version,
+    ctx.log.info("model %s version %s: %d predictions, %d keys, serving version %s, %d model loads",
+                 result.model.name, result.model.version, result.rows, result.keys, result.serving_version,
                  result.model_loads)
+    # "users": the run report's chart of infer runs reads the served keys under that name
     return JobResult(result, {"model_name": result.model.name, "model_version": result.model.version,
-                              "rows": result.rows, "users": result.users,
+                              "rows": result.rows, "users": result.keys, "keys": result.keys,
                               "serving_version": result.serving_version})

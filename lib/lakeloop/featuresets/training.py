@@ -13,6 +13,9 @@ before it, never later.  Two strategies (``as_of_join``), both plain Spark joins
 
 Joins run in the declared order; a later set's entity may use a column an earlier join added
 (a dimension attribute of one key, then a set keyed by that attribute).
+
+:func:`feature_rows` applies the same joins to given entity rows at one time ``t`` (no labels, no
+negatives): the features bulk inference scores, computed by the code that built the training rows.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from lakeloop.featuresets.spec import FeatureSet, JoinSpec, Node, TrainingSpec
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
-__all__ = ["STRATEGIES", "parse_training_set", "training_frame"]
+__all__ = ["STRATEGIES", "parse_training_set", "training_frame", "feature_rows"]
 
 STRATEGIES = ("per_time", "range")
 _KEYS = ("description", "table", "label", "negatives", "features", "fill", "columns", "as_of_join",
@@ -147,8 +150,6 @@ def _range(spec: TrainingSpec, sets: Mapping[str, FeatureSet], read: Reader, row
 def training_frame(spec: TrainingSpec, sets: Mapping[str, FeatureSet], read: Reader,
                    run_date: dt.date) -> DataFrame:
     """The training rows of ``run_date``: labels, then every joined set's features as of each label time."""
-    from pyspark.sql import functions as F
-
     rows = labels.label_rows(spec.label, spec.negatives, read, run_date, spec.label_time_column)
     if spec.as_of_join == "range":
         out = _range(spec, sets, read, rows)
@@ -158,6 +159,29 @@ def training_frame(spec: TrainingSpec, sets: Mapping[str, FeatureSet], read: Rea
             out = _range(spec, sets, read, rows)  # no label rows: the empty frame with every column
         else:
             out = _per_time(spec, sets, read, rows, times)
-    for column, value in spec.fill.items():
-        out = out.withColumn(column, F.coalesce(F.col(column), F.lit(value)))
+    out = _filled(spec, out)
     return out.select(*spec.columns) if spec.columns else out
+
+
+def _filled(spec: TrainingSpec, frame: DataFrame) -> DataFrame:
+    from pyspark.sql import functions as F
+
+    for column, value in spec.fill.items():
+        frame = frame.withColumn(column, F.coalesce(F.col(column), F.lit(value)))
+    return frame
+
+
+def feature_rows(spec: TrainingSpec, sets: Mapping[str, FeatureSet], read: Reader, rows: DataFrame,
+                 t: dt.datetime) -> DataFrame:
+    """``rows`` (entity columns) with every joined set's features as of ``t``, filled as the training rows are.
+
+    The training set's joins without its labels: each row's time is ``t``, so a feature sees only source
+    rows before ``t``.  The columns are those of ``rows`` then the joined ones (``columns`` is not applied:
+    it names the label columns the rows lack).
+    """
+    available = {*rows.columns, *(out for j in spec.joins for out, _ in j.columns)}
+    missing = [c for j in spec.joins for c in sets[j.set].entity if c not in available]
+    if missing:
+        raise ConfError(f"{spec.file}: the rows to score lack the entity column {missing[0]!r} of the training "
+                        f"set's features (rows have: {', '.join(rows.columns)})")
+    return _filled(spec, _per_time(spec, sets, read, rows, [t]))

@@ -17,29 +17,43 @@ from lakeloop.train import split as splits
 from lakeloop.train.base import TrainingData
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from pyspark.sql import DataFrame, SparkSession
 
     from lakeloop.conf import Conf
+    from lakeloop.featuresets.spec import FeatureSet, TrainingSpec
 
-__all__ = ["feature_columns", "check_labels", "shuffle_labels", "load_model_data"]
+__all__ = ["feature_columns", "spec_features", "check_labels", "shuffle_labels", "load_model_data"]
 
 
 def feature_columns(conf: Conf, df: DataFrame) -> list[str]:
-    """``train.features``; else the feature-set columns of the training-set spec that writes ``train.table``
-    (:func:`lakeloop.train.data.feature_columns`); else the numeric columns of ``df`` that are not keys,
+    """The model features: ``train.features``; else the feature-set columns of the training-set spec that
+    writes ``train.table`` (:func:`spec_features`); else the numeric columns of ``df`` that are not keys,
     label, time or ``dt``."""
     from pyspark.sql.types import BooleanType, NumericType
 
     from lakeloop.featuresets import load_specs
-    from lakeloop.train import data
 
     if conf["train.features"]:
         return [str(c) for c in conf["train.features"]]
-    if any(t.table == conf["train.table"] for t in load_specs(conf).training.values()):
-        return data.feature_columns(conf, df)  # the training-set spec's feature-set columns
+    specs = load_specs(conf)
+    spec = next((t for t in specs.training.values() if t.table == conf["train.table"]), None)
+    if spec is not None:
+        return spec_features(spec, specs.sets, df)
     excluded = {*conf["train.keys"], conf["train.label"], conf["train.time_column"], "dt"}
     return [f.name for f in df.schema.fields
             if f.name not in excluded and isinstance(f.dataType, (NumericType, BooleanType))]
+
+
+def spec_features(spec: TrainingSpec, sets: Mapping[str, FeatureSet], df: DataFrame) -> list[str]:
+    """The columns of ``spec`` that come from feature sets, in its column order, keeping those that are
+    numeric in ``df`` (a name column is not a model feature) and those ``df`` lacks (the
+    caller reports them)."""
+    from pyspark.sql.types import NumericType
+
+    types = {f.name: f.dataType for f in df.schema.fields}
+    return [c for c in spec.feature_columns(sets) if c not in types or isinstance(types[c], NumericType)]
 
 
 def check_labels(df: DataFrame, task: str, label: str, where: str, classes: int | None = None) -> int:

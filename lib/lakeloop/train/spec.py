@@ -31,7 +31,12 @@ spec key               conf key                    allowed
 ``gate.feature_baselines`` ``train.feature_baselines``  single-feature baselines on/off
 ``gate.baselines``     ``train.baselines``         domain baselines (:mod:`lakeloop.train.baselines`)
 ``scoring.min_rows``   ``infer.min_rows``          fewest rows ``infer`` may publish
+``scoring.table``      ``infer.table``             the predictions table
+``scoring.serving.top_n`` ``infer.top_n``          rows per served list
 =====================  ==========================  ==============================================
+
+The rest of ``scoring`` (rows, as_of, training_set, serving) is parsed by
+:func:`lakeloop.scoring.parse_scoring` into ``conf.scoring`` (a :class:`~lakeloop.scoring.ScoringSpec`).
 
 :func:`model_conf` validates the chosen spec when a job starts: a wrong key, type or value raises
 :class:`~lakeloop.conf.ConfError` (exit code 2) naming the file, the key and what is allowed.
@@ -45,13 +50,15 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from lakeloop import scoring
 from lakeloop.conf import SPEC, ConfError, _check_type
 from lakeloop.train import metrics, tasks
 
 if TYPE_CHECKING:
     from lakeloop.conf import Conf
 
-__all__ = ["KEYS", "models_dir", "model_names", "read_spec", "model_conf", "resolve_name", "default_name", "validate"]
+__all__ = ["KEYS", "models_dir", "model_names", "read_spec", "read_scoring", "model_conf", "resolve_name",
+           "default_name", "validate"]
 
 # spec key (dotted) -> conf key
 KEYS: dict[str, str] = {
@@ -62,9 +69,10 @@ KEYS: dict[str, str] = {
     "split.tolerance": "train.split_tolerance", "gate.metric": "train.gate_metric",
     "gate.margin": "train.gate_margin", "gate.confidence": "train.gate_confidence",
     "gate.resamples": "train.gate_resamples", "gate.feature_baselines": "train.feature_baselines",
-    "gate.baselines": "train.baselines", "scoring.min_rows": "infer.min_rows",
+    "gate.baselines": "train.baselines", **{f"scoring.{k}": v for k, v in scoring.CONF_KEYS.items()},
 }
-_SECTIONS = {k.split(".")[0] for k in KEYS if "." in k}
+_SCORING = "scoring"  # parsed by lakeloop.scoring (only some of its keys set conf keys)
+_SECTIONS = {k.split(".")[0] for k in KEYS if "." in k} - {_SCORING}
 _OVERRIDES = ("--set", "override")
 
 
@@ -85,7 +93,9 @@ def model_names(conf: Conf) -> list[str]:
 def _flatten(tree: dict[str, Any], origin: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in tree.items():
-        if key in _SECTIONS:
+        if key == _SCORING:
+            out.update({f"{key}.{k}": v for k, v in scoring.parse_scoring(value, origin)[1].items()})
+        elif key in _SECTIONS:
             if not isinstance(value, dict):
                 raise ConfError(f"{origin}: {key}: expected a mapping of "
                                 + ", ".join(k.split(".", 1)[1] for k in KEYS if k.startswith(key + ".")))
@@ -98,14 +108,24 @@ def _flatten(tree: dict[str, Any], origin: str) -> dict[str, Any]:
     return out
 
 
-def read_spec(path: Path) -> dict[str, Any]:
-    """The spec file as ``{conf key: value}``, each value type-checked; ConfError names file and key."""
+def _tree(path: Path) -> dict[str, Any]:
     try:
         tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise ConfError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(tree, dict):
         raise ConfError(f"{path}: top level must be a mapping")
+    return tree
+
+
+def read_scoring(path: Path) -> scoring.ScoringSpec:
+    """The spec file's ``scoring`` section (:func:`lakeloop.scoring.parse_scoring`; empty when absent)."""
+    return scoring.parse_scoring(_tree(path).get(_SCORING, {}), str(path))[0]
+
+
+def read_spec(path: Path) -> dict[str, Any]:
+    """The spec file as ``{conf key: value}``, each value type-checked; ConfError names file and key."""
+    tree = _tree(path)
     values = {}
     for key, value in _flatten(tree, str(path)).items():
         target = KEYS[key]
@@ -140,7 +160,11 @@ def default_name(conf: Conf) -> str | None:
 
 
 def model_conf(conf: Conf, name: str | None = None) -> Conf:
-    """``conf`` with model ``name``'s spec merged in (``--set`` keys keep their value), validated."""
+    """``conf`` with model ``name``'s spec merged in (``--set`` keys keep their value), validated.
+
+    ``.model_name`` is the spec's name and ``.scoring`` its :class:`~lakeloop.scoring.ScoringSpec`
+    (both None without a spec).
+    """
     chosen = resolve_name(conf, name)
     origin = "train.* keys"
     merged = conf
@@ -150,9 +174,11 @@ def model_conf(conf: Conf, name: str | None = None) -> Conf:
         values = {k: v for k, v in read_spec(path).items() if conf.origin(k) not in _OVERRIDES}
         merged = conf.with_overrides(values)
         merged.model_name = chosen
+        merged.scoring = read_scoring(path)
     else:
         merged = conf.with_overrides({})
         merged.model_name = None
+        merged.scoring = None
     validate(merged, origin)
     return merged
 

@@ -1,7 +1,7 @@
 """The holdout split of a model's training rows, and the check that it hit its target.
 
 ``hash`` (``train.split_column``)
-    ``pmod(xxhash64(column, seed), 10000) < fraction * 10000``: all rows of one value (a user) land on
+    ``pmod(xxhash64(column, seed), 10000) < fraction * 10000``: all rows of one value (one entity) land on
     the same side, the split is the same for every re-run and every model the gate compares, no shuffle.
 ``time`` (``train.time_column``)
     The rows whose label time is among the latest ``fraction`` of the distinct label times are held out
@@ -11,7 +11,7 @@
 
 The realised holdout fraction is measured (it is logged on the MLflow run and in the report).  A split
 that misses the target by more than ``train.split_tolerance`` is an error naming the cause, e.g.
-``74% holdout for a 20% target: only 3 distinct user_id values`` (a hash split of few values), or too
+``74% holdout for a 20% target: only 3 distinct <column> values`` (a hash split of few values), or too
 few label times for a time split.
 """
 
