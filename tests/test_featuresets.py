@@ -343,3 +343,26 @@ def test_features_range_reads_once_equals_each_date_and_reruns_only_what_changed
         "2026-03-08": True, "2026-03-09": False, "2026-03-10": False}
     assert tables.read(spark, conf.table_uri("gold.obs_stats")).where("k = 9").select("dt").collect() \
         == [("2026-03-10",)]
+
+
+def test_a_training_set_range_is_one_pass_equal_to_each_date(spark, conf, tmp_path):
+    """Several dates of a training set: each date's label rows, every feature as of its row's label time in one
+    point-in-time pass; each date's partition equals that date's training frame built on its own."""
+    from lakeloop import tables
+    from lakeloop.featuresets import build_range
+
+    days = [RUN_DATE - dt.timedelta(days=2), RUN_DATE - dt.timedelta(days=1), RUN_DATE]
+    rows = BASE_ROWS + DAY_ROWS
+    tables.write(src_rows(spark, rows), conf.table_uri("silver.obs"), mode="overwrite", partition_by=["dt"])
+    tables.write(dim_rows(spark, DIM_BASE), conf.table_uri("silver.meta"), mode="overwrite", partition_by=["dt"])
+    spec_dir = write_specs(tmp_path / "specs", {"obs": {**every_kind_set(), "materialize": False}},
+                           {"trips": trips_training("per_time")})
+    built = build_range(spark, conf.with_overrides({"features.spec_dir": str(spec_dir)}), days)
+    assert {r["gold.trips"].version for r in built.values()} == {0}  # one commit for the range
+    specs = load_specs(directory=spec_dir)
+    gold = tables.read(spark, conf.table_uri("gold.trips"))
+    for day in days:
+        expected = training_frame(specs.training["trips"], specs.sets, reader(spark, rows, DIM_BASE), day)
+        assertDataFrameEqual(gold.where(f"dt = '{day.isoformat()}'").drop("dt"), expected.drop("dt"),
+                             checkRowOrder=False)
+    assert gold.select("dt").distinct().count() == 3

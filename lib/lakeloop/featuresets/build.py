@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from lakeloop.errors import DataQualityError
-from lakeloop.featuresets import labels
+from lakeloop.featuresets import labels, training
 from lakeloop.featuresets.compute import compute
 from lakeloop.featuresets.load import load_specs
 from lakeloop.featuresets.scope import Scope, T, day_start, micros, ts_literal
@@ -46,6 +46,7 @@ __all__ = ["Bounds", "Inputs", "set_time", "plan_bounds", "feature_frame", "rang
 
 log = logging.getLogger(__name__)
 PARTITION = "dt"
+TRAINING_DATES_PER_PASS = 31
 _DAY = dt.timedelta(days=1)
 
 
@@ -378,14 +379,19 @@ def _build(spark: SparkSession, lake: Lake, all_sets: dict[str, FeatureSet], tod
     inputs = Inputs(spark, lake, bounds)
     together: dict[str, list[dt.date]] = {}
     for output, day, _ in todo:
-        if isinstance(output.spec, FeatureSet) and in_one_pass(output.spec):
+        if in_one_pass(output.spec) if isinstance(output.spec, FeatureSet) else training.in_one_pass(output.spec,
+                                                                                                   all_sets):
             together.setdefault(output.table, []).append(day)
     try:
         for output in {o.table: o for o, _, _ in todo}.values():
             days = together.get(output.table, [])
-            if len(days) > 1:
-                frame = range_frame(output.spec, inputs, days)
-                written = _write_range(lake, output, frame, days, lambda day, o=output: o.input_rows(inputs, day))
+            # label rows are built per date: a training set goes a month of dates per pass (smaller plans)
+            step = len(days) if isinstance(output.spec, FeatureSet) else TRAINING_DATES_PER_PASS
+            for i in range(0, len(days) if len(days) > 1 else 0, step):
+                chunk = days[i:i + step]
+                frame = (range_frame(output.spec, inputs, chunk) if isinstance(output.spec, FeatureSet)
+                         else training.training_range_frame(output.spec, all_sets, inputs, chunk, PARTITION))
+                written = _write_range(lake, output, frame, chunk, lambda day, o=output: o.input_rows(inputs, day))
                 for d, result in written.items():
                     results[d][output.table] = result
         for output, day, _ in todo:

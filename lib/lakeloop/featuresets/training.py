@@ -33,7 +33,7 @@ from lakeloop.featuresets.spec import FeatureSet, JoinSpec, Node, TrainingSpec
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
-__all__ = ["STRATEGIES", "parse_training_set", "training_frame", "feature_rows"]
+__all__ = ["STRATEGIES", "parse_training_set", "training_frame", "training_range_frame", "in_one_pass", "feature_rows"]
 
 STRATEGIES = ("per_time", "range")
 _KEYS = ("description", "table", "label", "negatives", "features", "fill", "columns", "as_of_join",
@@ -161,6 +161,31 @@ def training_frame(spec: TrainingSpec, sets: Mapping[str, FeatureSet], read: Rea
             out = _per_time(spec, sets, read, rows, times)
     out = _filled(spec, out)
     return out.select(*spec.columns) if spec.columns else out
+
+
+def in_one_pass(spec: TrainingSpec, sets: Mapping[str, FeatureSet]) -> bool:
+    """Whether several dates of ``spec`` can be built by :func:`training_range_frame`: no joined set has a numba
+    kernel (which runs as of one literal time)."""
+    return not any(f.kind == "decay" and f.opts.get("impl") == "numba"
+                   for j in spec.joins for f in sets[j.set].features)
+
+
+def training_range_frame(spec: TrainingSpec, sets: Mapping[str, FeatureSet], read: Reader,
+                         dates: list[dt.date], partition: str = "dt") -> DataFrame:
+    """The training rows of every date of ``dates``, with ``partition``: each date's label rows as a run of that
+    date makes them, then every joined set's features as of each row's label time in one point-in-time pass
+    (the ``range`` join), so the rows equal :func:`training_frame`'s per date."""
+    from pyspark.sql import functions as F
+
+    day = "_run_date"
+    parts = [labels.label_rows(spec.label, spec.negatives, read, d, spec.label_time_column)
+             .withColumn(day, F.lit(d.isoformat())) for d in dates]
+    rows = parts[0]
+    for part in parts[1:]:
+        rows = rows.unionByName(part)
+    out = _filled(spec, _range(spec, sets, read, rows))
+    out = out.select(*spec.columns, day) if spec.columns else out.drop(partition)
+    return out.withColumnRenamed(day, partition)
 
 
 def _filled(spec: TrainingSpec, frame: DataFrame) -> DataFrame:
