@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from lakeloop import tables
-from lakeloop.datagen import generate_day
+from lakeloop_apps.recommender.datagen import generate_day
 from lakeloop.ingest import ingest_source
 from lakeloop.serving import open_store
 from lakeloop.streaming import StreamError, run_stream

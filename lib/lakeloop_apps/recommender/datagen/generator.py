@@ -17,15 +17,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from lakeloop.conf import ConfError
-from lakeloop.datagen import files
-from lakeloop.datagen.defects import KINDS, QUARANTINE_KINDS, VALID_KINDS, applicable_kinds, apply_defect
-from lakeloop.datagen.render import join_tokens, render_lines, rows_tokens
-from lakeloop.datagen.response import react
-from lakeloop.datagen.sources import Exposures, event_frame, events_frame, items_frame, users_frame
-from lakeloop.datagen.world import EPOCH_DAY, rng_for, world
 from lakeloop.schemas import SourceSchema, load_schema
+
+from lakeloop_apps.recommender.datagen import files
+from lakeloop_apps.recommender.datagen.defects import (
+    KINDS,
+    QUARANTINE_KINDS,
+    VALID_KINDS,
+    applicable_kinds,
+    apply_defect,
+)
+from lakeloop_apps.recommender.datagen.render import join_tokens, render_lines, rows_tokens
+from lakeloop_apps.recommender.datagen.response import react
+from lakeloop_apps.recommender.datagen.sources import Exposures, event_frame, events_frame, items_frame, users_frame
+from lakeloop_apps.recommender.datagen.world import EPOCH_DAY, rng_for, world
 
 __all__ = ["Plan", "Task", "SOURCES", "make_plan", "default_schemas", "plan_tasks", "is_reaction_part", "run_task",
            "build_manifest", "GENERATOR_VERSION"]
