@@ -60,9 +60,8 @@ def _print_closed_loop(rows: list[dict]) -> None:
 def _print_realtime(ctx, date: str, user: int = 1) -> None:
     """The speed layer: new events of ``user`` landing in two waves, the stream run after each and
     the real-time view read between them (see docs/streaming.md, demo)."""
+    from lakeloop_apps.recommender.waves import describe, realtime_waves
     from pyspark.sql import SparkSession
-
-    from lakeloop.streaming.waves import describe, realtime_waves
 
     print(step_started("demo", date, "stream"), flush=True)
     t0 = time.monotonic()

@@ -13,11 +13,11 @@ import random
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from lakeloop.conf import ConfError
+from lakeloop.paths import project_root
 from lakeloop.schemas import SourceSchema, load_schema
 
 from lakeloop_apps.recommender.datagen import files
@@ -138,7 +138,7 @@ def make_plan(*, events: int, users: int, items: int, seed: int, bad_fraction: f
 
 def default_schemas() -> dict[str, SourceSchema]:
     """The schemas of the generated sources from the project's ``schemas/`` folder."""
-    root = Path(__file__).resolve().parents[3] / "schemas"
+    root = project_root() / "schemas"
     return {s: load_schema(root / f"{s}.yaml", fmt, s) for s, (_, fmt) in SOURCES.items()}
 
 
