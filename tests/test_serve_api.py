@@ -15,10 +15,9 @@ import time
 import uuid
 
 import pytest
-from lakeloop.serve_api import serve_in_thread
 from lakeloop.serving import StoreSettings, store_from_config
-from lakeloop.serving.client import LookupClient
-from lakeloop.serving.server import ServeSettings
+from lakeloop_apps.recommender.serving import RecommenderClient as LookupClient
+from lakeloop_apps.recommender.serving import ServeSettings, serve_in_thread
 
 
 @pytest.fixture(params=["sqlite", "redis"])

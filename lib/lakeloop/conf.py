@@ -196,6 +196,10 @@ SPEC: dict[str, Field] = {
     "serve.max_batch_keys": _f("int", "most keys in one batch lookup (422 beyond)"),
     "serve.store_timeout_s": _f("float", "seconds a Redis read or connect may take before the request fails (503)"),
     "serve.access_log": _f("bool", "log one line per request"),
+    "serve.description": _f("str", "description of the service in its OpenAPI document; null: a generic one",
+                            nullable=True),
+    "serve.routes": _f("dict", "the app's lookup routes: name -> {key, key_type: int | str, value_field, "
+                       "batch_field, docs}: GET /v1/<name>/{key}, POST /v1/<name>; see docs/serving.md"),
     # -- training, MLflow tracking and registry -------------------------------------------------------
     "mlflow.tracking_uri": _f("str", "MLflow tracking URI; null: sqlite:///<warehouse>/_mlflow/mlflow.db",
                               nullable=True),
@@ -354,6 +358,8 @@ DEFAULTS: dict[str, Any] = {
     "serve.max_batch_keys": 1000,
     "serve.store_timeout_s": 2.0,
     "serve.access_log": False,
+    "serve.description": None,
+    "serve.routes": {},
     "mlflow.tracking_uri": None,
     "mlflow.registry_uri": None,
     "mlflow.artifact_root": None,
