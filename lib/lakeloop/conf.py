@@ -198,7 +198,7 @@ SPEC: dict[str, Field] = {
     "serve.access_log": _f("bool", "log one line per request"),
     "serve.description": _f("str", "description of the service in its OpenAPI document; null: a generic one",
                             nullable=True),
-    "serve.routes": _f("dict", "the app's lookup routes: name -> {key, key_type: int | str, value_field, "
+    "serve.routes": _f("dict", "the app's lookup routes: name -> {key, key_type (int or str), value_field, "
                        "batch_field, docs}: GET /v1/<name>/{key}, POST /v1/<name>; see docs/serving.md"),
     # -- training, MLflow tracking and registry -------------------------------------------------------
     "mlflow.tracking_uri": _f("str", "MLflow tracking URI; null: sqlite:///<warehouse>/_mlflow/mlflow.db",

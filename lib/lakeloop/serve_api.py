@@ -6,8 +6,8 @@ worker processes (:mod:`lakeloop.serving.server`).  Routes:
 ``GET /v1/<route>/<key>``, ``POST /v1/<route>``
     The routes an app declares in ``serve.routes`` (:mod:`lakeloop.serving.routes`): a key's batch value
     under the route's ``value_field``, merged with the key's real-time view, and the same for a batch of
-    keys (``{<batch_field>: [...]}``) read from one version.  The recommender's is
-    ``GET /v1/recommendations/<user_id>`` (conf/base.yaml).
+    keys (``{<batch_field>: [...]}``) read from one version.  The built-in recommender declares its
+    route in conf/base.yaml.
 ``GET /v1/predictions/<key>``
     Any key of the current version merged with its real-time value.
 ``POST /v1/predictions``

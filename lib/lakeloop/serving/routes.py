@@ -4,18 +4,18 @@ An app declares each lookup route by name (docs/serving.md)::
 
     serve:
       routes:
-        recommendations:          # GET /v1/recommendations/{user_id}, POST /v1/recommendations
-          key: user_id            # path parameter, and the response field naming the key
+        scores:                   # GET /v1/scores/{account_id}, POST /v1/scores
+          key: account_id         # path parameter, and the response field naming the key
           key_type: int           # int: a 64-bit integer; str: letters, digits, '_', '.' or '-'
-          value_field: items      # response field of the batch value ([] when only the real-time view has the key)
-          batch_field: user_ids   # POST body field listing keys (optional: no batch route without it)
+          value_field: score      # response field of the batch value ([] when only the real-time view has the key)
+          batch_field: account_ids  # POST body field listing keys (optional: no batch route without it)
           docs: {get: ..., post: ..., value: ..., realtime: ...}   # OpenAPI texts (optional)
 
 The answer of a declared route is ``{key: <key>, value_field: <batch value>, "realtime": {...}}``
 (``realtime`` only when the real-time view has the key); ``/v1/predictions/{key}`` answers the fields of
 a mapping value (or ``value``) plus ``realtime``.  Every handler raises :class:`ServiceError` for an answer
-other than 200.  Messages name the key by its field: key ``user_id`` reads ``user id '4.2': expected a
-64-bit integer`` and ``user 41: no recommendations``.
+other than 200.  Messages name the key by its field: key ``account_id`` reads ``account id '4.2': expected
+a 64-bit integer`` and ``account 41: no scores``.
 """
 
 from __future__ import annotations
@@ -98,12 +98,12 @@ class RouteSpec:
 
     @property
     def label(self) -> str:
-        """The key in messages: ``user_id`` -> ``user id``."""
+        """The key in messages: ``account_id`` -> ``account id``."""
         return self.key.replace("_", " ")
 
     @property
     def noun(self) -> str:
-        """What a key names: ``user_id`` -> ``user``."""
+        """What a key names: ``account_id`` -> ``account``."""
         return self.key.removesuffix("_id").replace("_", " ")
 
     @property

@@ -8,7 +8,7 @@ real-time view).
 
 >>> spec = RealtimeSpec.from_conf(conf)  # doctest: +SKIP
 >>> spec.columns  # doctest: +SKIP
-('item_id', 'user_id', 'type')
+('sensor', 'site', 'level')
 """
 
 from __future__ import annotations
