@@ -3,9 +3,10 @@
 ``GET /v1/predictions/{key}`` and its batch form ``POST /v1/predictions`` (``{"keys": [...]}``), the app's
 routes of ``serve.routes`` (:mod:`lakeloop.serving.routes`: ``GET /v1/<name>/{<key>}`` and ``POST
 /v1/<name>`` with ``{<batch_field>: [...]}``), ``/healthz``, ``/readyz``, ``/metrics``, and the OpenAPI
-document at ``/openapi.json`` (``/docs`` renders it).  Every answer is JSON, errors included (``{"error": "..."}``).  Each lookup resolves the current
-version and the values in one consistent step, so no response mixes two versions.  The HTTP server, the
-limits and the metrics are in :mod:`lakeloop.serving.server`.
+document at ``/openapi.json`` (``/docs`` renders it).  Every answer is JSON, errors included
+(``{"error": "..."}``).  Each lookup resolves the current version and the values in one consistent step, so
+no response mixes two versions.  The HTTP server, the limits and the metrics are in
+:mod:`lakeloop.serving.server`.
 """
 
 from __future__ import annotations
