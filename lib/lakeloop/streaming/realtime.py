@@ -80,7 +80,7 @@ def valid_events(lines: DataFrame, schema: SourceSchema) -> DataFrame:
 
 
 def group_values(spark: SparkSession, conf: Conf, group: Group | None) -> DataFrame | None:
-    """``group.key -> group.column`` (as ``_group``) from the latest ``dt`` partition holding each key of
+    """``group.key -> group.column`` (as text, named ``_group``) from the latest ``dt`` partition holding each key of
     ``group.table``; ``None`` without a group or when the table (or one of those columns) does not exist
     yet (the views then collect no values)."""
     if group is None:
@@ -92,7 +92,8 @@ def group_values(spark: SparkSession, conf: Conf, group: Group | None) -> DataFr
     rows = lake.read(spark, uri)
     if not {group.key, group.column, "dt"} <= set(rows.columns):
         return None
-    return rows.groupBy(group.key).agg(F.max_by(group.column, "dt").alias(_GROUP)).persist()
+    value = F.col(group.column).cast("string")  # the views hold the group's values as text
+    return rows.groupBy(group.key).agg(F.max_by(value, "dt").alias(_GROUP)).persist()
 
 
 def realtime_frame(events: DataFrame, schema: SourceSchema, spec: RealtimeSpec, window: str, watermark: str,
