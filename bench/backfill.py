@@ -2,8 +2,8 @@
 
     .venv/bin/python bench/backfill.py [--days 365] [--events 900] [--repeats 3] [--work DIR]
 
-Generates ``--days`` daily folders of events (``lakeloop.datagen``, about a third of a million rows for a
-year at the default size, two files a day), and a second landing area holding the very same files in one
+Generates ``--days`` daily folders of events (``lakeloop_apps.recommender.datagen``, about a third of a million
+rows for a year at the default size, two files a day), and a second landing area holding the very same files in one
 ``dt=`` folder.  In one process and one SparkSession (a tiny warm-up run first starts the session and the
 Python workers), each repeat runs, in fresh warehouses:
 
@@ -38,7 +38,7 @@ TARGET_BACKFILL, TARGET_RERUN = 2.0, 0.10
 
 def generate(landing: Path, days: int, events: int) -> list[str]:
     """``days`` daily folders of events under ``landing``; the dates."""
-    from lakeloop.datagen import generate as write_days
+    from lakeloop_apps.recommender.datagen import generate as write_days
 
     dates = [(FIRST_DAY + dt.timedelta(days=i)).isoformat() for i in range(days)]
     write_days(landing, dates, events=events, users=200, items=100, seed=11, bad_fraction=0.02, parts=2)

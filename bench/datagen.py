@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from lakeloop.datagen import generate_day, spark_runner
+from lakeloop_apps.recommender.datagen import generate_day, spark_runner
 
 DATE = "2026-11-01"
 

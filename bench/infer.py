@@ -230,7 +230,7 @@ def redis_cpu(server) -> float:
 
 
 def lookup_latency(server, keys: int, lookups: int, threads: int = 4) -> dict[str, float]:
-    from lakeloop.serving.client import LookupClient
+    from lakeloop_apps.recommender.serving import RecommenderClient
 
     proc = subprocess.Popen([sys.executable, str(ROOT / "jobs" / "serve.py"), "--port", "0",
                              "--set", "serving.store=redis", "--set", f"serving.redis.port={server.port}",
@@ -245,7 +245,7 @@ def lookup_latency(server, keys: int, lookups: int, threads: int = 4) -> dict[st
         def worker(seed: int) -> None:
             rng = np.random.default_rng(seed)
             mine = []
-            with LookupClient("127.0.0.1", port) as client:
+            with RecommenderClient("127.0.0.1", port) as client:
                 for user in rng.integers(0, keys, lookups // threads):
                     t0 = time.perf_counter()
                     status, _ = client.recommendations(int(user))

@@ -42,10 +42,10 @@ os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # Python workers (the l
 
 from lakeloop import jvm  # noqa: E402
 from lakeloop.conf import load_conf  # noqa: E402
-from lakeloop.datagen import generate_day  # noqa: E402
 from lakeloop.ingest import ingest_source  # noqa: E402
 from lakeloop.serving import open_store  # noqa: E402
 from lakeloop.streaming import run_stream  # noqa: E402
+from lakeloop_apps.recommender.datagen import generate_day  # noqa: E402
 from pyspark.sql import SparkSession  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -16,7 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from lakeloop.datagen.files import manifest_path
+from lakeloop_apps.recommender.datagen.files import manifest_path
 
 ROOT = Path(__file__).resolve().parents[1]
 DATES = ["2026-11-01", "2026-11-02", "2026-11-03"]

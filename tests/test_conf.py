@@ -71,6 +71,12 @@ def test_unknown_key_from_command_line(tmp_path):
         load_conf("local", ["spark.exector.cores=2"], conf_dir=d)
 
 
+def test_a_key_of_an_earlier_version_names_what_replaced_it(tmp_path):
+    d = write_conf(tmp_path, BASE, local="stream:\n  items_table: silver.items\n")
+    with pytest.raises(ConfError, match=r"local.yaml: stream.items_table: no longer a key; .*stream.realtime.group"):
+        load_conf("local", conf_dir=d)
+
+
 @pytest.mark.parametrize(
     ("override", "expected"),
     [

@@ -332,7 +332,7 @@ def test_new_source_needs_only_conf_and_a_schema_file(spark, conf, tmp_path):
 
 @pytest.mark.slow
 def test_datagen_ingest_curate_equals_the_manifest(spark, conf):
-    from lakeloop.datagen import generate_day
+    from lakeloop_apps.recommender.datagen import generate_day
 
     conf = conf.with_overrides({"curate.max_quarantine_rate": 0.5})
     manifest = generate_day(conf.path("landing"), DATE, events=4000, users=300, items=200, seed=11,

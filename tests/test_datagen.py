@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from lakeloop.datagen import KINDS, day_range, generate, generate_day, spark_runner
 from lakeloop.errors import EXIT_USAGE
+from lakeloop_apps.recommender.datagen import KINDS, day_range, generate, generate_day, spark_runner
 
 ROOT = Path(__file__).resolve().parents[1]
 DATE = "2026-11-01"
@@ -194,9 +194,9 @@ def test_good_rows_follow_the_contract(day):
 def test_row_renderer_matches_the_column_renderer(source):
     """Bad rows are rendered row by row, good rows column-wise: both must give the same line."""
     import numpy as np
-    from lakeloop.datagen.generator import SOURCES, Task, _frame, make_plan
-    from lakeloop.datagen.render import join_tokens, render_lines, rows_tokens
-    from lakeloop.datagen.world import rng_for
+    from lakeloop_apps.recommender.datagen.generator import SOURCES, Task, _frame, make_plan
+    from lakeloop_apps.recommender.datagen.render import join_tokens, render_lines, rows_tokens
+    from lakeloop_apps.recommender.datagen.world import rng_for
 
     plan = make_plan(**dict(PARAMS, parts=1))
     fmt = SOURCES[source][1]
@@ -313,8 +313,8 @@ def test_popularity_taste_funnel_and_daily_curve(day):
 def _served(best: bool, n: int = 10) -> dict[int, list[int]]:
     """Per user of PARAMS, the ``n`` items of highest (or lowest) true affinity, best first."""
     import numpy as np
-    from lakeloop.datagen.response import affinity
-    from lakeloop.datagen.world import world
+    from lakeloop_apps.recommender.datagen.response import affinity
+    from lakeloop_apps.recommender.datagen.world import world
 
     w = world(PARAMS["seed"], PARAMS["users"], PARAMS["items"])
     items = np.arange(PARAMS["items"])

@@ -88,14 +88,14 @@ def test_console_script_builds_the_same_command_as_the_wrapper(tmp_path):
 
 def _modules() -> dict[str, Path]:
     out = {}
-    for path in (LIB / "lakeloop").rglob("*.py"):
+    for path in [*(LIB / "lakeloop").rglob("*.py"), *(LIB / "lakeloop_apps").rglob("*.py")]:
         parts = list(path.relative_to(LIB).with_suffix("").parts)
         out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
     return out
 
 
 def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
-    """Every lakeloop module ``name`` imports, lazily inside functions included."""
+    """Every lakeloop (or lakeloop_apps) module ``name`` imports, lazily inside functions included."""
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
@@ -132,10 +132,28 @@ def test_the_module_graph_has_no_cycle():
     assert not cycles, f"modules on an import cycle: {cycles}"
 
 
-def test_the_pipeline_never_imports_the_sample_data_generator():
+def test_the_engine_never_imports_the_sample_data_generator():
+    """The app's generator runs as the ``datagen`` job (by its name in the job map), never as an import."""
     graph = _graph()
-    for start in ("lakeloop.pipeline", "lakeloop.closed_loop", "lakeloop.cli"):
-        assert not {m for m in _reachable(graph, start) if m.startswith("lakeloop.datagen")}, start
+    engine = [m for m in graph if m.split(".")[0] == "lakeloop"]
+    for start in engine:
+        assert not {m for m in _reachable(graph, start) if m.startswith("lakeloop_apps.recommender.datagen")}, start
+
+
+# modules cleaned separately
+_DOMAIN_EXCLUDED = {"infer.py", "train/data.py", "train/split.py", "features.py", "closed_loop.py"}
+
+
+def test_the_engine_names_no_column_of_the_recommender_app():
+    """Column names and event types of the built-in app live in conf/ and lakeloop_apps, not in the engine."""
+    import re
+
+    domain = re.compile(r"user_id|item_id|purchase|category")
+    engine = LIB / "lakeloop"
+    hits = [f"{p.relative_to(engine)}:{i}: {line.strip()}" for p in sorted(engine.rglob("*.py"))
+            if p.relative_to(engine).as_posix() not in _DOMAIN_EXCLUDED
+            for i, line in enumerate(p.read_text().splitlines(), 1) if domain.search(line)]
+    assert not hits, hits
 
 
 def test_no_module_global_table_settings():

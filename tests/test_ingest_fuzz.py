@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from lakeloop import tables
 from lakeloop.curate import REASONS, curate_source
-from lakeloop.datagen import generate_day
 from lakeloop.ingest import BOM, ingest, rejected_table
 from lakeloop.ledger import ledger_uri
+from lakeloop_apps.recommender.datagen import generate_day
 from pyspark.sql import functions as F
 
 DATE = "2026-11-01"

@@ -180,7 +180,7 @@ def test_run_report_json_and_html(conf, tmp_path):
 
 def test_closed_loop_metrics_per_day_from_train_reports_and_datagen_manifests(conf):
     from lakeloop.closed_loop import daily_metrics, format_table
-    from lakeloop.datagen.files import write_manifest
+    from lakeloop_apps.recommender.datagen.files import write_manifest
 
     train = Path(conf.path("warehouse")) / "_reports" / "train"
     train.mkdir(parents=True)

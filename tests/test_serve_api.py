@@ -15,10 +15,9 @@ import time
 import uuid
 
 import pytest
-from lakeloop.serve_api import serve_in_thread
 from lakeloop.serving import StoreSettings, store_from_config
-from lakeloop.serving.client import LookupClient
-from lakeloop.serving.server import ServeSettings
+from lakeloop_apps.recommender.serving import RecommenderClient as LookupClient
+from lakeloop_apps.recommender.serving import ServeSettings, serve_in_thread
 
 
 @pytest.fixture(params=["sqlite", "redis"])
@@ -334,3 +333,68 @@ def test_a_hundred_clients_connect_at_once_without_waiting(store):
         running.stop()
     assert len(results) == 100 and {status for _, status in results} == {200}
     assert max(connected for connected, _ in results) < 0.5, sorted(results)[-5:]
+
+
+# -- the routes are the app's conf -------------------------------------------------------------------------------
+PRICES = {"prices": {"key": "sku", "key_type": "str", "value_field": "price", "batch_field": "skus"}}
+
+
+def test_a_route_declared_in_conf_answers_with_its_own_fields(make_store):
+    from lakeloop.serving.server import ServeSettings as EngineSettings
+
+    store = make_store("sqlite")
+    load(store, "v1", [("sku-1", 4.5), ("sku-2", 7.0)])
+    store.put_realtime([("sku-2", {"views": 3})])
+    running = serve_in_thread(store, EngineSettings(port=0, routes=PRICES))
+    try:
+        with LookupClient(running.host, running.port) as client:
+            assert client.lookup("prices", "sku-1") == (200, {"sku": "sku-1", "price": 4.5})
+            assert client.lookup("prices", "sku-2") == (200, {"sku": "sku-2", "price": 7.0, "realtime": {"views": 3}})
+            assert client.lookup("prices", "nope") == (404, {"error": "sku nope: no prices"})
+            status, body = client.lookup("prices", "a:b")
+            assert status == 400 and "sku 'a:b'" in body["error"]
+            assert client.prediction("sku-1") == (200, {"key": "sku-1", "value": 4.5})  # the engine's route stays
+            status, body = client.recommendations(1)  # not declared by this app
+            assert status == 404 and "routes: /v1/prices/<sku>, /v1/predictions/<key>" in body["error"]
+            status, schema = client.get("/openapi.json")
+        assert {"/v1/prices/{sku}", "/v1/prices"} <= set(schema["paths"])
+        assert not any("recommendations" in p for p in schema["paths"])
+        assert set(schema["components"]["schemas"]["SkusRequest"]["properties"]) == {"skus"}
+        assert post(running, "/v1/prices", {"skus": ["sku-2", "zz"]}) == \
+            (200, {"version": "v1", "results": [{"sku": "sku-2", "price": 7.0, "realtime": {"views": 3}}, None]})
+        assert post(running, "/v1/prices", {"skus": ["ok", "a:b"]})[0] == 400
+    finally:
+        running.stop()
+
+
+@pytest.mark.parametrize(("route", "message"), [
+    ({"predictions": PRICES["prices"]}, r"serve.routes.predictions: 'predictions' is the engine's own route"),
+    ({"prices": {**PRICES["prices"], "key_type": "float"}}, r"serve.routes.prices.key_type: expected one of int"),
+    ({"prices": {"key": "sku"}}, r"serve.routes.prices.value_field: required"),
+    ({"prices": {**PRICES["prices"], "batch": "x"}}, r"serve.routes.prices.batch: unknown key"),
+    ({"prices": {**PRICES["prices"], "value_field": "sku"}}, r"serve.routes.prices: key, value_field and batch"),
+    ({"prices": {**PRICES["prices"], "key": "a b"}}, r"serve.routes.prices.key: expected a field name"),
+    ({"Bad/Name": PRICES["prices"]}, r"serve.routes.Bad/Name: expected a route name"),
+])
+def test_a_bad_route_conf_names_its_key(route, message):
+    from lakeloop.conf import ConfError
+    from lakeloop.serving.server import ServeSettings as EngineSettings
+
+    with pytest.raises(ConfError, match=message):
+        EngineSettings(routes=route)
+
+
+def test_the_serve_job_stops_on_a_bad_route_conf_naming_key_and_origin(conf, tmp_path):
+    from pathlib import Path
+
+    from lakeloop import cli
+    from lakeloop.conf import ConfError
+    from lakeloop.serving.server import ServeSettings as EngineSettings
+
+    bad = "serve.routes.recommendations.key_type"
+    with pytest.raises(ConfError, match=rf"^override: {bad}: expected one of int, str, got 'float'"):
+        EngineSettings.from_conf(conf.with_overrides({bad: "float"}))
+    conf_dir = Path(__file__).resolve().parents[1] / "conf"
+    outcome = cli.execute("serve", ["--conf-dir", str(conf_dir), "--set", f"warehouse={tmp_path}",
+                                    "--set", f"{bad}=float", "--port", "0"])
+    assert outcome.exit_code == 2

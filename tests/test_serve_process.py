@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from lakeloop.serving import StoreSettings, store_from_config
-from lakeloop.serving.client import LookupClient
+from lakeloop_apps.recommender.serving import RecommenderClient as LookupClient
 
 from tests.test_serve_api import labels, parse_metrics
 

@@ -8,12 +8,15 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from lakeloop import tables
-from lakeloop.datagen import generate_day
+from lakeloop.conf import ConfError, load_conf
 from lakeloop.ingest import ingest_source
 from lakeloop.serving import open_store
 from lakeloop.streaming import StreamError, run_stream
-from lakeloop.streaming.waves import describe, realtime_waves
+from lakeloop.streaming.realtime_spec import RealtimeSpec
+from lakeloop_apps.recommender.datagen import generate_day
+from lakeloop_apps.recommender.waves import describe, realtime_waves
 from pyspark.sql import functions as F
 
 DATE = "2026-11-01"
@@ -32,8 +35,8 @@ def _event(event_id: int, user: int, item: int, kind: str, ts: str) -> str:
     return json.dumps({"event_id": f"e{event_id:016x}", "user_id": user, "item_id": item, "type": kind, "ts": ts})
 
 
-def _land(landing: Path, name: str, lines: list[str], date: str = DATE) -> None:
-    folder = landing / "events" / f"dt={date}"
+def _land(landing: Path, name: str, lines: list[str], date: str = DATE, source: str = "events") -> None:
+    folder = landing / source / f"dt={date}"
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".{name}.tmp"
     tmp.write_text("".join(line + "\n" for line in lines))
@@ -178,3 +181,80 @@ def test_csv_with_header_classified_after_numbering(spark, conf, tmp_path):
     expected = {k: v for k, v in manifest["sources"]["items"]["expected_quarantine"].items()
                 if k != "duplicate" and v}
     assert report.bronze.quarantine_by_reason == expected
+
+
+# -- the real-time view is the app's conf -------------------------------------------------------------------
+READINGS = """source: readings
+primary_key: [reading_id]
+event_time: at
+columns:
+  - {name: reading_id, type: string, nullable: false}
+  - {name: sensor, type: long, nullable: false}
+  - {name: site, type: long, nullable: false}
+  - {name: level, type: string, nullable: false}
+  - {name: at, type: timestamp, nullable: false}
+"""
+
+
+def _sensor_app(tmp_path: Path):
+    """An app of its own (no recommender key): sensor readings counted per sensor and per site."""
+    folder = tmp_path / "app"
+    folder.mkdir()
+    (folder / "readings.yaml").write_text(READINGS)
+    base = {"warehouse": str(tmp_path / "warehouse"), "landing": str(tmp_path / "landing"),
+            "sources": {"readings": {"format": "jsonl", "schema": "readings.yaml"}}, "schema_dir": str(folder),
+            "stream": {"realtime": {"entities": {"sensor": "sensor", "site": "site"}, "type_column": "level",
+                                    "counts": {"alarms": "alarm", "warnings": "warn"}, "lookup_entity": "site",
+                                    "group": {"table": "silver.sensors", "key": "sensor", "column": "zone",
+                                              "field": "zones"}}}}
+    (folder / "base.yaml").write_text(yaml.safe_dump(base))
+    (folder / "local.yaml").write_text((Path(__file__).resolve().parents[1] / "conf" / "local.yaml").read_text())
+    return load_conf("local", conf_dir=folder)
+
+
+def test_a_realtime_view_of_other_columns_declared_in_conf(spark, tmp_path):
+    conf = _sensor_app(tmp_path)
+    sensors = spark.createDataFrame([(11, "north", DATE), (12, "south", DATE)], "sensor long, zone string, dt string")
+    tables.write(sensors, conf.table_uri("silver.sensors"), partition_by=["dt"])
+    t = f"{DATE}T10:0"
+    lines = [json.dumps({"reading_id": f"r{i}", "sensor": sensor, "site": 3, "level": level, "at": f"{t}{i}:00Z"})
+             for i, (sensor, level) in enumerate([(11, "alarm"), (11, "warn"), (12, "ok"), (12, "alarm")])]
+    _land(tmp_path / "landing", "part-00000.jsonl", [*lines, lines[0]], source="readings")  # one line twice
+
+    report = run_stream(spark, conf, "readings", trigger="availableNow")
+
+    assert report.realtime is not None and report.realtime.keys_published == 3
+    rows = tables.read(spark, conf.table_uri("gold.realtime_counts")).collect()
+    got = {(r["entity"], r["key"]): (r["events"], r["alarms"], r["warnings"], r["zones"]) for r in rows}
+    assert got == {("sensor", 11): (2, 1, 1, ["north"]), ("sensor", 12): (2, 1, 0, ["south"]),
+                   ("site", 3): (4, 2, 1, ["north", "south"])}
+    store = open_store(conf)
+    try:
+        site = store.get_realtime(3)  # the lookup entity: under the bare key, with the group's values
+        assert (site["events"], site["alarms"], site["zones"]) == (4, 2, ["north", "south"])
+        sensor = store.get_realtime("sensor:11")  # keyed by the group's key: its own zone is not repeated
+        assert (sensor["events"], sensor["warnings"]) == (2, 1) and "zones" not in sensor
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ({"stream.realtime.lookup_entity": "shop"}, r"stream.realtime.lookup_entity: 'shop' is not one of"),
+    ({"stream.realtime.entities": {"bad name": "x"}}, r"stream.realtime.entities.bad name: expected a name"),
+    ({"stream.realtime.counts": {"events": "view"}}, r"stream.realtime.counts: 'events' is a column of every"),
+    ({"stream.realtime.group": {"table": "silver.items", "key": "item_id", "column": "category"}},
+     r"stream.realtime.group.field: required"),
+    ({"stream.realtime.group": {"tabel": "x"}}, r"stream.realtime.group.tabel: unknown key"),
+    ({"stream.realtime.type_column": None}, r"stream.realtime.type_column: required when"),
+])
+def test_a_bad_realtime_conf_names_its_key(conf, override, message):
+    if "stream.realtime.group" in override:  # a group replaced whole, not merged into the app's
+        conf = conf.with_overrides({"stream.realtime.group": None})
+    with pytest.raises(ConfError, match=message):
+        RealtimeSpec.from_conf(conf.with_overrides(override))
+
+
+def test_a_bad_realtime_conf_stops_the_stream_before_any_query(spark, conf):
+    with pytest.raises(ConfError, match="stream.realtime.lookup_entity"):
+        run_stream(spark, conf.with_overrides({"stream.realtime.lookup_entity": "shop"}), "events",
+                   trigger="availableNow")

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from deltalake import DeltaTable
 from lakeloop import jvm
-from lakeloop.datagen import generate_day
+from lakeloop_apps.recommender.datagen import generate_day
 
 from tests.conftest import ROOT
 

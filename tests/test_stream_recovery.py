@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from deltalake import DeltaTable
-from lakeloop.datagen import generate_day
+from lakeloop_apps.recommender.datagen import generate_day
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow

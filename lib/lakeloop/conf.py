@@ -133,7 +133,8 @@ SPEC: dict[str, Field] = {
                                          "estimate of row size) and optimize compacts to"),
     "optimize.tables": _f("list", "tables the optimize job compacts and vacuums; empty: every table of the "
                           "bronze, silver and gold layers"),
-    "optimize.z_order": _f("dict", "columns to z-order by, per table: {'silver.events': [user_id]}", flat_keys=True),
+    "optimize.z_order": _f("dict", "columns to z-order by, per table: {'<layer>.<table>': [<column>, ...]}",
+                           flat_keys=True),
     # -- sources and data quality ----------------------------------------------------------------
     "sources": _f("dict", "source name -> {format, schema, ...}; see docs/sources.md"),
     "schema_dir": _f("str", "directory of the source schema files; default: schemas/ beside conf/",
@@ -159,7 +160,7 @@ SPEC: dict[str, Field] = {
     "validate.allow_empty": _f("list", "tables of sparse sources: an empty partition is a warning, not a failure"),
     "features.lookback_days": _f("int", "days of events behind every feature"),
     "features.max_list_length": _f("int", "most recent entries kept per favour list"),
-    "features.half_life_days": _f("float", "half-life of the category affinity decay"),
+    "features.half_life_days": _f("float", "half-life of the time-decayed affinity features"),
     "features.label_window_days": _f("int", "training labels: days after the label time"),
     "features.label_types": _f("list", "event types that make a positive training label"),
     "features.negatives_per_positive": _f("int", "sampled non-interacted items per positive"),
@@ -195,6 +196,10 @@ SPEC: dict[str, Field] = {
     "serve.max_batch_keys": _f("int", "most keys in one batch lookup (422 beyond)"),
     "serve.store_timeout_s": _f("float", "seconds a Redis read or connect may take before the request fails (503)"),
     "serve.access_log": _f("bool", "log one line per request"),
+    "serve.description": _f("str", "description of the service in its OpenAPI document; null: a generic one",
+                            nullable=True),
+    "serve.routes": _f("dict", "the app's lookup routes: name -> {key, key_type (int or str), value_field, "
+                       "batch_field, docs}: GET /v1/<name>/{key}, POST /v1/<name>; see docs/serving.md"),
     # -- training, MLflow tracking and registry -------------------------------------------------------
     "mlflow.tracking_uri": _f("str", "MLflow tracking URI; null: sqlite:///<warehouse>/_mlflow/mlflow.db",
                               nullable=True),
@@ -263,7 +268,17 @@ SPEC: dict[str, Field] = {
     "stream.watermark": _f("str", "how late an event may arrive and still update its window"),
     "stream.realtime_table": _f("str", "Delta table of the real-time window counts, layer.name"),
     "stream.realtime_ttl_seconds": _f("int", "expiry of the real-time view in the serving store", nullable=True),
-    "stream.items_table": _f("str", "table giving each item's category to the per-user view, layer.name"),
+    "stream.realtime.entities": _f("dict", "entity name -> integer key column of the events; each event counts "
+                                   "once per entity; empty: no real-time view"),
+    "stream.realtime.type_column": _f("str", "event column the counts compare with their event type",
+                                      nullable=True),
+    "stream.realtime.counts": _f("dict", "count column -> value of the type column it counts (besides events, "
+                                 "which counts all)"),
+    "stream.realtime.lookup_entity": _f("str", "entity whose views are stored under the bare key, merged with the "
+                                        "batch values by lookup; the others under <entity>:<key>", nullable=True),
+    "stream.realtime.group": _f("dict", "{table, key, column, field}: the latest column of table per key, joined "
+                                "to each event on key; each window collects its distinct values into field",
+                                nullable=True),
     "stream.kafka.bootstrap_servers": _f("str", "Kafka brokers (host:port,...)", nullable=True),
     "stream.kafka.topic": _f("str", "Kafka topic of the source; null: the source name", nullable=True),
     "stream.kafka.starting_offsets": _f("str", "earliest or latest (first start only)"),
@@ -345,6 +360,8 @@ DEFAULTS: dict[str, Any] = {
     "serve.max_batch_keys": 1000,
     "serve.store_timeout_s": 2.0,
     "serve.access_log": False,
+    "serve.description": None,
+    "serve.routes": {},
     "mlflow.tracking_uri": None,
     "mlflow.registry_uri": None,
     "mlflow.artifact_root": None,
@@ -391,12 +408,22 @@ DEFAULTS: dict[str, Any] = {
     "stream.watermark": "10 minutes",
     "stream.realtime_table": "gold.realtime_counts",
     "stream.realtime_ttl_seconds": 3600,
+    "stream.realtime.entities": {},
+    "stream.realtime.type_column": None,
+    "stream.realtime.counts": {},
+    "stream.realtime.lookup_entity": None,
+    "stream.realtime.group": None,
     "stream.kafka.bootstrap_servers": None,
     "stream.kafka.topic": None,
     "stream.kafka.starting_offsets": "earliest",
     "stream.kafka.options": {},
 }
 
+
+# keys of earlier versions -> what replaced them (a conf still setting one stops with this hint)
+RETIRED: dict[str, str] = {
+    "stream.items_table": "the real-time view's group table is stream.realtime.group.table (docs/streaming.md)",
+}
 
 # set per thread with SparkContext.setLocalProperty, not a SparkConf entry
 _LOCAL_PROPERTIES = {"spark.scheduler.pool"}
@@ -649,6 +676,8 @@ def _merge_flat(values: dict[str, Any], origins: dict[str, str],
         if _field_for(key) is None:
             key, value = _into_container(key, value)
         found = _field_for(key)
+        if found is None and key in RETIRED:
+            raise ConfError(f"{origin}: {key}: no longer a key; {RETIRED[key]}")
         if found is None:
             hint = _close_match(key)
             raise ConfError(f"{origin}: unknown key {key!r}" + (f" (did you mean {hint!r}?)" if hint else ""))

@@ -60,9 +60,8 @@ def _print_closed_loop(rows: list[dict], reactions: dict[str, str]) -> None:
 def _print_realtime(ctx, date: str, user: int = 1) -> None:
     """The speed layer: new events of ``user`` landing in two waves, the stream run after each and
     the real-time view read between them (see docs/streaming.md, demo)."""
+    from lakeloop_apps.recommender.waves import describe, realtime_waves
     from pyspark.sql import SparkSession
-
-    from lakeloop.streaming.waves import describe, realtime_waves
 
     print(step_started("demo", date, "stream"), flush=True)
     t0 = time.monotonic()
@@ -107,7 +106,8 @@ def where_to_look(conf, args: argparse.Namespace, report: Path | str, log_file: 
              f"MLflow      {mlflow_ui_command(tracking_uri(conf))}   then http://127.0.0.1:5000",
              f"serving     ./spark-submit.sh serve --port 8080{options}"]
     if user is not None:
-        lines.append(f"            curl http://127.0.0.1:8080/v1/recommendations/{user}")
+        route = next(iter(conf["serve.routes"]), "predictions")  # the app's first lookup route
+        lines.append(f"            curl http://127.0.0.1:8080/v1/{route}/{user}")
     jupyter = Path(sys.executable).with_name("jupyter")
     jupyter_cmd = shlex.quote(str(jupyter)) if jupyter.is_file() else "jupyter"
     lines += [f"notebook    LAKELOOP_WAREHOUSE={shlex.quote(conf.path('warehouse'))} {jupyter_cmd} lab "

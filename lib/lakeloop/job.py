@@ -30,7 +30,7 @@ T = TypeVar("T")
 
 # job name -> library module holding DESCRIPTION, add_arguments and run
 JOBS: dict[str, str] = {
-    "datagen": "lakeloop.datagen.job",
+    "datagen": "lakeloop_apps.recommender.datagen.job",
     "ingest": "lakeloop.ingest",
     "curate": "lakeloop.curate",
     "validate": "lakeloop.validate",

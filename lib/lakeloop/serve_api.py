@@ -3,15 +3,15 @@
 The service is a FastAPI application (:mod:`lakeloop.serving.api`) on uvicorn with ``serve.workers``
 worker processes (:mod:`lakeloop.serving.server`).  Routes:
 
-``GET /v1/recommendations/<user_id>``
-    The user's top-N items loaded by bulk inference, merged with the user's real-time view:
-    ``{"user_id": 42, "items": [{"item_id": 7, "score": 0.93}, ...], "realtime": {...}}``
-    (``realtime`` only when the real-time view has the user; ``items`` is ``[]`` for a user known
-    only to the real-time view).  ``user_id`` must be a decimal integer.
+``GET /v1/<route>/<key>``, ``POST /v1/<route>``
+    The routes an app declares in ``serve.routes`` (:mod:`lakeloop.serving.routes`): a key's batch value
+    under the route's ``value_field``, merged with the key's real-time view, and the same for a batch of
+    keys (``{<batch_field>: [...]}``) read from one version.  The built-in recommender declares its
+    route in conf/base.yaml.
 ``GET /v1/predictions/<key>``
     Any key of the current version merged with its real-time value.
-``POST /v1/recommendations``, ``POST /v1/predictions``
-    The same for a batch (``{"user_ids": [...]}``, ``{"keys": [...]}``), all read from one version.
+``POST /v1/predictions``
+    The same for a batch (``{"keys": [...]}``), all read from one version.
 ``/healthz``, ``/readyz``, ``/metrics``, ``/docs``, ``/openapi.json``
     Health (store answers, version served), readiness, Prometheus metrics, the OpenAPI document.
 

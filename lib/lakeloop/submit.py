@@ -91,6 +91,10 @@ def entry_file(job: str, root: Path = PROJECT_ROOT) -> tuple[str, list[str]]:
     return str(Path(__file__).resolve().parent / "__main__.py"), [job]
 
 
+# the packages shipped with --py-files: the engine and the apps built on it
+_PACKAGES = ("lakeloop", "lakeloop_apps")
+
+
 def _sources_digest(lib: Path) -> str:
     h = hashlib.sha256()
     for path in sorted(lib.rglob("*")):
@@ -101,18 +105,20 @@ def _sources_digest(lib: Path) -> str:
 
 
 def package_library(root: Path = PROJECT_ROOT, build_dir: Path | None = None) -> Path:
-    """Zip ``lib/lakeloop`` for ``--py-files``; rebuilt only when a source file changed."""
+    """Zip ``lib/lakeloop`` and ``lib/lakeloop_apps`` (the apps' code, which executors import too) for
+    ``--py-files``; rebuilt only when a source file changed."""
     lib = root / "lib"
     build_dir = build_dir or root / "build"
     build_dir.mkdir(parents=True, exist_ok=True)
     target = build_dir / "lakeloop.zip"
     stamp = build_dir / "lakeloop.zip.sha256"
-    digest = _sources_digest(lib / "lakeloop")
+    packages = [lib / name for name in _PACKAGES if (lib / name).is_dir()]
+    digest = "".join(_sources_digest(p) for p in packages)
     if target.exists() and stamp.exists() and stamp.read_text().strip() == digest:
         return target
     tmp = target.with_suffix(".zip.tmp")
     with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
-        for path in sorted((lib / "lakeloop").rglob("*")):
+        for path in sorted(p for package in packages for p in package.rglob("*")):
             if path.is_file() and "__pycache__" not in path.parts:
                 info = zipfile.ZipInfo(str(path.relative_to(lib)), date_time=(1980, 1, 1, 0, 0, 0))
                 info.external_attr = (path.stat().st_mode & 0o777) << 16

@@ -1,7 +1,7 @@
 """Serving stores: versioned keyspace with an atomic switch, batch view + real-time view.
 
 >>> store = open_store(conf)                                   # doctest: +SKIP
->>> load_dataframe(store, predictions, "2026-11-22", "user_id", "top_items")  # doctest: +SKIP
+>>> load_dataframe(store, predictions, "2026-11-22", "key", "value")  # doctest: +SKIP
 >>> store.lookup(42)                                          # doctest: +SKIP
 {'value': [...], 'realtime': {...}}
 

@@ -1,17 +1,18 @@
 """The lookup service's routes: a FastAPI application over a :class:`~lakeloop.serving.ServingStore`.
 
-``GET /v1/recommendations/{user_id}``, ``GET /v1/predictions/{key}`` and their batch forms
-``POST /v1/recommendations`` (``{"user_ids": [...]}``) and ``POST /v1/predictions`` (``{"keys": [...]}``),
-``/healthz``, ``/readyz``, ``/metrics``, and the OpenAPI document at ``/openapi.json`` (``/docs`` renders
-it).  Every answer is JSON, errors included (``{"error": "..."}``).  Each lookup resolves the current
-version and the values in one consistent step, so no response mixes two versions.  The HTTP server, the
-limits and the metrics are in :mod:`lakeloop.serving.server`.
+``GET /v1/predictions/{key}`` and its batch form ``POST /v1/predictions`` (``{"keys": [...]}``), the app's
+routes of ``serve.routes`` (:mod:`lakeloop.serving.routes`: ``GET /v1/<name>/{<key>}`` and ``POST
+/v1/<name>`` with ``{<batch_field>: [...]}``), ``/healthz``, ``/readyz``, ``/metrics``, and the OpenAPI
+document at ``/openapi.json`` (``/docs`` renders it).  Every answer is JSON, errors included
+(``{"error": "..."}``).  Each lookup resolves the current version and the values in one consistent step, so
+no response mixes two versions.  The HTTP server, the limits and the metrics are in
+:mod:`lakeloop.serving.server`.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -20,31 +21,27 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from lakeloop.serving.base import ServingStore
+from lakeloop.serving.routes import (
+    PREDICTIONS,
+    RouteSpec,
+    ServiceError,
+    parse_key,
+    prediction,
+    prediction_body,
+    read_store,
+)
 
-__all__ = ["create_app", "ServiceError", "ReadinessCheck", "AppOptions", "FastLookups", "HOT_ROUTES"]
+__all__ = ["create_app", "ServiceError", "ReadinessCheck", "AppOptions", "FastLookups", "hot_routes"]
 
 log = logging.getLogger(__name__)
 
-_USER_ID = re.compile(r"^-?[0-9]{1,19}$")
-# serving keys are written as text; ':' and glob characters never occur in them
-_KEY = re.compile(r"^[A-Za-z0-9_.\-]{1,256}$")
-_INT64 = 2 ** 63
-
 #: a readiness check: ``None`` when ready, else the reason it is not
 ReadinessCheck = Callable[[], "str | None"]
-
-
-class ServiceError(Exception):
-    """A request that is answered with ``status`` and ``{"error": message}``."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status, self.message = int(status), message
 
 
 def json_response(status: int, body: Any, headers: Mapping[str, str] | None = None) -> Response:
@@ -56,21 +53,6 @@ def error_body(status: int, message: str) -> bytes:
 
 
 # -- documentation models (responses are built directly, never validated on the way out) ------------------
-class Item(BaseModel):
-    item_id: int
-    score: float
-
-
-class Recommendations(BaseModel):
-    user_id: int
-    items: list[dict[str, Any]] = Field(description="the user's top-N from the current version, [] if none")
-    realtime: dict[str, Any] | None = Field(None, description="the user's real-time view, when there is one")
-
-
-class UsersRequest(BaseModel):
-    user_ids: list[int] = Field(min_length=1, description="64-bit user ids, at most serve.max_batch_keys")
-
-
 class KeysRequest(BaseModel):
     keys: list[str] = Field(min_length=1, description="keys (letters, digits, _ . -), at most serve.max_batch_keys")
 
@@ -89,6 +71,29 @@ class ErrorBody(BaseModel):
     error: str
 
 
+def _title(name: str) -> str:
+    return "".join(part.capitalize() for part in name.replace("-", "_").replace(" ", "_").split("_"))
+
+
+def _response_model(route: RouteSpec) -> type[BaseModel]:
+    """The documented answer of ``route``: its key, its value field and the real-time view."""
+    key_type = int if route.key_type == "int" else str
+    value = route.docs.get("value", f"the {route.noun}'s value from the current version, [] if none")
+    realtime = route.docs.get("realtime", f"the {route.noun}'s real-time view, when there is one")
+    return create_model(_title(route.name), **{
+        route.key: (key_type, ...),
+        route.value_field: (list[dict[str, Any]], Field(description=value)),
+        "realtime": (dict[str, Any] | None, Field(None, description=realtime))})
+
+
+def _request_model(route: RouteSpec) -> type[BaseModel]:
+    """The documented body of ``POST /v1/<name>``: the list of keys under ``batch_field``."""
+    key_type = int if route.key_type == "int" else str
+    what = "64-bit" if route.key_type == "int" else "text"
+    return create_model(f"{_title(route.noun)}sRequest", **{route.batch_field: (
+        list[key_type], Field(min_length=1, description=f"{what} {route.label}s, at most serve.max_batch_keys"))})
+
+
 @dataclass
 class AppOptions:
     """What the routes need besides the store."""
@@ -98,6 +103,10 @@ class AppOptions:
     readiness: Mapping[str, ReadinessCheck] = field(default_factory=dict)
     #: ``/metrics`` body and content type, or ``None`` for no metrics route
     metrics: Callable[[], tuple[bytes, str]] | None = None
+    #: the app's lookup routes (``serve.routes``, :func:`lakeloop.serving.routes.parse_routes`)
+    routes: Mapping[str, RouteSpec] = field(default_factory=dict)
+    #: the OpenAPI document's description (``serve.description``); ``None``: a generic one
+    description: str | None = None
 
 
 _ERRORS = {400: {"model": ErrorBody, "description": "malformed id or key"},
@@ -108,17 +117,20 @@ _ERRORS = {400: {"model": ErrorBody, "description": "malformed id or key"},
 def create_app(store: ServingStore, options: AppOptions | None = None) -> FastAPI:
     """The FastAPI application answering lookups from ``store``."""
     options = options or AppOptions()
-    app = FastAPI(title="lakeloop lookup service", version="1",
-                  description="Top-N recommendations and predictions from the serving store's current version, "
-                              "merged with the real-time view.", redirect_slashes=False)
+    description = options.description or ("Lookups of the app's routes and predictions from the serving store's "
+                                          "current version, merged with the real-time view.")
+    app = FastAPI(title="lakeloop lookup service", version="1", description=description, redirect_slashes=False)
     app.state.store = store
-    _add_error_handlers(app)
+    _add_error_handlers(app, options.routes)
     _add_lookup_routes(app, store, options)
     _add_health_routes(app, store, options)
     return app
 
 
-def _add_error_handlers(app: FastAPI) -> None:
+def _add_error_handlers(app: FastAPI, routes: Mapping[str, RouteSpec]) -> None:
+    listed = ", ".join([*(f"/v1/{r.name}/<{r.key}>" for r in routes.values()), f"/v1/{PREDICTIONS}/<key>",
+                        "/healthz", "/readyz", "/metrics", "/docs"])
+
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, exc: ServiceError) -> Response:
         return json_response(exc.status, {"error": exc.message})
@@ -127,8 +139,7 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def http_error(request: Request, exc: HTTPException) -> Response:
         message = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
         if exc.status_code == 404:
-            message = (f"no route {request.url.path!r}; routes: /v1/recommendations/<user_id>, "
-                       "/v1/predictions/<key>, /healthz, /readyz, /metrics, /docs")
+            message = f"no route {request.url.path!r}; routes: {listed}"
         return json_response(exc.status_code, {"error": message}, getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
@@ -139,48 +150,12 @@ def _add_error_handlers(app: FastAPI) -> None:
                                    "detail": errors})
 
 
-def _user_id(raw: str) -> int:
-    if not _USER_ID.match(raw) or not -_INT64 <= int(raw) < _INT64:
-        raise ServiceError(400, f"user id {raw!r}: expected a 64-bit integer")
-    return int(raw)
-
-
-def _key(raw: str) -> str:
-    if not _KEY.match(raw):
-        raise ServiceError(400, f"key {raw!r}: expected letters, digits, '_', '.' or '-'")
-    return raw
-
-
-def _read(what: str, fn: Callable[..., Any], *args: Any) -> Any:
-    """A store read; any store failure is a 503 and the service lives on."""
-    try:
-        return fn(*args)
-    except Exception as exc:  # noqa: BLE001 - a store failure becomes a 503
-        log.warning("%s failed: %s", what, exc)
-        raise ServiceError(503, f"lookup failed: serving store unavailable ({exc})") from None
-
-
-def recommendation(store: ServingStore, raw: str) -> dict[str, Any]:
-    """``GET /v1/recommendations/{raw}``: the body of a 200, or :class:`ServiceError`."""
-    uid = _user_id(raw)
-    found = _read("lookup", store.lookup, uid)
-    if found is None:
-        raise ServiceError(404, f"user {uid}: no recommendations")
-    return _recommendation(uid, found)
-
-
-def prediction(store: ServingStore, raw: str) -> dict[str, Any]:
-    """``GET /v1/predictions/{raw}``: the body of a 200, or :class:`ServiceError`."""
-    key = _key(raw)
-    found = _read("lookup", store.lookup, key)
-    if found is None:
-        raise ServiceError(404, f"key {key!r}: not found")
-    return {"key": key, **found}
-
-
-#: the single-key GET routes: prefix -> (route template, handler); answered by :class:`FastLookups`
-HOT_ROUTES = {"/v1/recommendations/": ("/v1/recommendations/{user_id}", recommendation),
-              "/v1/predictions/": ("/v1/predictions/{key}", prediction)}
+def hot_routes(routes: Mapping[str, RouteSpec]) -> dict[str, tuple[str, Callable[[ServingStore, str], Any]]]:
+    """The single-key GET routes answered by :class:`FastLookups`: prefix -> (route template, handler)."""
+    hot: dict[str, tuple[str, Callable[[ServingStore, str], Any]]] = {
+        f"/v1/{r.name}/": (r.template, r.lookup) for r in routes.values()}
+    hot[f"/v1/{PREDICTIONS}/"] = (f"/v1/{PREDICTIONS}/{{key}}", prediction)
+    return hot
 
 
 class _Route:
@@ -194,9 +169,10 @@ class FastLookups:
     """ASGI: answers the single-key lookups (the hot path) without FastAPI's request machinery, with the
     same handlers as the FastAPI routes; every other request goes to ``app``."""
 
-    def __init__(self, app: Any, store: ServingStore) -> None:
+    def __init__(self, app: Any, store: ServingStore, routes: Mapping[str, RouteSpec] | None = None) -> None:
         self.app, self.store = app, store
-        self.routes = {prefix: (_Route(template), handler) for prefix, (template, handler) in HOT_ROUTES.items()}
+        self.routes = {prefix: (_Route(template), handler)
+                       for prefix, (template, handler) in hot_routes(routes or {}).items()}
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         path = scope.get("path", "")
@@ -222,55 +198,74 @@ async def _send_json(send: Any, status: int, payload: bytes) -> None:
     await send({"type": "http.response.body", "body": payload})
 
 
-def _recommendation(user_id: int, found: Mapping[str, Any]) -> dict[str, Any]:
-    body: dict[str, Any] = {"user_id": user_id, "items": found.get("value") or []}
-    if "realtime" in found:
-        body["realtime"] = found["realtime"]
-    return body
-
-
 def _batch_limit(n: int, options: AppOptions) -> None:
     if n > options.max_batch_keys:
         raise ServiceError(422, f"{n} keys in one request: at most {options.max_batch_keys} (serve.max_batch_keys)")
 
 
-def _add_lookup_routes(app: FastAPI, store: ServingStore, options: AppOptions) -> None:
-    @app.get("/v1/recommendations/{user_id}", response_model=Recommendations, responses=_ERRORS,
-             summary="a user's top-N items merged with the real-time view")
-    async def recommendations(user_id: str) -> Response:
-        return json_response(200, recommendation(store, user_id))
+def _endpoint(fn: Callable[..., Any], name: str, annotation: Any) -> Callable[..., Any]:
+    """``fn`` with the one parameter ``name`` FastAPI reads (a path parameter or the body)."""
+    fn.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=annotation)])
+    return fn
 
-    @app.get("/v1/predictions/{key}", responses=_ERRORS,
+
+def _add_lookup_routes(app: FastAPI, store: ServingStore, options: AppOptions) -> None:
+    """The single-key GET routes (the app's, then ``/v1/predictions/{key}``), then their batch forms."""
+    for route in options.routes.values():
+        _add_get(app, store, route)
+
+    @app.get(f"/v1/{PREDICTIONS}/{{key}}", responses=_ERRORS,
              summary="any key of the current version: its fields (or value) plus realtime")
     async def get_prediction(key: str) -> Response:
         return json_response(200, prediction(store, key))
 
-    @app.post("/v1/recommendations", response_model=BatchResults, responses=_ERRORS,
-              summary="several users at once, all from one version")
-    async def recommendations_batch(body: UsersRequest) -> Response:
-        _batch_limit(len(body.user_ids), options)
-        for uid in body.user_ids:
-            if not -_INT64 <= uid < _INT64:
-                raise ServiceError(422, f"user id {uid}: expected a 64-bit integer")
-        version, found = _read("lookup", store.lookup_many, body.user_ids)
-        results = [None if f is None else _recommendation(uid, f) for uid, f in zip(body.user_ids, found, strict=True)]
-        return json_response(200, {"version": version, "results": results})
+    for route in options.routes.values():
+        if route.batch_field is not None:
+            _add_batch(app, store, options, route)
 
-    @app.post("/v1/predictions", response_model=BatchResults, responses=_ERRORS,
+    @app.post(f"/v1/{PREDICTIONS}", response_model=BatchResults, responses=_ERRORS,
               summary="several keys at once, all from one version")
     async def predictions_batch(body: KeysRequest) -> Response:
         _batch_limit(len(body.keys), options)
-        keys = [_key(k) for k in body.keys]
-        version, found = _read("lookup", store.lookup_many, keys)
-        results = [None if f is None else {"key": k, **f} for k, f in zip(keys, found, strict=True)]
+        keys = [parse_key(k) for k in body.keys]
+        version, found = read_store("lookup", store.lookup_many, keys)
+        results = [None if f is None else prediction_body(k, f) for k, f in zip(keys, found, strict=True)]
         return json_response(200, {"version": version, "results": results})
+
+    lookups = {*options.routes, PREDICTIONS}
 
     # malformed lookup paths (missing or extra segments) are bad requests, not unknown routes
     @app.get("/v1/{kind}/{rest:path}", include_in_schema=False)
     async def malformed(kind: str, rest: str) -> Response:
-        if kind in ("recommendations", "predictions"):
+        if kind in lookups:
             raise ServiceError(400, f"bad path '/v1/{kind}/{rest}': expected /v1/{kind}/<id>")
         raise HTTPException(404)
+
+
+def _add_get(app: FastAPI, store: ServingStore, route: RouteSpec) -> None:
+    """``GET /v1/<name>/{key}`` of a declared route."""
+    async def get_one(**params: str) -> Response:
+        return json_response(200, route.lookup(store, params[route.key]))
+
+    app.add_api_route(route.template, _endpoint(get_one, route.key, str), methods=["GET"], name=route.name,
+                      response_model=_response_model(route), responses=_ERRORS,
+                      summary=route.docs.get("get", f"a {route.noun}'s value merged with the real-time view"))
+
+
+def _add_batch(app: FastAPI, store: ServingStore, options: AppOptions, route: RouteSpec) -> None:
+    """``POST /v1/<name>`` with ``{batch_field: [...]}``: every key read from one version."""
+    async def get_many(body: BaseModel) -> Response:
+        wanted = getattr(body, route.batch_field)
+        _batch_limit(len(wanted), options)
+        keys = [route.check_batch_key(k) for k in wanted]
+        version, found = read_store("lookup", store.lookup_many, keys)
+        results = [None if f is None else route.body(k, f) for k, f in zip(keys, found, strict=True)]
+        return json_response(200, {"version": version, "results": results})
+
+    app.add_api_route(f"/v1/{route.name}", _endpoint(get_many, "body", _request_model(route)), methods=["POST"],
+                      name=f"{route.name}_batch", response_model=BatchResults, responses=_ERRORS,
+                      summary=route.docs.get("post", f"several {route.noun}s at once, all from one version"))
 
 
 def _add_health_routes(app: FastAPI, store: ServingStore, options: AppOptions) -> None:

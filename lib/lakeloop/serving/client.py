@@ -1,8 +1,10 @@
 """A small client of the HTTP lookup API (:mod:`lakeloop.serve_api`): one keep-alive connection.
 
 >>> client = LookupClient("127.0.0.1", 8080)          # doctest: +SKIP
->>> client.recommendations(42)                        # doctest: +SKIP
-(200, {'user_id': 42, 'items': [...], 'realtime': {...}})
+>>> client.prediction("k1")                           # doctest: +SKIP
+(200, {'key': 'k1', 'value': 0.5, 'realtime': {...}})
+>>> client.lookup("<route>", 42)                      # doctest: +SKIP
+(200, {...})
 """
 
 from __future__ import annotations
@@ -37,11 +39,12 @@ class LookupClient:
                     raise
         raise AssertionError("unreachable")
 
-    def recommendations(self, user_id: Any) -> tuple[int, Any]:
-        return self.get(f"/v1/recommendations/{quote(str(user_id), safe='')}")
+    def lookup(self, route: str, key: Any) -> tuple[int, Any]:
+        """``GET /v1/<route>/<key>``: a route of ``serve.routes``."""
+        return self.get(f"/v1/{route}/{quote(str(key), safe='')}")
 
     def prediction(self, key: Any) -> tuple[int, Any]:
-        return self.get(f"/v1/predictions/{quote(str(key), safe='')}")
+        return self.lookup("predictions", key)
 
     def health(self) -> tuple[int, Any]:
         return self.get("/healthz")

@@ -3,7 +3,7 @@
 ``lakeloop_serve_requests_total{route, method, status}``, ``lakeloop_serve_request_seconds{route}`` (a
 latency histogram), ``lakeloop_serve_errors_total{route, kind}`` (5xx answers and requests that failed
 without one) and, read from the store when scraped, ``lakeloop_serving_version_info{version}`` and
-``lakeloop_serving_store_up``.  ``route`` is the route's template (``/v1/recommendations/{user_id}``), so the
+``lakeloop_serving_store_up``.  ``route`` is the route's template (``/v1/predictions/{key}``), so the
 label set stays small.  With several worker processes (``PROMETHEUS_MULTIPROC_DIR`` set by the server
 before the workers start) every worker writes its samples to that folder and ``/metrics`` adds them up,
 whichever worker answers.

@@ -40,10 +40,12 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from lakeloop.serving.api import AppOptions, FastLookups, ReadinessCheck, create_app, json_response
 from lakeloop.serving.metrics import MULTIPROC_ENV, ServiceMetrics
+from lakeloop.serving.routes import parse_routes
 
 if TYPE_CHECKING:
     import uvicorn
 
+    from lakeloop.conf import Conf
     from lakeloop.serving.base import ServingStore
 
 __all__ = ["ServeSettings", "build_app", "serve", "serve_in_thread", "RunningServer", "app_from_environment"]
@@ -71,6 +73,9 @@ class ServeSettings:
     max_batch_keys: int = 1000
     store_timeout_s: float = 2.0
     access_log: bool = False
+    #: the app's lookup routes as ``serve.routes`` declares them (:mod:`lakeloop.serving.routes`)
+    routes: Mapping[str, Any] = field(default_factory=dict)
+    description: str | None = None
     readiness: Mapping[str, ReadinessCheck] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -80,10 +85,13 @@ class ServeSettings:
         for name in ("keepalive_timeout_s", "request_timeout_s", "drain_timeout_s", "store_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"serve.{name}: expected a number > 0, got {getattr(self, name)!r}")
+        parse_routes(self.routes)
 
     @classmethod
-    def from_conf(cls, conf: Mapping[str, Any], **overrides: Any) -> ServeSettings:
+    def from_conf(cls, conf: Conf, **overrides: Any) -> ServeSettings:
+        """The ``serve.*`` keys of ``conf``; a bad ``serve.routes`` entry is a ConfError naming its file."""
         names = [f for f in cls.__dataclass_fields__ if f != "readiness"]
+        parse_routes(conf["serve.routes"], conf.origin("serve.routes"))
         values = {name: conf[f"serve.{name}"] for name in names}
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
@@ -261,9 +269,10 @@ def build_app(store: ServingStore, settings: ServeSettings | None = None) -> Any
     settings = settings or ServeSettings()
     store = _with_store_timeout(store, settings.store_timeout_s)
     metrics = ServiceMetrics(store)
+    routes = parse_routes(settings.routes)
     app = create_app(store, AppOptions(max_batch_keys=settings.max_batch_keys, readiness=settings.readiness,
-                                       metrics=metrics.render))
-    guarded = _Guard(FastLookups(app, store), metrics, settings.max_body_bytes)
+                                       metrics=metrics.render, routes=routes, description=settings.description))
+    guarded = _Guard(FastLookups(app, store, routes), metrics, settings.max_body_bytes)
     guarded.fastapi = app  # type: ignore[attr-defined] - for callers that add routes or inspect the schema
     return guarded
 

@@ -9,9 +9,10 @@ Two queries per source, each with its own checkpoint (:func:`lakeloop.streaming.
 ``realtime_<source>``
     the same arriving lines (its own file source or Kafka reader) -> valid events -> event-time window
     counts with a watermark -> ``stream.realtime_table`` and the serving store's real-time view
-    (:mod:`lakeloop.streaming.realtime`).  Only for sources with an event time, item, user and type
-    (``events``).  Both queries run side by side with either trigger; neither starts a Python worker
-    (no Python data source), so no query waits on one to connect back.
+    (:mod:`lakeloop.streaming.realtime`).  Only for sources with an event time and the columns the app's
+    ``stream.realtime.*`` keys count by (the recommender's ``events``).  Both queries run side by side
+    with either trigger; neither starts a Python worker (no Python data source), so no query waits on
+    one to connect back.
 
 >>> report = run_stream(spark, conf, "events", trigger="availableNow")  # doctest: +SKIP
 >>> report.bronze.rows, report.queries["realtime_events"].late_rows_dropped  # doctest: +SKIP
@@ -32,9 +33,10 @@ from lakeloop.job import JobResult
 from lakeloop.schemas import source_schema
 from lakeloop.streaming.bronze import BronzeStats, BronzeWriter, classified_early, quarantine_table, verdict
 from lakeloop.streaming.realtime import (
+    RealtimeSpec,
     RealtimeStats,
     RealtimeWriter,
-    item_categories,
+    group_values,
     realtime_frame,
     supports_realtime,
     valid_events,
@@ -107,8 +109,9 @@ def run_stream(spark: SparkSession, conf: Conf, source: str = "events", *, trigg
     lines = source_stream(spark, conf, schema)
     if classified_early(schema):
         lines = verdict(lines, schema)  # analysed once per query, not per micro-batch
-    realtime_writer = RealtimeWriter(conf, checkpoint_dir(conf, f"realtime_{source}")) \
-        if realtime and supports_realtime(schema) else None
+    spec = RealtimeSpec.from_conf(conf) if realtime else None
+    realtime_writer = RealtimeWriter(conf, checkpoint_dir(conf, f"realtime_{source}"), spec) \
+        if spec is not None and supports_realtime(schema, spec) else None
     report = StreamReport(source, trigger, bronze_writer.stats, realtime_writer.stats if realtime_writer else None)
     try:
         queries = [start(lines, f"bronze_{source}", bronze_cp, bronze_writer, how)]
@@ -127,8 +130,9 @@ def run_stream(spark: SparkSession, conf: Conf, source: str = "events", *, trigg
 def _start_realtime(spark: SparkSession, conf: Conf, schema: Any, writer: RealtimeWriter,
                     how: dict[str, Any]) -> Any:
     events = valid_events(source_stream(spark, conf, schema), schema)
-    counts = realtime_frame(events, schema, conf["stream.window"],
-                            conf["stream.watermark"], item_categories(spark, conf))
+    spec = writer.spec
+    counts = realtime_frame(events, schema, spec, conf["stream.window"], conf["stream.watermark"],
+                            group_values(spark, conf, spec.group))
     return start(counts, f"realtime_{schema.source}", writer.checkpoint, writer, how, output_mode="update")
 
 

@@ -13,19 +13,25 @@ import random
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from lakeloop.conf import ConfError
-from lakeloop.datagen import files
-from lakeloop.datagen.defects import KINDS, QUARANTINE_KINDS, VALID_KINDS, applicable_kinds, apply_defect
-from lakeloop.datagen.render import join_tokens, render_lines, rows_tokens
-from lakeloop.datagen.response import react
-from lakeloop.datagen.sources import Exposures, event_frame, events_frame, items_frame, users_frame
-from lakeloop.datagen.world import EPOCH_DAY, rng_for, world
+from lakeloop.paths import project_root
 from lakeloop.schemas import SourceSchema, load_schema
+
+from lakeloop_apps.recommender.datagen import files
+from lakeloop_apps.recommender.datagen.defects import (
+    KINDS,
+    QUARANTINE_KINDS,
+    VALID_KINDS,
+    applicable_kinds,
+    apply_defect,
+)
+from lakeloop_apps.recommender.datagen.render import join_tokens, render_lines, rows_tokens
+from lakeloop_apps.recommender.datagen.response import react
+from lakeloop_apps.recommender.datagen.sources import Exposures, event_frame, events_frame, items_frame, users_frame
+from lakeloop_apps.recommender.datagen.world import EPOCH_DAY, rng_for, world
 
 __all__ = ["Plan", "Task", "SOURCES", "make_plan", "default_schemas", "plan_tasks", "is_reaction_part", "run_task",
            "build_manifest", "GENERATOR_VERSION"]
@@ -132,7 +138,7 @@ def make_plan(*, events: int, users: int, items: int, seed: int, bad_fraction: f
 
 def default_schemas() -> dict[str, SourceSchema]:
     """The schemas of the generated sources from the project's ``schemas/`` folder."""
-    root = Path(__file__).resolve().parents[3] / "schemas"
+    root = project_root() / "schemas"
     return {s: load_schema(root / f"{s}.yaml", fmt, s) for s, (_, fmt) in SOURCES.items()}
 
 

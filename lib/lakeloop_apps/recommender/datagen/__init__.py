@@ -19,10 +19,19 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from lakeloop.conf import ConfError
-from lakeloop.datagen import files
-from lakeloop.datagen.defects import KINDS, QUARANTINE_KINDS, VALID_KINDS
-from lakeloop.datagen.generator import CHUNK_ROWS, SOURCES, Task, build_manifest, make_plan, plan_tasks, run_task
 from lakeloop.schemas import SourceSchema
+
+from lakeloop_apps.recommender.datagen import files
+from lakeloop_apps.recommender.datagen.defects import KINDS, QUARANTINE_KINDS, VALID_KINDS
+from lakeloop_apps.recommender.datagen.generator import (
+    CHUNK_ROWS,
+    SOURCES,
+    Task,
+    build_manifest,
+    make_plan,
+    plan_tasks,
+    run_task,
+)
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -83,7 +92,7 @@ def generate(landing: str | os.PathLike[str], dates: Sequence[str], *, events: i
     exposures : dict, optional
         User id -> item ids the user was shown, best first (e.g. yesterday's served recommendations).
         Each date then gets one more events part with the users' reactions (views, clicks, purchases
-        drawn by :mod:`lakeloop.datagen.response`), all good lines, and its manifest a ``reactions``
+        drawn by :mod:`lakeloop_apps.recommender.datagen.response`), all good lines, and its manifest a ``reactions``
         entry.  ``{}`` gives an empty reaction part.
     runner : callable, optional
         ``runner(fn, tasks) -> results`` mapping ``fn`` over the part tasks; in this process by

@@ -12,8 +12,9 @@ import json
 import random
 from collections.abc import Callable
 
-from lakeloop.datagen.render import NULL_JSON, OMIT, join_tokens
 from lakeloop.schemas import Column, SourceSchema, violation
+
+from lakeloop_apps.recommender.datagen.render import NULL_JSON, OMIT, join_tokens
 
 __all__ = ["KINDS", "VALID_KINDS", "QUARANTINE_KINDS", "applicable_kinds", "apply_defect"]
 

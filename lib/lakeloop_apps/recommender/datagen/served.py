@@ -2,7 +2,7 @@
 
 :func:`served_lists` reads the top ``infer.top_n`` items per user of ``infer.table`` for a date (what
 ``infer`` pushed to the serving store); ``datagen`` (with ``datagen.closed_loop``) hands them to
-:func:`lakeloop.datagen.generate` as exposures of the next day.
+:func:`lakeloop_apps.recommender.datagen.generate` as exposures of the next day.
 """
 
 from __future__ import annotations
@@ -14,13 +14,12 @@ from typing import TYPE_CHECKING, Any
 from lakeloop.lake import Lake
 
 if TYPE_CHECKING:
-    from pyspark.sql import SparkSession
-
     from lakeloop.conf import Conf
+    from pyspark.sql import SparkSession
 
 __all__ = ["Served", "served_lists"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("lakeloop.datagen.served")  # under the engine's "lakeloop" logger, as the job logs
 
 
 class Served(dict):

@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from lakeloop.datagen.sources import EVENT_TYPES, FAVOURITE_P, HOUR_CURVE, EventColumns, Exposures
-from lakeloop.datagen.world import World, rng_for
+from lakeloop_apps.recommender.datagen.sources import EVENT_TYPES, FAVOURITE_P, HOUR_CURVE, EventColumns, Exposures
+from lakeloop_apps.recommender.datagen.world import World, rng_for
 
 __all__ = ["Reactions", "affinity", "react", "REACTION_TYPES"]
 

@@ -22,7 +22,6 @@ from functools import lru_cache
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-
 from lakeloop.schemas import SourceSchema
 
 __all__ = ["Col", "Frame", "render_lines", "rows_tokens", "join_tokens", "hex_ids", "vocabulary",

@@ -7,8 +7,17 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from lakeloop.datagen.render import Col, Frame, hex_ids, vocabulary
-from lakeloop.datagen.world import BRANDS, CATEGORIES, COUNTRIES, FAVOURITES, REVIEW_TEXTS, SEGMENTS, World, day_prices
+from lakeloop_apps.recommender.datagen.render import Col, Frame, hex_ids, vocabulary
+from lakeloop_apps.recommender.datagen.world import (
+    BRANDS,
+    CATEGORIES,
+    COUNTRIES,
+    FAVOURITES,
+    REVIEW_TEXTS,
+    SEGMENTS,
+    World,
+    day_prices,
+)
 
 __all__ = ["Exposures", "EventColumns", "EVENT_TYPES", "events_frame", "event_frame", "users_frame",
            "items_frame", "unique_ids"]
@@ -45,7 +54,7 @@ def unique_ids(seed: int, counters: np.ndarray, salt: int = 0) -> np.ndarray:
 @dataclass(frozen=True)
 class Exposures:
     """Per-user ranked lists of item ids shown to users (e.g. yesterday's recommendations), as CSR
-    arrays; users react to them as :mod:`lakeloop.datagen.response` says."""
+    arrays; users react to them as :mod:`lakeloop_apps.recommender.datagen.response` says."""
 
     offsets: np.ndarray  # (users + 1,) into items, by user index
     items: np.ndarray    # item indexes (id - 1)

@@ -21,9 +21,8 @@ from typing import TYPE_CHECKING, Any
 from lakeloop.serving import open_store
 
 if TYPE_CHECKING:
-    from pyspark.sql import SparkSession
-
     from lakeloop.conf import Conf
+    from pyspark.sql import SparkSession
 
 __all__ = ["KINDS", "wave_lines", "land_wave", "realtime_waves", "describe"]
 

@@ -12,7 +12,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from lakeloop.datagen.render import check_plain
+from lakeloop_apps.recommender.datagen.render import check_plain
 
 __all__ = ["World", "DayPrices", "world", "day_prices", "rng_for", "CATEGORIES", "COUNTRIES", "SEGMENTS",
            "REVIEW_TEXTS", "EPOCH_DAY"]

@@ -6,14 +6,14 @@ import argparse
 import datetime as dt
 from typing import TYPE_CHECKING
 
-from lakeloop.datagen import SOURCES, day_range, generate, spark_runner
 from lakeloop.job import JobResult
 from lakeloop.schemas import source_schema
 
-if TYPE_CHECKING:
-    from pyspark.sql import SparkSession
+from lakeloop_apps.recommender.datagen import SOURCES, day_range, generate, spark_runner
 
+if TYPE_CHECKING:
     from lakeloop.session import RunContext
+    from pyspark.sql import SparkSession
 
 __all__ = ["add_arguments", "run"]
 
@@ -41,7 +41,7 @@ def _exposures(spark: SparkSession, ctx: RunContext, date: str, users: int, item
     or nothing served that day)."""
     if not ctx.conf["datagen.closed_loop"]:
         return None, None
-    from lakeloop.datagen.served import served_lists
+    from lakeloop_apps.recommender.datagen.served import served_lists
 
     served = served_lists(spark, ctx.conf, dt.date.fromisoformat(date) - dt.timedelta(days=1), users, items)
     return (None, None) if served is None else (dict(served), served.info)
