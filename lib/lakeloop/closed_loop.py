@@ -5,7 +5,7 @@ the table shows, and under which titles, is conf ``closed_loop.reactions``).
 :func:`rows_from_steps` builds the table from what the pipeline's steps returned (the train step's gate,
 the reactions the landing day's manifest records); :func:`daily_metrics` builds it from stored reports
 (``_reports/train`` and the landing manifests) for a notebook or a later look.  The sample-data side of
-the loop (reactions to yesterday's served lists) lives in :mod:`lakeloop.datagen.served`.
+the loop (reactions to yesterday's served lists) lives in :mod:`lakeloop_apps.recommender.datagen.served`.
 """
 
 from __future__ import annotations
