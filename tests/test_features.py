@@ -315,7 +315,9 @@ def test_features_job_writes_gold_and_is_idempotent(spark, conf):
     assert main(["--date", "2026-11-10", *args]) == 0
     first = snapshot(spark, conf)
     versions = {name: tables.version(conf.table_uri(name)) for name in GOLD_TABLES}
-    assert main(["--date", "2026-11-10", *args]) == 0  # re-run replaces the date's partition
+    assert main(["--date", "2026-11-10", *args]) == 0  # unchanged inputs and specs: skipped before reading
+    assert all(tables.version(conf.table_uri(n)) == v for n, v in versions.items())
+    assert main(["--date", "2026-11-10", *args, "--force"]) == 0  # re-run replaces the date's partition
     assert snapshot(spark, conf) == first
     assert all(tables.version(conf.table_uri(n)) > v for n, v in versions.items())
 

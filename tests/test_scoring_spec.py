@@ -173,3 +173,27 @@ def test_infer_job_with_a_bad_scoring_spec_exits_2(spark, tmp_path, capfd):
                  f"landing={conf['landing']}", "--set", f"train.models_dir={tmp_path / 'models'}"]) == 2
     stopped = "demand.yaml: scoring.rows.generator: 'nowhere.module:rows': No module named 'nowhere'"
     assert stopped in capfd.readouterr().err
+
+
+def test_a_rerun_from_the_same_input_is_skipped_and_new_input_or_force_scores_again(spark, tmp_path,
+                                                                                      regression_model):
+    """The decision is made from the logs and the marker before any data is read: the same model, specs and
+    input partitions skip; a new row in an input partition, a switched serving version or ``force`` score."""
+    from lakeloop import tables
+    from lakeloop.serving import open_store
+
+    ref, _ = regression_model
+    conf = lake_conf(spark, tmp_path, SQL_SPEC)
+    first = infer.score_for_date(spark, conf, conf.scoring, DAY, "r1", ref)
+    version = tables.version(conf.table_uri("gold.demand_scores"))
+    again = infer.score_for_date(spark, conf, conf.scoring, DAY, "r2", ref)
+    assert again.skipped and again.serving_version == first.serving_version and again.rows == first.rows
+    assert tables.version(conf.table_uri("gold.demand_scores")) == version
+    assert open_store(conf).current_version() == first.serving_version
+
+    tables.write(src_rows(spark, [(5, "b", 1.0, 3)]), conf.table_uri("silver.obs"), mode="append")  # on DAY
+    changed = infer.score_for_date(spark, conf, conf.scoring, DAY, "r3", ref)
+    assert not changed.skipped and changed.rows == first.rows + 1
+    assert open_store(conf).current_version() == changed.serving_version
+    forced = infer.score_for_date(spark, conf, conf.scoring, DAY, "r4", ref, force=True)
+    assert not forced.skipped and forced.serving_version.endswith("-r4")

@@ -261,3 +261,22 @@ def test_train_on_gold_data_from_the_pipeline(spark, tmp_path):
     assert report["model_version"] == "1" and report["gate"]["holdout_rows"] > 0
     assert report["input_versions"]["gold.training_set"] is not None
     assert report["gate"]["challenger_value"] is not None  # passed the infra check and was scored
+
+
+def test_a_train_rerun_from_the_same_input_is_skipped_and_force_trains_again(spark, tmp_path):
+    """Decided before any data is read: the same training partition, settings, options and champion skip
+    (no new model version, the stored outcome's exit code); ``--force`` trains and registers a new one."""
+    from lakeloop.conf import load_conf
+
+    sets = [f"warehouse={tmp_path / 'warehouse'}", f"landing={tmp_path / 'landing'}", "spark.scheduler.mode=FIFO",
+            "train.params.n_estimators=5", "train.params.max_depth=3", "train.gate_resamples=20"]
+    conf = load_conf("local", sets, conf_dir=ROOT / "conf")
+    write_gold(spark, conf, training_frame(spark, RUN_DATE))
+    args = ["--conf-dir", str(ROOT / "conf"), "--date", RUN_DATE.isoformat(), *[a for s in sets for a in ("--set", s)]]
+    first = run_train(args)
+    registry.setup(conf)
+    trained = registry.version_for_alias(conf, registry.CHALLENGER).version
+    assert run_train(args) == first  # the same outcome, from the report
+    assert registry.version_for_alias(conf, registry.CHALLENGER).version == trained
+    assert run_train([*args, "--force"]) in (0, EXIT_GATE_REFUSED)
+    assert int(registry.version_for_alias(conf, registry.CHALLENGER).version) == int(trained) + 1

@@ -31,10 +31,11 @@ import logging
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lakeloop import scoring
 from lakeloop.errors import DataQualityError, LakeloopError
+from lakeloop.infer_state import InferState
 from lakeloop.job import JobResult
 from lakeloop.lake import Lake
 from lakeloop.scoring import PREDICTION, RANK, SCORE
@@ -85,6 +86,7 @@ class InferResult:
     model_loads: int
     scoring_partitions: int
     table_version: int | None = None
+    skipped: bool = False  # the date was scored from the same input before (lakeloop.infer_state)
 
 
 # -- model --------------------------------------------------------------------------------------------
@@ -304,18 +306,20 @@ def check_scoring_rows(rows: int, min_rows: int, where: str) -> None:
 
 
 def _write_scored(spark: SparkSession, conf: Conf, spec: ScoringSpec, run_date: dt.date, run_id: str,
-                  ref: ModelRef, loads: Accumulator) -> int | None:
-    """Score the date's rows and replace its ``infer.table`` partition; returns the table version."""
+                  ref: ModelRef, loads: Accumulator, seen: list[str]) -> int | None:
+    """Score the date's rows and replace its ``infer.table`` partition; returns the table version.  The tables
+    read are appended to ``seen``."""
     from pyspark.sql import functions as F
 
     day, lake = run_date.isoformat(), Lake.from_conf(conf)
     training, sets, inputs = scoring.feature_inputs(spark, conf, spec, run_date)
+    seen += list(inputs.bounds.ranges)
     partitions = int(spark.conf.get("spark.sql.shuffle.partitions"))
     batch_key = "spark.sql.execution.arrow.maxRecordsPerBatch"
     previous = spark.conf.get(batch_key)
     frame = None
     try:
-        rows = scoring.rows_to_score(spark, conf, spec, run_date)
+        rows = scoring.rows_to_score(spark, conf, spec, run_date, seen)
         frame = scoring.feature_frame(rows, training, sets, inputs, scoring.scoring_time(spec, run_date))
         # an explicit count is kept by adaptive execution: the scoring tasks spread over the cores,
         # and each key's rows stay in one partition for the ranking
@@ -339,32 +343,55 @@ def _write_scored(spark: SparkSession, conf: Conf, spec: ScoringSpec, run_date: 
     return written.version
 
 
+def _identity(conf: Conf, spec: ScoringSpec, ref: ModelRef, spark: SparkSession, run_date: dt.date) -> list[Any]:
+    """What a run's output depends on besides its input tables: the model, the specs and the settings."""
+    from lakeloop.conf import SPEC
+
+    training, sets, inputs = scoring.feature_inputs(spark, conf, spec, run_date)
+    inputs.close()  # nothing was read
+    return [ref.name, ref.version, ref.artifact_uri, repr(spec), repr(training),
+            [repr(sets[j.set]) for j in training.joins], conf["train.task"],
+            {k: conf[k] for k in SPEC if k.startswith("infer.")}]
+
+
 def score_for_date(spark: SparkSession, conf: Conf, spec: ScoringSpec, run_date: dt.date, run_id: str,
-                   ref: ModelRef) -> InferResult:
+                   ref: ModelRef, *, force: bool = False) -> InferResult:
     """Score ``run_date`` with ``ref`` as ``spec`` declares, replace its ``infer.table`` partition, load serving.
 
     ``conf`` is a model's conf (:func:`lakeloop.train.spec.model_conf`): ``train.task``, ``infer.*``.
     Fewer rows to score than ``infer.min_rows`` is a :class:`~lakeloop.errors.DataQualityError`
-    before anything is written.
+    before anything is written.  A date scored before from the same input, whose partition and serving
+    version are still that run's, is skipped before any data is read (:mod:`lakeloop.infer_state`) unless
+    ``force``.
     """
     from lakeloop.serving import open_store
 
-    lake = Lake.from_conf(conf)
-    loads = spark.sparkContext.accumulator(0)
-    table_version = _write_scored(spark, conf, spec, run_date, run_id, ref, loads)
+    lake, store = Lake.from_conf(conf), open_store(conf)
+    state, identity = InferState(conf, ref.name, run_date), _identity(conf, spec, ref, spark, run_date)
+    done = None if force else state.done_before(identity, store.current_version())
+    if done is not None:
+        log.info("%s dt=%s: scored from the same input by serving version %s; skipped", ref.name,
+                 run_date.isoformat(), done["serving_version"])
+        return InferResult(model=ref, **{**done, "model_loads": 0}, skipped=True)
+    loads, seen = spark.sparkContext.accumulator(0), []
+    table_version = _write_scored(spark, conf, spec, run_date, run_id, ref, loads, seen)
     predictions = lake.read(spark, lake.uri(conf["infer.table"]), where=f"dt = '{run_date.isoformat()}'")
     rows = predictions.count()
     partitions = int(spark.conf.get("spark.sql.shuffle.partitions"))
     version = serving_version(run_date, ref.version, run_id)
     frame = scoring.serving_frame(predictions, spec.serving, conf["infer.top_n"], partitions)
-    keys = push_serving(open_store(conf), frame, version, spec.serving)
+    keys = push_serving(store, frame, version, spec.serving)
     log.info("%d predictions for %d keys; serving version %s", rows, keys, version)
-    return InferResult(model=ref, rows=rows, keys=keys, serving_version=version, model_loads=loads.value,
-                       scoring_partitions=partitions, table_version=table_version)
+    result = InferResult(model=ref, rows=rows, keys=keys, serving_version=version, model_loads=loads.value,
+                         scoring_partitions=partitions, table_version=table_version)
+    state.record(identity, seen, version, {k: getattr(result, k) for k in (
+        "rows", "keys", "serving_version", "model_loads", "scoring_partitions", "table_version")})
+    return result
 
 
 def infer_for_date(spark: SparkSession, conf: Conf, run_date: dt.date, run_id: str, *,
-                   model_version: str | int | None = None, model: str | None = None) -> InferResult:
+                   model_version: str | int | None = None, model: str | None = None,
+                   force: bool = False) -> InferResult:
     """:func:`score_for_date` with model spec ``model`` (default: the app's model) and its registered version.
 
     The spec (:func:`lakeloop.train.spec.model_conf`) gives the registered name, the task and the
@@ -376,7 +403,7 @@ def infer_for_date(spark: SparkSession, conf: Conf, run_date: dt.date, run_id: s
     spec = scoring.required(conf.scoring, f"model {conf['mlflow.model_name']} (train.* keys)")
     ref = resolve_model(conf, model_version)
     log.info("scoring with %s version %s (%s)", ref.name, ref.version, ", ".join(ref.flavors))
-    return score_for_date(spark, conf, spec, run_date, run_id, ref)
+    return score_for_date(spark, conf, spec, run_date, run_id, ref, force=force)
 
 
 DESCRIPTION = "bulk scoring of --date's rows (the model spec's scoring section) -> infer.table + serving store"
@@ -388,16 +415,19 @@ def add_arguments(parser) -> None:
                         help="registered model version to use (default: the @champion alias)")
     parser.add_argument("--model", default=None, metavar="NAME",
                         help="model spec conf/models/NAME.yaml (default: train.model, or the only spec)")
+    parser.add_argument("--force", action="store_true",
+                        help="score again a date already scored from the same input")
 
 
 def run(ctx: RunContext, spark: SparkSession, args) -> JobResult[InferResult]:
     """The ``infer`` job: score, replace the date's predictions, switch the serving store."""
     result = infer_for_date(spark, ctx.conf, ctx.run_date, ctx.run_id, model_version=args.model_version,
-                            model=getattr(args, "model", None))
+                            model=getattr(args, "model", None), force=getattr(args, "force", False))
     ctx.log.info("model %s version %s: %d predictions, %d keys, serving version %s, %d model loads",
                  result.model.name, result.model.version, result.rows, result.keys, result.serving_version,
                  result.model_loads)
     # "users": the run report's chart of infer runs reads the served keys under that name
     return JobResult(result, {"model_name": result.model.name, "model_version": result.model.version,
                               "rows": result.rows, "users": result.keys, "keys": result.keys,
-                              "serving_version": result.serving_version})
+                              "serving_version": result.serving_version,
+                              **({"skipped": True} if result.skipped else {})})

@@ -212,21 +212,25 @@ def _require_table(lake: Lake, name: str) -> None:
         raise DataQualityError(f"{name}: no table at {lake.uri(name)}; run the jobs that write it first")
 
 
-def run_date_reader(spark: SparkSession, lake: Lake, run_date: dt.date) -> Reader:
-    """``read(name)``: the ``dt = run_date`` partition of a lake table, or the whole table when it has no ``dt``."""
+def run_date_reader(spark: SparkSession, lake: Lake, run_date: dt.date, seen: list[str] | None = None) -> Reader:
+    """``read(name)``: the ``dt = run_date`` partition of a lake table, or the whole table when it has no ``dt``
+    (each table read is appended to ``seen``)."""
 
     def read(name: str) -> DataFrame:
         _require_table(lake, name)
+        if seen is not None:
+            seen.append(name)
         frame = lake.read(spark, name)
         return frame.where(f"dt = '{run_date.isoformat()}'") if "dt" in frame.columns else frame
 
     return read
 
 
-def _sql_rows(spark: SparkSession, lake: Lake, query: str, run_date: dt.date) -> DataFrame:
+def _sql_rows(spark: SparkSession, lake: Lake, query: str, run_date: dt.date, seen: list[str]) -> DataFrame:
     def view(match: re.Match) -> str:
         name = f"{match.group(1)}.{match.group(2)}"
         _require_table(lake, name)
+        seen.append(name)
         alias = f"_lakeloop_{match.group(1)}_{match.group(2)}"
         lake.read(spark, name).createOrReplaceTempView(alias)
         return alias
@@ -245,17 +249,19 @@ def _plugin(spec: ScoringSpec) -> Callable[..., DataFrame]:
     return found
 
 
-def rows_to_score(spark: SparkSession, conf: Conf, spec: ScoringSpec, run_date: dt.date) -> DataFrame:
-    """The entity rows of ``run_date`` to score (see the module docstring), duplicates removed."""
+def rows_to_score(spark: SparkSession, conf: Conf, spec: ScoringSpec, run_date: dt.date,
+                  seen: list[str] | None = None) -> DataFrame:
+    """The entity rows of ``run_date`` to score (see the module docstring), duplicates removed; the tables they
+    come from are appended to ``seen`` (a generator's: those it reads through ``read``)."""
     from lakeloop.lake import Lake
 
-    lake = Lake.from_conf(conf)
+    lake, seen = Lake.from_conf(conf), seen if seen is not None else []
     if spec.rows.kind == "table":
-        rows = run_date_reader(spark, lake, run_date)(spec.rows.value).drop("dt")
+        rows = run_date_reader(spark, lake, run_date, seen)(spec.rows.value).drop("dt")
     elif spec.rows.kind == "sql":
-        rows = _sql_rows(spark, lake, spec.rows.value, run_date)
+        rows = _sql_rows(spark, lake, spec.rows.value, run_date, seen)
     else:
-        rows = _plugin(spec)(spark, conf, run_date, run_date_reader(spark, lake, run_date))
+        rows = _plugin(spec)(spark, conf, run_date, run_date_reader(spark, lake, run_date, seen))
     taken = [c for c in rows.columns if c in (SCORE, PREDICTION, RANK)]
     if taken:
         raise ConfError(f"{spec.origin}: scoring.rows: the rows have a column {taken[0]!r}, which the scores use")

@@ -19,7 +19,7 @@ from lakeloop.reports import Documents
 if TYPE_CHECKING:
     from lakeloop.conf import Conf
 
-__all__ = ["evaluation_plots", "report_path", "write_run_report"]
+__all__ = ["evaluation_plots", "report_name", "report_path", "reports", "write_run_report"]
 
 _CALIBRATION_BINS = 10
 
@@ -105,7 +105,7 @@ def report_name(run_date: dt.date, model: str | None = None) -> str:
     return f"{model + '/' if model else ''}dt={run_date.isoformat()}.json"
 
 
-def _reports(conf: Conf) -> Documents:
+def reports(conf: Conf) -> Documents:
     from lakeloop.lake import Lake
 
     return Documents.reports(Lake.from_conf(conf), "train")
@@ -113,9 +113,9 @@ def _reports(conf: Conf) -> Documents:
 
 def report_path(conf: Conf, run_date: dt.date) -> Path | str:
     """``<warehouse>/_reports/train/dt=<date>.json`` (a Path on the local filesystem, else the URI)."""
-    return _reports(conf).location(report_name(run_date))
+    return reports(conf).location(report_name(run_date))
 
 
 def write_run_report(conf: Conf, run_date: dt.date, report: dict[str, Any], model: str | None = None) -> Path | str:
     """Write ``report`` atomically to :func:`report_path` (through :mod:`lakeloop.reports`)."""
-    return _reports(conf).write_json(report_name(run_date, model), report)
+    return reports(conf).write_json(report_name(run_date, model), report)

@@ -149,6 +149,11 @@ def _register_and_gate(conf: Conf, impl: Backend, fit: FitResult, data: Training
     return info, version, decision, plots
 
 
+def report_model_name(conf: Conf) -> str | None:
+    """The folder of a model's train reports: None for the app's default model (``dt=<date>.json``)."""
+    return conf.model_name if conf.model_name and conf.model_name != spec.default_name(conf) else None
+
+
 def train_for_date(spark: SparkSession, conf: Conf, run_date: dt.date, *, backend: str | None = None,
                    shuffle_labels: bool = False, tune: int = 0,
                    tags: dict[str, str] | None = None, model: str | None = None) -> TrainOutcome:
@@ -175,7 +180,7 @@ def train_for_date(spark: SparkSession, conf: Conf, run_date: dt.date, *, backen
         code (``jobs/train.py`` raises :class:`lakeloop.errors.GateRefused`).
     """
     conf = spec.model_conf(conf, model)
-    report_model = conf.model_name if conf.model_name and conf.model_name != spec.default_name(conf) else None
+    report_model = report_model_name(conf)
     # the date's report always belongs to the latest run: a run that fails or is killed never leaves an
     # earlier run's outcome standing for the date
     started = {"run_date": run_date.isoformat(), "model": conf.model_name, "model_name": conf["mlflow.model_name"],
