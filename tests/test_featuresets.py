@@ -320,10 +320,12 @@ def test_features_range_reads_once_equals_each_date_and_reruns_only_what_changed
     spec = every_kind_set()
     spec["features"] = [f for f in spec["features"] if f["kind"] != "transform"]
     spine = {**copy.deepcopy(spec), "spine": ["source", "meta"]}  # keys of the dimension as of t too
-    spec_dir = write_specs(tmp_path / "specs", {"obs_stats": spec, "obs_spine": spine})
+    numba = every_kind_set("numba")  # the kernel's decayed sum, computed in SQL by the range's one pass
+    numba["features"] = [f for f in numba["features"] if f["kind"] != "transform"]
+    spec_dir = write_specs(tmp_path / "specs", {"obs_stats": spec, "obs_spine": spine, "obs_numba": numba})
     args = [a for a in job_args(conf, spec_dir) if a not in ("--date", "2026-03-10")]
     assert main([*args, "--from", days[0].isoformat(), "--to", days[-1].isoformat()]) == 0
-    for name in ("obs_stats", "obs_spine"):
+    for name in ("obs_stats", "obs_spine", "obs_numba"):
         gold = tables.read(spark, conf.table_uri(f"gold.{name}"))
         fs = load_specs(directory=spec_dir).sets[name]
         for day in days:

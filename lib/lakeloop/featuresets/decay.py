@@ -82,3 +82,15 @@ def numba_frame(rows: DataFrame, fs: FeatureSet, feature: Feature, scope: Scope,
     out = kernels.decay_numba(prepared, t_ref, feature.opts["half_life"].total_seconds())
     return out.select(F.col("key").cast(types[key]).alias(key), F.col("group").alias(group),
                       F.col("value").alias(feature.name))
+
+
+def in_sql(fs: FeatureSet) -> FeatureSet:
+    """``fs`` with every numba decay kernel replaced by its SQL formulation: the same decayed sum (they agree to
+    1e-9 relative), for computations with one time per row, which the kernel (one literal time) cannot do."""
+    import dataclasses
+
+    if not any(f.kind == "decay" and f.opts.get("impl") == "numba" for f in fs.features):
+        return fs
+    features = tuple(dataclasses.replace(f, opts={**f.opts, "impl": "sql"})
+                     if f.kind == "decay" and f.opts.get("impl") == "numba" else f for f in fs.features)
+    return dataclasses.replace(fs, features=features)

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from lakeloop.conf import ConfError
-from lakeloop.featuresets import labels
+from lakeloop.featuresets import decay, labels
 from lakeloop.featuresets.compute import Reader, compute
 from lakeloop.featuresets.scope import Scope, T
 from lakeloop.featuresets.spec import FeatureSet, JoinSpec, Node, TrainingSpec
@@ -33,7 +33,7 @@ from lakeloop.featuresets.spec import FeatureSet, JoinSpec, Node, TrainingSpec
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
-__all__ = ["STRATEGIES", "parse_training_set", "training_frame", "training_range_frame", "in_one_pass", "feature_rows"]
+__all__ = ["STRATEGIES", "parse_training_set", "training_frame", "training_range_frame", "feature_rows"]
 
 STRATEGIES = ("per_time", "range")
 _KEYS = ("description", "table", "label", "negatives", "features", "fill", "columns", "as_of_join",
@@ -163,18 +163,12 @@ def training_frame(spec: TrainingSpec, sets: Mapping[str, FeatureSet], read: Rea
     return out.select(*spec.columns) if spec.columns else out
 
 
-def in_one_pass(spec: TrainingSpec, sets: Mapping[str, FeatureSet]) -> bool:
-    """Whether several dates of ``spec`` can be built by :func:`training_range_frame`: no joined set has a numba
-    kernel (which runs as of one literal time)."""
-    return not any(f.kind == "decay" and f.opts.get("impl") == "numba"
-                   for j in spec.joins for f in sets[j.set].features)
-
-
 def training_range_frame(spec: TrainingSpec, sets: Mapping[str, FeatureSet], read: Reader,
                          dates: list[dt.date], partition: str = "dt") -> DataFrame:
     """The training rows of every date of ``dates``, with ``partition``: each date's label rows as a run of that
     date makes them, then every joined set's features as of each row's label time in one point-in-time pass
-    (the ``range`` join), so the rows equal :func:`training_frame`'s per date."""
+    (the ``range`` join), so the rows equal :func:`training_frame`'s per date.  A numba decay kernel runs as of
+    one literal time: here the same decayed sum is computed in SQL (:func:`lakeloop.featuresets.decay.in_sql`)."""
     from pyspark.sql import functions as F
 
     day = "_run_date"
@@ -183,7 +177,7 @@ def training_range_frame(spec: TrainingSpec, sets: Mapping[str, FeatureSet], rea
     rows = parts[0]
     for part in parts[1:]:
         rows = rows.unionByName(part)
-    out = _filled(spec, _range(spec, sets, read, rows))
+    out = _filled(spec, _range(spec, {n: decay.in_sql(fs) for n, fs in sets.items()}, read, rows))
     out = out.select(*spec.columns, day) if spec.columns else out.drop(partition)
     return out.withColumnRenamed(day, partition)
 
