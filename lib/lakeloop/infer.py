@@ -306,13 +306,13 @@ def check_scoring_rows(rows: int, min_rows: int, where: str) -> None:
 
 
 def _write_scored(spark: SparkSession, conf: Conf, spec: ScoringSpec, run_date: dt.date, run_id: str,
-                  ref: ModelRef, loads: Accumulator, seen: list[str]) -> int | None:
-    """Score the date's rows and replace its ``infer.table`` partition; returns the table version.  The tables
-    read are appended to ``seen``."""
+                  ref: ModelRef, loads: Accumulator, features: tuple[Any, Any, Any], seen: list[str]) -> int | None:
+    """Score the date's rows and replace its ``infer.table`` partition; returns the table version.  ``features``
+    is :func:`lakeloop.scoring.feature_inputs`; the tables read are appended to ``seen``."""
     from pyspark.sql import functions as F
 
     day, lake = run_date.isoformat(), Lake.from_conf(conf)
-    training, sets, inputs = scoring.feature_inputs(spark, conf, spec, run_date)
+    training, sets, inputs = features
     seen += list(inputs.bounds.ranges)
     partitions = int(spark.conf.get("spark.sql.shuffle.partitions"))
     batch_key = "spark.sql.execution.arrow.maxRecordsPerBatch"
@@ -343,12 +343,10 @@ def _write_scored(spark: SparkSession, conf: Conf, spec: ScoringSpec, run_date: 
     return written.version
 
 
-def _identity(conf: Conf, spec: ScoringSpec, ref: ModelRef, spark: SparkSession, run_date: dt.date) -> list[Any]:
+def _identity(conf: Conf, spec: ScoringSpec, ref: ModelRef, training: Any, sets: Any) -> list[Any]:
     """What a run's output depends on besides its input tables: the model, the specs and the settings."""
     from lakeloop.conf import SPEC
 
-    training, sets, inputs = scoring.feature_inputs(spark, conf, spec, run_date)
-    inputs.close()  # nothing was read
     return [ref.name, ref.version, ref.artifact_uri, repr(spec), repr(training),
             [repr(sets[j.set]) for j in training.joins], conf["train.task"],
             {k: conf[k] for k in SPEC if k.startswith("infer.")}]
@@ -367,14 +365,16 @@ def score_for_date(spark: SparkSession, conf: Conf, spec: ScoringSpec, run_date:
     from lakeloop.serving import open_store
 
     lake, store = Lake.from_conf(conf), open_store(conf)
-    state, identity = InferState(conf, ref.name, run_date), _identity(conf, spec, ref, spark, run_date)
+    features = scoring.feature_inputs(spark, conf, spec, run_date)  # specs loaded; its reader reads lazily
+    state, identity = InferState(conf, ref.name, run_date), _identity(conf, spec, ref, *features[:2])
     done = None if force else state.done_before(identity, store.current_version())
     if done is not None:
+        features[2].close()
         log.info("%s dt=%s: scored from the same input by serving version %s; skipped", ref.name,
                  run_date.isoformat(), done["serving_version"])
         return InferResult(model=ref, **{**done, "model_loads": 0}, skipped=True)
     loads, seen = spark.sparkContext.accumulator(0), []
-    table_version = _write_scored(spark, conf, spec, run_date, run_id, ref, loads, seen)
+    table_version = _write_scored(spark, conf, spec, run_date, run_id, ref, loads, features, seen)
     predictions = lake.read(spark, lake.uri(conf["infer.table"]), where=f"dt = '{run_date.isoformat()}'")
     rows = predictions.count()
     partitions = int(spark.conf.get("spark.sql.shuffle.partitions"))

@@ -32,11 +32,8 @@ __all__ = ["InferState"]
 
 
 def _table_prints(lake: Lake, tables: list[str], horizon: str) -> list[Any]:
-    found = []
-    for table in sorted(set(tables)):
-        version, parts = lake.partition_state(table)
-        found.append([table, sorted((d, f) for d, f in parts.items() if d <= horizon) if parts else version])
-    return found
+    return [[table, lake.partitions_between(lake.partition_state(table), None, horizon)]
+            for table in sorted(set(tables))]
 
 
 @dataclass

@@ -124,6 +124,15 @@ class Lake:
         return snapshot.version(), {v: hashlib.sha256("\n".join(sorted(p)).encode()).hexdigest()[:20]
                                     for v, p in files.items() if v is not None}
 
+    @staticmethod
+    def partitions_between(state: tuple[int | None, dict[str, str]], lo: str | None, hi: str) -> Any:
+        """What a reader of ``dt`` partitions ``lo..hi`` (``lo`` None: from the first) of a table depends on, from
+        its :meth:`partition_state`: those partitions' fingerprints, or the table version when it has no ``dt``."""
+        version, parts = state
+        if not parts:
+            return version
+        return sorted((d, f) for d, f in parts.items() if (lo is None or d >= lo) and d <= hi)
+
     def exists(self, table: str) -> bool:
         return tables.exists(self.uri(table), storage_options=self.storage_options)
 

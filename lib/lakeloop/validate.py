@@ -743,7 +743,7 @@ def _validate(spark: SparkSession, conf: Conf, lake: Lake, table: str, days: lis
     if present:
         references = _references(spark, lake, conf, table, present, run_id)
         found = profile_groups(lake.read(spark, table, where=_in(present)), "dt",
-                               reference=lambda d, own: references(d, own).profiles if references(d, own) else {},
+                               reference=lambda d, own: getattr(references(d, own), "profiles", {}),
                                bins=conf["validate.bins"], top_k=conf["validate.top_k"],
                                max_categories=conf["validate.max_categories"])
     written = []

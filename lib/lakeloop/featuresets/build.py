@@ -301,13 +301,8 @@ class _Fingerprints:
         return self._seen[table]
 
     def inputs(self, bounds: Bounds) -> list[Any]:
-        found = []
-        for table, (lo, hi) in sorted(bounds.ranges.items()):
-            version, parts = self.table(table)
-            wanted = {d: f for d, f in parts.items()
-                      if (lo is None or d >= lo.isoformat()) and d <= hi.isoformat()}
-            found.append([table, sorted(wanted.items()) if parts else version])
-        return found
+        return [[table, self.lake.partitions_between(self.table(table), lo and lo.isoformat(), hi.isoformat())]
+                for table, (lo, hi) in sorted(bounds.ranges.items())]
 
 
 def _input_key(output: _Output, all_sets: dict[str, FeatureSet], prints: _Fingerprints, run_date: dt.date) -> str:
