@@ -256,9 +256,9 @@ DAYS = ("2026-11-01", "2026-11-02")
 RUN_DATE = dt.date(2026, 11, 2)
 
 
-@pytest.fixture(scope="module")
-def pipeline(spark, tmp_path_factory):
-    """Two days through datagen, ingest, curate and features, then a trained @champion; the job arguments."""
+def recommender_lake(root, extra: tuple[str, ...] = ()) -> tuple:
+    """Two days through datagen, ingest, curate and features under ``root``, then a trained @champion:
+    ``(conf, overrides, job arguments, champion version)``."""
     import importlib
 
     from lakeloop.conf import load_conf
@@ -266,10 +266,9 @@ def pipeline(spark, tmp_path_factory):
 
     from tests.conftest import ROOT
 
-    root = tmp_path_factory.mktemp("infer-e2e")
     overrides = [f"warehouse={root / 'warehouse'}", f"landing={root / 'landing'}", "datagen.events=3000",
                  "datagen.users=120", "datagen.items=80", "train.num_workers=1", "validate.enabled=false",
-                 "infer.candidates_per_user=12", "infer.top_n=5"]
+                 "infer.candidates_per_user=12", "infer.top_n=5", *extra]
     args = [x for o in overrides for x in ("--set", o)]
     for day in DAYS:
         for job in ("datagen", "ingest", "curate", "features") + (("train",) if day == DAYS[-1] else ()):
@@ -278,6 +277,12 @@ def pipeline(spark, tmp_path_factory):
     champion = registry.version_for_alias(conf, registry.CHAMPION)
     assert champion is not None
     return conf, overrides, args, str(champion.version)
+
+
+@pytest.fixture(scope="module")
+def pipeline(spark, tmp_path_factory):
+    """:func:`recommender_lake` in a temporary directory."""
+    return recommender_lake(tmp_path_factory.mktemp("infer-e2e"))
 
 
 def read_predictions(spark, conf):

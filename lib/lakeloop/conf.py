@@ -200,6 +200,10 @@ SPEC: dict[str, Field] = {
                             nullable=True),
     "serve.routes": _f("dict", "the app's lookup routes: name -> {key, key_type (int or str), value_field, "
                        "batch_field, docs}: GET /v1/<name>/{key}, POST /v1/<name>; see docs/serving.md"),
+    "serve.online.models": _f("list", "model specs (conf/models/<name>.yaml) scored online at POST /v1/score/<name> "
+                              "from their materialized feature sets (the materialize job)"),
+    "serve.online.refresh_s": _f("float", "seconds between checks of an online model's @champion alias; a moved "
+                                 "alias is loaded next to the old version, then switched to"),
     # -- training, MLflow tracking and registry -------------------------------------------------------
     "mlflow.tracking_uri": _f("str", "MLflow tracking URI; null: sqlite:///<warehouse>/_mlflow/mlflow.db",
                               nullable=True),
@@ -362,6 +366,8 @@ DEFAULTS: dict[str, Any] = {
     "serve.access_log": False,
     "serve.description": None,
     "serve.routes": {},
+    "serve.online.models": [],
+    "serve.online.refresh_s": 10.0,
     "mlflow.tracking_uri": None,
     "mlflow.registry_uri": None,
     "mlflow.artifact_root": None,

@@ -37,6 +37,7 @@ JOBS: dict[str, str] = {
     "features": "lakeloop.features",
     "train": "lakeloop.train.job",
     "infer": "lakeloop.infer",
+    "materialize": "lakeloop.materialize",
     "stream": "lakeloop.streaming",
     "optimize": "lakeloop.optimize",
     "pipeline": "lakeloop.pipeline",

@@ -55,8 +55,8 @@ if TYPE_CHECKING:
     from lakeloop.lake import Lake
 
 __all__ = ["ROWS", "AS_OF", "SCORE", "PREDICTION", "RANK", "RowsSpec", "ServingSpec", "ScoringSpec", "parse_scoring",
-           "required", "scoring_time", "rows_to_score", "feature_inputs", "feature_frame", "order_columns",
-           "check_serving", "serving_frame"]
+           "required", "scoring_time", "rows_to_score", "training_spec", "feature_inputs", "feature_frame",
+           "order_columns", "check_serving", "serving_frame"]
 
 ROWS = ("table", "sql", "generator")
 AS_OF = ("end_of_day", "start_of_day")
@@ -269,7 +269,9 @@ def rows_to_score(spark: SparkSession, conf: Conf, spec: ScoringSpec, run_date: 
 
 
 # -- features -----------------------------------------------------------------------------------------------
-def _training_spec(conf: Conf, spec: ScoringSpec, specs: Any) -> Any:
+def training_spec(conf: Conf, spec: ScoringSpec, specs: Any) -> Any:
+    """The training set whose features the model scores: ``scoring.training_set``, else the one writing
+    ``train.table``; ConfError names the choices."""
     if spec.training_set is not None:
         if spec.training_set not in specs.training:
             raise ConfError(f"{spec.origin}: scoring.training_set: {spec.training_set!r}: expected one of "
@@ -293,7 +295,7 @@ def feature_inputs(spark: SparkSession, conf: Conf, spec: ScoringSpec, run_date:
     from lakeloop.lake import Lake
 
     specs = load_specs(conf)
-    training = _training_spec(conf, spec, specs)
+    training = training_spec(conf, spec, specs)
     t, bounds = scoring_time(spec, run_date), Bounds()
     for join in training.joins:
         _add_set(bounds, specs.sets[join.set], t, t)

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
     from lakeloop.featuresets.spec import Feature, FeatureSet
 
-__all__ = ["Reader", "compute", "source_rows"]
+__all__ = ["Reader", "compute", "source_rows", "absent_row"]
 
 #: table name -> DataFrame (the build reads each table once per run)
 Reader = Callable[[str], "DataFrame"]
@@ -190,6 +190,18 @@ def _finish(df: DataFrame, fs: FeatureSet) -> DataFrame:
             if f.default is not None:
                 df = df.withColumn(f.name, F.coalesce(F.col(f.name), F.lit(f.default)))
     return df
+
+
+def absent_row(fs: FeatureSet, like: DataFrame) -> DataFrame:
+    """One row of the features an entity absent from the set's rows gets when the set is joined (as
+    :func:`compute` with a ``base`` gives it: defaults, then the derived features over them), typed as ``like``
+    (the set's rows).  The entity columns are null: a derived feature reading them is null here."""
+    from pyspark.sql import functions as F
+
+    plain = [f.name for f in fs.features if f.kind != "derived"]
+    blank = like.limit(1).select(*[F.lit(None).cast(like.schema[c].dataType).alias(c) for c in (*fs.entity, *plain)])
+    done = _finish(blank, fs)
+    return done.select(*fs.entity, *[F.col(f.name).cast(like.schema[f.name].dataType) for f in fs.features])
 
 
 def _explain(fs: FeatureSet, rows: DataFrame, exc: Exception) -> ConfError:

@@ -3,6 +3,7 @@
     ./spark-submit.sh serving status             # every version with its state, keys and times
     ./spark-submit.sh serving rollback [--to V]  # serve the previous complete version (or V) again
     ./spark-submit.sh serving gc [--grace-seconds S]
+    ./spark-submit.sh serving status --feature-set user_activity   # a materialized feature set's versions
 
 ``rollback`` switches ``current`` in one atomic step (:meth:`ServingStore.rollback`), so readers see the
 old or the new version, never a mix; it deletes nothing.  ``gc`` removes committed versions beyond
@@ -37,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="rollback: the committed version to serve (default: the one before the current)")
     parser.add_argument("--grace-seconds", type=int, default=None,
                         help="gc: remove loads begun longer ago than this (default serving.loading_grace_seconds)")
+    parser.add_argument("--feature-set", default=None, metavar="NAME",
+                        help="the versions of feature set NAME's materialized rows (the materialize job) instead "
+                             "of the predictions'")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
 
 
@@ -79,9 +83,11 @@ def _print(action: str, result: dict[str, Any], as_json: bool) -> None:
 
 def run(ctx: RunContext, spark: None, args: argparse.Namespace) -> JobResult[dict[str, Any]]:
     """Carry out ``args.action`` on the store of ``serving.*`` and print the versions."""
+    from lakeloop.materialize import feature_store
     from lakeloop.serving import open_store
 
-    with open_store(ctx.conf) as store:
+    chosen = getattr(args, "feature_set", None)
+    with feature_store(ctx.conf, chosen) if chosen else open_store(ctx.conf) as store:
         if args.action == "rollback":
             before, after = store.rollback(args.to)
             ctx.log.warning("serving rollback: %s -> %s", before, after)

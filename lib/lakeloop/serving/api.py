@@ -107,6 +107,8 @@ class AppOptions:
     routes: Mapping[str, RouteSpec] = field(default_factory=dict)
     #: the OpenAPI document's description (``serve.description``); ``None``: a generic one
     description: str | None = None
+    #: the online models by name (:class:`lakeloop.online.OnlineModel`): ``POST /v1/score/<name>``
+    online: Mapping[str, Any] = field(default_factory=dict)
 
 
 _ERRORS = {400: {"model": ErrorBody, "description": "malformed id or key"},
@@ -123,6 +125,7 @@ def create_app(store: ServingStore, options: AppOptions | None = None) -> FastAP
     app.state.store = store
     _add_error_handlers(app, options.routes)
     _add_lookup_routes(app, store, options)
+    _add_score_routes(app, options)
     _add_health_routes(app, store, options)
     return app
 
@@ -266,6 +269,51 @@ def _add_batch(app: FastAPI, store: ServingStore, options: AppOptions, route: Ro
     app.add_api_route(f"/v1/{route.name}", _endpoint(get_many, "body", _request_model(route)), methods=["POST"],
                       name=f"{route.name}_batch", response_model=BatchResults, responses=_ERRORS,
                       summary=route.docs.get("post", f"several {route.noun}s at once, all from one version"))
+
+
+class ScoreRequest(BaseModel):
+    rows: list[dict[str, Any]] = Field(min_length=1, description=(
+        "entities to score: each row holds the entity columns the model's feature sets are keyed by, and may "
+        "hold request-time values of feature columns; at most serve.max_batch_keys rows"))
+
+
+class ScoreResults(BaseModel):
+    model: str
+    version: str = Field(description="the registered model version that scored every row")
+    results: list[dict[str, Any]] = Field(description="one per row, in order: score (and prediction: multiclass)")
+
+
+def score_body(model: Any, rows: Any, options: AppOptions) -> Any:
+    """The answer of ``POST /v1/score/<model>`` for the request's ``rows`` (ServiceError for a bad request)."""
+    from lakeloop.online import OnlineError
+
+    if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
+        raise ServiceError(422, "rows: expected a non-empty list of objects")
+    _batch_limit(len(rows), options)
+    try:
+        return model.score(rows)
+    except OnlineError as exc:
+        raise ServiceError(exc.status, exc.message) from None
+    except Exception as exc:  # noqa: BLE001 - the store's failures (the model's are OnlineErrors)
+        log.warning("online score failed: %s", exc)
+        raise ServiceError(503, f"score failed: serving store unavailable ({exc})") from None
+
+
+def _add_score_routes(app: FastAPI, options: AppOptions) -> None:
+    """``POST /v1/score/{model}`` for every online model (:mod:`lakeloop.online`)."""
+    if not options.online:
+        return
+    names = ", ".join(sorted(options.online))
+
+    @app.post("/v1/score/{model}", response_model=ScoreResults, responses={
+        **_ERRORS, 404: {"model": ErrorBody, "description": "not an online model"},
+        503: {"model": ErrorBody, "description": "serving store unavailable or no model version loaded"}},
+        summary="score entities online: materialized features, request-time values, the @champion model")
+    async def score(model: str, body: ScoreRequest) -> Response:
+        found = options.online.get(model)
+        if found is None:
+            raise ServiceError(404, f"no online model {model!r} (serve.online.models: {names})")
+        return json_response(200, score_body(found, body.rows, options))
 
 
 def _add_health_routes(app: FastAPI, store: ServingStore, options: AppOptions) -> None:

@@ -76,13 +76,17 @@ class ServeSettings:
     #: the app's lookup routes as ``serve.routes`` declares them (:mod:`lakeloop.serving.routes`)
     routes: Mapping[str, Any] = field(default_factory=dict)
     description: str | None = None
+    #: the online models (``serve.online.models``) as ``{model: OnlineSpec.to_dict()}`` (:mod:`lakeloop.online`)
+    online: Mapping[str, Any] = field(default_factory=dict)
+    online_refresh_s: float = 10.0
     readiness: Mapping[str, ReadinessCheck] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         for name in ("workers", "backlog", "max_body_bytes", "max_url_bytes", "max_header_bytes", "max_batch_keys"):
             if getattr(self, name) < 1:
                 raise ValueError(f"serve.{name}: expected an integer >= 1, got {getattr(self, name)!r}")
-        for name in ("keepalive_timeout_s", "request_timeout_s", "drain_timeout_s", "store_timeout_s"):
+        for name in ("keepalive_timeout_s", "request_timeout_s", "drain_timeout_s", "store_timeout_s",
+                     "online_refresh_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"serve.{name}: expected a number > 0, got {getattr(self, name)!r}")
         parse_routes(self.routes)
@@ -90,9 +94,12 @@ class ServeSettings:
     @classmethod
     def from_conf(cls, conf: Conf, **overrides: Any) -> ServeSettings:
         """The ``serve.*`` keys of ``conf``; a bad ``serve.routes`` entry is a ConfError naming its file."""
-        names = [f for f in cls.__dataclass_fields__ if f != "readiness"]
+        from lakeloop.online import online_specs
+
+        names = [f for f in cls.__dataclass_fields__ if f not in ("readiness", "online", "online_refresh_s")]
         parse_routes(conf["serve.routes"], conf.origin("serve.routes"))
         values = {name: conf[f"serve.{name}"] for name in names}
+        values.update(online=online_specs(conf), online_refresh_s=conf["serve.online.refresh_s"])
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
@@ -264,14 +271,31 @@ def _with_store_timeout(store: ServingStore, seconds: float) -> ServingStore:
     return store_from_config(StoreSettings(**{**store.settings.to_dict(), "options": options}))
 
 
+def online_models(store: ServingStore, settings: ServeSettings) -> dict[str, Any]:
+    """The online models of ``settings``, each reading its feature sets' namespaces of ``store``'s backend and
+    started (champion loaded, alias watched)."""
+    from lakeloop.online import OnlineModel, OnlineSpec
+    from lakeloop.serving import store_from_config
+
+    models = {}
+    for name, raw in settings.online.items():
+        spec = OnlineSpec.from_dict(raw)
+        stores = {j.namespace: store_from_config(replace(store.settings, namespace=j.namespace)) for j in spec.joins}
+        models[name] = OnlineModel(spec, stores, settings.online_refresh_s).start()
+    return models
+
+
 def build_app(store: ServingStore, settings: ServeSettings | None = None) -> Any:
     """The ASGI application of the service: the routes of :mod:`lakeloop.serving.api` behind the guard."""
     settings = settings or ServeSettings()
     store = _with_store_timeout(store, settings.store_timeout_s)
     metrics = ServiceMetrics(store)
     routes = parse_routes(settings.routes)
-    app = create_app(store, AppOptions(max_batch_keys=settings.max_batch_keys, readiness=settings.readiness,
-                                       metrics=metrics.render, routes=routes, description=settings.description))
+    online = online_models(store, settings)
+    readiness = {**settings.readiness, **{f"model {name}": m.readiness for name, m in online.items()}}
+    app = create_app(store, AppOptions(max_batch_keys=settings.max_batch_keys, readiness=readiness,
+                                       metrics=metrics.render, routes=routes, description=settings.description,
+                                       online=online))
     guarded = _Guard(FastLookups(app, store, routes), metrics, settings.max_body_bytes)
     guarded.fastapi = app  # type: ignore[attr-defined] - for callers that add routes or inspect the schema
     return guarded

@@ -1,0 +1,266 @@
+"""Online scoring: a model's features read per entity from the serving store, scored like the batch path.
+
+The offline → online step is :mod:`lakeloop.materialize`: a feature set's gold rows of a run date are written
+into the serving store, one key per entity (its entity columns joined by ``|``, :func:`entity_key`), the value
+the set's features as one JSON object, in a namespace of its own (:func:`feature_namespace`).
+
+A model named in ``serve.online.models`` is answered at ``POST /v1/score/<model>``.  Its
+:class:`OnlineSpec` comes from the same declarations as bulk inference: the model spec's scoring section
+names the training set (:func:`lakeloop.scoring.feature_inputs`), whose joins say which set gives which
+feature column under which name, in which order, and what missing values become (``fill``).  For each
+request row the joins run in the declared order, each a ``get_many`` of the row's entity key from the set's
+namespace (a later join may be keyed by a column an earlier one added, as in the batch path; an entity
+the set has no row for gets what the batch join gives it, stored with the set under :data:`ABSENT_KEY`); values the
+request row carries for a feature column are request-time values and are used as they are.  The feature
+matrix and the model's outputs are built by the functions bulk inference uses
+(:func:`lakeloop.infer.load_scorer`, :func:`lakeloop.infer.task_outputs`): an entity scored online as of the
+materialized date gets the score the predictions table holds for it.  Derived features are computed by
+Spark when the set is built, so there is no second implementation of them here.
+
+The model is the registered version holding ``@champion``, loaded once per worker process; every
+``serve.online.refresh_s`` seconds a thread checks the alias and, when it moved, loads the new version
+next to the old one and then switches to it, so requests never wait for a load or fail during one.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from lakeloop.serving.base import check_name, key_text
+
+if TYPE_CHECKING:
+    from lakeloop.conf import Conf
+    from lakeloop.infer import ModelRef
+    from lakeloop.serving import ServingStore
+
+__all__ = ["OnlineJoin", "OnlineSpec", "OnlineModel", "OnlineError", "entity_key", "feature_namespace",
+           "online_spec", "online_specs", "KEY_SEPARATOR", "ABSENT_KEY"]
+
+log = logging.getLogger(__name__)
+
+KEY_SEPARATOR = "|"
+#: the key of a materialized version holding what an entity without a row gets (:mod:`lakeloop.materialize`)
+ABSENT_KEY = "\u2205"  # the empty set sign: no entity key of the engine's own sets looks like it
+
+
+class OnlineError(Exception):
+    """A request the model cannot answer: ``status`` is the HTTP status (422 bad rows, 503 no model)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def feature_namespace(namespace: str, set_name: str) -> str:
+    """The serving-store namespace holding feature set ``set_name``'s materialized rows."""
+    return check_name("namespace", f"{namespace}.features.{set_name}")
+
+
+def entity_key(values: Sequence[Any]) -> str:
+    """The store key of one entity: its entity column values as text joined by ``|`` (integers in decimal).
+
+    >>> entity_key([42, "shoes"])
+    '42|shoes'
+    """
+    return KEY_SEPARATOR.join(key_text(v) for v in values)
+
+
+@dataclass(frozen=True)
+class OnlineJoin:
+    """One join of the training set: the set's namespace, its entity columns, (output, feature) columns."""
+
+    set: str
+    namespace: str
+    entity: tuple[str, ...]
+    columns: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class OnlineSpec:
+    """What a serving worker needs to score a model online; plain values, carried to the workers as JSON."""
+
+    model: str
+    mlflow_name: str
+    tracking_uri: str
+    registry_uri: str
+    task: str
+    joins: tuple[OnlineJoin, ...]
+    fill: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def request_keys(self) -> list[str]:
+        """The entity columns a request row must carry: those no earlier join adds."""
+        added: set[str] = set()
+        wanted: list[str] = []
+        for join in self.joins:
+            wanted += [c for c in join.entity if c not in added and c not in wanted]
+            added.update(out for out, _ in join.columns)
+        return wanted
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> OnlineSpec:
+        joins = tuple(OnlineJoin(set=j["set"], namespace=j["namespace"], entity=tuple(j["entity"]),
+                                 columns=tuple(tuple(c) for c in j["columns"])) for j in data["joins"])
+        return cls(**{**data, "joins": joins, "fill": dict(data.get("fill") or {})})
+
+
+def online_spec(conf: Conf, model: str) -> OnlineSpec:
+    """The :class:`OnlineSpec` of model spec ``model`` (``conf/models/<model>.yaml``) from its training set."""
+    from lakeloop import scoring
+    from lakeloop.featuresets import load_specs
+    from lakeloop.train import registry
+    from lakeloop.train.spec import model_conf
+
+    mconf = model_conf(conf, model)
+    spec = scoring.required(mconf.scoring, f"model {mconf['mlflow.model_name']} (train.* keys)")
+    training = scoring.training_spec(mconf, spec, load_specs(mconf))
+    sets = load_specs(mconf).sets
+    joins = tuple(OnlineJoin(set=j.set, namespace=feature_namespace(conf["serving.namespace"], j.set),
+                             entity=tuple(sets[j.set].entity), columns=tuple(j.columns)) for j in training.joins)
+    return OnlineSpec(model=model, mlflow_name=mconf["mlflow.model_name"], tracking_uri=registry.tracking_uri(mconf),
+                      registry_uri=registry.registry_uri(mconf), task=mconf["train.task"], joins=joins,
+                      fill=dict(training.fill))
+
+
+def online_specs(conf: Conf) -> dict[str, dict[str, Any]]:
+    """``serve.online.models`` as ``{model: OnlineSpec.to_dict()}`` (what the serve settings carry)."""
+    return {name: online_spec(conf, name).to_dict() for name in conf["serve.online.models"]}
+
+
+def champion(spec: OnlineSpec) -> ModelRef:
+    """The registered version of ``spec``'s model holding ``@champion``.
+
+    MLflow resolves ``models:/`` URIs with the process-wide tracking and registry URIs, which this sets to
+    ``spec``'s: a serving process answers the models of one conf.
+    """
+    import mlflow
+    from mlflow import MlflowClient
+
+    from lakeloop.infer import model_ref
+    from lakeloop.train import registry
+
+    mlflow.set_tracking_uri(spec.tracking_uri)
+    mlflow.set_registry_uri(spec.registry_uri)
+    client = MlflowClient(tracking_uri=spec.tracking_uri, registry_uri=spec.registry_uri)
+    mv = client.get_model_version_by_alias(spec.mlflow_name, registry.CHAMPION)
+    uri = client.get_model_version_download_uri(spec.mlflow_name, mv.version)
+    return model_ref(spec.mlflow_name, str(mv.version), uri, f"models:/{spec.mlflow_name}/{mv.version}")
+
+
+class OnlineModel:
+    """One model answered online in this process: its feature stores, the loaded champion, the refresher."""
+
+    def __init__(self, spec: OnlineSpec, stores: Mapping[str, ServingStore], refresh_s: float = 10.0) -> None:
+        self.spec, self.stores, self.refresh_s = spec, stores, refresh_s
+        self._loaded: tuple[ModelRef, Any] | None = None
+        self._error: str | None = "not loaded yet"
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- the model ---------------------------------------------------------------------------------------
+    def refresh(self) -> bool:
+        """Load the ``@champion`` version when it is not the one loaded; True when it switched."""
+        from lakeloop.infer import _Scorer
+
+        try:
+            ref = champion(self.spec)
+            if self._loaded is not None and self._loaded[0].version == ref.version:
+                return False
+            scorer = _Scorer(ref, ref.features)
+        except Exception as exc:  # noqa: BLE001 - the service keeps the model it has and says why
+            self._error = f"model {self.spec.mlflow_name} @champion cannot be loaded: {exc}"
+            log.warning("%s", self._error)
+            return False
+        self._loaded, self._error = (ref, scorer), None
+        log.info("online model %s: serving version %s", self.spec.model, ref.version)
+        return True
+
+    def start(self) -> OnlineModel:
+        """Load the champion now and check the alias every ``refresh_s`` seconds in a daemon thread."""
+        self.refresh()
+        self._thread = threading.Thread(target=self._watch, name=f"online-{self.spec.model}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.refresh_s):
+            self.refresh()
+
+    def readiness(self) -> str | None:
+        """None when a model version is loaded, else why not (the ``/readyz`` check)."""
+        return None if self._loaded is not None else self._error
+
+    @property
+    def version(self) -> str | None:
+        return None if self._loaded is None else self._loaded[0].version
+
+    # -- scoring -----------------------------------------------------------------------------------------
+    def features(self, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """``rows`` with every join's feature columns from the store, request-time values kept, filled."""
+        out = [dict(r) for r in rows]
+        for join in self.spec.joins:
+            keys = [self._key(row, join, i) for i, row in enumerate(out)]
+            *values, absent = self.stores[join.namespace].get_many([*keys, ABSENT_KEY])  # one version
+            if absent is None:
+                raise OnlineError(503, f"feature set {join.set} is not materialized (run the materialize job)")
+            for row, value in zip(out, values, strict=True):
+                found = absent if value is None else value
+                for column, feature in join.columns:
+                    if column not in row:
+                        row[column] = found.get(feature)
+        for column, value in self.spec.fill.items():
+            for row in out:
+                if row.get(column) is None:
+                    row[column] = value
+        return out
+
+    def _key(self, row: Mapping[str, Any], join: OnlineJoin, i: int) -> str:
+        missing = [c for c in join.entity if row.get(c) is None]
+        if missing:
+            raise OnlineError(422, f"rows[{i}]: no {missing[0]!r}: every row needs "
+                                   f"{', '.join(self.spec.request_keys)} (set {join.set} is keyed by "
+                                   f"{', '.join(join.entity)})")
+        try:
+            return entity_key([row[c] for c in join.entity])
+        except Exception as exc:  # noqa: BLE001 - a key that is neither text nor an integer
+            raise OnlineError(422, f"rows[{i}]: {exc}") from None
+
+    def score(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """``{"model", "version", "results": [{"score"[, "prediction"]}, ...]}`` for ``rows`` (one per row)."""
+        from lakeloop.infer import task_outputs
+
+        loaded = self._loaded  # one read: a switch between here and the answer does not mix two versions
+        if loaded is None:
+            raise OnlineError(503, self._error or "no model loaded")
+        ref, scorer = loaded
+        rows_with_features = self.features(rows)
+        matrix = _matrix(rows_with_features, ref.features)
+        outputs = task_outputs(scorer(matrix), self.spec.task)
+        names = ("score", "prediction")[:len(outputs)]
+        results = [{n: o[i].item() for n, o in zip(names, outputs, strict=True)} for i in range(len(rows))]
+        return {"model": self.spec.model, "version": ref.version, "results": results}
+
+
+def _matrix(rows: Sequence[Mapping[str, Any]], features: Sequence[str]) -> np.ndarray:
+    """The float32 feature matrix of ``rows`` (None as NaN), as :func:`lakeloop.infer.feature_matrix` builds it."""
+    matrix = np.empty((len(rows), len(features)), dtype=np.float32)
+    for i, row in enumerate(rows):
+        for j, name in enumerate(features):
+            value = row.get(name)
+            try:
+                matrix[i, j] = np.nan if value is None else float(value)
+            except (TypeError, ValueError):
+                raise OnlineError(422, f"rows[{i}].{name}: {value!r} is not a number") from None
+    return matrix
