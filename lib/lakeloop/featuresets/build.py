@@ -30,6 +30,7 @@ from lakeloop.featuresets import decay, labels, training
 from lakeloop.featuresets.compute import compute
 from lakeloop.featuresets.load import load_specs
 from lakeloop.featuresets.scope import Scope, T, day_start, micros, ts_literal
+from lakeloop.featuresets.sets import output_names
 from lakeloop.featuresets.spec import FeatureSet, Specs, TrainingSpec
 from lakeloop.featuresets.training import training_frame
 
@@ -167,7 +168,8 @@ def range_frame(fs: FeatureSet, read: Any, dates: Sequence[dt.date]) -> DataFram
     if fs.filter:
         rows = rows.where(F.expr(fs.filter))
     at = F.unix_micros(F.col(fs.time))
-    candidates = F.filter(F.array(*[F.lit(t) for t in sorted(times)]), lambda t: (at >= t - window_us) & (at < t))
+    seen = (lambda t: at <= t) if fs.include_t else (lambda t: at < t)
+    candidates = F.filter(F.array(*[F.lit(t) for t in sorted(times)]), lambda t: (at >= t - window_us) & seen(t))
     spines = [rows.select(*fs.entity, F.explode(candidates).alias("_us"))] if "source" in fs.spine else []
     spines += [_dimension_points(fs, name, read, sorted(times)) for name in fs.spine if name != "source"]
     union = functools.reduce(lambda a, b: a.unionByName(b), spines)
@@ -176,7 +178,7 @@ def range_frame(fs: FeatureSet, read: Any, dates: Sequence[dt.date]) -> DataFram
     day = F.create_map(*[x for t, d in times.items() for x in (F.lit(t), F.lit(d))])[F.unix_micros(F.col(T))]
     if fs.as_of_column:
         out = out.withColumn(fs.as_of_column, F.col(T))
-    return out.withColumn(PARTITION, day).select(*fs.entity, *[f.name for f in fs.features],
+    return out.withColumn(PARTITION, day).select(*fs.entity, *[c for f in fs.features for c in output_names(f)],
                                                  *([fs.as_of_column] if fs.as_of_column else []), PARTITION)
 
 
@@ -186,7 +188,7 @@ def _input_rows(fs: FeatureSet | None, ts: TrainingSpec | None, read: Any, run_d
 
     if fs is not None:
         t = set_time(fs, run_date)
-        return read(fs.source).where(Scope(t).window_filter(fs.time, fs.max_window)).count()
+        return read(fs.source).where(Scope(t).window_filter(fs.time, fs.max_window, fs.include_t)).count()
     t = labels.label_time(ts.label, run_date) or day_start(run_date)
     end = t + (ts.label.window or _DAY)
     time = F.col(ts.label.time)
