@@ -169,3 +169,23 @@ def test_output_columns_may_not_clash_and_include_t_refuses_numba(tmp_path):
     write_specs(tmp_path, {"notes": spec})
     with pytest.raises(ConfError, match=r"notes\.yaml: include_t: d uses impl numba"):
         load_specs(directory=tmp_path)
+
+
+def test_a_batch_partition_labels_each_row_at_its_own_time(spark, tmp_path):
+    """``select: partition``: the run date's ``dt`` partition holds a batch of earlier rows; each is a label row at
+    its own time, its features computed as of that time (here: its own words, with ``include_t``)."""
+    training = {"label": {"kind": "row", "source": "silver.notes", "entity": ["k"], "time": "ts", "select": "partition",
+                          "expr": "length(text)", "type": "int"},
+                "features": [{"set": "notes", "columns": {"own": "words"}}], "as_of_join": "range"}
+    spec_dir = write_specs(tmp_path, {"notes": text_set(include_t=True, window="10m")}, {"batch": training})
+    specs = load_specs(directory=spec_dir)
+    batch = [(k, text, T0 + dt.timedelta(hours=h), T0.date().isoformat()) for k, text, h in ROWS if -40 <= h <= 0]
+    earlier = [(9, "older batch", T0 - dt.timedelta(days=9), "2026-03-01")]
+    read = {"silver.notes": spark.createDataFrame(batch + earlier, SCHEMA)}.__getitem__
+    got = {(r["k"], r["label_ts"].astimezone(UTC)): r
+           for r in training_frame(specs.training["batch"], specs.sets, read, T0.date()).collect()}
+    assert sorted(got) == sorted((k, T0 + dt.timedelta(hours=h)) for k, _, h in ROWS if -40 <= h <= 0)  # not key 9
+    for (k, t), row in got.items():
+        (text,) = [x for j, x, h in ROWS if j == k and T0 + dt.timedelta(hours=h) == t]
+        assert row["label"] == (None if text is None else len(text))
+        assert [row[f"own_{i}"] for i in range(BUCKETS)] == expected_counts([text], BUCKETS, 2)  # its own words

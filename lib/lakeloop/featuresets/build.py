@@ -74,9 +74,10 @@ class Bounds:
         self.ranges[table] = (lo, hi)
 
 
-def _add_set(bounds: Bounds, fs: FeatureSet, first_t: dt.datetime, last_t: dt.datetime) -> None:
-    """A late row may sit in the partition of the day after its event time: one day of margin."""
-    bounds.add(fs.source, (first_t - fs.max_window).date() - _DAY, last_t.date())
+def _add_set(bounds: Bounds, fs: FeatureSet, first_t: dt.datetime | None, last_t: dt.datetime) -> None:
+    """A late row may sit in the partition of the day after its event time: one day of margin.  ``first_t`` None:
+    no lower bound."""
+    bounds.add(fs.source, None if first_t is None else (first_t - fs.max_window).date() - _DAY, last_t.date())
     for dim in fs.dimensions.values():
         bounds.add(dim.table, None, last_t.date())
 
@@ -92,6 +93,8 @@ def plan_bounds(sets: list[FeatureSet], trainings: list[TrainingSpec], all_sets:
         first, last = (t, t) if t is not None else (day_start(run_date), day_start(run_date) + _DAY)
         label_end = last + (ts.label.window or dt.timedelta(0))
         bounds.add(ts.label.source, first.date() - _DAY, label_end.date())
+        if ts.label.select == "partition":  # a batch's label times may lie any time before its partition
+            first = None
         if ts.negatives is not None:
             bounds.add(ts.negatives.pool.table, None, label_end.date())
         for join in ts.joins:
@@ -189,6 +192,8 @@ def _input_rows(fs: FeatureSet | None, ts: TrainingSpec | None, read: Any, run_d
     if fs is not None:
         t = set_time(fs, run_date)
         return read(fs.source).where(Scope(t).window_filter(fs.time, fs.max_window, fs.include_t)).count()
+    if ts.label.select == "partition":
+        return read(ts.label.source).where(F.col(PARTITION) == F.lit(run_date.isoformat())).count()
     t = labels.label_time(ts.label, run_date) or day_start(run_date)
     end = t + (ts.label.window or _DAY)
     time = F.col(ts.label.time)

@@ -241,6 +241,7 @@ class LabelSpec:
     at: str = "start_of_day"
     window: dt.timedelta | None = None
     agg: str = "max"
+    select: str = "time"  # row labels: "time" (on the run date) or "partition" (the run date's dt partition)
 
 
 @dataclass(frozen=True)
