@@ -74,6 +74,10 @@ class Run:
 EXAMPLES = {
     "chicago_ridership": Example("chicago_ridership", "ridership", "ridership", ("2015-12-31", "2016-06-30"),
                                  "2016-08-28", "rmse", "ridership", "day", "rides"),
+    "lending_club": Example("lending_club", "default_risk", "loans", ("2016-03-01", "2016-03-02", "2016-03-03"),
+                            "2016-03-04", "auc", "loans", "loan_id", "bad_probability"),
+    "tweet_source": Example("tweet_source", "tweet_source", "tweets", ("2015-06-30", "2015-12-31", "2016-06-30"),
+                            "2016-12-31", "accuracy", "tweets", "tweet_id", "client"),
 }
 
 
@@ -123,7 +127,7 @@ def check_champion(run: Run) -> dict:
     client = MlflowClient(tracking_uri=conf["mlflow.tracking_uri"] or _mlflow_uri(run),
                           registry_uri=conf["mlflow.registry_uri"] or _mlflow_uri(run))
     champion = client.get_model_version_by_alias(conf["mlflow.model_name"], "champion")
-    assert champion.version == str(report["model_version"]) == gate["challenger_version"]
+    assert str(champion.version) == str(report["model_version"]) == gate["challenger_version"]
     return gate
 
 
@@ -150,7 +154,7 @@ def predictions(spark, run: Run):
     from lakeloop.lake import Lake
 
     conf = run.conf
-    return Lake.from_conf(conf).read(spark, conf.scoring.table).where(f"dt = '{run.example.score_date}'").toPandas()
+    return Lake.from_conf(conf).read(spark, conf["infer.table"]).where(f"dt = '{run.example.score_date}'").toPandas()
 
 
 def lower_is_better(metric: str) -> bool:
@@ -176,7 +180,8 @@ def test_chicago_ridership_beats_the_training_mean_and_serves_its_forecast(spark
     gate = check_champion(chicago)
     check_beats_baseline(gate, "rmse")
     # the other naive forecast, "as many as 7 days before", on the same holdout: the latest 20 % of the days
-    rows = chicago.read(spark, "gold.daily_ridership").toPandas().sort_values("label_ts")
+    trained = chicago.read(spark, "gold.daily_ridership").where(f"dt <= '{chicago.example.train_dates[-1]}'")
+    rows = trained.toPandas().sort_values("label_ts")
     holdout = rows.tail(round(0.2 * len(rows)))
     assert len(holdout) == gate["holdout_rows"]
     same_as_last_week = float(np.sqrt(np.nanmean((holdout.rides_7d_ago - holdout.label) ** 2)))
@@ -186,3 +191,62 @@ def test_chicago_ridership_beats_the_training_mean_and_serves_its_forecast(spark
     assert len(scored) == 1 and scored.day[0] == chicago.example.score_date
     status, body = served(chicago, chicago.example.score_date)
     assert status == 200 and body == {"day": chicago.example.score_date, "rides": pytest.approx(scored.score[0])}
+
+
+@pytest.fixture(scope="module")
+def lending(spark, tmp_path_factory):
+    return run_example(EXAMPLES["lending_club"], tmp_path_factory.mktemp("lending"))
+
+
+def test_lending_club_beats_the_prior_and_serves_each_loans_probability(spark, lending):
+    from sklearn.metrics import roc_auc_score
+
+    check_reconciled(spark, lending)
+    gate = check_champion(lending)
+    check_beats_baseline(gate, "auc")
+    # the fourth day, never trained on: the model against the rate alone on its loans
+    scored = predictions(spark, lending)
+    loans = lending.read(spark, "silver.loans").where(f"dt = '{lending.example.score_date}'").toPandas()
+    day = scored.merge(loans[["loan_id", "class", "int_rate"]], on="loan_id")
+    assert len(day) == len(scored) == len(loans) == lending.loaded[lending.example.score_date]
+    bad = (day["class"] == "bad").astype(int)
+    model_auc, rate_auc = roc_auc_score(bad, day.score), roc_auc_score(bad, day.int_rate)
+    print(f"lending_club: holdout auc {gate['challenger_value']:.4f} (prior {gate['reference_value']:.4f}); "
+          f"day {lending.example.score_date}: model auc {model_auc:.4f}, int_rate alone {rate_auc:.4f}, "
+          f"{len(day)} loans, {bad.sum()} bad")
+    assert model_auc > 0.5
+    key = int(day.loan_id.iloc[0])
+    status, body = served(lending, str(key))
+    assert status == 200 and body == {"loan_id": key, "bad_probability": pytest.approx(day.score.iloc[0])}
+
+
+@pytest.fixture(scope="module")
+def tweets(spark, tmp_path_factory):
+    return run_example(EXAMPLES["tweet_source"], tmp_path_factory.mktemp("tweets"))
+
+
+def test_tweet_source_beats_the_majority_client_from_hashed_words(spark, tweets):
+    check_reconciled(spark, tweets)
+    (checked,) = tweets.outcomes[("validate", "2015-12-31")].result.value
+    assert checked.passed and any(w.startswith("source: PSI") for w in checked.warnings)  # the clients' shares move
+    gate = check_champion(tweets)
+    check_beats_baseline(gate, "accuracy")
+    training = tweets.read(spark, "gold.tweet_sources")
+    assert {f"words_{i}" for i in range(128)} <= set(training.columns)
+    assert set(train_report(tweets)["features"]) >= {"words_0", "words_127", "hour"}
+    # the fourth export, never trained on: the model against always answering the training's most frequent client
+    scored = predictions(spark, tweets)
+    truth = tweets.read(spark, "gold.tweet_sources").where(f"dt = '{tweets.example.score_date}'").toPandas()
+    day = scored.merge(truth[["id", "label"]], on="id")
+    assert len(day) == len(scored) == len(truth)
+    majority = training.where(f"dt < '{tweets.example.score_date}'").groupBy("label").count() \
+        .orderBy("count", ascending=False).first()["label"]
+    accuracy, always = float((day.prediction == day.label).mean()), float((day.label == majority).mean())
+    print(f"tweet_source: holdout accuracy {gate['challenger_value']:.4f} (prior {gate['reference_value']:.4f}); "
+          f"export {tweets.example.score_date}: accuracy {accuracy:.4f}, always class {majority} {always:.4f}, "
+          f"{len(day)} tweets")
+    assert accuracy > always
+    key = int(day.id.iloc[0])
+    status, body = served(tweets, str(key))
+    assert status == 200 and body == {"tweet_id": key, "client": {"prediction": int(day.prediction.iloc[0]),
+                                                                  "score": pytest.approx(day.score.iloc[0])}}
