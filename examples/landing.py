@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["write_batches", "parser"]
+__all__ = ["write_batches", "parser", "run"]
 
 
 def write_batches(frame: pd.DataFrame, landing: str | Path, source: str, dates: pd.Series, fmt: str = "csv") -> dict:
