@@ -189,7 +189,7 @@ def _mutate(spec: dict, path: str, value) -> dict:
 _DELETE = object()
 SET_ERRORS = [
     ("features.0.kind", "aggregat", r"features\[0\]\.kind: expected one of aggregate, list, decay, derived, "
-                                    r"dimension, transform, got 'aggregat'"),
+                                    r"dimension, transform, bag_of_words, got 'aggregat'"),
     ("features.0.agg", "median", r"features\[0\]\.agg: expected one of count, sum, mean, min, max, stddev, "
                                  r"count_distinct, first, last, seconds_since_last"),
     ("features.3.expr", _DELETE, r"features\[3\]\.expr: agg sum needs an expr"),

@@ -30,6 +30,7 @@ from lakeloop.featuresets import decay, labels, training
 from lakeloop.featuresets.compute import compute
 from lakeloop.featuresets.load import load_specs
 from lakeloop.featuresets.scope import Scope, T, day_start, micros, ts_literal
+from lakeloop.featuresets.sets import output_names
 from lakeloop.featuresets.spec import FeatureSet, Specs, TrainingSpec
 from lakeloop.featuresets.training import training_frame
 
@@ -73,9 +74,10 @@ class Bounds:
         self.ranges[table] = (lo, hi)
 
 
-def _add_set(bounds: Bounds, fs: FeatureSet, first_t: dt.datetime, last_t: dt.datetime) -> None:
-    """A late row may sit in the partition of the day after its event time: one day of margin."""
-    bounds.add(fs.source, (first_t - fs.max_window).date() - _DAY, last_t.date())
+def _add_set(bounds: Bounds, fs: FeatureSet, first_t: dt.datetime | None, last_t: dt.datetime) -> None:
+    """A late row may sit in the partition of the day after its event time: one day of margin.  ``first_t`` None:
+    no lower bound."""
+    bounds.add(fs.source, None if first_t is None else (first_t - fs.max_window).date() - _DAY, last_t.date())
     for dim in fs.dimensions.values():
         bounds.add(dim.table, None, last_t.date())
 
@@ -91,6 +93,8 @@ def plan_bounds(sets: list[FeatureSet], trainings: list[TrainingSpec], all_sets:
         first, last = (t, t) if t is not None else (day_start(run_date), day_start(run_date) + _DAY)
         label_end = last + (ts.label.window or dt.timedelta(0))
         bounds.add(ts.label.source, first.date() - _DAY, label_end.date())
+        if ts.label.select == "partition":  # a batch's label times may lie any time before its partition
+            first = None
         if ts.negatives is not None:
             bounds.add(ts.negatives.pool.table, None, label_end.date())
         for join in ts.joins:
@@ -167,7 +171,8 @@ def range_frame(fs: FeatureSet, read: Any, dates: Sequence[dt.date]) -> DataFram
     if fs.filter:
         rows = rows.where(F.expr(fs.filter))
     at = F.unix_micros(F.col(fs.time))
-    candidates = F.filter(F.array(*[F.lit(t) for t in sorted(times)]), lambda t: (at >= t - window_us) & (at < t))
+    seen = (lambda t: at <= t) if fs.include_t else (lambda t: at < t)
+    candidates = F.filter(F.array(*[F.lit(t) for t in sorted(times)]), lambda t: (at >= t - window_us) & seen(t))
     spines = [rows.select(*fs.entity, F.explode(candidates).alias("_us"))] if "source" in fs.spine else []
     spines += [_dimension_points(fs, name, read, sorted(times)) for name in fs.spine if name != "source"]
     union = functools.reduce(lambda a, b: a.unionByName(b), spines)
@@ -176,7 +181,7 @@ def range_frame(fs: FeatureSet, read: Any, dates: Sequence[dt.date]) -> DataFram
     day = F.create_map(*[x for t, d in times.items() for x in (F.lit(t), F.lit(d))])[F.unix_micros(F.col(T))]
     if fs.as_of_column:
         out = out.withColumn(fs.as_of_column, F.col(T))
-    return out.withColumn(PARTITION, day).select(*fs.entity, *[f.name for f in fs.features],
+    return out.withColumn(PARTITION, day).select(*fs.entity, *[c for f in fs.features for c in output_names(f)],
                                                  *([fs.as_of_column] if fs.as_of_column else []), PARTITION)
 
 
@@ -186,7 +191,9 @@ def _input_rows(fs: FeatureSet | None, ts: TrainingSpec | None, read: Any, run_d
 
     if fs is not None:
         t = set_time(fs, run_date)
-        return read(fs.source).where(Scope(t).window_filter(fs.time, fs.max_window)).count()
+        return read(fs.source).where(Scope(t).window_filter(fs.time, fs.max_window, fs.include_t)).count()
+    if ts.label.select == "partition":
+        return read(ts.label.source).where(F.col(PARTITION) == F.lit(run_date.isoformat())).count()
     t = labels.label_time(ts.label, run_date) or day_start(run_date)
     end = t + (ts.label.window or _DAY)
     time = F.col(ts.label.time)

@@ -6,7 +6,7 @@ enriched with dimension attributes as of ``t``):
 * one ``groupBy(entity)`` for every ungrouped aggregate, list and SQL decay feature;
 * one two-level ``groupBy(entity, group)`` then ``groupBy(entity)`` per distinct ``group_by``
   expression, whose features become maps sorted by key;
-* one frame per numba decay or transform feature;
+* one frame per numba decay, transform or bag-of-words feature;
 * one as-of lookup per dimension;
 
 then joins them onto the *base*: for a gold table the set's spine (``source``: the entities with
@@ -25,9 +25,9 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from lakeloop.conf import ConfError
-from lakeloop.featuresets import decay, derived, dimension, transform
+from lakeloop.featuresets import bag_of_words, decay, derived, dimension, transform
 from lakeloop.featuresets.scope import Scope, T
-from lakeloop.featuresets.sets import KINDS, default_for
+from lakeloop.featuresets.sets import KINDS, default_for, output_columns
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
@@ -60,7 +60,7 @@ def source_rows(fs: FeatureSet, read: Reader, scope: Scope, points: DataFrame | 
         rows = rows.where(F.expr(fs.filter))
     if points is not None:
         rows = rows.join(points, list(fs.entity))
-    rows = rows.where(scope.window_filter(fs.time, fs.max_window))
+    rows = rows.where(scope.window_filter(fs.time, fs.max_window, fs.include_t))
     for spec in fs.enrich:
         dim = fs.dimensions[spec.dimension]
         wanted = None
@@ -126,6 +126,8 @@ def _frames(rows: DataFrame, fs: FeatureSet, scope: Scope) -> tuple[DataFrame | 
             by_group.setdefault(f.opts["group_by"], []).append(f)
         elif _is_numba(f):
             others.append(_numba(rows, fs, f, scope, keys))
+        elif f.kind == "bag_of_words":
+            others.append(bag_of_words.frame(rows, fs, f, scope, keys))
         elif f.kind == "transform":
             seen = rows if scope.keys else rows.withColumn(T, scope.t)
             out = transform.frame(seen, f.opts["function"], f.opts["params"], [*fs.entity, T], f.name, f.origin)
@@ -242,11 +244,11 @@ def compute(fs: FeatureSet, read: Reader, scope: Scope, base: DataFrame | None =
         dims = _dimension_frames(fs, read, scope, points)
         if base is None:
             out = _finish(_gold_base(rows, fs, main, others, dims), fs)
-            return out.select(*fs.entity, *[f.name for f in fs.features])
+            return out.select(*fs.entity, *[c for f in fs.features for c in output_columns(f)])
         hidden = base.select(*keys, F.struct(*[c for c in base.columns]).alias(_BASE))
         frames = ([main] if main is not None else []) + others + list(dims.values())
         out = _finish(_join_all(hidden, frames, keys), fs)
     except AnalysisException as exc:
         raise _explain(fs, rows, exc) from None
     select = dict(select) if select is not None else {f.name: f.name for f in fs.features}
-    return out.select(f"{_BASE}.*", *[F.col(src).alias(name) for name, src in select.items()])
+    return out.select(f"{_BASE}.*", *[c for name, src in select.items() for c in output_columns(fs.feature(src), name)])

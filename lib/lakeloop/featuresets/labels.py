@@ -1,8 +1,9 @@
 """Label rows of a training set, and seeded negative sampling.
 
 ``kind: row`` -- supervised data: every source row whose ``time`` falls on the run date is a label
-row; ``expr`` (a column or SQL expression of the row itself) is the label and the row's ``time``
-its label time.
+row (``select: partition``: every row of the run date's ``dt`` partition, for a feed landed in batches);
+``expr`` (a column or SQL expression of the row itself) is the label and the row's ``time`` its label
+time.
 
 ``kind: outcome`` -- an outcome observed after the label time ``t`` (``at``: the start or the end
 of the run date): the entities with a source row in ``[t, t + window)`` matching ``event_types``
@@ -28,13 +29,18 @@ if TYPE_CHECKING:
 
     from lakeloop.featuresets.compute import Reader
 
-__all__ = ["KINDS", "AGGS", "parse_label", "parse_negatives", "label_time", "label_rows"]
+__all__ = ["KINDS", "AGGS", "SELECT", "PARTITION", "parse_label", "parse_negatives", "label_time", "label_rows"]
 
 KINDS = ("row", "outcome")
+#: which source rows are a run date's row labels: their time on the run date, or the run date's partition
+SELECT = ("time", "partition")
+#: the partition column of lake tables
+PARTITION = "dt"
 AGGS = ("max", "sum", "count")
 _TYPES = ("int", "long", "double", "float", "boolean", "string")
-_ROW_KEYS = ("kind", "source", "entity", "time", "filter", "column", "type", "expr")
-_OUTCOME_KEYS = (*_ROW_KEYS, "at", "window", "event_types", "type_column", "where", "agg")
+_COMMON_KEYS = ("kind", "source", "entity", "time", "filter", "column", "type", "expr")
+_ROW_KEYS = (*_COMMON_KEYS, "select")
+_OUTCOME_KEYS = (*_COMMON_KEYS, "at", "window", "event_types", "type_column", "where", "agg")
 
 
 def _where(node: Node) -> str | None:
@@ -59,7 +65,8 @@ def parse_label(node: Node) -> LabelSpec:
         time=node.ident("time", required=True), filter=node.text("filter"), column=node.ident("column", "label"),
         type=node.text("type", choices=_TYPES), origin=f"{node.file}: {node.key()}")
     if kind == "row":
-        spec = LabelSpec(**common, expr=node.text("expr", required=True))
+        spec = LabelSpec(**common, expr=node.text("expr", required=True),
+                         select=node.text("select", "time", choices=SELECT))
         node.done(_ROW_KEYS)
         return spec
     spec = LabelSpec(**common, expr=node.text("expr", "1"), where=_where(node),
@@ -109,9 +116,12 @@ def _row_labels(label: LabelSpec, read: Reader, run_date: dt.date, time_column: 
     rows = read(label.source)
     if label.filter:
         rows = rows.where(F.expr(label.filter))
-    start = day_start(run_date)
-    end = start + dt.timedelta(days=1)
-    rows = rows.where((F.col(label.time) >= ts_literal(start)) & (F.col(label.time) < ts_literal(end)))
+    if label.select == "partition":
+        rows = rows.where(F.col(PARTITION) == F.lit(run_date.isoformat()))
+    else:
+        start = day_start(run_date)
+        end = start + dt.timedelta(days=1)
+        rows = rows.where((F.col(label.time) >= ts_literal(start)) & (F.col(label.time) < ts_literal(end)))
     return _cast(rows.select(*label.entity, F.expr(label.expr).alias(label.column),
                              F.col(label.time).alias(time_column)), label)
 

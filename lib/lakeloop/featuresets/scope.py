@@ -61,14 +61,17 @@ class Scope:
 
         return F.unix_micros(self.t) - F.unix_micros(F.col(time))
 
-    def window_filter(self, time: str, window: dt.timedelta) -> Column:
-        """``t - window <= time < t``."""
+    def window_filter(self, time: str, window: dt.timedelta, include_t: bool = False) -> Column:
+        """``t - window <= time < t`` (``include_t``: ``<= t``, the rows at ``t`` too)."""
         from pyspark.sql import functions as F
 
+        t = ts_literal(self.literal) if self.literal is not None else F.col(T)
         if self.literal is not None:
-            return (F.col(time) >= ts_literal(self.literal - window)) & (F.col(time) < ts_literal(self.literal))
-        start = F.timestamp_micros(F.unix_micros(F.col(T)) - F.lit(int(window.total_seconds() * 1_000_000)))
-        return (F.col(time) >= start) & (F.col(time) < F.col(T))
+            start = ts_literal(self.literal - window)
+        else:
+            start = F.timestamp_micros(F.unix_micros(F.col(T)) - F.lit(int(window.total_seconds() * 1_000_000)))
+        before = F.col(time) <= t if include_t else F.col(time) < t
+        return (F.col(time) >= start) & before
 
     def condition(self, fs: FeatureSet, feature: Feature) -> Column | None:
         """The feature's own ``where`` and, when narrower than the set's, its window."""

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lakeloop.featuresets import aggregate, decay, derived, dimension, lists, transform
+from lakeloop.featuresets import aggregate, bag_of_words, decay, derived, dimension, lists, transform
 from lakeloop.featuresets.spec import _NAME, AS_OF, EnrichSpec, Feature, FeatureSet, Node
 
-__all__ = ["KINDS", "parse_feature_set", "default_for"]
+if TYPE_CHECKING:
+    from pyspark.sql import Column
+
+__all__ = ["KINDS", "parse_feature_set", "default_for", "output_names", "output_columns"]
 
 #: feature kind -> the module that parses (and computes) it
 KINDS: dict[str, ModuleType] = {"aggregate": aggregate, "list": lists, "decay": decay, "derived": derived,
-                                "dimension": dimension, "transform": transform}
+                                "dimension": dimension, "transform": transform, "bag_of_words": bag_of_words}
 _SET_KEYS = ("description", "source", "entity", "time", "filter", "window", "as_of", "spine", "dimensions",
-             "enrich", "features", "materialize", "allow_empty", "table", "as_of_column")
+             "enrich", "features", "materialize", "allow_empty", "table", "as_of_column", "include_t")
 _FEATURE_KEYS = {
     "aggregate": ("agg", "expr", "where", "group_by", "window", "default"),
     "list": ("fields", "order_by", "max_length", "where", "window"),
@@ -22,14 +25,34 @@ _FEATURE_KEYS = {
     "derived": ("expr", "default"),
     "dimension": ("dimension", "column", "expr", "default"),
     "transform": ("function", "params", "window", "default"),
+    "bag_of_words": ("expr", "buckets", "lowercase", "min_length", "pattern", "weight", "where", "window"),
 }
-_WINDOWED = ("aggregate", "list", "decay", "transform")
+_WINDOWED = ("aggregate", "list", "decay", "transform", "bag_of_words")
 
 
 def default_for(feature: Feature) -> Any:
     """The value an entity without source rows gets."""
     kind = KINDS[feature.kind]
     return kind.default_for(feature) if hasattr(kind, "default_for") else feature.default
+
+
+def output_names(feature: Feature, name: str | None = None) -> list[str]:
+    """The columns ``feature`` gives a gold table or a training set under ``name`` (default its own name): the name
+    itself, or for a kind with several columns (``bag_of_words``) the names that kind derives from it."""
+    kind = KINDS[feature.kind]
+    name = name or feature.name
+    return kind.output_names(feature, name) if hasattr(kind, "output_names") else [name]
+
+
+def output_columns(feature: Feature, name: str | None = None) -> list[Column]:
+    """The computed column of ``feature`` as its output columns (:func:`output_names`) under ``name``."""
+    from pyspark.sql import functions as F
+
+    kind = KINDS[feature.kind]
+    name = name or feature.name
+    if hasattr(kind, "output_columns"):
+        return kind.output_columns(feature, feature.name, name)
+    return [F.col(feature.name).alias(name)]
 
 
 def _feature(node: Node) -> Feature:
@@ -54,6 +77,10 @@ def _features(node: Node) -> tuple[Feature, ...]:
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise node.error(f"feature {dupes[0]!r} is declared twice", "features")
+    columns = [c for f in out for c in output_names(f)]
+    clashes = sorted({c for c in columns if columns.count(c) > 1})
+    if clashes:
+        raise node.error(f"output column {clashes[0]!r} is produced twice", "features")
     return out
 
 
@@ -107,6 +134,10 @@ def _check_references(node: Node, fs: FeatureSet) -> None:
                              f"(dimensions: {', '.join(fs.dimensions) or 'none'})", "spine")
     if any(f.name in fs.entity for f in fs.features):
         raise node.error("a feature may not be named like an entity column", "features")
+    numba = [f.name for f in fs.features if f.kind == "decay" and f.opts["impl"] == "numba"]
+    if fs.include_t and numba:
+        raise node.error(f"{numba[0]} uses impl numba, which counts rows before t only; use impl sql",
+                         "include_t")
 
 
 def parse_feature_set(name: str, node: Node) -> FeatureSet:
@@ -121,7 +152,7 @@ def parse_feature_set(name: str, node: Node) -> FeatureSet:
         dimensions=dims, enrich=_enrich(node, dims), features=_features(node),
         materialize=node.flag("materialize", True), allow_empty=node.flag("allow_empty", False),
         table=node.table("table", required=False) or f"gold.{name}",
-        as_of_column=node.ident("as_of_column", "as_of"))
+        as_of_column=node.ident("as_of_column", "as_of"), include_t=node.flag("include_t", False))
     node.raw("description")
     node.done(_SET_KEYS)
     _check_references(node, fs)

@@ -216,6 +216,7 @@ class FeatureSet:
     allow_empty: bool
     table: str
     as_of_column: str | None
+    include_t: bool = False
 
     def feature(self, name: str) -> Feature:
         return next(f for f in self.features if f.name == name)
@@ -240,6 +241,7 @@ class LabelSpec:
     at: str = "start_of_day"
     window: dt.timedelta | None = None
     agg: str = "max"
+    select: str = "time"  # row labels: "time" (on the run date) or "partition" (the run date's dt partition)
 
 
 @dataclass(frozen=True)
@@ -276,8 +278,12 @@ class TrainingSpec:
     allow_empty: bool
 
     def feature_columns(self, sets: Mapping[str, FeatureSet]) -> list[str]:
-        """Output columns that come from feature sets, in output order."""
-        produced = [out for j in self.joins for out, _ in j.columns]
+        """Output columns that come from feature sets, in output order (a feature with several columns, such as a
+        bag of words, gives each of them)."""
+        from lakeloop.featuresets.sets import output_names
+
+        produced = [c for j in self.joins for out, src in j.columns
+                    for c in output_names(sets[j.set].feature(src), out)]
         order = self.columns or (*self.label.entity, self.label.column, self.label_time_column, *produced)
         return [c for c in order if c in produced]
 

@@ -28,6 +28,7 @@ from lakeloop.conf import ConfError
 from lakeloop.featuresets import decay, labels
 from lakeloop.featuresets.compute import Reader, compute
 from lakeloop.featuresets.scope import Scope, T
+from lakeloop.featuresets.sets import output_names
 from lakeloop.featuresets.spec import FeatureSet, JoinSpec, Node, TrainingSpec
 
 if TYPE_CHECKING:
@@ -68,11 +69,12 @@ def _check(node: Node, spec: TrainingSpec, sets: Mapping[str, FeatureSet]) -> No
         if missing:
             raise node.error(f"{join.set} is keyed by {list(fs.entity)} but the rows have no {missing[0]} here "
                              f"(columns so far: {', '.join(available)})", f"features[{i}].set")
-        for out, _ in join.columns:
-            if out in available:
-                raise node.error(f"column {out!r} already exists; rename it (output: feature)",
-                                 f"features[{i}].columns")
-            available.append(out)
+        for out, src in join.columns:
+            for column in output_names(fs.feature(src), out):
+                if column in available:
+                    raise node.error(f"column {column!r} already exists; rename it (output: feature)",
+                                     f"features[{i}].columns")
+                available.append(column)
         numba = [f.name for f in fs.features if f.kind == "decay" and f.opts["impl"] == "numba"]
         if numba and spec.as_of_join == "range":
             raise node.error(f"{join.set}.{numba[0]} uses impl numba, which needs as_of_join: per_time "
