@@ -102,14 +102,13 @@ def build_model(means: list[float], variances: list[float], hidden: list[int], l
     import keras
 
     head = head or heads.head("binary")
-    output = [keras.layers.Dense(head.units, activation=head.activation)]
+    # layers made in model order: Keras draws each initializer's seed when the layer is made
+    layers = [keras.Input(shape=(len(means),)), keras.layers.Normalization(mean=means, variance=variances),
+              _nan_to_zero_layer()(), *[keras.layers.Dense(units, activation="relu") for units in hidden],
+              keras.layers.Dense(head.units, activation=head.activation)]
     if head.task == "regression":
-        output.append(keras.layers.Rescaling(scale=target[1], offset=target[0]))
-    model = keras.Sequential([keras.Input(shape=(len(means),)),
-                              keras.layers.Normalization(mean=means, variance=variances),
-                              _nan_to_zero_layer()(),
-                              *[keras.layers.Dense(units, activation="relu") for units in hidden],
-                              *output])
+        layers.append(keras.layers.Rescaling(scale=target[1], offset=target[0]))
+    model = keras.Sequential(layers)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=head.loss, metrics=[_metric(head)])
     return model
 
