@@ -104,6 +104,7 @@ def train_task_model(spark, root, backend: str, task: str, params: str):
 def check_task_model(conf, task: str, epochs: int, metric: str) -> None:
     """The @champion (promoted over the naive baselines) has per-epoch history, loads through pyfunc, predicts
     what :func:`lakeloop.train.tasks.predictions` accepts, and beats the naive prediction on fresh rows."""
+    registry.setup(conf)
     champion = registry.version_for_alias(conf, registry.CHAMPION)
     assert champion is not None and champion.version == registry.version_for_alias(conf, registry.CHALLENGER).version
     steps = mlflow.MlflowClient().get_metric_history(champion.run_id, metric)
@@ -166,6 +167,7 @@ def check_registered_model(spark, conf, backend: str, epochs: int, metrics: list
     challenger = registry.version_for_alias(conf, registry.CHALLENGER)
     assert challenger is not None
     assert challenger.tags["backend"] == backend
+    registry.setup(conf)
     champion = registry.version_for_alias(conf, registry.CHAMPION)
     assert champion is not None and champion.version == challenger.version  # first model passed the gate
     client = mlflow.MlflowClient()
