@@ -114,7 +114,7 @@ def check_task_model(conf, task: str, epochs: int, metric: str) -> None:
     y = fresh["target"].to_numpy()
     if task == "regression":
         pred = tasks.predictions(task, model.predict(fresh[["x1", "x2"]]), len(fresh))
-        assert np.sqrt(np.mean((pred - y) ** 2)) < 0.5 * y.std()
+        assert np.sqrt(np.mean((pred - y) ** 2)) < 0.35 * y.std()  # a linear fit of x1 alone: 0.46
     else:
         probs = tasks.predictions(task, model.predict(fresh[["x1", "x2"]]), len(fresh), 4)
         np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
