@@ -1,7 +1,8 @@
 """The ``bigdl`` backend end to end in the Spark 3.5 runtime: ``jobs/train.py --backend bigdl`` trains a
 BigDL Keras-style MLP with NNFrames on the shared local[2] session, logs it to MLflow (BigDL's format plus a
 pyfunc), registers it, and the gate promotes it over the naive baselines; bulk inference scores a batch
-with BigDL and gives the pyfunc's probabilities.
+with BigDL and gives the pyfunc's probabilities.  A regression model trained from a model spec beats the
+naive prediction on a fresh sample, and BigDL's bulk scoring of it gives the pyfunc's values.
 
 Run with ``.venv-spark35/bin/python -m pytest -m bigdl`` (``./setup.sh spark35`` builds the runtime).
 """
@@ -26,8 +27,14 @@ from lakeloop_apps.recommender.model import FEATURES, LABEL, split_holdout  # no
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
 from tests.conftest import ROOT  # noqa: E402
+from tests.test_models import _task_rows  # noqa: E402
 from tests.test_train import RUN_DATE, training_pandas  # noqa: E402
-from tests.test_train_torch import check_registered_model, run_train_job  # noqa: E402
+from tests.test_train_torch import (  # noqa: E402
+    check_registered_model,
+    check_task_model,
+    run_train_job,
+    train_task_model,
+)
 
 pytestmark = [pytest.mark.bigdl, pytest.mark.slow]
 EPOCHS = 3
@@ -85,3 +92,22 @@ def test_bulk_scoring_with_bigdl_matches_the_pyfunc(spark, trained):
     expected = np.asarray(pyfunc.predict(merged[FEATURES]), dtype=float)
     np.testing.assert_allclose(merged["score"].to_numpy(), expected, atol=1e-5)
     assert roc_auc_score(merged[LABEL], merged["score"]) > 0.6
+
+
+@pytest.fixture(scope="module")
+def regression(spark, tmp_path_factory):
+    """A bigdl regression model trained by the train job from a model spec; returns the exit code and conf."""
+    return train_task_model(spark, tmp_path_factory.mktemp("bigdl-regression"), "bigdl", "regression",
+                            f"{{epochs: {EPOCHS * 4}, learning_rate: 0.01, batch_size: 64}}")
+
+
+def test_bigdl_regression_model_beats_the_baselines_and_bulk_scoring_gives_its_values(spark, regression):
+    code, conf = regression
+    assert code == 0
+    check_task_model(conf, "regression", EPOCHS * 4, "validation-loss")
+    fresh = _task_rows("regression", n=300, seed=12)
+    ref = infer.resolve_model(conf)
+    frame = spark.createDataFrame(fresh[["id", "x1", "x2"]]).repartition(2)
+    scored = infer.score(frame, ref, ["x1", "x2"], ["id"], task="regression").toPandas().sort_values("id")
+    pyfunc = mlflow.pyfunc.load_model(registry.model_uri(conf["mlflow.model_name"], registry.CHAMPION))
+    np.testing.assert_allclose(scored["score"].to_numpy(), pyfunc.predict(fresh[["x1", "x2"]]), rtol=1e-5, atol=1e-4)

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from lakeloop.train import tasks
 from lakeloop.train.bigdl import epoch_means
 from lakeloop.train.bigdl_flavor import NetworkScorer, forward
 
@@ -23,9 +24,10 @@ def test_forward_is_dense_layers_with_weights_out_by_in():
         forward(x, [w0, b0, w1, b1], ["relu"])
 
 
-def saved_network(folder, activations=("sigmoid",)):
+def saved_network(folder, activations=("sigmoid",), **task):
     folder.mkdir()
-    spec = {"features": ["a", "b"], "means": [10.0, -1.0], "stds": [2.0, 4.0], "activations": list(activations)}
+    spec = {"features": ["a", "b"], "means": [10.0, -1.0], "stds": [2.0, 4.0], "activations": list(activations),
+            **task}
     (folder / "network.json").write_text(json.dumps(spec))
     np.savez(folder / "weights.npz", np.array([[1.0, 2.0]]), np.array([0.0]))
     return folder
@@ -42,7 +44,16 @@ def test_scorer_standardises_and_imputes_missing_values_with_the_mean(tmp_path):
 
 def test_scorer_refuses_unknown_activations(tmp_path):
     with pytest.raises(ValueError, match="unknown activations"):
-        NetworkScorer(saved_network(tmp_path / "net", ("softmax",)))
+        NetworkScorer(saved_network(tmp_path / "net", ("swish",)))
+
+
+def test_regression_scorer_undoes_the_target_standardisation(tmp_path):
+    """A regression network's linear output is the standardised target: the pyfunc gives ``out * std + mean``."""
+    scorer = NetworkScorer(saved_network(tmp_path / "net", ("linear",), task="regression", target=[50.0, 8.0]))
+    frame = pd.DataFrame({"a": [12.0, 10.0], "b": [3.0, np.nan]})
+    out = scorer.predict(frame)
+    np.testing.assert_allclose(out, 50.0 + 8.0 * np.array([3.0, 0.0]))
+    assert tasks.predictions("regression", out, 2).shape == (2,)
 
 
 def test_epoch_means_split_iterations_at_the_validation_steps():

@@ -1,7 +1,8 @@
 """The ``tfos`` backend and its TensorFlowOnSpark adapter: the host-address patch in the driver and
 in Spark's Python workers (no traffic to outside addresses, ever), the ``pkg_resources`` shim,
 device pinning, and (slow) ``jobs/train.py --backend tfos`` training a Keras model with
-``TFCluster.run(..., InputMode.SPARK)`` that is registered as @challenger and gated."""
+``TFCluster.run(..., InputMode.SPARK)`` that is registered as @challenger and gated, for a binary model and
+(from a model spec) regression and multiclass models scored on a fresh sample against the naive baselines."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 from lakeloop.train import gpu, tfos_adapter
 from lakeloop.train.tfos import BACKEND, num_executors
 
-from tests.test_train_torch import check_registered_model, run_train_job
+from tests.test_train_torch import check_registered_model, check_task_model, run_train_job, train_task_model
 
 
 def _is_local(address) -> bool:
@@ -126,6 +127,52 @@ def test_keras_model_imputes_missing_values_with_the_mean(tmp_path):
     model.save(path)
     x = np.array([[12.0, np.nan], [1.0, 2.0]], dtype=np.float32)
     assert np.allclose(load_keras(path).predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+@pytest.mark.slow
+def test_keras_heads_per_task(tmp_path):
+    import numpy as np
+    from lakeloop.train import heads
+    from lakeloop.train.tfos import build_model, load_keras
+
+    x = np.array([[12.0, np.nan], [1.0, 2.0]], dtype=np.float32)
+    regression = build_model([10.0, -1.0], [4.0, 16.0], [4], 0.01, heads.head("regression"), (100.0, 5.0))
+    unit = x
+    for layer in regression.layers[:-1]:  # all but the Rescaling of the target
+        unit = layer(unit)
+    assert np.allclose(regression.predict(x, verbose=0), np.asarray(unit) * 5.0 + 100.0, atol=1e-4)
+    path = str(tmp_path / "r.keras")
+    regression.save(path)
+    assert np.allclose(load_keras(path).predict(x, verbose=0), regression.predict(x, verbose=0))
+    multiclass = build_model([10.0, -1.0], [4.0, 16.0], [4], 0.01, heads.head("multiclass", 3))
+    probs = multiclass.predict(x, verbose=0)
+    assert probs.shape == (2, 3) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def tfos_regression(spark, tmp_path_factory):
+    return train_task_model(spark, tmp_path_factory.mktemp("tfos-regression"), "tfos", "regression",
+                            "{epochs: 12, learning_rate: 0.01}")
+
+
+@pytest.fixture(scope="module")
+def tfos_multiclass(spark, tmp_path_factory):
+    return train_task_model(spark, tmp_path_factory.mktemp("tfos-multiclass"), "tfos", "multiclass",
+                            "{epochs: 12, learning_rate: 0.01}")
+
+
+@pytest.mark.slow
+def test_tfos_trains_a_regression_model_that_beats_the_baselines(tfos_regression):
+    code, conf = tfos_regression
+    assert code == 0
+    check_task_model(conf, "regression", 12, "validation-rmse")
+
+
+@pytest.mark.slow
+def test_tfos_trains_a_multiclass_model_that_beats_the_baselines(tfos_multiclass):
+    code, conf = tfos_multiclass
+    assert code == 0
+    check_task_model(conf, "multiclass", 12, "validation-accuracy")
 
 
 @pytest.mark.slow

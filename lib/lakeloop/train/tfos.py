@@ -6,14 +6,20 @@ has; one in ``local`` mode, where all tasks share one executor).  Spark feeds th
 passes; with more than one worker they train one model together with
 ``MultiWorkerMirroredStrategy``.  The holdout (at most ``valid_max_rows`` rows, seeded sample)
 travels with the worker arguments and is evaluated after every epoch, so ``history`` holds
-``training-loss``, ``training-auc``, ``validation-loss`` and ``validation-auc`` per epoch.
+``training-loss``, ``validation-loss`` and the task's metric on both (``training-auc`` /
+``validation-auc``, ``-rmse`` or ``-accuracy``, :mod:`lakeloop.train.heads`) per epoch.
 
-The model standardises its inputs itself (a ``Normalization`` layer holding the training
-means/variances, then missing values, NaN, become the mean), so the exported Keras file is the
-whole model.  Worker 0 saves it with the history in ``export_dir`` (a directory every executor
-and the driver can reach; default: a temporary directory, which suits single-host clusters).
+Tasks: ``binary``, ``regression`` and ``multiclass``; the output layer, the loss and the metric
+come from :mod:`lakeloop.train.heads` (one sigmoid unit and binary cross-entropy; one linear unit
+and mean squared error; a softmax over the classes and sparse categorical cross-entropy).  The
+model standardises its inputs itself (a ``Normalization`` layer holding the training
+means/variances, then missing values, NaN, become the mean) and a regression model ends in a
+``Rescaling`` layer holding the target's training standard deviation and mean, so its last dense
+unit learns the standardised target; the exported Keras file is the whole model.  Worker 0 saves
+it with the history in ``export_dir`` (a directory every executor and the driver can reach;
+default: a temporary directory, which suits single-host clusters).
 The logged MLflow model is a pyfunc wrapper around that Keras file whose ``predict`` returns the
-positive-class probability.
+task's prediction (the positive-class probability, the value, or ``(n, classes)`` probabilities).
 
 GPU: each TensorFlow process sees only the GPU Spark assigned to its task
 (:func:`lakeloop.train.gpu.pin_tensorflow`, as ``/GPU:0``); without GPUs it runs on CPU.  All
@@ -32,7 +38,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from lakeloop.train import tfos_adapter
+from lakeloop.train import heads, tfos_adapter
 from lakeloop.train.base import Backend, FitResult, TrainingData
 from lakeloop.train.prep import feature_moments, holdout_arrays
 
@@ -44,7 +50,7 @@ if TYPE_CHECKING:
 
     from lakeloop.conf import Conf
 
-__all__ = ["TFoSBackend", "BACKEND", "build_model", "load_keras", "worker_main", "num_executors"]
+__all__ = ["TFoSBackend", "BACKEND", "KerasModel", "build_model", "load_keras", "worker_main", "num_executors"]
 
 MODEL_FILE = "model.keras"
 HISTORY_FILE = "history.json"
@@ -70,23 +76,40 @@ class WorkerArgs:
     valid_x: Any
     valid_y: Any
     export_dir: str
+    head: heads.Head
+    target: tuple[float, float]
 
     def __contains__(self, key: str) -> bool:
         # TFoS probes its arguments like an argparse namespace (``"num_gpus" in tf_args``)
         return key in self.__dict__
 
 
-def build_model(means: list[float], variances: list[float], hidden: list[int], learning_rate: float) -> Any:
-    """The compiled Keras MLP: normalise, NaN -> mean, ReLU hidden layers, sigmoid output."""
+def _metric(head: heads.Head) -> Any:
+    """The Keras metric of the head's history metric."""
     import keras
 
-    model = keras.Sequential([keras.Input(shape=(len(means),)),
-                              keras.layers.Normalization(mean=means, variance=variances),
-                              _nan_to_zero_layer()(),
-                              *[keras.layers.Dense(units, activation="relu") for units in hidden],
-                              keras.layers.Dense(1, activation="sigmoid")])
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="binary_crossentropy",
-                  metrics=[keras.metrics.AUC(name="auc")])
+    made = {"auc": keras.metrics.AUC, "rmse": keras.metrics.RootMeanSquaredError,
+            "accuracy": keras.metrics.SparseCategoricalAccuracy}
+    return made[head.metric](name=head.metric)
+
+
+def build_model(means: list[float], variances: list[float], hidden: list[int], learning_rate: float,
+                head: heads.Head | None = None, target: tuple[float, float] = (0.0, 1.0)) -> Any:
+    """The compiled Keras MLP: normalise, NaN -> mean, ReLU hidden layers, the head's output layer.
+
+    A regression head's linear unit is followed by ``x * target_std + target_mean`` (``target``).
+    """
+    import keras
+
+    head = head or heads.head("binary")
+    # layers made in model order: Keras draws each initializer's seed when the layer is made
+    layers = [keras.Input(shape=(len(means),)), keras.layers.Normalization(mean=means, variance=variances),
+              _nan_to_zero_layer()(), *[keras.layers.Dense(units, activation="relu") for units in hidden],
+              keras.layers.Dense(head.units, activation=head.activation)]
+    if head.task == "regression":
+        layers.append(keras.layers.Rescaling(scale=target[1], offset=target[0]))
+    model = keras.Sequential(layers)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=head.loss, metrics=[_metric(head)])
     return model
 
 
@@ -155,7 +178,7 @@ def worker_main(args: WorkerArgs, ctx: Any) -> None:
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
     dataset = dataset.with_options(options)
     with strategy.scope():
-        model = build_model(args.means, args.variances, args.hidden, args.learning_rate)
+        model = build_model(args.means, args.variances, args.hidden, args.learning_rate, args.head, args.target)
     fitted = model.fit(dataset, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
                        validation_data=(args.valid_x, args.valid_y), verbose=0)
     if ctx.task_index == 0:
@@ -202,16 +225,25 @@ def _history(raw: dict[str, list[float]]) -> dict[str, list[float]]:
     return {(f"validation-{k[4:]}" if k.startswith("val_") else f"training-{k}"): v for k, v in raw.items()}
 
 
+@dataclass
+class KerasModel:
+    """``FitResult.model`` of the tfos backend: the trained Keras model and the head it was trained with."""
+
+    network: Any
+    head: heads.Head
+
+
 @functools.cache
-def _probability_model_class() -> type:
+def _prediction_model_class() -> type:
     """The pyfunc wrapper class, built on first use: TensorFlow processes never import MLflow."""
     import mlflow.pyfunc
 
-    class KerasProbability(mlflow.pyfunc.PythonModel):
-        """pyfunc wrapper: positive-class probability of a saved Keras model for the feature columns."""
+    class KerasPrediction(mlflow.pyfunc.PythonModel):
+        """pyfunc wrapper: the task's prediction of a saved Keras model for the feature columns."""
 
-        def __init__(self, features: list[str]) -> None:
+        def __init__(self, features: list[str], head: heads.Head) -> None:
             self.features = list(features)
+            self.head = head
             self._model = None
 
         def load_context(self, context: Any) -> None:
@@ -221,15 +253,16 @@ def _probability_model_class() -> type:
             import numpy as np
 
             x = model_input[self.features].to_numpy(dtype=np.float32)
-            return self._model.predict(x, verbose=0, batch_size=8192)[:, 0].astype(np.float64)
+            return heads.prediction(self.head, self._model.predict(x, verbose=0, batch_size=8192))
 
-    return KerasProbability
+    return KerasPrediction
 
 
 class TFoSBackend(Backend):
     """Keras MLP trained in the cluster with TensorFlowOnSpark."""
 
     name = "tfos"
+    tasks = ("binary", "regression", "multiclass")
 
     def default_params(self, conf: Conf) -> dict[str, Any]:
         return {"hidden": [32, 16], "learning_rate": 0.003, "batch_size": 64, "epochs": 3,
@@ -254,7 +287,7 @@ class TFoSBackend(Backend):
             args = self._worker_args(data, params, rows.count(), workers, export_dir)
             tfos_adapter.train_cluster(spark.sparkContext, worker_main, args, workers, rows, args.epochs)
             history = _history(_await_export(export_dir, float(params.get("export_timeout", 600))))
-            model = load_keras(os.path.join(export_dir, MODEL_FILE))
+            model = KerasModel(load_keras(os.path.join(export_dir, MODEL_FILE)), args.head)
         finally:
             rows.unpersist()
             if not params.get("export_dir"):
@@ -272,21 +305,25 @@ class TFoSBackend(Backend):
         means, stds = feature_moments(data.train, data.features)
         seed, batch = int(params["seed"]), int(params["batch_size"])
         valid_x, valid_y = holdout_arrays(data, int(params["valid_max_rows"]), seed)
+        head = heads.head(data.task, data.classes)
         return WorkerArgs(features=list(data.features), means=means, variances=[s * s for s in stds],
                           hidden=[int(h) for h in params["hidden"]], learning_rate=float(params["learning_rate"]),
                           batch_size=batch, epochs=int(params["epochs"]),
                           steps_per_epoch=max(1, math.floor(_FEED_SHARE * total / workers / batch)), seed=seed,
-                          valid_x=valid_x, valid_y=valid_y, export_dir=export_dir)
+                          valid_x=valid_x, valid_y=valid_y, export_dir=export_dir, head=head,
+                          target=heads.target_moments(data.train, data.label, data.task))
 
     def log_model(self, result: FitResult, name: str, *, signature: ModelSignature,
                   input_example: pd.DataFrame) -> ModelInfo:
         import mlflow.pyfunc
 
         features = [spec.name for spec in signature.inputs.inputs]
+        trained: KerasModel = result.model
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, MODEL_FILE)
-            result.model.save(path)
-            return mlflow.pyfunc.log_model(name=name, python_model=_probability_model_class()(features),
+            trained.network.save(path)
+            wrapper = _prediction_model_class()(features, trained.head)
+            return mlflow.pyfunc.log_model(name=name, python_model=wrapper,
                                            artifacts={_KERAS_ARTIFACT: path}, signature=signature,
                                            input_example=input_example)
 
