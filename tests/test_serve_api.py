@@ -363,6 +363,11 @@ def test_a_route_declared_in_conf_answers_with_its_own_fields(make_store):
         assert post(running, "/v1/prices", {"skus": ["sku-2", "zz"]}) == \
             (200, {"version": "v1", "results": [{"sku": "sku-2", "price": 7.0, "realtime": {"views": 3}}, None]})
         assert post(running, "/v1/prices", {"skus": ["ok", "a:b"]})[0] == 400
+        # a value of declared fields (a mapping) is answered whole under the route's value field
+        load(store, "v2", [("sku-3", {"price": 2.5, "currency": "EUR"})])
+        with LookupClient(running.host, running.port) as client:
+            want = {"sku": "sku-3", "price": {"price": 2.5, "currency": "EUR"}}
+            assert client.lookup("prices", "sku-3") == (200, want)
     finally:
         running.stop()
 

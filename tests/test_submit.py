@@ -58,8 +58,9 @@ def test_local_uses_pip_spark_submit_and_conf(project):
     assert flag(cmd, "--py-files") == str(project / "build" / "lakeloop.zip")
     assert cmd.env == {"PYSPARK_PYTHON": "/py/bin/python", "PYSPARK_DRIVER_PYTHON": "/py/bin/python"}
     tail = cmd.argv[cmd.argv.index(str(project / "jobs" / "ingest.py")):]
+    # a local driver reads the conf directory it was given (not ./conf)
     assert tail == [str(project / "jobs" / "ingest.py"), "--env", "local", "--set", "spark.executor.memory=3g",
-                    "--date", "2026-11-01"]
+                    "--conf-dir", str(CONF.resolve()), "--date", "2026-11-01"]
 
 
 def test_standalone_command(project, monkeypatch):
@@ -97,7 +98,7 @@ def test_yarn_client_mode_keeps_local_driver_python(project, tmp_path):
                         [], conf_dir=CONF, root=project, python="/py/bin/python", check_files=False)
     assert flag(cmd, "--deploy-mode") == "client"
     assert cmd.env["PYSPARK_DRIVER_PYTHON"] == "/py/bin/python"
-    assert "--conf-dir" not in cmd.argv
+    assert cmd.argv[cmd.argv.index("--conf-dir") + 1] == str(CONF.resolve())  # the client-mode driver is here
 
 
 def test_missing_python_archive_is_a_clear_error(project):

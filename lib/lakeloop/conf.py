@@ -304,6 +304,7 @@ SPEC: dict[str, Field] = {
 # a Spark key that is not set keeps Spark's own default.
 DEFAULTS: dict[str, Any] = {
     "log_level": "WARN",
+    "spark.ui.showConsoleProgress": True,
     "deploy.forward_env": [],
     "deploy.shared_paths": [],
     "gpu.enabled": False,

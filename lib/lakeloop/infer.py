@@ -349,7 +349,7 @@ def _identity(conf: Conf, spec: ScoringSpec, ref: ModelRef, training: Any, sets:
 
     return [ref.name, ref.version, ref.artifact_uri, repr(spec), repr(training),
             [repr(sets[j.set]) for j in training.joins], conf["train.task"],
-            {k: conf[k] for k in SPEC if k.startswith("infer.")}]
+            {k: conf.get(k) for k in SPEC if k.startswith("infer.")}]
 
 
 def score_for_date(spark: SparkSession, conf: Conf, spec: ScoringSpec, run_date: dt.date, run_id: str,

@@ -306,6 +306,8 @@ def build_command(job: str, env: str = "local", overrides: list[str] | None = No
         argv += ["--set", item]
     if remote_driver:
         argv += ["--conf-dir", "."]
+    elif conf_dir:
+        argv += ["--conf-dir", str(Path(conf_dir).resolve())]
     argv += job_args
     return SubmitCommand(env_vars, argv, private=private, status_uri=status)
 

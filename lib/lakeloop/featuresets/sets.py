@@ -9,7 +9,11 @@ from lakeloop.featuresets import aggregate, bag_of_words, decay, derived, dimens
 from lakeloop.featuresets.spec import _NAME, AS_OF, EnrichSpec, Feature, FeatureSet, Node
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from pyspark.sql import Column
+
+    from lakeloop.featuresets.spec import TrainingSpec
 
 __all__ = ["KINDS", "parse_feature_set", "default_for", "output_names", "output_columns"]
 
@@ -42,6 +46,14 @@ def output_names(feature: Feature, name: str | None = None) -> list[str]:
     kind = KINDS[feature.kind]
     name = name or feature.name
     return kind.output_names(feature, name) if hasattr(kind, "output_names") else [name]
+
+
+def training_feature_columns(spec: TrainingSpec, sets: Mapping[str, FeatureSet]) -> list[str]:
+    """A training set's output columns that come from feature sets, in output order (a feature with several
+    columns, such as a bag of words, gives each of them)."""
+    produced = [c for j in spec.joins for out, src in j.columns for c in output_names(sets[j.set].feature(src), out)]
+    order = spec.columns or (*spec.label.entity, spec.label.column, spec.label_time_column, *produced)
+    return [c for c in order if c in produced]
 
 
 def output_columns(feature: Feature, name: str | None = None) -> list[Column]:

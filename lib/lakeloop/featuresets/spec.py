@@ -277,16 +277,6 @@ class TrainingSpec:
     materialize: bool
     allow_empty: bool
 
-    def feature_columns(self, sets: Mapping[str, FeatureSet]) -> list[str]:
-        """Output columns that come from feature sets, in output order (a feature with several columns, such as a
-        bag of words, gives each of them)."""
-        from lakeloop.featuresets.sets import output_names
-
-        produced = [c for j in self.joins for out, src in j.columns
-                    for c in output_names(sets[j.set].feature(src), out)]
-        order = self.columns or (*self.label.entity, self.label.column, self.label_time_column, *produced)
-        return [c for c in order if c in produced]
-
 
 @dataclass(frozen=True)
 class Specs:

@@ -130,7 +130,8 @@ class RouteSpec:
 
     def body(self, key: int | str, found: Mapping[str, Any]) -> dict[str, Any]:
         """The answer for ``key`` from what ``lookup`` found."""
-        value = found.get("value")
+        # a scalar or list value comes as "value"; a mapping of declared fields is the found mapping itself
+        value = found["value"] if "value" in found else ({k: v for k, v in found.items() if k != "realtime"} or None)
         out: dict[str, Any] = {self.key: key, self.value_field: [] if value is None else value}
         if "realtime" in found:
             out["realtime"] = found["realtime"]

@@ -52,8 +52,10 @@ def spec_features(spec: TrainingSpec, sets: Mapping[str, FeatureSet], df: DataFr
     caller reports them)."""
     from pyspark.sql.types import NumericType
 
+    from lakeloop.featuresets.sets import training_feature_columns
+
     types = {f.name: f.dataType for f in df.schema.fields}
-    return [c for c in spec.feature_columns(sets) if c not in types or isinstance(types[c], NumericType)]
+    return [c for c in training_feature_columns(spec, sets) if c not in types or isinstance(types[c], NumericType)]
 
 
 def check_labels(df: DataFrame, task: str, label: str, where: str, classes: int | None = None) -> int:
