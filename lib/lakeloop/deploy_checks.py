@@ -39,6 +39,7 @@ JOB_USES: dict[str, frozenset[str]] = {
     "features": frozenset({"tables"}),
     "train": frozenset({"tables", "mlflow"}),
     "infer": frozenset({"tables", "mlflow", "serving"}),
+    "materialize": frozenset({"tables", "serving"}),
     "stream": frozenset({"tables", "landing", "serving", "checkpoints"}),
     "serve": frozenset({"serving"}),
     "serving": frozenset({"serving"}),
