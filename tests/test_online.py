@@ -138,10 +138,14 @@ def test_a_feature_sets_versions_are_listed_and_rolled_back(spark, lake, service
     assert status == 200
 
 
-def test_a_moved_champion_is_picked_up_without_a_restart_or_a_failed_request(lake, service):
+def test_a_moved_champion_is_picked_up_without_a_restart_or_a_failed_request(lake, service, tmp_path):
+    import mlflow
     from lakeloop.train import registry
 
     conf, champion = lake[0], lake[1]
+    # a job of this process pointing MLflow elsewhere neither blinds the watcher nor is moved by it
+    before, elsewhere = mlflow.get_tracking_uri(), f"sqlite:///{tmp_path}/another-job.db"
+    mlflow.set_tracking_uri(elsewhere)
     name, client = conf["mlflow.model_name"], registry.client(conf)
     first = client.get_model_version(name, champion)
     new = client.create_model_version(name, client.get_model_version_download_uri(name, champion), run_id=first.run_id)
@@ -163,6 +167,9 @@ def test_a_moved_champion_is_picked_up_without_a_restart_or_a_failed_request(lak
         stop.set()
         asking.join()
         client.set_registered_model_alias(name, registry.CHAMPION, champion)
+        process_uri = mlflow.get_tracking_uri()
+        mlflow.set_tracking_uri(before)
+    assert process_uri == elsewhere
     assert all(status == 200 for status, _ in answers), [b for s, b in answers if s != 200][:3]
     versions = [body["version"] for _, body in answers]
     switched = versions.index(str(new.version))

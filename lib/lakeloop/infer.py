@@ -107,14 +107,18 @@ def resolve_model(conf: Conf, version: str | int | None = None) -> ModelRef:
         wanted = f"version {version}" if version is not None else f"@{registry.CHAMPION}"
         raise ModelNotFound(f"model {name} {wanted} not found in {registry.registry_uri(conf)}: "
                             f"{exc.message}") from None
-    return model_ref(name, str(mv.version), uri, f"models:/{name}/{mv.version}")
+    return model_ref(name, str(mv.version), uri)
 
 
-def model_ref(name: str, version: str, artifact_uri: str, model_uri: str | None = None) -> ModelRef:
-    """A :class:`ModelRef` with the flavours and signature features read from ``model_uri`` (default: the artifacts)."""
-    from mlflow.models import get_model_info
+def model_ref(name: str, version: str, artifact_uri: str) -> ModelRef:
+    """A :class:`ModelRef` with the flavours and signature features read from the artifacts' ``MLmodel``.
 
-    info = get_model_info(model_uri or artifact_uri)
+    The file is read from the artifact store itself: no ``models:/`` resolution, so neither the tracking
+    store nor the process-wide MLflow URIs are consulted (a serving thread and a job may point elsewhere).
+    """
+    from lakeloop.train.registry import model_info
+
+    info = model_info(artifact_uri)
     features = tuple(info.signature.inputs.input_names()) if info.signature is not None else ()
     return ModelRef(name=name, version=version, artifact_uri=artifact_uri, flavors=tuple(info.flavors),
                     features=features)

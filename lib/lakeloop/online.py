@@ -139,21 +139,18 @@ def online_specs(conf: Conf) -> dict[str, dict[str, Any]]:
 def champion(spec: OnlineSpec) -> ModelRef:
     """The registered version of ``spec``'s model holding ``@champion``.
 
-    MLflow resolves ``models:/`` URIs with the process-wide tracking and registry URIs, which this sets to
-    ``spec``'s: a serving process answers the models of one conf.
+    A client bound to ``spec``'s URIs, never the process-wide ones: the watcher thread must not move what a
+    job running in the same process reads.
     """
-    import mlflow
     from mlflow import MlflowClient
 
     from lakeloop.infer import model_ref
     from lakeloop.train import registry
 
-    mlflow.set_tracking_uri(spec.tracking_uri)
-    mlflow.set_registry_uri(spec.registry_uri)
     client = MlflowClient(tracking_uri=spec.tracking_uri, registry_uri=spec.registry_uri)
     mv = client.get_model_version_by_alias(spec.mlflow_name, registry.CHAMPION)
-    uri = client.get_model_version_download_uri(spec.mlflow_name, mv.version)
-    return model_ref(spec.mlflow_name, str(mv.version), uri, f"models:/{spec.mlflow_name}/{mv.version}")
+    return model_ref(spec.mlflow_name, str(mv.version), client.get_model_version_download_uri(spec.mlflow_name,
+                                                                                               mv.version))
 
 
 class OnlineModel:
@@ -191,8 +188,11 @@ class OnlineModel:
         self._thread.start()
         return self
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop watching the alias (the loaded version keeps answering)."""
         self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
 
     def _watch(self) -> None:
         while not self._stop.wait(self.refresh_s):

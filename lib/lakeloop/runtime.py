@@ -70,18 +70,14 @@ def model_flavours(conf: Conf, version: str | None) -> tuple[str, ...]:
     uri = registry.registry_uri(conf)
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
         return ()
-    import mlflow
     from mlflow.exceptions import MlflowException
-    from mlflow.models import get_model_info
 
-    mlflow.set_tracking_uri(registry.tracking_uri(conf))
-    mlflow.set_registry_uri(uri)
     name = conf["mlflow.model_name"]
     try:
         client = registry.client(conf)
         mv = (client.get_model_version(name, str(version)) if version is not None
               else client.get_model_version_by_alias(name, registry.CHAMPION))
-        return tuple(get_model_info(f"models:/{name}/{mv.version}").flavors)
+        return tuple(registry.model_info(client.get_model_version_download_uri(name, mv.version)).flavors)
     except MlflowException as exc:
         log.info("no model to pick a runtime from (%s): %s", name, exc.message)
         return ()

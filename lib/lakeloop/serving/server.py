@@ -298,6 +298,7 @@ def build_app(store: ServingStore, settings: ServeSettings | None = None) -> Any
                                        online=online))
     guarded = _Guard(FastLookups(app, store, routes), metrics, settings.max_body_bytes)
     guarded.fastapi = app  # type: ignore[attr-defined] - for callers that add routes or inspect the schema
+    guarded.online = online  # type: ignore[attr-defined] - their alias watchers stop with the server
     return guarded
 
 
@@ -379,6 +380,8 @@ class RunningServer:
         return self.host, self.port
 
     def stop(self, timeout: float = 10.0) -> None:
+        for model in getattr(self.app, "online", {}).values():
+            model.stop()
         self.server.should_exit = True
         self.thread.join(timeout)
 

@@ -18,11 +18,12 @@ from lakeloop.conf import resolve_uri
 if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
+    from mlflow.models import Model
 
     from lakeloop.conf import Conf
 
 __all__ = ["CHALLENGER", "CHAMPION", "tracking_uri", "registry_uri", "artifact_root", "setup", "client",
-           "register_challenger", "version_for_alias", "alias_version", "model_uri", "log_history"]
+           "register_challenger", "model_info", "version_for_alias", "alias_version", "model_uri", "log_history"]
 
 CHALLENGER = "challenger"
 CHAMPION = "champion"
@@ -83,6 +84,17 @@ def client(conf: Conf) -> MlflowClient:
     from mlflow import MlflowClient
 
     return MlflowClient(tracking_uri=tracking_uri(conf), registry_uri=registry_uri(conf))
+
+
+def model_info(artifact_uri: str) -> Model:
+    """The :class:`mlflow.models.Model` (``MLmodel``) of the model whose artifacts are at ``artifact_uri``."""
+    import tempfile
+
+    from mlflow.artifacts import download_artifacts
+    from mlflow.models import Model
+
+    with tempfile.TemporaryDirectory(prefix="lakeloop-mlmodel-") as tmp:
+        return Model.load(download_artifacts(artifact_uri=f"{artifact_uri.rstrip('/')}/MLmodel", dst_path=tmp))
 
 
 def model_uri(name: str, alias: str) -> str:
