@@ -9,6 +9,10 @@ HTTP part: the service (``jobs/serve.py``, ``--workers`` uvicorn processes, Redi
 its own (not a thread sharing a GIL with the server or the other clients); each scenario runs for
 ``--duration`` seconds after a warm-up and prints p50/p99 latency, requests/s, errors and the slowest
 connect, against the targets (100 clients: p99 <= 50 ms and no error; 1 key, 4 clients: >= 4,000 req/s).
+Online scoring (unless ``--skip-online``): the recommender's lake is built in a temporary folder (two days of
+``--online-events`` events through datagen .. features, a trained ``@champion``, ``materialize`` into Redis),
+then the service answers ``POST /v1/score/ranker`` with 1 and 50 (user, item) rows per request to 4 and 100
+clients (targets: 1 row, 4 clients: p99 <= 5 ms and >= 1,500 req/s; 100 clients: p99 <= 50 ms, no error).
 
 Load part:
 Loads ``--keys`` top-10 recommendation lists into each store through the public API
@@ -44,6 +48,9 @@ from lakeloop.serving.base import encode_value  # noqa: E402
 TARGET_KEYS_PER_S = 300_000
 TARGET_LOOKUPS_PER_S = 4_000
 TARGET_P99_MS_100_CLIENTS = 50.0
+TARGET_SCORE_P99_MS = 5.0
+TARGET_SCORES_PER_S = 1_500
+ONLINE_DAYS = ("2026-11-01", "2026-11-02")
 POOL = 10_000  # distinct values, cycled, so the benchmark does not hold 1M Python objects
 
 
@@ -206,8 +213,9 @@ def bench_store(name: str, store: ServingStore, n: int, pool: list, encoded_pool
 # one client: stdlib only (starts fast, small), one keep-alive connection, requests back to back
 _CLIENT = r"""
 import json, random, socket, sys, time
-host, port, keys, users, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+host, port, spec, seed = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3]), int(sys.argv[4])
 rng = random.Random(seed)
+keys, users, items = spec["keys"], spec["users"], spec.get("items")
 
 def connect():
     t = time.perf_counter()
@@ -215,12 +223,18 @@ def connect():
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return s, time.perf_counter() - t
 
+def post(path, payload):
+    body = json.dumps(payload).encode()
+    return (b"POST %b HTTP/1.1\r\nHost: b\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%b" % (path.encode(), len(body), body))
+
 def request():
+    if spec["kind"] == "score":
+        return post(spec["path"], {"rows": [{"user_id": rng.choice(users), "item_id": rng.choice(items)}
+                                            for _ in range(keys)]})
     if keys == 1:
-        return b"GET /v1/recommendations/%d HTTP/1.1\r\nHost: b\r\n\r\n" % rng.randrange(users)
-    body = json.dumps({"user_ids": [rng.randrange(users) for _ in range(keys)]}).encode()
-    return (b"POST /v1/recommendations HTTP/1.1\r\nHost: b\r\nContent-Type: application/json\r\n"
-            b"Content-Length: %d\r\n\r\n%b" % (len(body), body))
+        return b"GET /v1/recommendations/%d HTTP/1.1\r\nHost: b\r\n\r\n" % rng.choice(users)
+    return post("/v1/recommendations", {"user_ids": [rng.choice(users) for _ in range(keys)]})
 
 def exchange(s, data):
     s.sendall(data)
@@ -262,13 +276,13 @@ print(json.dumps({"lat": lat, "errors": errors, "connect_s": connect_s}))
 """
 
 
-def start_service(store: ServingStore, workers: int, tmp: str) -> tuple[subprocess.Popen, int]:
-    """``jobs/serve.py`` over ``store`` in a process of its own (``workers`` uvicorn processes), on a free port."""
+def start_service(store: ServingStore, workers: int, settings: list[str]) -> tuple[subprocess.Popen, int]:
+    """``jobs/serve.py`` over ``store`` in a process of its own (``workers`` uvicorn processes), on a free port;
+    ``settings``: further conf overrides (``warehouse=...``)."""
     o = store.settings.options
     where = ([f"serving.redis.port={o['port']}"] if store.kind == "redis" else [f"serving.sqlite.path={o['path']}"])
     cmd = [sys.executable, str(ROOT / "jobs" / "serve.py"), "--port", "0", "--workers", str(workers)]
-    for setting in (f"serving.store={store.kind}", *where, f"serving.namespace={store.namespace}",
-                    f"warehouse={tmp}", f"landing={tmp}"):
+    for setting in (f"serving.store={store.kind}", *where, f"serving.namespace={store.namespace}", *settings):
         cmd += ["--set", setting]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "lib"), str(ROOT)]))
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env)
@@ -293,9 +307,11 @@ def start_service(store: ServingStore, workers: int, tmp: str) -> tuple[subproce
         time.sleep(0.2)
 
 
-def run_clients(port: int, clients: int, keys: int, users: int, duration: float, warmup: float = 1.0) -> dict:
-    """``clients`` client processes against the service for ``duration`` seconds after ``warmup``."""
-    procs = [subprocess.Popen([sys.executable, "-S", "-c", _CLIENT, "127.0.0.1", str(port), str(keys), str(users),
+def run_clients(port: int, clients: int, spec: dict, duration: float, warmup: float = 1.0) -> dict:
+    """``clients`` client processes sending ``spec``'s requests (``_CLIENT``) for ``duration`` seconds after
+    ``warmup``."""
+    keys = spec["keys"]
+    procs = [subprocess.Popen([sys.executable, "-S", "-c", _CLIENT, "127.0.0.1", str(port), json.dumps(spec),
                                str(seed)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
              for seed in range(clients)]
     for proc in procs:
@@ -322,20 +338,25 @@ def http_bench(kind: str, users: int, workers: int, duration: float, tmp: str) -
         options = {"port": server.port} if server else {"path": str(Path(tmp) / "http.sqlite")}
         store = store_from_config(StoreSettings(kind, "benchhttp", options=options))
         load_users(store, users)
-        proc, port = start_service(store, workers, tmp)
+        proc, port = start_service(store, workers, [f"warehouse={tmp}", f"landing={tmp}"])
         try:
-            results = []
-            for keys in (1, 50):
-                for clients in (4, 100):
-                    print(f"http {kind}: {clients} clients, {keys} key(s) per request ...", file=sys.stderr)
-                    results.append({"store": kind, **run_clients(port, clients, keys, users, duration)})
-            return results
+            return scenarios(port, f"lookup {kind}", {"kind": "lookup", "users": list(range(users))}, duration)
         finally:
             proc.terminate()
             proc.wait(30)
     finally:
         if server is not None:
             server.stop()
+
+
+def scenarios(port: int, label: str, spec: dict, duration: float) -> list[dict]:
+    """1 and 50 entities per request, each to 4 and 100 clients."""
+    results = []
+    for keys in (1, 50):
+        for clients in (4, 100):
+            print(f"http {label}: {clients} clients, {keys} key(s) per request ...", file=sys.stderr)
+            results.append({"what": label, **run_clients(port, clients, {**spec, "keys": keys}, duration)})
+    return results
 
 
 def load_users(store: ServingStore, users: int) -> None:
@@ -353,23 +374,82 @@ def load_users(store: ServingStore, users: int) -> None:
 
 
 def http_report(results: list[dict], workers: int, users: int) -> None:
-    print(f"lookup service (jobs/serve.py, {workers} uvicorn workers, {users:,} users' top-10 lists); "
-          f"every client a process with one keep-alive connection; {os.cpu_count()} CPUs shared by all")
-    print(f"{'store':6} {'keys/req':>8} {'clients':>7} {'req/s':>8} {'keys/s':>9} {'p50 ms':>7} {'p99 ms':>7} "
+    print(f"lookup and online-score service (jobs/serve.py, {workers} uvicorn workers; lookups: {users:,} users' "
+          f"top-10 lists); every client a process with one keep-alive connection; {os.cpu_count()} CPUs shared by all")
+    print(f"{'what':14} {'keys/req':>8} {'clients':>7} {'req/s':>8} {'keys/s':>9} {'p50 ms':>7} {'p99 ms':>7} "
           f"{'max ms':>7} {'errors':>6} {'connect ms':>10} {'load avg':>9}")
     for r in results:
-        print(f"{r['store']:6} {r['keys']:>8} {r['clients']:>7} {r['req_per_s']:>8,.0f} {r['keys_per_s']:>9,.0f} "
+        print(f"{r['what']:14} {r['keys']:>8} {r['clients']:>7} {r['req_per_s']:>8,.0f} {r['keys_per_s']:>9,.0f} "
               f"{r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} {r['max_ms']:>7.1f} {r['errors']:>6} "
               f"{r['max_connect_ms']:>10.1f} {r['load_avg_before']:>4.1f}-{r['load_avg_after']:<4.1f}")
     for r in results:
-        if r["clients"] == 100:
-            ok = r["p99_ms"] <= TARGET_P99_MS_100_CLIENTS and r["errors"] == 0
-            print(f"target {r['store']} {r['keys']} key(s), 100 clients: p99 {r['p99_ms']:.1f} ms "
-                  f"<= {TARGET_P99_MS_100_CLIENTS:g} ms and 0 errors ({r['errors']}): {'met' if ok else 'MISSED'}")
-        if r["clients"] == 4 and r["keys"] == 1:
-            print(f"target {r['store']} 1 key, 4 clients: {r['req_per_s']:,.0f} req/s >= {TARGET_LOOKUPS_PER_S:,}: "
-                  f"ratio {r['req_per_s'] / TARGET_LOOKUPS_PER_S:.2f} "
-                  f"{'met' if r['req_per_s'] >= TARGET_LOOKUPS_PER_S else 'MISSED'}")
+        for label, ok in targets(r):
+            verdict = "met" if ok else "MISSED"
+            print(f"target {r['what']} {r['keys']} key(s), {r['clients']} clients: {label}: {verdict}")
+
+
+def targets(r: dict) -> list[tuple[str, bool]]:
+    """The issue's targets that apply to one scenario's figures: ``[(what was compared, met)]``."""
+    out = []
+    if r["clients"] == 100:
+        out.append((f"p99 {r['p99_ms']:.1f} ms <= {TARGET_P99_MS_100_CLIENTS:g} ms and 0 errors ({r['errors']})",
+                    r["p99_ms"] <= TARGET_P99_MS_100_CLIENTS and r["errors"] == 0))
+    if r["clients"] == 4 and r["keys"] == 1 and r["what"].startswith("lookup"):
+        out.append((f"{r['req_per_s']:,.0f} req/s >= {TARGET_LOOKUPS_PER_S:,} (ratio "
+                    f"{r['req_per_s'] / TARGET_LOOKUPS_PER_S:.2f})", r["req_per_s"] >= TARGET_LOOKUPS_PER_S))
+    if r["clients"] == 4 and r["keys"] == 1 and r["what"].startswith("score"):
+        out.append((f"p99 {r['p99_ms']:.2f} ms <= {TARGET_SCORE_P99_MS:g} ms and {r['req_per_s']:,.0f} req/s >= "
+                    f"{TARGET_SCORES_PER_S:,} (ratio {r['req_per_s'] / TARGET_SCORES_PER_S:.2f})",
+                    r["p99_ms"] <= TARGET_SCORE_P99_MS and r["req_per_s"] >= TARGET_SCORES_PER_S))
+    return out
+
+
+def online_lake(tmp: Path, redis_port: int, events: int, users: int, items: int) -> tuple[list[str], dict]:
+    """The recommender's lake under ``tmp``: two days through datagen .. features, a trained ``@champion``, its
+    feature sets materialized into Redis (``materialize``), all jobs of this process; returns the conf
+    overrides the service starts with and the ids of the users and items with events (what clients ask for)."""
+    import importlib
+
+    from lakeloop.conf import load_conf
+    from lakeloop.lake import Lake
+
+    overrides = [f"warehouse={tmp / 'warehouse'}", f"landing={tmp / 'landing'}", f"datagen.events={events}",
+                 f"datagen.users={users}", f"datagen.items={items}", "train.num_workers=1", "validate.enabled=false",
+                 "serving.store=redis", f"serving.redis.port={redis_port}", "serve.online.models=[ranker]"]
+    args = [x for o in overrides for x in ("--set", o)]
+    for day in ONLINE_DAYS:
+        for job in ("datagen", "ingest", "curate", "features") + (("train", "materialize")
+                                                                  if day == ONLINE_DAYS[-1] else ()):
+            print(f"online lake: {job} {day} ...", file=sys.stderr)
+            if importlib.import_module(f"jobs.{job}").main(["--date", day, *args]) != 0:
+                raise RuntimeError(f"{job} {day} failed (its log is above)")
+    from pyspark.sql import SparkSession
+
+    spark = SparkSession.getActiveSession()
+    events_df = Lake.from_conf(load_conf("local", overrides)).read(spark, "silver.events")
+    ids = {c: sorted(r[0] for r in events_df.select(c).distinct().collect()) for c in ("user_id", "item_id")}
+    spark.stop()  # the service and its clients get the CPUs
+    return overrides, ids
+
+
+def online_bench(workers: int, duration: float, tmp: str, events: int, users: int, items: int) -> list[dict]:
+    """``POST /v1/score/ranker`` of 1 and 50 (user, item) rows to 4 and 100 clients (:func:`scenarios`)."""
+    from lakeloop.conf import load_conf
+
+    server = _redis_server_class()(Path(tmp) / "redis-online").start()
+    try:
+        overrides, ids = online_lake(Path(tmp) / "online", server.port, events, users, items)
+        namespace = load_conf("local", overrides)["serving.namespace"]
+        store = store_from_config(StoreSettings("redis", namespace, options={"port": server.port}))
+        proc, port = start_service(store, workers, overrides)
+        try:
+            spec = {"kind": "score", "path": "/v1/score/ranker", "users": ids["user_id"], "items": ids["item_id"]}
+            return scenarios(port, "score redis", spec, duration)
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    finally:
+        server.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -384,6 +464,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=5.0, help="HTTP part: measured seconds per scenario")
     p.add_argument("--http-stores", default="redis,sqlite", help="HTTP part: stores the service reads")
     p.add_argument("--skip-load", action="store_true", help="run the HTTP part only")
+    p.add_argument("--skip-online", action="store_true", help="HTTP part: no online-score scenarios")
+    p.add_argument("--online-events", type=int, default=20_000, help="online part: datagen events per day")
     p.add_argument("--skip-http", action="store_true", help="run the load part only")
     p.add_argument("--reader", nargs=3, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -394,6 +476,8 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="bench-serving-http-") as tmp:
             results = [r for kind in args.http_stores.split(",")
                        for r in http_bench(kind, args.users, args.workers, args.duration, tmp)]
+            if not args.skip_online:
+                results += online_bench(args.workers, args.duration, tmp, args.online_events, 2_000, 500)
             http_report(results, args.workers, args.users)
     if args.skip_load:
         return 0

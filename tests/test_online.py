@@ -12,7 +12,7 @@ import time
 import pytest
 from lakeloop import infer, online
 from lakeloop.errors import DataQualityError
-from lakeloop.materialize import entity_frame, feature_store, materialize, online_sets, set_rows
+from lakeloop.materialize import entity_frame, feature_store, materialize, online_sets, set_frame, set_rows
 from lakeloop.serving import open_store
 from lakeloop.serving.server import ServeSettings, serve_in_thread
 
@@ -175,3 +175,26 @@ def test_a_moved_champion_is_picked_up_without_a_restart_or_a_failed_request(lak
     switched = versions.index(str(new.version))
     assert set(versions[:switched]) == {champion} and set(versions[switched:]) == {str(new.version)}
     assert len({body["results"][0]["score"] for _, body in answers}) == 1  # the same model, registered twice
+
+
+def test_an_incremental_materialization_writes_only_changes_and_equals_a_full_one(spark, lake):
+    from lakeloop.featuresets import load_specs
+    from lakeloop.featuresets.build import Inputs, plan_bounds
+    from lakeloop.lake import Lake
+    from pyspark.sql import functions as F
+
+    conf, done, name = lake[0], lake[3], "user_activity"
+    store, full = feature_store(conf, name), done[name]
+    same = materialize(spark, conf, RUN_DATE, "i0", [name], incremental=True)[name]
+    assert (same["incremental"], same["written"], same["copied"], same["keys"]) == (True, 0, full["keys"], full["keys"])
+    earlier = materialize(spark, conf, RUN_DATE - dt.timedelta(days=1), "d0", [name])[name]
+    later = materialize(spark, conf, RUN_DATE, "i1", [name], incremental=True)[name]
+    assert later["incremental"] and later["copied"] == earlier["keys"] and 0 < later["written"] < later["keys"]
+    # the version holds exactly what a full load writes: every entity's JSON and the absent row, no other key
+    fs = load_specs(conf).sets[name]
+    inputs = Inputs(spark, Lake.from_conf(conf), plan_bounds([fs], [], load_specs(conf).sets, RUN_DATE))
+    rows = set_rows(spark, Lake.from_conf(conf), fs, inputs, RUN_DATE)
+    expected = {r[0]: r[1].encode() for r in set_frame(fs, rows).select("key", F.to_json("features")).collect()}
+    inputs.close()
+    assert online.ABSENT_KEY in expected and store.load_info(later["version"]).count == len(expected) == later["keys"]
+    assert store.get_version_many(later["version"], list(expected)) == list(expected.values())

@@ -167,6 +167,24 @@ def test_commit_with_wrong_count_refuses_to_switch(make_store, kind):
     assert store.load_info("v2").count == 50
 
 
+def test_a_version_started_from_a_base_holds_its_keys_and_counts_them(make_store, kind):
+    store = make_store(kind, batch_size=700)
+    load(store, "v1", 2500)
+    with pytest.raises(ServingError, match="base version 'never' .* unknown, not committed"):
+        store.begin_load("v2", base="never")
+    assert store.begin_load("v2", base="v1") == 2500
+    assert store.get("k3") == {"version": "v1", "i": 3}, "the copy is invisible before its commit"
+    store.write_batch("v2", [("k3", "changed"), ("new", 1)])
+    assert store.get_version_many("v2", ["k3", "k4", "new", "absent"]) == [
+        b'"changed"', b'{"version":"v1","i":4}', b"1", None]
+    with pytest.raises(LoadRefused, match="2501 keys, expected 2500"):
+        store.commit_load("v2", 2500)
+    store.commit_load("v2", 2501)
+    assert store.get_many(["k3", "k2499", "new"]) == ["changed", {"version": "v1", "i": 2499}, 1]
+    assert store.get_version_many("v1", ["k3", "new"]) == [b'{"version":"v1","i":3}', None], "the base is untouched"
+    assert raw_key_count(store, "v2") == 2501 and raw_key_count(store, "v1") == 2500
+
+
 def test_rewritten_keys_count_once(make_store, kind):
     store = make_store(kind, batch_size=7)
     store.begin_load("v1")

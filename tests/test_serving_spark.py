@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from lakeloop.serving import load_dataframe
+from lakeloop.serving import load_changes, load_dataframe
 from pyspark.sql import functions as F
 
 
@@ -36,6 +36,23 @@ def test_duplicate_keys_stop_the_load_and_keep_the_served_version(spark, store):
         load_dataframe(store, duplicated, "v2", "id", "v")
     assert store.current_version() == "v1" and store.get(5) == 10
     assert store.load_info("v2") is None, "the failed load is aborted"
+
+
+def test_an_incremental_load_writes_only_what_changed_and_equals_a_full_one(spark, store):
+    def frame(n: int, changed: int):
+        value = F.struct((F.col("id") * 10 + F.when(F.col("id") < changed, 1).otherwise(0)).alias("x"))
+        return spark.range(0, n, numPartitions=3).withColumn("features", value)
+
+    load_dataframe(store, frame(300, 0), "v1", "id", "features")
+    counts = load_changes(store, frame(310, 20), "v2", "id", "features", base="v1")
+    assert (counts.keys, counts.written, counts.copied, counts.incremental) == (310, 30, 300, True)
+    assert store.current_version() == "v2"
+    assert store.get_many([0, 19, 20, 309]) == [{"x": 1}, {"x": 191}, {"x": 200}, {"x": 3090}]
+    # an entity of the base without a row now: the count check refuses the incremental version, a full load follows
+    counts = load_changes(store, frame(200, 0), "v3", "id", "features", base="v2")
+    assert (counts.keys, counts.incremental) == (200, False) and counts.written == 200
+    assert store.current_version() == "v3" and store.load_info("v3").count == 200
+    assert store.get_many([0, 199, 200]) == [{"x": 0}, {"x": 1990}, None]
 
 
 @pytest.mark.slow

@@ -10,6 +10,9 @@ entity (:func:`lakeloop.online.entity_key`), the value the set's features as one
 the serving store's usual one (:func:`lakeloop.serving.load_dataframe`): written from the executors,
 partition by partition, into a new version ``<date>-<run id>`` that becomes current in one atomic switch once
 every key is in; nothing is collected to the driver, and a failed load leaves the served version as it was.
+With ``--incremental`` the new version starts as a copy of the one served (made inside the store) and the
+executors write only the entities whose features changed; when an entity of the served version has no row any
+more, the count check refuses that version and it is loaded in full instead, so both give the same version.
 The version also holds, under :data:`lakeloop.online.ABSENT_KEY`, the features an entity the set has no row
 for gets when the set is joined (the defaults, and the derived features over them: computed by the same Spark
 code, :func:`lakeloop.featuresets.compute.absent_row`).  A set with no row for the date is a data-quality
@@ -36,11 +39,11 @@ if TYPE_CHECKING:
     from lakeloop.conf import Conf
     from lakeloop.featuresets.spec import FeatureSet
     from lakeloop.lake import Lake
-    from lakeloop.serving import ServingStore
+    from lakeloop.serving import LoadCounts, ServingStore
     from lakeloop.session import RunContext
 
 __all__ = ["DESCRIPTION", "add_arguments", "run", "materialize", "materialize_set", "set_rows", "feature_store",
-           "online_sets", "entity_frame"]
+           "online_sets", "entity_frame", "set_frame"]
 
 DESCRIPTION = "feature sets' rows of --date -> the serving store per entity (new version, atomic switch)"
 
@@ -50,6 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--feature-set", dest="feature_sets", action="append", default=None, metavar="NAME",
                         help="a feature set to materialize (repeatable; default: every set joined by the "
                              "training sets of serve.online.models)")
+    parser.add_argument("--incremental", action="store_true",
+                        help="start from the version being served and write only the entities whose features "
+                             "changed (a full load when an entity has no row any more)")
 
 
 def feature_store(conf: Conf, set_name: str) -> ServingStore:
@@ -94,26 +100,39 @@ def set_rows(spark: SparkSession, lake: Lake, fs: FeatureSet, read: Any, run_dat
 
 
 def materialize_set(spark: SparkSession, conf: Conf, fs: FeatureSet, rows: DataFrame, run_date: dt.date,
-                    version: str) -> int:
-    """Load ``rows`` (:func:`set_rows`) as ``version`` of ``fs``'s namespace and switch to it; returns the keys."""
-    from lakeloop.serving import load_dataframe
+                    version: str, incremental: bool = False) -> LoadCounts:
+    """Load ``rows`` (:func:`set_rows`) as ``version`` of ``fs``'s namespace and switch to it.
+
+    ``incremental``: the version starts as a copy of the one being served and only the entities whose features
+    differ from it are written (:func:`lakeloop.serving.load_changes`); the result is the same version a full
+    load writes.
+    """
+    from lakeloop.serving import load_changes
 
     if rows.limit(1).count() == 0:  # before the load: an empty version must never become current
         origin = fs.table if fs.materialize else fs.source
         raise DataQualityError(f"{fs.name}: no row for dt={run_date.isoformat()} (from {origin}); run the jobs "
                                "that write it first (nothing was loaded)")
+    store = feature_store(conf, fs.name)
+    base = store.current_version() if incremental else None
+    return load_changes(store, set_frame(fs, rows), version, "key", "features", base=base)
+
+
+def set_frame(fs: FeatureSet, rows: DataFrame) -> DataFrame:
+    """``(key, features)`` of a version of ``fs``: :func:`entity_frame` of ``rows``, and under
+    :data:`lakeloop.online.ABSENT_KEY` what an entity without a row gets."""
     from pyspark.sql import functions as F
 
     from lakeloop.featuresets.compute import absent_row
 
     absent = entity_frame(absent_row(fs, rows), fs).withColumn("key", F.lit(ABSENT_KEY))
-    frame = entity_frame(rows, fs).unionByName(absent)
-    return load_dataframe(feature_store(conf, fs.name), frame, version, "key", "features")
+    return entity_frame(rows, fs).unionByName(absent)
 
 
 def materialize(spark: SparkSession, conf: Conf, run_date: dt.date, run_id: str,
-                names: list[str] | None = None) -> dict[str, dict[str, Any]]:
-    """Materialize ``names`` (default :func:`online_sets`) for ``run_date``: ``{set: {keys, version, namespace}}``.
+                names: list[str] | None = None, incremental: bool = False) -> dict[str, dict[str, Any]]:
+    """Materialize ``names`` (default :func:`online_sets`) for ``run_date``: ``{set: {keys, written, copied,
+    incremental, version, namespace}}`` (:func:`materialize_set`).
 
     The sets that are not written to gold read their sources through one reader, each table once.
     """
@@ -136,8 +155,9 @@ def materialize(spark: SparkSession, conf: Conf, run_date: dt.date, run_id: str,
     try:
         for name in names:
             rows = set_rows(spark, lake, sets[name], inputs, run_date)
-            done[name] = {"keys": materialize_set(spark, conf, sets[name], rows, run_date, version),
-                          "version": version, "namespace": feature_namespace(conf["serving.namespace"], name)}
+            counts = materialize_set(spark, conf, sets[name], rows, run_date, version, incremental)
+            done[name] = {**dataclasses.asdict(counts), "version": version,
+                          "namespace": feature_namespace(conf["serving.namespace"], name)}
     finally:
         inputs.close()
     return done
@@ -145,8 +165,10 @@ def materialize(spark: SparkSession, conf: Conf, run_date: dt.date, run_id: str,
 
 def run(ctx: RunContext, spark: SparkSession, args: argparse.Namespace) -> JobResult[dict[str, dict[str, Any]]]:
     """The ``materialize`` job (module docstring)."""
-    done = materialize(spark, ctx.conf, ctx.run_date, ctx.run_id, args.feature_sets)
+    done = materialize(spark, ctx.conf, ctx.run_date, ctx.run_id, args.feature_sets, args.incremental)
     for name, d in done.items():
-        ctx.log.info("%s: %d entities -> %s version %s", name, d["keys"], d["namespace"], d["version"])
+        how = (f"{d['written']} changed, {d['copied']} copied from the version served before" if d["incremental"]
+               else "all written")
+        ctx.log.info("%s: %d entities (%s) -> %s version %s", name, d["keys"], how, d["namespace"], d["version"])
     return JobResult(done, {"sets": {n: d["keys"] for n, d in done.items()}, "version": next(iter(done.values()))
                             ["version"]})

@@ -208,18 +208,34 @@ class ServingStore(ABC):
         self.close()
 
     # -- bulk load -------------------------------------------------------------------------------
-    def begin_load(self, version: str) -> None:
-        """Start loading ``version``.
+    def begin_load(self, version: str, base: str | None = None) -> int:
+        """Start loading ``version``; returns the keys it starts with.
 
         Leftovers of an earlier load of the same version (a failed run being repeated)
-        are removed first.  Loading the version that is being served is refused.
+        are removed first.  Loading the version that is being served is refused.  With ``base``
+        (a committed version) the new version starts as a copy of it, made inside the store (no
+        value leaves it): an incremental load then writes only the keys whose values changed, and
+        :meth:`commit_load`'s count check covers the copied keys too.
         """
         check_name("version", version)
+        if base is not None:
+            check_name("version", base)
+            info = self.load_info(base)
+            if info is None or info.state != COMMITTED:
+                raise ServingError(f"base version {base!r} of {self.namespace} is "
+                                   f"{info.state if info else 'unknown'}, not committed")
         if self.current_version() == version:
             raise ServingError(f"version {version!r} is being served; load under a new version name")
         if self.load_info(version) is not None:
             self._remove_version(version)
         self._begin(version)
+        if base is None:
+            return 0
+        try:
+            return self._copy_version(base, version)
+        except BaseException:
+            self._remove_version(version)
+            raise
 
     def write_batch(self, version: str, items: Iterable[tuple[Any, Any]], *, encoded: bool = False) -> int:
         """Write ``(key, value)`` pairs into a version being loaded; returns the pairs written.
@@ -362,6 +378,12 @@ class ServingStore(ABC):
         return sorted(self._records(), key=lambda r: (r.started_at or 0.0, r.version))
 
     # -- reads -----------------------------------------------------------------------------------
+    def get_version_many(self, version: str, keys: Sequence[Any]) -> list[bytes | None]:
+        """The stored JSON of ``keys`` in ``version`` (any state), None where absent: what an incremental
+        load compares its new values with."""
+        check_name("version", version)
+        return self._read_version(version, [key_text(k) for k in keys])
+
     def get(self, key: Any) -> Any:
         """The value of ``key`` in the current version, or ``None``."""
         return self.get_many([key])[0]
@@ -464,6 +486,13 @@ class ServingStore(ABC):
     def _switch(self, version: str, expected_current: str) -> None:
         """Point ``current`` at committed ``version`` if ``current`` is still ``expected_current`` (atomic);
         :class:`LoadRefused` otherwise."""
+
+    @abstractmethod
+    def _copy_version(self, base: str, version: str) -> int:
+        """Copy every key of ``base`` into ``version`` (loading), counted as written; returns the keys copied."""
+
+    @abstractmethod
+    def _read_version(self, version: str, keys: list[str]) -> list[bytes | None]: ...
 
     @abstractmethod
     def _records(self) -> list[LoadInfo]: ...

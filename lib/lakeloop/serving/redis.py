@@ -106,6 +106,22 @@ redis.call('SET', KEYS[2], 0)
 return 1
 """
 
+# one SCAN step over the base version's keys, each COPYed under the new version's prefix and counted (a key
+# written meanwhile is not copied over: COPY without REPLACE); only while the new version is loading
+_COPY = f"""
+if redis.call('HGET', KEYS[1], 'state') ~= '{LOADING}' then
+  return redis.error_reply('{_REFUSED} version is not loading')
+end
+local src, dst = ARGV[1], ARGV[2]
+local reply = redis.call('SCAN', ARGV[3], 'MATCH', src .. '*', 'COUNT', ARGV[4])
+local copied = 0
+for _, key in ipairs(reply[2]) do
+  copied = copied + redis.call('COPY', key, dst .. string.sub(key, #src + 1))
+end
+redis.call('INCRBY', KEYS[2], copied)
+return {{reply[1], copied}}
+"""
+
 _LOOKUP_MANY = f"""
 local version = redis.call('GET', KEYS[1])
 local n = (#ARGV - 1) / 2
@@ -154,7 +170,8 @@ return 1
 """
 
 _SCRIPTS = {"count_new": _COUNT_NEW, "expire": _EXPIRE, "commit": _COMMIT, "read": _READ, "lookup": _LOOKUP,
-            "begin": _BEGIN, "lookup_many": _LOOKUP_MANY, "switch": _SWITCH, "mark_removing": _MARK_REMOVING}
+            "begin": _BEGIN, "lookup_many": _LOOKUP_MANY, "switch": _SWITCH, "mark_removing": _MARK_REMOVING,
+            "copy": _COPY}
 
 
 _resp = resp.command
@@ -388,6 +405,21 @@ class RedisStore(ServingStore):
         pipe = client.pipeline(transaction=True)
         pipe.delete(meta, self._counter(version)).srem(self._key("_removing"), version).execute()
         return deleted
+
+    def _copy_version(self, base: str, version: str) -> int:
+        cursor, copied = b"0", 0
+        while True:
+            cursor, n = self._run("copy", [self._meta(version), self._counter(version)],
+                                  [self._key(base, ""), self._key(version, ""), cursor, self.delete_batch])
+            copied += int(n)
+            if cursor in (b"0", "0"):
+                return copied
+
+    def _read_version(self, version: str, keys: list[str]) -> list[bytes | None]:
+        prefix, out = self._key(version, ""), []
+        for start in range(0, len(keys), _SLICE):
+            out += self._client.mget([prefix + k for k in keys[start:start + _SLICE]])
+        return out
 
     def _unfinished_removals(self) -> list[str]:
         return sorted(v.decode() for v in self._client.smembers(self._key("_removing")))

@@ -139,6 +139,22 @@ class SQLiteStore(ServingStore):
                        (self.namespace, version))
         return previous
 
+    def _copy_version(self, base: str, version: str) -> int:
+        with _transaction(self._db):
+            if self._state(version) != LOADING:
+                raise ServingError(f"version {version!r} is not loading")
+            return self._db.execute("INSERT OR IGNORE INTO serving_entries SELECT namespace, ?, key, value, expires_at "
+                                    "FROM serving_entries WHERE namespace = ? AND version = ?",
+                                    (version, self.namespace, base)).rowcount
+
+    def _read_version(self, version: str, keys: list[str]) -> list[bytes | None]:
+        found: dict[str, str] = {}
+        for chunk in chunked(dict.fromkeys(keys), _IN_CHUNK):
+            found.update(self._db.execute(
+                f"SELECT key, value FROM serving_entries WHERE namespace = ? AND version = ? "
+                f"AND key IN ({','.join('?' * len(chunk))})", (self.namespace, version, *chunk)).fetchall())
+        return [found[k].encode() if k in found else None for k in keys]
+
     def _count(self, version: str) -> int:
         return self._db.execute("SELECT count(*) FROM serving_entries WHERE namespace = ? AND version = ?",
                                 (self.namespace, version)).fetchone()[0]
