@@ -213,7 +213,9 @@ def bench_store(name: str, store: ServingStore, n: int, pool: list, encoded_pool
 # one client: stdlib only (starts fast, small), one keep-alive connection, requests back to back
 _CLIENT = r"""
 import json, random, socket, sys, time
-host, port, spec, seed = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3]), int(sys.argv[4])
+host, port, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[4])
+with open(sys.argv[3]) as f:
+    spec = json.load(f)
 rng = random.Random(seed)
 keys, users, items = spec["keys"], spec["users"], spec.get("items")
 
@@ -311,8 +313,10 @@ def run_clients(port: int, clients: int, spec: dict, duration: float, warmup: fl
     """``clients`` client processes sending ``spec``'s requests (``_CLIENT``) for ``duration`` seconds after
     ``warmup``."""
     keys = spec["keys"]
-    procs = [subprocess.Popen([sys.executable, "-S", "-c", _CLIENT, "127.0.0.1", str(port), json.dumps(spec),
-                               str(seed)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    with tempfile.NamedTemporaryFile("w", suffix=".json", prefix="bench-client-", delete=False) as f:
+        json.dump(spec, f)
+    procs = [subprocess.Popen([sys.executable, "-S", "-c", _CLIENT, "127.0.0.1", str(port), f.name, str(seed)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
              for seed in range(clients)]
     for proc in procs:
         if proc.stdout.readline().strip() != "ready":
@@ -323,6 +327,7 @@ def run_clients(port: int, clients: int, spec: dict, duration: float, warmup: fl
         proc.stdin.write(f"{start} {start + duration}\n")
         proc.stdin.flush()
     out = [json.loads(proc.communicate(timeout=duration + warmup + 120)[0]) for proc in procs]
+    os.unlink(f.name)
     lat = [x for o in out for x in o["lat"]]
     return {"clients": clients, "keys": keys, "requests": len(lat), "req_per_s": len(lat) / duration,
             "keys_per_s": len(lat) * keys / duration, "p50_ms": _pct(lat, 50) / 1e3, "p99_ms": _pct(lat, 99) / 1e3,

@@ -14,6 +14,7 @@ from lakeloop import infer, online
 from lakeloop.errors import DataQualityError
 from lakeloop.materialize import entity_frame, feature_store, materialize, online_sets, set_frame, set_rows
 from lakeloop.serving import open_store
+from lakeloop.serving.client import LookupClient
 from lakeloop.serving.server import ServeSettings, serve_in_thread
 
 from tests.test_infer import RUN_DATE, read_predictions, recommender_lake
@@ -97,6 +98,13 @@ def test_bad_requests_are_refused(lake, service):
     assert status == 422
     status, body = post(service, "/v1/score/nope", {"rows": [{"user_id": 1, "item_id": 2}]})
     assert status == 404 and "ranker" in body["error"]
+    for raw, message in ((b"{not json", "body: not JSON"), (b'{"row": []}', "expected an object with rows"),
+                         (b'{"rows": [1]}', "expected a non-empty list of objects")):
+        status, body = post(service, "/v1/score/ranker", raw)
+        assert status == 422 and message in body["error"], (raw, body)
+    with LookupClient(service.host, service.port) as client:
+        status, schema = client.get("/openapi.json")
+    assert status == 200 and "/v1/score/{model}" in schema["paths"]
 
 
 def test_a_date_without_feature_rows_is_refused_and_switches_nothing(spark, lake):

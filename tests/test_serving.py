@@ -185,6 +185,16 @@ def test_a_version_started_from_a_base_holds_its_keys_and_counts_them(make_store
     assert raw_key_count(store, "v2") == 2501 and raw_key_count(store, "v1") == 2500
 
 
+def test_reads_of_several_namespaces_at_once_equal_each_ones_reads(make_store, kind):
+    a, b, empty = (make_store(kind, namespace=f"many-{n}") for n in ("a", "b", "c"))
+    load(a, "v1", 30)
+    load(b, "v7", 5)
+    reads = [(a, ["k1", "zz", "k29"]), (b, ["k3"]), (a, []), (empty, ["k1"]), (b, ["k1", "k1"])]
+    assert a.get_many_each(reads) == [s.get_many(keys) for s, keys in reads] == [
+        [{"version": "v1", "i": 1}, None, {"version": "v1", "i": 29}], [{"version": "v7", "i": 3}], [], [None],
+        [{"version": "v7", "i": 1}] * 2]
+
+
 def test_rewritten_keys_count_once(make_store, kind):
     store = make_store(kind, batch_size=7)
     store.begin_load("v1")

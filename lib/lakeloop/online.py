@@ -208,23 +208,37 @@ class OnlineModel:
 
     # -- scoring -----------------------------------------------------------------------------------------
     def features(self, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-        """``rows`` with every join's feature columns from the store, request-time values kept, filled."""
+        """``rows`` with every join's feature columns from the store, request-time values kept, filled.
+
+        The joins run in the training set's order, in stages: the joins keyed only by columns the rows have are
+        read together (one round trip on Redis), then each join keyed by a column an earlier join adds."""
         out = [dict(r) for r in rows]
-        for join in self.spec.joins:
-            keys = [self._key(row, join, i) for i, row in enumerate(out)]
-            *values, absent = self.stores[join.namespace].get_many([*keys, ABSENT_KEY])  # one version
-            if absent is None:
-                raise OnlineError(503, f"feature set {join.set} is not materialized (run the materialize job)")
-            for row, value in zip(out, values, strict=True):
-                found = absent if value is None else value
-                for column, feature in join.columns:
-                    if column not in row:
-                        row[column] = found.get(feature)
+        pending = list(self.spec.joins)
+        while pending:
+            have = set(out[0]).intersection(*out[1:]) if out else set()
+            stage = [j for j in pending if set(j.entity) <= have] or pending[:1]
+            pending = [j for j in pending if j not in stage]
+            reads = [(self.stores[j.namespace], [*(self._key(row, j, i) for i, row in enumerate(out)), ABSENT_KEY])
+                     for j in stage]
+            for join, found in zip(stage, reads[0][0].get_many_each(reads), strict=True):
+                self._attach(join, out, found)
         for column, value in self.spec.fill.items():
             for row in out:
                 if row.get(column) is None:
                     row[column] = value
         return out
+
+    @staticmethod
+    def _attach(join: OnlineJoin, rows: list[dict[str, Any]], found: list[Any]) -> None:
+        """``join``'s feature columns into ``rows`` from the values read (the last one: the absent row)."""
+        *values, absent = found
+        if absent is None:
+            raise OnlineError(503, f"feature set {join.set} is not materialized (run the materialize job)")
+        for row, value in zip(rows, values, strict=True):
+            found_row = absent if value is None else value
+            for column, feature in join.columns:
+                if column not in row:
+                    row[column] = found_row.get(feature)
 
     def _key(self, row: Mapping[str, Any], join: OnlineJoin, i: int) -> str:
         missing = [c for c in join.entity if row.get(c) is None]

@@ -40,6 +40,9 @@ __all__ = ["create_app", "ServiceError", "ReadinessCheck", "AppOptions", "FastLo
 
 log = logging.getLogger(__name__)
 
+#: the online score route (answered by :class:`FastLookups`, documented by FastAPI)
+SCORE_ROUTE = "/v1/score/{model}"
+
 #: a readiness check: ``None`` when ready, else the reason it is not
 ReadinessCheck = Callable[[], "str | None"]
 
@@ -172,13 +175,25 @@ class FastLookups:
     """ASGI: answers the single-key lookups (the hot path) without FastAPI's request machinery, with the
     same handlers as the FastAPI routes; every other request goes to ``app``."""
 
-    def __init__(self, app: Any, store: ServingStore, routes: Mapping[str, RouteSpec] | None = None) -> None:
-        self.app, self.store = app, store
+    def __init__(self, app: Any, store: ServingStore, routes: Mapping[str, RouteSpec] | None = None,
+                 options: AppOptions | None = None) -> None:
+        self.app, self.store, self.options = app, store, options or AppOptions()
         self.routes = {prefix: (_Route(template), handler)
                        for prefix, (template, handler) in hot_routes(routes or {}).items()}
+        self.score_route = _Route(SCORE_ROUTE)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         path = scope.get("path", "")
+        if (scope["type"] == "http" and scope["method"] == "POST" and path.startswith("/v1/score/")
+                and path[10:] in self.options.online):
+            scope["route"] = self.score_route
+            try:
+                status, body = 200, score_body(self.options.online[path[10:]], _rows(await _read_body(receive)),
+                                               self.options)
+            except ServiceError as exc:
+                status, body = exc.status, {"error": exc.message}
+            await _send_json(send, status, orjson.dumps(body))
+            return
         if scope["type"] == "http" and scope["method"] == "GET" and path.startswith("/v1/"):
             slash = path.find("/", 4) + 1
             hot = self.routes.get(path[:slash]) if slash else None
@@ -193,6 +208,26 @@ class FastLookups:
                 await _send_json(send, status, orjson.dumps(body))
                 return
         await self.app(scope, receive, send)
+
+
+async def _read_body(receive: Any) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+def _rows(body: bytes) -> Any:
+    """The ``rows`` of a score request's JSON body (422 when it is not JSON or has no ``rows``)."""
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ServiceError(422, f"body: not JSON ({exc})") from None
+    if not isinstance(parsed, dict) or "rows" not in parsed:
+        raise ServiceError(422, "body: expected an object with rows")
+    return parsed["rows"]
 
 
 async def _send_json(send: Any, status: int, payload: bytes) -> None:
@@ -305,7 +340,7 @@ def _add_score_routes(app: FastAPI, options: AppOptions) -> None:
         return
     names = ", ".join(sorted(options.online))
 
-    @app.post("/v1/score/{model}", response_model=ScoreResults, responses={
+    @app.post(SCORE_ROUTE, response_model=ScoreResults, responses={
         **_ERRORS, 404: {"model": ErrorBody, "description": "not an online model"},
         503: {"model": ErrorBody, "description": "serving store unavailable or no model version loaded"}},
         summary="score entities online: materialized features, request-time values, the @champion model")

@@ -396,6 +396,11 @@ class ServingStore(ABC):
         _, raw = self._read_current(texts)
         return [decode_value(r) for r in raw]
 
+    def get_many_each(self, reads: Sequence[tuple[ServingStore, Sequence[Any]]]) -> list[list[Any]]:
+        """:meth:`get_many` of each ``(store, keys)``; in one round trip where the backend can (Redis stores
+        of this store's server), each read still consistent within its own namespace."""
+        return [store.get_many(keys) for store, keys in reads]
+
     def lookup(self, key: Any) -> dict[str, Any] | None:
         """Batch value merged with the real-time view: the batch mapping plus a ``realtime`` field.
 

@@ -34,9 +34,21 @@ from redis.retry import Retry
 
 from lakeloop.conf import ConfError
 from lakeloop.serving import resp
-from lakeloop.serving.base import COMMITTED, DELETING, LOADING, LoadInfo, LoadRefused, ServingError, ServingStore
+from lakeloop.serving.base import (
+    COMMITTED,
+    DELETING,
+    LOADING,
+    LoadInfo,
+    LoadRefused,
+    ServingError,
+    ServingStore,
+    decode_value,
+    key_text,
+)
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import pyarrow as pa
 
 __all__ = ["RedisStore"]
@@ -287,22 +299,46 @@ class RedisStore(ServingStore):
         observability hooks) costs more client CPU than the read itself.  A broken connection is
         replaced once; a script the server lost (restart, ``SCRIPT FLUSH``) is loaded again.
         """
+        return self._read_scripts([(script, keys, args)])[0]
+
+    def _read_scripts(self, calls: list[tuple[str, list[str], list[str]]]) -> list[Any]:
+        """:meth:`_read_script` of several calls, sent together and answered in order (one round trip)."""
         conn = self._connection()
-        packed = _resp(b"EVALSHA", conn.scripts[script].sha.encode(), b"%d" % len(keys),
-                       *(k.encode() for k in keys), *(a.encode() for a in args))
+        packed = [_resp(b"EVALSHA", conn.scripts[script].sha.encode(), b"%d" % len(keys),
+                        *(k.encode() for k in keys), *(a.encode() for a in args)) for script, keys, args in calls]
         for attempt in range(3):
             if conn.reader is None:
                 conn.reader = conn.client.connection_pool.get_connection()
             try:
-                conn.reader.send_packed_command([packed], check_health=False)
-                return conn.reader.read_response()
-            except redis_py.exceptions.NoScriptError:
-                conn.client.script_load(_SCRIPTS[script])
+                conn.reader.send_packed_command(packed, check_health=False)
+                out, missing = [], None
+                for _ in packed:  # read every answer, so that the connection stays in step
+                    try:
+                        out.append(conn.reader.read_response())
+                    except redis_py.exceptions.NoScriptError as exc:
+                        missing = exc
+                if missing is None:
+                    return out
+                for script in {c[0] for c in calls}:
+                    conn.client.script_load(_SCRIPTS[script])
             except (redis_py.ConnectionError, redis_py.TimeoutError, OSError):
                 _drop_reader(conn)
                 if attempt:
                     raise
-        raise ServingError(f"{self._describe()}: script {script} is missing on the server")
+        raise ServingError(f"{self._describe()}: a read script is missing on the server")
+
+    def get_many_each(self, reads: Sequence[tuple[ServingStore, Sequence[Any]]]) -> list[list[Any]]:
+        if not all(isinstance(store, RedisStore) and store.settings.options == self.settings.options
+                   for store, _ in reads):
+            return super().get_many_each(reads)
+        calls = [("read", [store._key("current")], [store.namespace, *(key_text(k) for k in keys)])
+                 for store, keys in reads if keys]
+        answers = iter(self._read_scripts(calls))
+        out = []
+        for _, keys in reads:
+            raw = next(answers) if keys else []
+            out.append([decode_value(r) for r in raw[1:]] if raw else [None] * len(keys))
+        return out
 
     # -- load ------------------------------------------------------------------------------------
     def _begin(self, version: str) -> None:

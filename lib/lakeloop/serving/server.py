@@ -293,10 +293,10 @@ def build_app(store: ServingStore, settings: ServeSettings | None = None) -> Any
     routes = parse_routes(settings.routes)
     online = online_models(store, settings)
     readiness = {**settings.readiness, **{f"model {name}": m.readiness for name, m in online.items()}}
-    app = create_app(store, AppOptions(max_batch_keys=settings.max_batch_keys, readiness=readiness,
-                                       metrics=metrics.render, routes=routes, description=settings.description,
-                                       online=online))
-    guarded = _Guard(FastLookups(app, store, routes), metrics, settings.max_body_bytes)
+    options = AppOptions(max_batch_keys=settings.max_batch_keys, readiness=readiness, metrics=metrics.render,
+                         routes=routes, description=settings.description, online=online)
+    app = create_app(store, options)
+    guarded = _Guard(FastLookups(app, store, routes, options), metrics, settings.max_body_bytes)
     guarded.fastapi = app  # type: ignore[attr-defined] - for callers that add routes or inspect the schema
     guarded.online = online  # type: ignore[attr-defined] - their alias watchers stop with the server
     return guarded
