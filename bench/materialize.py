@@ -38,6 +38,7 @@ entity: entity_id
 time: ts
 window: 1d
 as_of: end_of_day
+materialize: false
 features:
   - {name: events, kind: aggregate, agg: count}
   - {name: total, kind: aggregate, agg: sum, expr: amount}
@@ -54,6 +55,7 @@ def write_conf(root: Path, redis_port: int, partitions: int) -> Path:
         f"warehouse: {root / 'warehouse'}\nlanding: {root / 'landing'}\n"
         f"spark:\n  master: local[*]\n  sql.shuffle.partitions: {partitions}\n  ui.showConsoleProgress: false\n"
         f"serving:\n  store: redis\n  redis: {{host: 127.0.0.1, port: {redis_port}}}\n")
+    (conf / "local.yaml").write_text("spark:\n  master: local[*]\n")
     (conf / "features" / f"{SET}.yaml").write_text(FEATURE_SET)
     return conf
 
