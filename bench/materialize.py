@@ -1,13 +1,16 @@
 """Benchmark: ``materialize`` of a feature set of 10M entities into Redis, with the driver's peak memory.
 
     .venv/bin/python bench/materialize.py [--entities 10000000] [--driver-memory 2g] [--partitions 8]
+                                          [--master standalone|local]
 
 A conf directory of its own (in a temporary folder) declares one feature set over a silver table of one event
 per entity (a count, a sum, a mean, a last value and a derived ratio); the table is written straight to silver
 for the run date (``--entities`` rows, Spark's ``range``), then ``jobs/materialize.py`` runs as a process of its
 own at ``spark.driver.memory`` = ``--driver-memory`` (the default conf's 2g) against a redis-server on a free
-loopback port.  While it runs, the resident memory of the driver's Python process, of its JVM (in local mode the
-JVM also runs the tasks) and of the Python workers together is sampled every 0.1 s.  Printed: the job's seconds,
+loopback port, on a Spark standalone cluster on loopback (a master and one worker of 2 cores, executors of the
+default conf's 2g; ``--master local``: local mode, where the driver's JVM also runs the tasks).  While it runs,
+the resident memory of the driver's Python process, of the driver's JVM, of its Python workers (local mode) and
+of the executor JVMs with their Python workers (standalone) is sampled every 0.1 s.  Printed: the job's seconds,
 entities per second, the keys in the loaded version (entities + the absent-entity row, checked), Redis' memory,
 and the three peaks against the target (driver: Python + JVM <= 1.5 GB; nothing is collected to the driver).
 """
@@ -15,6 +18,7 @@ and the three peaks against the target (driver: Python + JVM <= 1.5 GB; nothing 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import os
 import subprocess
@@ -24,7 +28,7 @@ import threading
 import time
 from pathlib import Path
 
-from checkout import ROOT  # noqa: E402 - first: this checkout's lakeloop, also in the Python workers
+from checkout import ROOT, tests_module  # noqa: E402 - first: this checkout's lakeloop, also in the Python workers
 from serving import _redis_server_class  # noqa: E402
 
 RUN_DATE = dt.date(2026, 11, 2)
@@ -81,11 +85,12 @@ def write_events(conf_dir: Path, entities: int, partitions: int) -> None:
 
 
 class Peaks:
-    """Peak resident memory of a process, of its Java child and of its other descendants (sum), sampled."""
+    """Peak resident memory, sampled: a process, its Java child, its other descendants (sum), and the executor
+    JVMs of a standalone worker with their descendants (sum)."""
 
     def __init__(self, pid: int, every_s: float = 0.1) -> None:
         self.pid, self.every_s = pid, every_s
-        self.driver = self.jvm = self.workers = 0
+        self.driver = self.jvm = self.workers = self.executors = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -106,24 +111,54 @@ class Peaks:
                 self.driver = max(self.driver, root.memory_info().rss)
                 jvm, workers = 0, 0
                 for child in root.children(recursive=True):
-                    try:
-                        rss = child.memory_info().rss
-                        if "java" in child.name():
-                            jvm += rss
-                        else:
-                            workers += rss
-                    except psutil.NoSuchProcess:
-                        pass
+                    rss = _rss(child)
+                    if _is_java(child):
+                        jvm += rss
+                    else:
+                        workers += rss
                 self.jvm, self.workers = max(self.jvm, jvm), max(self.workers, workers)
+                self.executors = max(self.executors, _executors_rss())
             except psutil.NoSuchProcess:
                 return
             time.sleep(self.every_s)
 
 
-def run_materialize(conf_dir: Path, driver_memory: str) -> tuple[int, float, Peaks]:
+def _rss(proc) -> int:  # noqa: ANN001 - a psutil.Process
+    import psutil
+
+    try:
+        return proc.memory_info().rss
+    except psutil.NoSuchProcess:
+        return 0
+
+
+def _is_java(proc) -> bool:  # noqa: ANN001 - a psutil.Process
+    import psutil
+
+    try:
+        return "java" in proc.name()
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _executors_rss() -> int:
+    """The executor JVMs of standalone workers (``CoarseGrainedExecutorBackend``) and their Python workers."""
+    import psutil
+
+    total = 0
+    for proc in psutil.process_iter(["cmdline"]):
+        if "org.apache.spark.executor.CoarseGrainedExecutorBackend" in (proc.info["cmdline"] or []):
+            total += _rss(proc) + sum(_rss(c) for c in proc.children(recursive=True))
+    return total
+
+
+def run_materialize(conf_dir: Path, driver_memory: str, master: str | None) -> tuple[int, float, Peaks]:
     cmd = [sys.executable, str(ROOT / "jobs" / "materialize.py"), "--env", "local", "--conf-dir", str(conf_dir),
            "--date", RUN_DATE.isoformat(), "--feature-set", SET, "--set", f"spark.driver.memory={driver_memory}",
            "--set", "log_level=WARN"]
+    if master is not None:
+        cmd += ["--set", f"spark.master={master}", "--set", "spark.executor.memory=2g", "--set",
+                "spark.executor.cores=2"]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "lib"), str(ROOT)]))
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
@@ -137,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--entities", type=int, default=10_000_000)
     p.add_argument("--driver-memory", default="2g", help="spark.driver.memory of the job (the default conf's)")
     p.add_argument("--partitions", type=int, default=8, help="files of the events table, shuffle partitions")
+    p.add_argument("--master", choices=("standalone", "local"), default="standalone")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-materialize-") as tmp:
         server = _redis_server_class()(Path(tmp) / "redis").start()
@@ -145,7 +181,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"writing {args.entities:,} events ...", file=sys.stderr)
             write_events(conf_dir, args.entities, args.partitions)
             load_before = os.getloadavg()[0]
-            rc, seconds, peaks = run_materialize(conf_dir, args.driver_memory)
+            with contextlib.ExitStack() as stack:
+                master = None
+                if args.master == "standalone":
+                    cluster = stack.enter_context(tests_module("spark_standalone").running(
+                        Path(tmp) / "standalone", workers=1, cores=2, memory="3g"))
+                    master = cluster.master_url
+                rc, seconds, peaks = run_materialize(conf_dir, args.driver_memory, master)
             if rc != 0:
                 print(f"materialize failed: exit {rc}", file=sys.stderr)
                 return 1
@@ -166,14 +208,17 @@ def report(conf_dir: Path, args: argparse.Namespace, seconds: float, peaks: Peak
     used = redis.Redis(port=port).info("memory")["used_memory"]
     gb = 1024 ** 3
     driver = (peaks.driver + peaks.jvm) / gb
+    cluster = "one worker of 2 cores, 2g executors" if args.master == "standalone" else "local[*]"
     print(f"materialize bench: {args.entities:,} entities of {SET} -> Redis; spark.driver.memory "
-          f"{args.driver_memory}, local[*] on {os.cpu_count()} CPUs; load average {load_before:.1f} before, "
+          f"{args.driver_memory}, {args.master} ({cluster}) on {os.cpu_count()} CPUs; load average "
+          f"{load_before:.1f} before, "
           f"{os.getloadavg()[0]:.1f} after")
     print(f"job {seconds:.1f} s (process start to exit), {args.entities / seconds:,.0f} entities/s; "
           f"version {store.current_version()}: {keys:,} keys (entities + the absent-entity row: "
           f"{'ok' if keys == args.entities + 1 else 'WRONG'}); Redis used memory {used / gb:.2f} GB")
-    print(f"peak RSS: driver Python {peaks.driver / gb:.2f} GB, JVM (driver, and the tasks in local mode) "
-          f"{peaks.jvm / gb:.2f} GB, Python workers together {peaks.workers / gb:.2f} GB")
+    where = "the driver" if args.master == "standalone" else "the driver, and the tasks in local mode"
+    print(f"peak RSS: driver Python {peaks.driver / gb:.2f} GB, JVM ({where}) {peaks.jvm / gb:.2f} GB, its Python "
+          f"workers {peaks.workers / gb:.2f} GB; executors (JVMs, their Python workers) {peaks.executors / gb:.2f} GB")
     print(f"target driver peak RSS (Python + JVM) {driver:.2f} GB <= {TARGET_DRIVER_GB} GB: "
           f"{'met' if driver <= TARGET_DRIVER_GB else 'MISSED'}")
 

@@ -55,19 +55,10 @@ POOL = 10_000  # distinct values, cycled, so the benchmark does not hold 1M Pyth
 
 
 def _redis_server_class() -> type:
-    """``tests/redis_server.py``'s RedisServer, loaded by path (a site-packages ``tests`` package may shadow ours),
-    with the ``tests/server_process.py`` it builds on registered under its import name first."""
-    import importlib.util
+    """``tests/redis_server.py``'s RedisServer (:func:`checkout.tests_module`)."""
+    from checkout import tests_module
 
-    def load(name: str):
-        spec = importlib.util.spec_from_file_location(f"tests.{name}", ROOT / "tests" / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-        return module
-
-    load("server_process")
-    return load("redis_server").RedisServer
+    return tests_module("redis_server").RedisServer
 
 
 def value_pool() -> list[list[list]]:
