@@ -20,8 +20,8 @@ import org.apache.hadoop.yarn.server.MiniYARNCluster;
  *
  * Starts a MiniDFSCluster (one name node, one data node) and a MiniYARNCluster (one resource manager,
  * NODE_MANAGERS node managers, default 1) with their data, container work and log folders under the current
- * directory, writes core-site.xml, hdfs-site.xml and yarn-site.xml (every setting that differs from Hadoop's
- * defaults, the servers' real addresses included) into CONF_DIR, prints one line
+ * directory, writes core-site.xml (the default file system), hdfs-site.xml and yarn-site.xml (every yarn.* setting
+ * that differs from Hadoop's defaults, the servers' real addresses included) into CONF_DIR, prints one line
  * {@code MiniCluster ready fs=hdfs://... rm=host:port web=http://host:port} and runs until killed.
  */
 public final class MiniCluster {
@@ -54,13 +54,13 @@ public final class MiniCluster {
     return conf;
   }
 
-  /** Writes the entries of {@code conf} whose value differs from {@code defaults}. */
-  static void writeSite(Configuration conf, Configuration defaults, File target) throws IOException {
+  /** Writes the entries of {@code conf} under {@code prefix} whose value differs from {@code defaults}. */
+  static void writeSite(Configuration conf, Configuration defaults, String prefix, File target) throws IOException {
     Configuration site = new Configuration(false);
     for (Map.Entry<String, String> entry : conf) {
       String key = entry.getKey();
       String value = conf.get(key);
-      if (!Objects.equals(defaults.get(key), value)) {
+      if (key.startsWith(prefix) && !Objects.equals(defaults.get(key), value)) {
         site.set(key, value);
       }
     }
@@ -101,8 +101,8 @@ public final class MiniCluster {
     }
     File confDir = new File(args[0]).getAbsoluteFile();
     int nodeManagers = args.length > 1 ? Integer.parseInt(args[1]) : 1;
-    int memoryMb = args.length > 2 ? Integer.parseInt(args[2]) : 6144;
-    int vcores = args.length > 3 ? Integer.parseInt(args[3]) : 4;
+    int memoryMb = args.length > 2 ? Integer.parseInt(args[2]) : 8192;
+    int vcores = args.length > 3 ? Integer.parseInt(args[3]) : 8;
     if (!confDir.isDirectory() && !confDir.mkdirs()) {
       throw new IOException("cannot create " + confDir);
     }
@@ -128,11 +128,12 @@ public final class MiniCluster {
 
     Configuration coreSite = new Configuration(false);
     coreSite.set("fs.defaultFS", running.get("fs.defaultFS"));
-    writeSite(coreSite, new Configuration(false), new File(confDir, "core-site.xml"));
+    writeSite(coreSite, new Configuration(false), "", new File(confDir, "core-site.xml"));
     Configuration hdfsSite = new Configuration(false);
     hdfsSite.setInt("dfs.replication", 1);
-    writeSite(hdfsSite, new Configuration(false), new File(confDir, "hdfs-site.xml"));
-    writeSite(running, new YarnConfiguration(), new File(confDir, "yarn-site.xml"));
+    writeSite(hdfsSite, new Configuration(false), "", new File(confDir, "hdfs-site.xml"));
+    // the YARN settings only: the mini cluster's others name test classes (a static rack mapping) clients lack
+    writeSite(running, new YarnConfiguration(), "yarn.", new File(confDir, "yarn-site.xml"));
 
     Runtime.getRuntime().addShutdownHook(new Thread(() -> {
       yarn.stop();
