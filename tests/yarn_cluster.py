@@ -5,8 +5,9 @@ by ``scripts/jvm/fetch.sh``) in a JVM of its own, in a session of its own: a Min
 one data node) and a MiniYARNCluster (one resource manager, ``node_managers`` node managers of ``memory_mb`` and
 ``vcores`` each).  It waits for the launcher's ready line, which comes once ``core-site.xml``, ``hdfs-site.xml``
 and ``yarn-site.xml`` are written into ``<base>/conf`` (the ``HADOOP_CONF_DIR`` of the clients), and stops the
-session by its PID when the block ends, also when it ends with an error (SIGTERM, then SIGKILL: the containers
-the node managers launched are in it too).  The cluster's own data, container work folders and container logs
+launcher's session by its PID when the block ends, also when it ends with an error: SIGTERM (its shutdown hook
+stops YARN, whose node managers stop the containers they launched, each in a session of its own, then HDFS),
+SIGKILL to what is left after 30 s.  The cluster's own data, container work folders and container logs
 are under ``<base>/work``, its output in ``<base>/cluster.log``.  The ``yarn_cluster`` fixture skips with the
 setup step to run when the jars are missing.
 """
