@@ -26,12 +26,12 @@ if TYPE_CHECKING:
     from tests.yarn_cluster import YarnCluster
 
 pytest_plugins = ["tests.yarn_cluster"]
-pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 NEXT_DAY = "2026-11-04"
 ARCHIVE = ROOT / "build" / "lakeloop-env.tar.gz"  # python.archive of conf/yarn.yaml
 NO_ARCHIVE = f"{ARCHIVE} is missing: build it with EXTRAS=redis scripts/pack-env.sh (docs/deploy.md, YARN)"
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not ARCHIVE.is_file(), reason=NO_ARCHIVE)]
 # one application master and two executors of one core; Spark's jars are read where the pip-installed pyspark
 # has them (local: every node manager of this one host sees them) instead of being uploaded for each run
 SIZES = ["spark.driver.memory=1g", "spark.executor.cores=1", "spark.executor.memory=640m",
@@ -122,8 +122,6 @@ def _output(shared: Path, log: str) -> str:
 
 def test_daily_pipeline_on_yarn_client_and_cluster_mode_equals_local_mode(spark, tmp_path, yarn_cluster,
                                                                           redis_on_host):
-    if not ARCHIVE.is_file():
-        pytest.skip(NO_ARCHIVE)
     started = time.monotonic()
     local = ["warehouse=" + str(tmp_path / "local-wh"), "landing=" + str(tmp_path / "landing")]
     conf_dir = ["--env", "local", "--conf-dir", str(ROOT / "conf")]
