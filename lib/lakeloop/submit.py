@@ -356,12 +356,12 @@ def conf_folder_zips(conf_dir: Path, root: Path = PROJECT_ROOT) -> list[tuple[st
     """``(folder, zip)`` for each subfolder of ``conf_dir`` that holds files: ``build/conf-<digest>-<folder>.zip``
     with the folder's files at its top level, for ``--archives ZIP#<folder>``; rewritten only when a file changed."""
     build = root / "build"
+    digest = hashlib.sha256(str(conf_dir.resolve()).encode()).hexdigest()[:12]  # one set of zips per conf folder
     out = []
     for folder in sorted(p for p in conf_dir.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))):
         files = sorted(p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
         if not files:
             continue
-        digest = hashlib.sha256(str(conf_dir.resolve()).encode()).hexdigest()[:12]
         target = build / f"conf-{digest}-{folder.name}.zip"
         _write_zip(target, [(str(f.relative_to(folder)), f.read_bytes()) for f in files])
         out.append((folder.name, target))
