@@ -4,7 +4,8 @@
 #                      ./setup.sh dev     + test/dev tools
 #                      ./setup.sh spark35 the Spark 3.5 side runtime .venv-spark35 (BigDL; docs/bigdl.md)
 #                      ./setup.sh jvm     the JVM connectors (delta-spark, Spark's Kafka connector, a Kafka
-#                                         broker for tests) fetched with Apache Maven into jars/, and the
+#                                         broker and a mini HDFS + YARN cluster for tests) fetched with
+#                                         Apache Maven into jars/, and the
 #                                         delta-spark runtime .venv-delta (docs/tables.md#delta-spark);
 #                                         also run by ./setup.sh dev when mvn is installed
 set -euo pipefail

@@ -8,6 +8,8 @@
 # The cluster hosts must have the same OS/CPU architecture and glibc as this machine, and the
 # Python interpreter at the same path (venv-pack keeps the base interpreter as a symlink);
 # use conda-pack or a pex (see docs/deploy.md) when they do not.
+# Packages are installed at the versions of scripts/constraints.txt (those of .venv, the tested environment),
+# with .venv's uv where ./setup.sh installed it (pip otherwise).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 if [ "${EXTRAS:-}" = "spark35" ]; then
@@ -19,12 +21,19 @@ PY=${PYTHON:-python3}
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 "$PY" -m venv "$WORK/env"
+install() {
+  if [ -x "$ROOT/.venv/bin/uv" ]; then
+    "$ROOT/.venv/bin/uv" pip install --quiet --python "$WORK/env/bin/python" "$@"
+  else
+    "$WORK/env/bin/python" -m pip install --quiet "$@"
+  fi
+}
 "$WORK/env/bin/python" -m pip install --quiet --upgrade pip venv-pack
 if [ "${EXTRAS:-}" = "spark35" ]; then
   "$ROOT/scripts/install-spark35.sh" "$WORK/env"
   "$WORK/env/bin/python" -m pip install --quiet --no-deps "$ROOT"
 else
-  "$WORK/env/bin/python" -m pip install --quiet "$ROOT${EXTRAS:+[$EXTRAS]}"
+  install -c "$ROOT/scripts/constraints.txt" "$ROOT${EXTRAS:+[$EXTRAS]}"
 fi
 mkdir -p "$(dirname "$OUT")"
 tmp="$(dirname "$OUT")/.partial-$(basename "$OUT")"  # venv-pack wants a known extension

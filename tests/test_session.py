@@ -10,6 +10,8 @@ from lakeloop import cli
 from lakeloop.errors import DataQualityError, GateRefused
 from lakeloop.session import RunContext, build_session, configure_logging, parse_run_date
 
+from tests.conftest import ROOT
+
 
 def test_parse_run_date():
     assert parse_run_date("2026-11-01") == dt.date(2026, 11, 1)
@@ -61,3 +63,14 @@ def test_run_job_exit_codes(tmp_path):
     assert _run(ok, ["--set", "spark.executor.cores=x"]) == 2
     assert _run(ok, ["--date", "yesterday"]) == 2
     assert _run(ok, ["--env", "nope"]) == 2
+
+
+def test_pools_file_is_a_file_uri(conf, tmp_path, monkeypatch):
+    """Spark opens the FAIR pools file with Hadoop's FileSystem: a bare path would be on HDFS on YARN."""
+    from lakeloop.session import _resolve_pools_file
+
+    assert _resolve_pools_file(conf, "fairscheduler.xml") == (ROOT / "conf" / "fairscheduler.xml").as_uri()
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pools.xml").write_text("<allocations/>")  # shipped into a driver's working directory
+    assert _resolve_pools_file(conf, "pools.xml") == (tmp_path / "pools.xml").as_uri()
+    assert _resolve_pools_file(conf, "hdfs:///conf/pools.xml") == "hdfs:///conf/pools.xml"

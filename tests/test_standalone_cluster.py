@@ -13,34 +13,22 @@ import time
 from pathlib import Path
 
 import pytest
-from lakeloop import pipeline, tables
+from lakeloop import pipeline
 
 from tests import spark_standalone
+from tests.cluster_pipeline import DATA, DAY, SAME, assert_same_tables, sets
 
 ROOT = Path(__file__).resolve().parents[1]
-DAY = "2026-11-03"
-# one small day; the test is about where the jobs run, not the gates: any trained model is promoted, and the
-# drift gate is off (on a first day it has no reference to compare with; its profiles are no table compared
-# here, and it would add about a fifth to the test's time)
-DATA = ["datagen.events=1500", "datagen.users=60", "datagen.items=40"]
-SAME = ["train.gate_margin=-1", "train.split_tolerance=0.3", "infer.candidates_per_user=12", "infer.top_n=5",
-        "validate.enabled=false", "spark.sql.shuffle.partitions=4"]
 # two executors of one core, one on each worker, for the whole run
 CLUSTER = ["spark.executor.cores=1", "spark.executor.memory=640m", "spark.cores.max=2", "spark.driver.memory=1g",
            "spark.dynamicAllocation.enabled=false", "spark.ui.enabled=false",
            *(f"spark.{p}.extraJavaOptions=-XX:+UseSerialGC -XX:TieredStopAtLevel=1" for p in ("driver", "executor"))]
-# columns that hold when or by which run a row was written, not what it holds
-RUN_COLUMNS = {"_ingested_at", "_batch_id", "run_id", "scored_at"}
 
 
 @pytest.fixture
 def standalone_cluster(tmp_path):
     with spark_standalone.running(tmp_path / "cluster", workers=2, cores=1, memory="1g") as cluster:
         yield cluster
-
-
-def _sets(items: list[str]) -> list[str]:
-    return [x for item in items for x in ("--set", item)]
 
 
 def _locations(tmp_path: Path, name: str) -> list[str]:
@@ -53,39 +41,19 @@ def _submit_on_cluster(cluster: spark_standalone.StandaloneCluster, tmp_path: Pa
     log = {"spark.eventLog.enabled": "true", "spark.eventLog.dir": f"file://{events}",
            "spark.eventLog.compress": "false", "spark.eventLog.rolling.enabled": "false",
            "spark.locality.wait": "0s"}  # both executors on one host: no task waits for a "local" slot
-    sets = [*_locations(tmp_path, "cluster-wh"), *SAME, *CLUSTER, f"spark.extra={json.dumps(log)}"]
+    items = [*_locations(tmp_path, "cluster-wh"), *SAME, *CLUSTER, f"spark.extra={json.dumps(log)}"]
     env = {**os.environ, "LAKELOOP_SPARK_MASTER": cluster.master_url, "LAKELOOP_PYTHON": sys.executable,
            "SPARK_LOCAL_IP": "127.0.0.1"}
     env.pop("SPARK_HOME", None)
     out = open(tmp_path / "cluster-run.log", "wb")  # noqa: SIM115 - the child holds it; closed with the test dir
     return subprocess.Popen([str(ROOT / "spark-submit.sh"), "pipeline", "--env", "standalone", "--date", DAY,
-                             *_sets(sets)], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                             *sets(items)], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
                             start_new_session=True)  # the driver JVM and its Python process: one group
 
 
 def _event_log(tmp_path: Path) -> list[dict]:
     (path,) = (tmp_path / "events").iterdir()
     return [json.loads(line) for line in path.read_text().splitlines()]
-
-
-def _tables(warehouse: Path) -> list[str]:
-    return sorted(f"{p.parent.name}.{p.name}" for p in warehouse.glob("*/*") if (p / "_delta_log").is_dir()
-                  and not p.parent.name.startswith("_"))
-
-
-def _assert_same_tables(spark, local: Path, cluster: Path) -> list[str]:
-    from pyspark.testing import assertDataFrameEqual
-
-    names = _tables(local)
-    assert names == _tables(cluster)
-    for name in names:
-        layer, table = name.split(".")
-        expected, actual = (tables.read(spark, str(w / layer / table)) for w in (local, cluster))
-        columns = [c for c in expected.columns if c not in RUN_COLUMNS]
-        assert columns == [c for c in actual.columns if c not in RUN_COLUMNS], name
-        assert expected.count() > 0, name
-        assertDataFrameEqual(actual.select(columns), expected.select(columns))
-    return names
 
 
 def _assert_two_executors_did_the_work(cluster: spark_standalone.StandaloneCluster, events: list[dict]) -> None:
@@ -107,12 +75,12 @@ def _assert_two_executors_did_the_work(cluster: spark_standalone.StandaloneClust
 def test_daily_pipeline_on_a_standalone_cluster_equals_local_mode(spark, tmp_path, standalone_cluster):
     started = time.monotonic()
     assert pipeline.load_job("datagen").main(["--date", DAY, "--env", "local", "--conf-dir", str(ROOT / "conf"),
-                                              *_sets([*_locations(tmp_path, "local-wh"), *DATA])]) == 0
+                                              *sets([*_locations(tmp_path, "local-wh"), *DATA])]) == 0
     proc = _submit_on_cluster(standalone_cluster, tmp_path)
     try:  # the local-mode reference runs in this process (the tests' local[2] session) meanwhile
         local = pipeline.load_job("pipeline").main(["--date", DAY, "--env", "local", "--conf-dir",
                                                     str(ROOT / "conf"),
-                                                    *_sets([*_locations(tmp_path, "local-wh"), *SAME])])
+                                                    *sets([*_locations(tmp_path, "local-wh"), *SAME])])
         code = proc.wait(timeout=600)
     finally:
         if proc.poll() is None:
@@ -121,7 +89,7 @@ def test_daily_pipeline_on_a_standalone_cluster_equals_local_mode(spark, tmp_pat
     output = (tmp_path / "cluster-run.log").read_text(errors="replace")
     assert local == 0
     assert code == 0, output[-5000:] + "\n" + standalone_cluster.logs()
-    names = _assert_same_tables(spark, tmp_path / "local-wh", tmp_path / "cluster-wh")
+    names = assert_same_tables(spark, tmp_path / "local-wh", tmp_path / "cluster-wh")
     assert {"silver.events", "gold.training_set", "gold.predictions"} <= set(names), names
     _assert_two_executors_did_the_work(standalone_cluster, _event_log(tmp_path))
     print(f"standalone pipeline test: {time.monotonic() - started:.0f}s")

@@ -82,7 +82,16 @@ def test_yarn_cluster_ships_python_env_and_conf(project, tmp_path):
                         conf_dir=CONF, root=project, python="/py/bin/python")
     assert flag(cmd, "--master") == "yarn"
     assert flag(cmd, "--deploy-mode") == "cluster"
-    assert flag(cmd, "--archives") == f"{archive}#environment"
+    shipped = flag(cmd, "--archives").split(",")
+    assert shipped[0] == f"{archive}#environment"
+    # the conf folder's spec folders, one zip each, unpacked under their own names in the driver's directory
+    folders = sorted(p.name for p in CONF.iterdir() if p.is_dir())
+    assert folders and sorted(a.rsplit("#", 1)[1] for a in shipped[1:]) == folders
+    for item in shipped[1:]:
+        path, name = item.rsplit("#", 1)
+        with zipfile.ZipFile(path) as zf:
+            assert sorted(zf.namelist()) == sorted(str(f.relative_to(CONF / name))
+                                                   for f in (CONF / name).rglob("*") if f.is_file())
     props = conf_args(cmd)
     assert props["spark.yarn.appMasterEnv.PYSPARK_PYTHON"] == "./environment/bin/python"
     assert props["spark.executorEnv.PYSPARK_PYTHON"] == "./environment/bin/python"
@@ -97,6 +106,7 @@ def test_yarn_client_mode_keeps_local_driver_python(project, tmp_path):
     cmd = build_command("ingest", "yarn", ["spark.submit.deployMode=client", f"python.archive={tmp_path}/e.tgz"],
                         [], conf_dir=CONF, root=project, python="/py/bin/python", check_files=False)
     assert flag(cmd, "--deploy-mode") == "client"
+    assert flag(cmd, "--archives") == f"{tmp_path}/e.tgz#environment"  # the driver reads ./conf here
     assert cmd.env["PYSPARK_DRIVER_PYTHON"] == "/py/bin/python"
     assert cmd.argv[cmd.argv.index("--conf-dir") + 1] == str(CONF.resolve())  # the client-mode driver is here
 
@@ -106,7 +116,7 @@ def test_missing_python_archive_is_a_clear_error(project):
                                         r"scripts/pack-env.sh"):
         build_command("ingest", "yarn", [], [], conf_dir=CONF, root=project)
     cmd = build_command("ingest", "yarn", [], [], conf_dir=CONF, root=project, check_files=False)
-    assert flag(cmd, "--archives") == f"{project}/build/lakeloop-env.tar.gz#environment"
+    assert flag(cmd, "--archives").split(",")[0] == f"{project}/build/lakeloop-env.tar.gz#environment"
 
 
 def test_gpu_settings_ship_the_discovery_script(project):

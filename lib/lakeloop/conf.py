@@ -662,6 +662,13 @@ def resolve_uri(value: str) -> str:
     return str(Path(value).expanduser().resolve())
 
 
+def hadoop_uri(value: str) -> str:
+    """:func:`resolve_uri` for Spark and Hadoop: a local path as a ``file://`` URI, which a bare path is not where
+    the default file system is another (HDFS on YARN).  Not percent-encoded, as Hadoop's ``Path`` wants it."""
+    uri = resolve_uri(value)
+    return uri if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", uri) else "file://" + uri
+
+
 def _into_container(key: str, value: Any) -> tuple[str, Any]:
     """``sources.events.format=x`` -> ``("sources", {"events": {"format": "x"}})``."""
     parts = key.split(".")

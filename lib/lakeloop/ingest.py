@@ -40,6 +40,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from lakeloop import ledger as ledger_table
+from lakeloop.conf import hadoop_uri
 from lakeloop.errors import LakeloopError
 from lakeloop.filesize import row_bytes, sized
 from lakeloop.job import JobResult, add_range_arguments, per_date_summary, run_dates
@@ -145,8 +146,8 @@ def bronze_schema(schema: SourceSchema) -> T.StructType:
 
 
 def landing_dir(conf: Conf, source: str, date: str) -> str:
-    """``<landing>/<source>/dt=<date>``."""
-    return f"{conf.path('landing').rstrip('/')}/{source}/dt={date}"
+    """``<landing>/<source>/dt=<date>``, a local landing as a ``file://`` URI (:func:`lakeloop.conf.hadoop_uri`)."""
+    return f"{hadoop_uri(conf['landing']).rstrip('/')}/{source}/dt={date}"
 
 
 def list_landing(spark: SparkSession, directory: str, fmt: str) -> tuple[list[LandingFile], list[str]]:

@@ -325,10 +325,14 @@ def _spark_log_level(spark: SparkSession, level: str) -> None:
 
 
 def _resolve_pools_file(conf: Conf, value: str) -> str:
-    if os.path.isabs(value) or os.path.exists(value) or conf.conf_dir is None:
+    """The FAIR pools file found here (as given, or in the conf directory) as a ``file://`` URI: Spark opens it with
+    Hadoop's FileSystem, which would look for a bare path on the default file system (HDFS on YARN)."""
+    if "://" in value:
         return value
-    candidate = conf.conf_dir / value
-    return str(candidate) if candidate.exists() else value
+    for candidate in [Path(value), *([conf.conf_dir / value] if conf.conf_dir is not None else [])]:
+        if candidate.is_file():
+            return candidate.resolve().as_uri()
+    return value
 
 
 def _python_for_workers(conf: Conf) -> None:

@@ -246,7 +246,9 @@ def build_command(job: str, env: str = "local", overrides: list[str] | None = No
             raise ConfError(f"{conf.origin('spark.scheduler.allocation.file')}: spark.scheduler.allocation.file: "
                             f"{local_pools} not found")
         files.append(local_pools)
-        props["spark.scheduler.allocation.file"] = local_pools.name if remote_driver else str(local_pools)
+        # Spark opens it with Hadoop's FileSystem: a bare path would be on the cluster's default file system
+        here = local_pools.resolve().as_uri() if on_cluster else str(local_pools)
+        props["spark.scheduler.allocation.file"] = local_pools.name if remote_driver else here
     if conf.get("gpu.enabled"):
         script = Path(conf.gpu_discovery_script())
         files.append(script)
@@ -266,10 +268,13 @@ def build_command(job: str, env: str = "local", overrides: list[str] | None = No
     if delta_runtime:
         env_vars["SPARK_HOME"] = str(delta_runtime.spark_home)
     archive = conf.get("runtime.spark35.archive") if spark35 else conf.get("python.archive")
+    # a driver in the cluster reads the conf folder's spec folders (features/, models/, ...) in its working
+    # directory: each travels as a zip that YARN unpacks under its own name (--files would flatten it)
+    archives = [f"{z}#{name}" for name, z in conf_folder_zips(conf.conf_dir, root)] if remote_driver else []
     if archive and on_cluster:
         key = "runtime.spark35.archive" if spark35 else "python.archive"
         archive = _local_archive(archive, root, check_files, key)
-        argv += ["--archives", f"{archive}#{ENV_DIR}"]
+        archives.insert(0, f"{archive}#{ENV_DIR}")
         shipped = f"./{ENV_DIR}/bin/python"
         props["spark.executorEnv.PYSPARK_PYTHON"] = shipped
         if master == "yarn":
@@ -281,6 +286,8 @@ def build_command(job: str, env: str = "local", overrides: list[str] | None = No
         worker_python = python if spark35 else (conf["python.executable"] or python)
         env_vars["PYSPARK_PYTHON"] = worker_python
         env_vars["PYSPARK_DRIVER_PYTHON"] = python
+    if archives:
+        argv += ["--archives", ",".join(archives)]  # one option: spark-submit keeps only the last --archives
 
     private = {key: props.pop(key) for key in sorted(props) if _SENSITIVE.search(key)}
     if not remote_driver:
@@ -343,6 +350,38 @@ def _driver_env_names(conf: Conf, overrides: list[str]) -> list[str]:
     texts = [(conf.conf_dir / "base.yaml").read_text(), (conf.conf_dir / f"{conf.env}.yaml").read_text(), *overrides]
     referenced = [m.group(1) for text in texts for m in _ENV_REF.finditer(text)]
     return list(dict.fromkeys([*forwarded_names(conf), *referenced]))
+
+
+def conf_folder_zips(conf_dir: Path, root: Path = PROJECT_ROOT) -> list[tuple[str, Path]]:
+    """``(folder, zip)`` for each subfolder of ``conf_dir`` that holds files: ``build/conf-<digest>-<folder>.zip``
+    with the folder's files at its top level, for ``--archives ZIP#<folder>``; rewritten only when a file changed."""
+    build = root / "build"
+    digest = hashlib.sha256(str(conf_dir.resolve()).encode()).hexdigest()[:12]  # one set of zips per conf folder
+    out = []
+    for folder in sorted(p for p in conf_dir.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))):
+        files = sorted(p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+        if not files:
+            continue
+        target = build / f"conf-{digest}-{folder.name}.zip"
+        _write_zip(target, [(str(f.relative_to(folder)), f.read_bytes()) for f in files])
+        out.append((folder.name, target))
+    return out
+
+
+def _write_zip(target: Path, entries: list[tuple[str, bytes]]) -> None:
+    """``target`` holding ``entries`` (name, bytes) with fixed timestamps; left alone when already the same."""
+    body = b"".join(name.encode() + b"\0" + data for name, data in entries)
+    stamp = target.with_suffix(".zip.sha256")
+    digest = hashlib.sha256(body).hexdigest()
+    if target.exists() and stamp.exists() and stamp.read_text().strip() == digest:
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in entries:
+            zf.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), data, zipfile.ZIP_DEFLATED)
+    os.replace(tmp, target)
+    stamp.write_text(digest + "\n")
 
 
 def _schema_files(conf: Conf, root: Path) -> list[Path]:

@@ -3,6 +3,8 @@
 #   jars/delta/         delta-spark and its transitive jars    } minus every artifact pyspark already bundles;
 #   jars/kafka/         Spark's Kafka connector and its jars   } lakeloop.jvm puts them on Spark's classpath
 #   jars/kafka-broker/  an Apache Kafka broker (KRaft) with its dependencies, for tests and benchmarks
+#   jars/yarn-cluster/  Hadoop's mini HDFS + YARN cluster (hadoop-client-minicluster) for the YARN tests, with
+#                       its launcher yarn-cluster/MiniCluster.java compiled into jars/yarn-cluster/classes (javac)
 # Each folder is resolved again only when its pom (or the pyspark version) changed; versions.properties in
 # it records the pom's pinned versions and the Spark lines the jars are loaded into.
 #   scripts/jvm/fetch.sh PYTHON [JARS_DIR]     PYTHON: the interpreter whose pyspark the jars are for
@@ -38,6 +40,7 @@ write_versions() {
   echo "spark.version=$(pom_property "$1" spark.version)"
   echo "delta.version=$(pom_property "$1" delta.version)"
   echo "kafka.version=$(pom_property "$1" kafka.version)"
+  echo "hadoop.version=$(pom_property "$1" hadoop.version)"
 }
 
 # resolve POM_DIR into OUT (stamped with WANT); EXCLUDE_BUNDLED=1 drops what pyspark bundles
@@ -70,3 +73,15 @@ for name in delta kafka; do
   resolve "$HERE/$name" "$JARS/$name" "$(digest "$HERE/$name/pom.xml" "$HERE/fetch.sh") pyspark=$spark_version" 1
 done
 resolve "$HERE/kafka-broker" "$JARS/kafka-broker" "$(digest "$HERE/kafka-broker/pom.xml" "$HERE/fetch.sh")" 0
+resolve "$HERE/yarn-cluster" "$JARS/yarn-cluster" "$(digest "$HERE/yarn-cluster/pom.xml" "$HERE/fetch.sh")" 0
+# the cluster's launcher, compiled against those jars (a JDK's javac, 17 or newer) when it is new or changed
+if [ ! -f "$JARS/yarn-cluster/classes/MiniCluster.class" ] \
+    || [ "$HERE/yarn-cluster/MiniCluster.java" -nt "$JARS/yarn-cluster/classes/MiniCluster.class" ]; then
+  javac=javac; [ -n "${JAVA_HOME:-}" ] && javac="$JAVA_HOME/bin/javac"
+  if ! command -v "$javac" >/dev/null 2>&1; then
+    echo "fetch.sh: javac not found (a JDK, e.g. apt install openjdk-17-jdk-headless): the YARN tests will skip" >&2
+    exit 0
+  fi
+  "$javac" -nowarn -d "$JARS/yarn-cluster/classes" -cp "$JARS/yarn-cluster/*" "$HERE/yarn-cluster/MiniCluster.java"
+  echo "fetch.sh: compiled $JARS/yarn-cluster/classes/MiniCluster.class"
+fi

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from lakeloop.conf import ConfError
+from lakeloop.conf import ConfError, hadoop_uri
 from lakeloop.errors import LakeloopError
 from lakeloop.ingest import SUFFIXES, text_lineage
 
@@ -34,8 +34,9 @@ class StreamError(LakeloopError):
 
 
 def landing_glob(conf: Conf, source: str) -> str:
-    """``<landing>/<source>/dt=*``: every landing partition of ``source``, present and future."""
-    return f"{conf.path('landing').rstrip('/')}/{source}/dt=*"
+    """``<landing>/<source>/dt=*``: every landing partition of ``source``, present and future (a local landing as a
+    ``file://`` URI, :func:`lakeloop.conf.hadoop_uri`)."""
+    return f"{hadoop_uri(conf['landing']).rstrip('/')}/{source}/dt=*"
 
 
 def file_stream(spark: SparkSession, conf: Conf, schema: SourceSchema) -> DataFrame:
