@@ -19,6 +19,17 @@ import time
 from pathlib import Path
 
 
+def wait_or_kill(proc: subprocess.Popen, timeout: float) -> int:
+    """``proc``'s exit code; a process (session) still running after ``timeout`` seconds is killed, the wait's
+    ``TimeoutExpired`` raised."""
+    try:
+        return proc.wait(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 free at the time of the call."""
     with socket.socket() as s:

@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 from lakeloop_apps.recommender.datagen.files import manifest_path
 
+from tests.server_process import wait_or_kill
+
 ROOT = Path(__file__).resolve().parents[1]
 DATES = ["2026-11-01", "2026-11-02", "2026-11-03"]
 TOP_N = 10
@@ -39,14 +41,6 @@ def _submit(tmp: Path) -> subprocess.Popen:
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
     return subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
-
-def _wait(proc: subprocess.Popen, timeout: float) -> int:
-    try:
-        return proc.wait(timeout=timeout)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 def _kill_during(proc: subprocess.Popen, marker: Path, timeout: float, delay: float) -> None:
@@ -133,7 +127,7 @@ def test_killed_closed_loop_backfill_resumes_without_duplicates_then_does_nothin
     assert (state / "lock").exists()  # left behind by the killed run
     assert not (state / f"dt={DATES[1]}" / "infer.json").exists()
     # 2. the re-run takes the stale lock over, skips what was done and completes the three days
-    assert _wait(_submit(tmp_path), timeout=1500) == 0, (tmp_path / "pipeline.log").read_text()[-3000:]
+    assert wait_or_kill(_submit(tmp_path), timeout=1500) == 0, (tmp_path / "pipeline.log").read_text()[-3000:]
     resumed = _reports(warehouse)[-1]
     assert resumed["stale_lock"] and resumed["exit_code"] == 0
     status = {(s["date"], s["step"]): s["status"] for s in resumed["steps"]}
@@ -156,7 +150,7 @@ def test_killed_closed_loop_backfill_resumes_without_duplicates_then_does_nothin
     # 4. once more: every step skipped, the landing files and tables unchanged
     landing = {p: p.read_bytes() for p in (tmp_path / "landing").rglob("*") if p.is_file()}
     versions = {n: _table_version(warehouse / n) for n in ("bronze/events", "silver/events", "gold/predictions")}
-    assert _wait(_submit(tmp_path), timeout=600) == 0
+    assert wait_or_kill(_submit(tmp_path), timeout=600) == 0
     again = _reports(warehouse)[-1]
     assert again["run_id"] != resumed["run_id"] and {s["status"] for s in again["steps"]} == {"skipped"}
     assert {p: p.read_bytes() for p in (tmp_path / "landing").rglob("*") if p.is_file()} == landing

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from lakeloop import pipeline
 
 from tests.cluster_pipeline import DATA, DAY, SAME, assert_same_tables, sets
 from tests.redis_server import REDIS_SERVER, RedisServer
+from tests.server_process import wait_or_kill
 
 if TYPE_CHECKING:
     from tests.yarn_cluster import YarnCluster
@@ -70,14 +70,6 @@ def _submit(cluster: YarnCluster, shared: Path, job: str, day: str, items: list[
     return subprocess.Popen([str(ROOT / "spark-submit.sh"), job, "--env", "yarn", "--date", day, *sets(items)],
                             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
-
-def _wait(proc: subprocess.Popen, timeout: float = 600) -> int:
-    try:
-        return proc.wait(timeout=timeout)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 def _application(cluster: YarnCluster, mode: str, name: str) -> dict:
@@ -136,7 +128,7 @@ def test_daily_pipeline_on_yarn_client_and_cluster_mode_equals_local_mode(spark,
     try:  # the local-mode reference runs in this process (the tests' local[2] session) meanwhile
         assert pipeline.load_job("pipeline").main(["--date", DAY, *conf_dir, *sets([*local, *SAME])]) == 0
     finally:
-        codes = {mode: _wait(proc) for mode, proc in procs.items()}
+        codes = {mode: wait_or_kill(proc, 600) for mode, proc in procs.items()}
     print(f"yarn test: both deploy modes done after {time.monotonic() - started:.0f}s")
     assert codes["client"] == 0, _output(tmp_path, "client.log")[-5000:]
     output = _output(tmp_path, "cluster.log")
@@ -153,7 +145,7 @@ def test_daily_pipeline_on_yarn_client_and_cluster_mode_equals_local_mode(spark,
     # noise between two days is above; the pipeline stops at validate with exit code 3
     drift = [*runs["cluster"], "validate.enabled=true", "validate.reference=pinned",
              f'validate.reference_date="{DAY}"', "validate.psi_threshold=0.000001"]
-    code = _wait(_submit(yarn_cluster, tmp_path, "pipeline", NEXT_DAY, drift, "drift.log"))
+    code = wait_or_kill(_submit(yarn_cluster, tmp_path, "pipeline", NEXT_DAY, drift, "drift.log"), 600)
     output = _output(tmp_path, "drift.log")
     assert code == 3, output[-5000:]
     assert "spark-submit.sh: pipeline exit code 3 (spark-submit: 1)" in output, output[-3000:]

@@ -15,20 +15,20 @@ setup step to run when the jars are missing.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import shutil
 import signal
 import subprocess
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from lakeloop.jvm import jars_dir
+
+from tests.spark_standalone import get_json
 
 __all__ = ["YarnCluster", "running", "launcher_classpath", "MISSING", "yarn_cluster"]
 
@@ -65,11 +65,6 @@ def java_home() -> str:
     if java is None:
         raise RuntimeError("java not found: the mini YARN cluster needs Java 17 or newer")
     return str(Path(java).resolve().parent.parent)
-
-
-def get_json(url: str, timeout: float = 5) -> dict:
-    with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - a loopback http URL
-        return json.loads(response.read())
 
 
 @dataclass
