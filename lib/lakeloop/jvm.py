@@ -90,9 +90,11 @@ def _read_versions(folder: Path) -> dict[str, str]:
 
 
 def _installed_spark() -> str:
-    from importlib.metadata import version
+    # the imported pyspark's own version, not the distribution's metadata: on a cluster the pyspark.zip that
+    # Spark puts first on the path is the one that runs, with no metadata of its own
+    from pyspark.version import __version__
 
-    return version("pyspark")
+    return __version__
 
 
 def connector(name: str, spark_version: str | None = None) -> Connector:
