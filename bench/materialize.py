@@ -24,11 +24,11 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 from checkout import ROOT, tests_module  # noqa: E402 - first: this checkout's lakeloop, also in the Python workers
+from memory import Peaks  # noqa: E402
 from serving import _redis_server_class  # noqa: E402
 
 RUN_DATE = dt.date(2026, 11, 2)
@@ -82,74 +82,6 @@ def write_events(conf_dir: Path, entities: int, partitions: int) -> None:
                   (F.col("id") % 997 / 10.0).alias("amount"), F.lit(RUN_DATE.isoformat()).alias("dt")))
     Lake.from_conf(conf).write(df, "silver.bench_events", mode="overwrite", partition_by=["dt"])
     spark.stop()
-
-
-class Peaks:
-    """Peak resident memory, sampled: a process, its Java child, its other descendants (sum), and the executor
-    JVMs of a standalone worker with their descendants (sum)."""
-
-    def __init__(self, pid: int, every_s: float = 0.1) -> None:
-        self.pid, self.every_s = pid, every_s
-        self.driver = self.jvm = self.workers = self.executors = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> Peaks:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        import psutil
-
-        root = psutil.Process(self.pid)
-        while not self._stop.is_set():
-            try:
-                self.driver = max(self.driver, root.memory_info().rss)
-                jvm, workers = 0, 0
-                for child in root.children(recursive=True):
-                    rss = _rss(child)
-                    if _is_java(child):
-                        jvm += rss
-                    else:
-                        workers += rss
-                self.jvm, self.workers = max(self.jvm, jvm), max(self.workers, workers)
-                self.executors = max(self.executors, _executors_rss())
-            except psutil.NoSuchProcess:
-                return
-            time.sleep(self.every_s)
-
-
-def _rss(proc) -> int:  # noqa: ANN001 - a psutil.Process
-    import psutil
-
-    try:
-        return proc.memory_info().rss
-    except psutil.NoSuchProcess:
-        return 0
-
-
-def _is_java(proc) -> bool:  # noqa: ANN001 - a psutil.Process
-    import psutil
-
-    try:
-        return "java" in proc.name()
-    except psutil.NoSuchProcess:
-        return False
-
-
-def _executors_rss() -> int:
-    """The executor JVMs of standalone workers (``CoarseGrainedExecutorBackend``) and their Python workers."""
-    import psutil
-
-    total = 0
-    for proc in psutil.process_iter(["cmdline"]):
-        if "org.apache.spark.executor.CoarseGrainedExecutorBackend" in (proc.info["cmdline"] or []):
-            total += _rss(proc) + sum(_rss(c) for c in proc.children(recursive=True))
-    return total
 
 
 def run_materialize(conf_dir: Path, driver_memory: str, master: str | None) -> tuple[int, float, Peaks]:
