@@ -33,9 +33,10 @@ Their features are the training set's, computed by the same code (:func:`lakeloo
 as of ``as_of``; with ``features: rows`` the rows themselves hold the model's feature columns (a gold table or
 a materialized scoring frame) and are scored as they are stored (no joins, duplicates kept).
 
-Serving: without ``rank_by`` each scored row is one key, its value the ``fields`` as a mapping, or the column named by ``value`` (``score``, ``prediction`` or a row column) when ``fields`` is
-absent; with ``rank_by`` the rows are ranked per key (``rank``, 1 = best, written to the table) and the
-value ``value`` is the list of the ``top_n`` best rows' ``fields``, best first.
+Serving: without ``rank_by`` each scored row is one key, its value the ``fields`` as a mapping, or the column
+named by ``value`` (``score``, ``prediction`` or a row column) when ``fields`` is absent; with ``rank_by`` the
+rows are ranked per key (``rank``, 1 = best, written to the table) and the value ``value`` is the list of the
+``top_n`` best rows' ``fields``, best first.
 """
 
 from __future__ import annotations
