@@ -212,7 +212,7 @@ class _ScoreFiles:
             for batch in batches:
                 if batch.num_rows == 0:
                     continue
-                run = [pa.array([v] * batch.num_rows, self.schema.field(n).type) for n, v in self.constants]
+                run = [pa.repeat(pa.scalar(v, self.schema.field(n).type), batch.num_rows) for n, v in self.constants]
                 out = pa.RecordBatch.from_arrays([*batch.columns, *run], schema=self.schema)
                 if writer is None:
                     fs.create_dir(self.target.fs_join(relative.rsplit("/", 1)[0]), recursive=True)
