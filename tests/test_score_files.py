@@ -133,3 +133,29 @@ def test_fewer_files_than_tasks_are_split_by_row_groups(spark, tmp_path):
     assert rows == n and len(parts) == 4
     groups = sorted(g for part in parts for (_, gs) in part for g in gs)
     assert groups == list(range(10)) and sorted(len(gs) for part in parts for _, gs in part) == [2, 2, 3, 3]
+
+
+def test_committed_files_outside_replace_where_are_refused_and_the_table_is_unchanged(spark, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from lakeloop.delta.files import staged_file
+    from lakeloop.delta.log import ReplaceWhereViolation, locate
+    from lakeloop.delta.write import commit_files
+
+    uri = str(tmp_path / "t")
+    tables.write(spark.createDataFrame([(1, "2026-03-10")], "k long, dt string"), uri, partition_by=["dt"])
+    loc = locate(uri)
+    (tmp_path / "t" / "dt=2026-03-09").mkdir()
+    pq.write_table(pa.table({"k": pa.array([2], pa.int64())}), str(tmp_path / "t" / "dt=2026-03-09" / "x.parquet"))
+    staged = staged_file(loc, loc.fs.get_file_info(loc.fs_join("dt=2026-03-09/x.parquet")), {"dt": "2026-03-09"})
+    assert staged.path == "dt=2026-03-09/x.parquet" and staged.num_records == 1
+    schema = spark.createDataFrame([], "k long, dt string").schema
+    with pytest.raises(ReplaceWhereViolation, match="outside replace_where"):
+        commit_files(spark, uri, [staged], schema, mode="overwrite", partition_by=["dt"],
+                     replace_where="dt = '2026-03-10'")
+    assert tables.version(uri) == 0
+    result = commit_files(spark, uri, [staged], schema, mode="overwrite", partition_by=["dt"],
+                          replace_where="dt = '2026-03-09'")
+    assert result.version == 1 and result.rows == 1
+    assertDataFrameEqual(tables.read(spark, uri), spark.createDataFrame([(1, "2026-03-10"), (2, "2026-03-09")],
+                                                                        "k long, dt string"))
