@@ -236,12 +236,21 @@ def _output_schema(source: TableFiles, keep: Sequence[str], task: str, run: Sequ
                        *(StructField(c, StringType(), True) for c in run), StructField("scored_at", TimestampType())])
 
 
+def _arrow_schema(schema: StructType) -> pa.Schema:
+    """``schema`` in Arrow, timestamps in UTC (Spark 4 asks for the zone; Spark 3.5 takes no argument: UTC)."""
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    try:
+        return to_arrow_schema(schema, timezone="UTC")
+    except TypeError:
+        return to_arrow_schema(schema)
+
+
 def write_scored(spark: SparkSession, conf: Conf, spec: ScoringSpec, run_date: dt.date, ref: ModelRef,
                  loads: Accumulator, source: TableFiles, features: Sequence[str], keep: Sequence[str],
                  run: dict[str, str]) -> WriteResult:
     """Score ``source``'s files in Spark tasks and replace the run date's partition of ``infer.table`` with the
     predictions in one commit; ``run``: the run's string columns (model name and version, run id)."""
-    from pyspark.sql.pandas.types import to_arrow_schema
     from pyspark.sql.types import StringType, StructField, StructType
 
     from lakeloop import scoring
@@ -264,7 +273,7 @@ def write_scored(spark: SparkSession, conf: Conf, spec: ScoringSpec, run_date: d
     scored_at = dt.datetime.now(dt.UTC)
     task = _ScoreFiles(ref, tuple(features), tuple(keep), conf["train.task"], loads, source.loc, target, staging,
                        (PARTITION, day), (*run.items(), ("scored_at", scored_at)),
-                       to_arrow_schema(schema, timezone="UTC"), int(conf["infer.batch_size"]))
+                       _arrow_schema(schema), int(conf["infer.batch_size"]))
     files: list[StagedFile] = []
     try:
         files = spark.sparkContext.parallelize(parts, len(parts)).mapPartitions(task).collect()
