@@ -351,10 +351,10 @@ def report(args, single: Figure, paths: dict[str, Figure], redis: Figure, latenc
     print(f"rows={args.rows} features={len(FEATURES)} cores={args.cores} batch={args.batch} files={args.cores * 4} "
           f"repeat={args.repeat} after a warm-up (load average {loads[0]:.2f} before, {loads[1]:.2f} after); "
           "median, with lowest..highest of the repeats")
-    print(f"{'path':<44} {'rows/s per core (wall)':>24} {'spread':>22} {'rows per CPU s':>16} {'spread':>22}")
+    print(f"{'path':<52} {'rows/s per core (wall)':>24} {'spread':>22} {'rows per CPU s':>16} {'spread':>22}")
     for name, fig in [("single process (read + convert + predict, 1 thread)", single),
                       *((f"spark {n} local[{args.cores}]", f) for n, f in paths.items())]:
-        print(f"{name:<44} {fig.wall:>24,.0f} {Figure.spread(fig.per_core):>22} {fig.cpu:>16,.0f} "
+        print(f"{name:<52} {fig.wall:>24,.0f} {Figure.spread(fig.per_core):>22} {fig.cpu:>16,.0f} "
               f"{Figure.spread(fig.per_cpu):>22}")
     ratios = [("file path / single process", paths["file path"], single, TARGET_VS_SINGLE),
               ("file path / spark_udf", paths["file path"], paths["spark_udf"], TARGET_VS_SPARK_UDF),
