@@ -135,7 +135,7 @@ def test_fewer_files_than_tasks_are_split_by_row_groups(spark, tmp_path):
     assert groups == list(range(10)) and sorted(len(gs) for part in parts for _, gs in part) == [2, 2, 3, 3]
 
 
-def test_committed_files_outside_replace_where_are_refused_and_the_table_is_unchanged(spark, tmp_path):
+def test_committed_files_outside_the_replaced_partition_are_refused_and_the_table_is_unchanged(spark, tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
     from lakeloop.delta.files import staged_file
@@ -157,5 +157,13 @@ def test_committed_files_outside_replace_where_are_refused_and_the_table_is_unch
     result = commit_files(spark, uri, [staged], schema, mode="overwrite", partition_by=["dt"],
                           replace_where="dt = '2026-03-09'")
     assert result.version == 1 and result.rows == 1
+    with pytest.raises(ReplaceWhereViolation, match="outside the replaced partition"):
+        commit_files(spark, uri, [staged], schema, mode="overwrite", partition_by=["dt"],
+                     replace_partition={"dt": "2026-03-10"})
+    pq.write_table(pa.table({"k": pa.array([2], pa.int64())}), str(tmp_path / "t" / "dt=2026-03-09" / "y.parquet"))
+    newer = staged_file(loc, loc.fs.get_file_info(loc.fs_join("dt=2026-03-09/y.parquet")), {"dt": "2026-03-09"})
+    again = commit_files(spark, uri, [newer], schema, mode="overwrite", partition_by=["dt"],
+                         replace_partition={"dt": "2026-03-09"})  # x.parquet removed, y.parquet added
+    assert again.version == 2 and again.rows == 1
     assertDataFrameEqual(tables.read(spark, uri), spark.createDataFrame([(1, "2026-03-10"), (2, "2026-03-09")],
                                                                         "k long, dt string"))

@@ -280,7 +280,7 @@ def write_scored(spark: SparkSession, conf: Conf, spec: ScoringSpec, run_date: d
         files = publish(target, staging, files)
         delete_staging(target, staging)
         return commit_files(spark, target.delta, files, StructType([*schema, StructField(PARTITION, StringType())]),
-                            mode="overwrite", partition_by=[PARTITION], replace_where=f"{PARTITION} = '{day}'",
+                            mode="overwrite", partition_by=[PARTITION], replace_partition={PARTITION: day},
                             write_id=staging, storage_options=lake.storage_options,
                             commit_metadata={"lakeloop.scoredFrom": f"{source.name}@{source.version}"})
     except BaseException:

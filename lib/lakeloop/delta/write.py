@@ -376,8 +376,8 @@ def _partition_frame(spark: SparkSession, plan: _Plan, values: Sequence[dict[str
 
 def commit_files(spark: SparkSession, uri: str, files: Sequence[StagedFile], schema: StructType,
                  mode: str = "append", partition_by: Sequence[str] | str | None = None,
-                 replace_where: str | None = None, *, write_id: str | None = None,
-                 storage_options: dict[str, str] | None = None,
+                 replace_where: str | None = None, *, replace_partition: dict[str, str] | None = None,
+                 write_id: str | None = None, storage_options: dict[str, str] | None = None,
                  commit_metadata: dict[str, str] | None = None) -> WriteResult:
     """Commit parquet files written without Spark's writer as one transaction of the table at ``uri``.
 
@@ -386,12 +386,17 @@ def commit_files(spark: SparkSession, uri: str, files: Sequence[StagedFile], sch
     :func:`write` checks a frame's (the table is created on the first commit).  ``mode`` and
     ``replace_where`` mean what they mean for :func:`write`, except that ``replace_where`` may read partition
     columns only: a file whose partition values lie outside it is a :class:`ReplaceWhereViolation` and
-    nothing is committed.  The files are not deleted on failure (no snapshot lists them: vacuum removes them).
+    nothing is committed.  ``replace_partition`` (``{column: value}`` in Delta's string form, with ``mode=
+    "overwrite"``, instead of ``replace_where``) replaces exactly that partition and is checked without Spark;
+    then a file another writer added meanwhile is a :class:`ConcurrentWriteError`.  The files are not deleted
+    on failure (no snapshot lists them: vacuum removes them).
     """
     if mode not in MODES:
         raise ValueError(f"mode {mode!r}: expected one of {', '.join(MODES)}")
-    if replace_where is not None and mode != "overwrite":
-        raise ValueError("replace_where needs mode='overwrite'")
+    if (replace_where is not None or replace_partition is not None) and mode != "overwrite":
+        raise ValueError("replace_where and replace_partition need mode='overwrite'")
+    if replace_where is not None and replace_partition is not None:
+        raise ValueError("pass replace_where or replace_partition, not both")
     loc = locate(uri, storage_options)
     snapshot = load_table(loc)
     if snapshot is not None:
@@ -399,6 +404,9 @@ def commit_files(spark: SparkSession, uri: str, files: Sequence[StagedFile], sch
     plan = _plan(schema, loc, snapshot, partition_by, False)
     if replace_where is not None:
         _check_partition_predicate(spark, plan, files, replace_where)
+    if replace_partition is not None:
+        plan.rewrite = _partition_files(plan, files, replace_partition)
+        replace_where = " AND ".join(f"{c} = '{v}'" for c, v in replace_partition.items())  # commit info only
     write_id = write_id or staging_name()
     result = _commit(spark, plan, list(files), mode, replace_where, None,
                      {"lakeloop.writeId": write_id, **(commit_metadata or {})})
@@ -406,6 +414,21 @@ def commit_files(spark: SparkSession, uri: str, files: Sequence[StagedFile], sch
         raise DeltaError(f"{loc.delta}: the commit of write {write_id} is not in the log: another writer "
                          "replaced it, its rows are not in the table; retry the write")
     return result
+
+
+def _partition_files(plan: _Plan, files: Sequence[StagedFile], values: dict[str, str]) -> list[Any]:
+    """The snapshot's files of the partition ``values``; ReplaceWhereViolation when a file to commit is not in it."""
+    if sorted(values) != sorted(plan.partition_by):
+        raise ValueError(f"replace_partition {values}: {plan.loc.delta} is partitioned by "
+                         f"{plan.partition_by or 'nothing'}")
+    outside = [f for f in files if any(f.partition_values.get(c) != v for c, v in values.items())]
+    if outside:
+        raise ReplaceWhereViolation(f"{plan.loc.delta}: files of partition {outside[0].partition_values} lie "
+                                    f"outside the replaced partition {values}; nothing was committed")
+    if plan.snapshot is None:
+        return []
+    return [e for e in snapshot_files(plan.snapshot, plan.partition_by)
+            if all(partition_string(dict(e.partition_values)[c]) == v for c, v in values.items())]
 
 
 def _check_partition_predicate(spark: SparkSession, plan: _Plan, files: Sequence[StagedFile], predicate: str) -> None:
