@@ -15,7 +15,9 @@ write them to ``infer.table`` and load the serving store.
    model is scored by BigDL itself where BigDL is installed (the Spark 3.5 runtime, where
    ``spark-submit.sh`` sends such an ``infer``), otherwise by its numpy pyfunc.  ``score`` is the
    task's output: the positive-class probability (binary), the value (regression), the probability
-   of the predicted class with the class in ``prediction`` (multiclass).
+   of the predicted class with the class in ``prediction`` (multiclass).  A table on disk that holds the
+   features (``features: rows`` of ``rows: {table}``) is scored without the JVM instead: tasks read its files
+   and write prediction files that the driver commits (:mod:`lakeloop.score_files`); the choice is logged.
 5. The date's partition of ``infer.table`` is replaced; the serving frame
    (:func:`lakeloop.scoring.serving_frame`: a value per key, or per-key lists of the best rows) is
    loaded into the serving store as a new version and switched to only when every key arrived
