@@ -1,29 +1,36 @@
 """Bulk inference benchmark: Spark scoring paths against single-process predict, the serving
 bulk load into Redis, and lookup latency of the HTTP API.
 
-    .venv/bin/python bench/infer.py [--rows 1000000] [--cores 2] [--keys 300000] [--lookups 5000]
+    .venv/bin/python bench/infer.py [--rows 1000000] [--cores 2] [--repeat 5] [--keys 300000] [--lookups 5000]
 
-One run, one data set (``--rows`` x the 16 training features, 5% missing values, written once to
-parquet and cached in Spark), one xgboost model (100 trees, depth 6, the training backend's
-defaults) saved as an MLflow model.  Measured:
+One run, one data set (``--rows`` x the 16 training features, 5% missing values) written once as a Delta
+table of ``4 x --cores`` parquet files (the run date's partition of a scoring frame on disk), one xgboost
+model (100 trees, depth 6, the training backend's defaults) saved as an MLflow model.  Every path reads
+those same files:
 
-* single process: ``Booster.inplace_predict`` on the float32 matrix with one thread (rows/s per core);
-* Spark ``lakeloop.infer.score`` (``mapInArrow``, model cached per worker, ``local[cores]``);
-* ``mlflow.pyfunc.spark_udf(env_manager="local")`` on the same frame;
-* a row-at-a-time Python UDF (per-worker cached booster) on a slice, extrapolated;
-* Redis bulk load through the serving store (``begin_load``/``write_batch``/``commit_load``) of
-  ``--keys`` top-10 lists already JSON (what ``to_json`` hands over);
+* single process, one thread: pyarrow reads the files (keys and features), ``lakeloop.infer.feature_matrix``
+  converts each batch, ``Booster.inplace_predict`` scores it (read + convert + predict; nothing written);
+* file path (``lakeloop.score_files.write_scored``, what ``infer`` does for a ``features: rows`` table):
+  Spark tasks read the files with pyarrow, score, write prediction files, the driver commits them to Delta;
+* Spark ``lakeloop.infer.score`` (``mapInArrow``) over the table read by Spark, to the ``noop`` sink;
+* ``mlflow.pyfunc.spark_udf(env_manager="local")`` on the same frame, to the ``noop`` sink;
+* a constant model through ``mapInArrow`` (the JVM <-> Python exchange and the per-task cost, heap frozen);
+* a row-at-a-time Python UDF (per-worker cached booster) on a cached slice, extrapolated;
+* Redis bulk load through the serving store (``begin_load``/``write_arrow``/``commit_load``) of
+  ``--keys`` top-10 lists already JSON, the Arrow batches built before the clock starts;
 * lookup latency of ``jobs/serve.py`` (a separate process) from this process: ``--lookups``
   requests of random known users, 4 client threads with keep-alive connections.
 
-Spark figures are per core (rows/s divided by ``--cores``) and each Spark path is timed after one
-warm-up pass (workers started, model loaded), best of ``--repeat`` passes.  All ratios compare
-figures measured in this one run.
+Each path runs once to warm up (workers started, model loaded, JIT compiling), then ``--repeat`` times
+(at least 3); the figures are the median, with the spread (lowest..highest) of the repeats.  Spark figures
+are per core (rows/s divided by ``--cores``); CPU figures count the JVM, its Python workers and this
+(driver) process.  All ratios compare figures measured in this one run.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import statistics
@@ -34,17 +41,16 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "lib"), str(ROOT)]
-os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-
 import numpy as np  # noqa: E402
-from lakeloop import infer  # noqa: E402
+from checkout import ROOT, tests_module  # noqa: E402, F401 - first: this checkout's lakeloop, also in the workers
+from lakeloop import infer, score_files, scoring  # noqa: E402
 from lakeloop_apps.recommender.model import FEATURES, KEYS  # noqa: E402
 
 TARGET_VS_SINGLE = 0.85
 TARGET_VS_SPARK_UDF = 3.0
 TARGET_KEYS_PER_S = 300_000
+DAY = dt.date(2026, 11, 22)
+FRAME = "gold.bench_scoring_frame"
 
 
 def make_data(rows: int, seed: int = 11) -> tuple[np.ndarray, np.ndarray]:
@@ -90,30 +96,51 @@ def tree_cpu(root: int) -> float:
     return sum(cpu.get(pid, 0.0) for pid in family)
 
 
-class Measure:
-    """Best wall time of ``repeat`` runs and the CPU seconds of that run (of ``pid``'s process tree)."""
+class Figure:
+    """Rows per second per core (wall) and rows per CPU second of ``repeat`` timed runs after a warm-up."""
 
-    def __init__(self, pid: int | None = None) -> None:
-        self.pid = pid
+    def __init__(self, rows: int, cores: int, walls: list[float], cpus: list[float]) -> None:
+        self.per_core = [rows / w / cores for w in walls]
+        self.per_cpu = [rows / c for c in cpus]
 
+    @property
+    def wall(self) -> float:
+        return statistics.median(self.per_core)
+
+    @property
     def cpu(self) -> float:
-        return tree_cpu(self.pid) if self.pid else time.process_time()
+        return statistics.median(self.per_cpu)
 
-    def run(self, fn, repeat: int) -> tuple[float, float]:
-        best = (float("inf"), float("inf"))
-        for _ in range(repeat):
-            c0, t0 = self.cpu(), time.perf_counter()
-            fn()
-            wall, cpu = time.perf_counter() - t0, self.cpu() - c0
-            best = min(best, (wall, cpu))
-        return best
+    @staticmethod
+    def spread(values: list[float]) -> str:
+        return f"{min(values):,.0f}..{max(values):,.0f}"
 
 
-def single_process(booster, x: np.ndarray, repeat: int) -> tuple[float, float]:
+def measure(fn, rows: int, cores: int, repeat: int, pid: int | None = None) -> Figure:
+    """``fn`` once to warm up, then ``repeat`` timed runs; CPU of this process plus ``pid``'s process tree."""
+    cpu = (lambda: tree_cpu(pid) + time.process_time()) if pid else time.process_time
+    fn()
+    walls, cpus = [], []
+    for _ in range(repeat):
+        c0, t0 = cpu(), time.perf_counter()
+        fn()
+        walls.append(time.perf_counter() - t0)
+        cpus.append(cpu() - c0)
+    return Figure(rows, cores, walls, cpus)
+
+
+def single_process(booster, files: list[str], rows: int, batch: int, repeat: int) -> Figure:
+    """Read the files with pyarrow, convert each batch to the model's matrix, predict: one thread."""
+    import pyarrow.parquet as pq
+
     booster.set_param({"nthread": 1})
-    booster.inplace_predict(x[:1000])
-    wall, cpu = Measure().run(lambda: booster.inplace_predict(x, validate_features=False), repeat)
-    return len(x) / wall, len(x) / cpu
+
+    def run() -> None:
+        for path in files:
+            for part in pq.ParquetFile(path).iter_batches(batch, columns=[*KEYS, *FEATURES]):
+                booster.inplace_predict(infer.feature_matrix(part, FEATURES), validate_features=False)
+
+    return measure(run, rows, 1, repeat)
 
 
 def spark_session(cores: int, batch: int):
@@ -128,59 +155,92 @@ def spark_session(cores: int, batch: int):
     return spark
 
 
-def spark_frame(spark, x: np.ndarray, directory: Path, partitions: int):
+def bench_conf(tmp: Path, batch: int):
+    from lakeloop.conf import load_conf
+
+    return load_conf("local", [f"warehouse={tmp / 'warehouse'}", f"landing={tmp / 'landing'}",
+                               "infer.table=gold.bench_predictions", f"infer.batch_size={batch}",
+                               "train.task=binary"], conf_dir=ROOT / "conf")
+
+
+def bench_spec() -> scoring.ScoringSpec:
+    """What a model spec with ``rows: {table: FRAME}``, ``features: rows`` declares."""
+    return scoring.ScoringSpec(origin="bench", rows=scoring.RowsSpec("table", FRAME),
+                               serving=scoring.ServingSpec(KEYS[0], "score"), features="rows")
+
+
+def write_frame(spark, conf, x: np.ndarray, tmp: Path, files: int) -> None:
+    """The run date's partition of the scoring frame on disk: keys and the features as doubles, ``files`` files."""
     import pyarrow as pa
     import pyarrow.parquet as pq
+    from lakeloop.lake import Lake
 
     cols = {"user_id": pa.array(np.arange(len(x), dtype=np.int64)),
             "item_id": pa.array(np.arange(len(x), dtype=np.int64) % 1000)}
     cols.update({name: pa.array(x[:, j].astype(np.float64), from_pandas=True) for j, name in enumerate(FEATURES)})
-    pq.write_table(pa.table(cols), directory / "features.parquet")
-    df = spark.read.parquet(str(directory / "features.parquet")).repartition(partitions).cache()
-    df.count()
-    return df
-
-
-def timed_write(df, rows: int, cores: int, repeat: int) -> tuple[float, float]:
-    """(rows/s per core, rows per CPU second of the Spark JVM and its Python workers)."""
-    run = lambda: df.write.format("noop").mode("overwrite").save()  # noqa: E731
-    run()  # warm-up: workers started, model loaded and cached
-    wall, cpu = Measure(df.sparkSession.sparkContext._gateway.proc.pid).run(run, repeat)
-    return rows / wall / cores, rows / cpu
-
-
-def spark_paths(spark, df, ref, rows: int, cores: int, repeat: int,
-                row_udf_rows: int) -> dict[str, tuple[float, float]]:
-    import mlflow.pyfunc
+    pq.write_table(pa.table(cols), tmp / "features.parquet")
     from pyspark.sql import functions as F
 
-    out = {"mapInArrow": timed_write(infer.score(df, ref, FEATURES, KEYS), rows, cores, repeat),
-           "floor": timed_write(exchange_floor(df), rows, cores, repeat)}
+    frame = spark.read.parquet(str(tmp / "features.parquet")).withColumn("dt", F.lit(DAY.isoformat()))
+    lake = Lake.from_conf(conf)
+    lake.write(frame.repartition(files), lake.uri(FRAME), mode="overwrite", partition_by=["dt"])
+
+
+def spark_paths(spark, conf, ref, rows: int, cores: int, repeat: int,
+                row_udf_rows: int) -> dict[str, Figure]:
+    import mlflow.pyfunc
+    from lakeloop.lake import Lake
+    from pyspark.sql import functions as F
+
+    lake, pid = Lake.from_conf(conf), spark.sparkContext._gateway.proc.pid
+    df = lake.read(spark, FRAME, where=f"dt = '{DAY.isoformat()}'")
+    source = score_files.table_source(conf, bench_spec(), ref, DAY)[0]
+    loads = spark.sparkContext.accumulator(0)
+
+    def files() -> None:
+        score_files.write_scored(spark, conf, bench_spec(), DAY, ref, loads, source, FEATURES, KEYS,
+                                 infer.run_columns(ref, "bench"))
+
+    def noop(frame):
+        return lambda: frame.write.format("noop").mode("overwrite").save()
+
+    out = {"file path": measure(files, rows, cores, repeat, pid),
+           "mapInArrow": measure(noop(infer.score(df, ref, FEATURES, KEYS)), rows, cores, repeat, pid),
+           "constant model": measure(noop(constant_model(df)), rows, cores, repeat, pid)}
     pyfunc = mlflow.pyfunc.spark_udf(spark, ref.artifact_uri, result_type="double", env_manager="local")
     udf_frame = df.select("user_id", "item_id", pyfunc(F.struct(*FEATURES)).alias("score"))
-    out["spark_udf"] = timed_write(udf_frame, rows, cores, repeat)
+    out["spark_udf"] = measure(noop(udf_frame), rows, cores, repeat, pid)
     row_udf = F.udf(_RowScorer(ref), "double")
     sliced = df.limit(row_udf_rows).repartition(cores).cache()
     sliced.count()
-    out["row_udf"] = timed_write(sliced.select("user_id", row_udf(*FEATURES).alias("score")), row_udf_rows, cores, 1)
+    out["row UDF"] = measure(noop(sliced.select("user_id", row_udf(*FEATURES).alias("score"))), row_udf_rows,
+                             cores, max(3, repeat // 2), pid)
     return out
 
 
-def exchange_floor(df):
-    """``infer.score``'s frames through ``mapInArrow`` with a constant score: what the JVM <-> Python
-    exchange costs before any model runs."""
-    import pyarrow as pa
+class _Constant:
+    """A model that outputs zeros, in a worker whose heap is frozen as a scoring worker's is."""
+
+    def __call__(self, batches):
+        import gc
+
+        import pyarrow as pa
+
+        gc.freeze()
+        for batch in batches:
+            yield pa.RecordBatch.from_arrays([*(batch.column(c) for c in KEYS), pa.array(np.zeros(batch.num_rows))],
+                                             [*KEYS, infer.SCORE])
+
+
+def constant_model(df):
+    """``infer.score``'s frame through ``mapInArrow`` with a constant score: what the JVM <-> Python exchange
+    and the per-task cost come to before any model runs."""
     from pyspark.sql import functions as F
     from pyspark.sql.types import DoubleType, StructField, StructType
 
-    def constant(batches):
-        for batch in batches:
-            yield pa.RecordBatch.from_arrays([*(batch.column(c) for c in KEYS),
-                                              pa.array(np.zeros(batch.num_rows))], [*KEYS, infer.SCORE])
-
     inputs = df.select(*KEYS, *[F.col(c).cast("double").alias(c) for c in FEATURES])
     schema = StructType([*(inputs.schema[c] for c in KEYS), StructField(infer.SCORE, DoubleType())])
-    return inputs.mapInArrow(constant, schema)
+    return inputs.mapInArrow(_Constant(), schema)
 
 
 class _RowScorer:
@@ -195,31 +255,40 @@ class _RowScorer:
         return float(scorer(row)[0])
 
 
-def redis_load(keys: int) -> tuple[float, int]:
+def redis_load(keys: int, repeat: int) -> tuple[Figure, object]:
+    """Keys per second (wall) and per CPU second of client and server of ``repeat`` loads after a warm-up."""
+    import pyarrow as pa
     from lakeloop.serving import StoreSettings, store_from_config
-
-    from tests.redis_server import RedisServer
 
     rng = np.random.default_rng(5)
     pool = [json.dumps([{"item_id": int(i), "score": round(float(s), 6)}
-                        for i, s in zip(rng.integers(0, 100_000, 10), rng.uniform(size=10), strict=True)]).encode()
+                        for i, s in zip(rng.integers(0, 100_000, 10), rng.uniform(size=10), strict=True)])
             for _ in range(10_000)]
-    server = RedisServer().start()
-    store = store_from_config(StoreSettings("redis", "bench", options={"host": server.host, "port": server.port}))
-    import pyarrow as pa
-
-    texts = [v.decode() for v in pool]
+    server = tests_module("redis_server").RedisServer().start()
     # Arrow batches of user ids and JSON text, as load_dataframe's mapInArrow tasks receive them
     batches = [(pa.array(range(o, min(o + 10_000, keys)), pa.int64()),
-                pa.array([texts[u % len(texts)] for u in range(o, min(o + 10_000, keys))]))
+                pa.array([pool[u % len(pool)] for u in range(o, min(o + 10_000, keys))]))
                for o in range(0, keys, 10_000)]
-    store.begin_load("v1")
-    c0, t0 = time.process_time() + redis_cpu(server), time.perf_counter()
-    for users, values in batches:
-        store.write_arrow("v1", users, values)
-    store.commit_load("v1", keys)
-    elapsed, cpu = time.perf_counter() - t0, time.process_time() + redis_cpu(server) - c0
-    return (keys / elapsed, keys / cpu), server
+    # one namespace per load, so that no load deletes an older version (serving.keep_versions) on the clock;
+    # the last one is the one the lookups read
+    namespaces = iter(["bench-warm-up", *(f"bench-{i}" for i in range(1, repeat)), "bench"])
+
+    def load() -> None:
+        store = store_from_config(StoreSettings("redis", next(namespaces),
+                                                options={"host": server.host, "port": server.port}))
+        store.begin_load("v1")
+        for users, values in batches:
+            store.write_arrow("v1", users, values)
+        store.commit_load("v1", keys)
+
+    walls, cpus = [], []
+    load()
+    for _ in range(repeat):
+        c0, t0 = time.process_time() + redis_cpu(server), time.perf_counter()
+        load()
+        walls.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() + redis_cpu(server) - c0)
+    return Figure(keys, 1, walls, cpus), server
 
 
 def redis_cpu(server) -> float:
@@ -229,43 +298,88 @@ def redis_cpu(server) -> float:
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
-def lookup_latency(server, keys: int, lookups: int, threads: int = 4) -> dict[str, float]:
+def lookup_latency(server, keys: int, lookups: int, repeat: int, threads: int = 4) -> dict[str, list[float]]:
+    """p50, p99 (ms) and requests/s of ``repeat`` rounds of ``lookups`` requests after a warm-up round."""
     from lakeloop_apps.recommender.serving import RecommenderClient
 
     proc = subprocess.Popen([sys.executable, str(ROOT / "jobs" / "serve.py"), "--port", "0",
                              "--set", "serving.store=redis", "--set", f"serving.redis.port={server.port}",
                              "--set", "serving.namespace=bench", "--set", "warehouse=/tmp", "--set", "landing=/tmp"],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
+    rounds: dict[str, list[float]] = {"p50_ms": [], "p99_ms": [], "requests_per_s": []}
     try:
-        line = proc.stdout.readline()
-        port = int(line.rsplit(":", 1)[1])
-        latencies: list[float] = []
-        lock = threading.Lock()
-
-        def worker(seed: int) -> None:
-            rng = np.random.default_rng(seed)
-            mine = []
-            with RecommenderClient("127.0.0.1", port) as client:
-                for user in rng.integers(0, keys, lookups // threads):
-                    t0 = time.perf_counter()
-                    status, _ = client.recommendations(int(user))
-                    mine.append(time.perf_counter() - t0)
-                    assert status == 200, status
-            with lock:
-                latencies.extend(mine)
-
-        pool = [threading.Thread(target=worker, args=(s,)) for s in range(threads)]
-        t0 = time.perf_counter()
-        for t in pool:
-            t.start()
-        for t in pool:
-            t.join()
-        wall = time.perf_counter() - t0
+        port = int(proc.stdout.readline().rsplit(":", 1)[1])
+        for i in range(repeat + 1):
+            latencies, wall = _lookup_round(RecommenderClient, port, keys, lookups, threads, seed=i * threads)
+            if i == 0:
+                continue  # warm-up
+            q = statistics.quantiles(latencies, n=100)
+            rounds["p50_ms"].append(q[49] * 1e3)
+            rounds["p99_ms"].append(q[98] * 1e3)
+            rounds["requests_per_s"].append(len(latencies) / wall)
     finally:
         proc.terminate()
         proc.wait(10)
-    q = statistics.quantiles(latencies, n=100)
-    return {"p50_ms": q[49] * 1e3, "p99_ms": q[98] * 1e3, "requests_per_s": len(latencies) / wall}
+    return rounds
+
+
+def _lookup_round(client_class, port: int, keys: int, lookups: int, threads: int, seed: int) -> tuple[list, float]:
+    latencies: list[float] = []
+    lock = threading.Lock()
+
+    def worker(seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        mine = []
+        with client_class("127.0.0.1", port) as client:
+            for user in rng.integers(0, keys, lookups // threads):
+                t0 = time.perf_counter()
+                status, _ = client.recommendations(int(user))
+                mine.append(time.perf_counter() - t0)
+                assert status == 200, status
+        with lock:
+            latencies.extend(mine)
+
+    pool = [threading.Thread(target=worker, args=(seed + s,)) for s in range(threads)]
+    t0 = time.perf_counter()
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    return latencies, time.perf_counter() - t0
+
+
+def report(args, single: Figure, paths: dict[str, Figure], redis: Figure, latency: dict[str, list[float]],
+           loads: tuple[float, float]) -> None:
+    print(f"rows={args.rows} features={len(FEATURES)} cores={args.cores} batch={args.batch} files={args.cores * 4} "
+          f"repeat={args.repeat} after a warm-up (load average {loads[0]:.2f} before, {loads[1]:.2f} after); "
+          "median, with lowest..highest of the repeats")
+    print(f"{'path':<52} {'rows/s per core (wall)':>24} {'spread':>22} {'rows per CPU s':>16} {'spread':>22}")
+    for name, fig in [("single process (read + convert + predict, 1 thread)", single),
+                      *((f"spark {n} local[{args.cores}]", f) for n, f in paths.items())]:
+        print(f"{name:<52} {fig.wall:>24,.0f} {Figure.spread(fig.per_core):>22} {fig.cpu:>16,.0f} "
+              f"{Figure.spread(fig.per_cpu):>22}")
+    ratios = [("file path / single process", paths["file path"], single, TARGET_VS_SINGLE),
+              ("file path / spark_udf", paths["file path"], paths["spark_udf"], TARGET_VS_SPARK_UDF),
+              ("file path / mapInArrow", paths["file path"], paths["mapInArrow"], None),
+              ("mapInArrow / single process", paths["mapInArrow"], single, TARGET_VS_SINGLE),
+              ("mapInArrow / spark_udf", paths["mapInArrow"], paths["spark_udf"], TARGET_VS_SPARK_UDF),
+              ("mapInArrow / row UDF", paths["mapInArrow"], paths["row UDF"], None)]
+    for name, num, den, target in ratios:
+        wall, cpu = num.wall / den.wall, num.cpu / den.cpu
+        verdict = "" if target is None else (f"  target >= {target}: wall {'met' if wall >= target else 'MISSED'}, "
+                                             f"cpu {'met' if cpu >= target else 'MISSED'}")
+        print(f"{name:<30} wall {wall:6.2f}x  cpu {cpu:6.2f}x{verdict}")
+    constant_us, predict_us = 1e6 / paths["constant model"].cpu, 1e6 / single.cpu
+    print(f"constant model through mapInArrow: {constant_us:.2f} us CPU per row (JVM read + exchange + per-task "
+          f"cost, heap frozen); single process read + convert + predict: {predict_us:.2f} us CPU per row")
+    print(f"redis bulk load through the store: {redis.wall:,.0f} keys/s wall ({Figure.spread(redis.per_core)}), "
+          f"{redis.cpu:,.0f} keys/cpu-s (client + server)  target >= {TARGET_KEYS_PER_S:,}: "
+          f"{'met' if redis.wall >= TARGET_KEYS_PER_S else 'MISSED'} (wall)")
+    med = {k: statistics.median(v) for k, v in latency.items()}
+    print(f"lookup API (jobs/serve.py, redis), {args.lookups} requests x {args.repeat}, 4 keep-alive clients in this "
+          f"process: p50 {med['p50_ms']:.2f} ms ({min(latency['p50_ms']):.2f}..{max(latency['p50_ms']):.2f})  "
+          f"p99 {med['p99_ms']:.2f} ms ({min(latency['p99_ms']):.2f}..{max(latency['p99_ms']):.2f})  "
+          f"{med['requests_per_s']:,.0f} req/s")
 
 
 def main() -> int:
@@ -273,52 +387,33 @@ def main() -> int:
     p.add_argument("--rows", type=int, default=1_000_000)
     p.add_argument("--cores", type=int, default=2)
     p.add_argument("--batch", type=int, default=10_000, help="Arrow batch size (infer.batch_size)")
-    p.add_argument("--repeat", type=int, default=2)
+    p.add_argument("--repeat", type=int, default=5, help="timed runs after the warm-up (at least 3)")
     p.add_argument("--row-udf-rows", type=int, default=20_000)
     p.add_argument("--keys", type=int, default=300_000)
     p.add_argument("--lookups", type=int, default=5_000)
     args = p.parse_args()
+    if args.repeat < 3:
+        p.error("--repeat: at least 3 (a median and a spread)")
 
+    before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench-infer-") as tmp:
         x, label = make_data(args.rows)
         booster, ref = train_model(x, label, Path(tmp) / "model")
-        single = single_process(booster, x, args.repeat)
+        conf = bench_conf(Path(tmp), args.batch)
         spark = spark_session(args.cores, args.batch)
-        df = spark_frame(spark, x, Path(tmp), args.cores * 4)
-        paths = spark_paths(spark, df, ref, args.rows, args.cores, args.repeat, args.row_udf_rows)
+        write_frame(spark, conf, x, Path(tmp), args.cores * 4)
+        del x, label
+        source = score_files.table_source(conf, bench_spec(), ref, DAY)[0]
+        files = [source.loc.fs_join(e.path) for e in source.entries]
+        single = single_process(booster, files, args.rows, args.batch, args.repeat)
+        paths = spark_paths(spark, conf, ref, args.rows, args.cores, args.repeat, args.row_udf_rows)
         spark.stop()
-        keys_per_s, server = redis_load(args.keys)
+        redis, server = redis_load(args.keys, args.repeat)
         try:
-            latency = lookup_latency(server, args.keys, args.lookups)
+            latency = lookup_latency(server, args.keys, args.lookups, args.repeat)
         finally:
             server.stop()
-
-    print(f"rows={args.rows} features={len(FEATURES)} cores={args.cores} batch={args.batch} "
-          f"(load average {os.getloadavg()[0]:.1f}; wall rows/s per core, and rows per CPU second of all "
-          "the processes doing the work)")
-    print(f"single process inplace_predict, 1 thread: {single[0]:12,.0f} rows/s per core {single[1]:12,.0f} rows/cpu-s")
-    for name, (wall, cpu) in paths.items():
-        if name == "floor":
-            continue
-        print(f"spark {name:<11} local[{args.cores}]:         {wall:12,.0f} rows/s per core {cpu:12,.0f} rows/cpu-s")
-    ratios = {
-        "mapInArrow / single process": (paths["mapInArrow"], single, TARGET_VS_SINGLE),
-        "mapInArrow / spark_udf": (paths["mapInArrow"], paths["spark_udf"], TARGET_VS_SPARK_UDF),
-        "mapInArrow / row UDF": (paths["mapInArrow"], paths["row_udf"], None),
-    }
-    for name, (num, den, target) in ratios.items():
-        wall, cpu = num[0] / den[0], num[1] / den[1]
-        verdict = "" if target is None else f"  target >= {target}: {'met' if cpu >= target else 'MISSED'} (cpu)"
-        print(f"{name:<30} wall {wall:8.2f}x  cpu {cpu:8.2f}x{verdict}")
-    floor_us, predict_us = 1e6 / paths["floor"][1], 1e6 / single[1]
-    print(f"exchange floor (constant model): {floor_us:.2f} us CPU per row; predict alone {predict_us:.2f} us; "
-          f"so mapInArrow / single process cannot pass {predict_us / (floor_us + predict_us):.2f}x (cpu) "
-          "with this model")
-    print(f"redis bulk load through the store: {keys_per_s[0]:,.0f} keys/s wall, {keys_per_s[1]:,.0f} keys/cpu-s "
-          f"(client + server)  target >= {TARGET_KEYS_PER_S:,}: "
-          f"{'met' if keys_per_s[0] >= TARGET_KEYS_PER_S else 'MISSED'} (wall)")
-    print(f"lookup API (jobs/serve.py, redis), {args.lookups} requests, 4 keep-alive clients: "
-          f"p50 {latency['p50_ms']:.2f} ms  p99 {latency['p99_ms']:.2f} ms  {latency['requests_per_s']:,.0f} req/s")
+    report(args, single, paths, redis, latency, (before, os.getloadavg()[0]))
     return 0
 
 

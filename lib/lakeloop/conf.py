@@ -258,6 +258,8 @@ SPEC: dict[str, Field] = {
                            "(spark.sql.execution.arrow.maxRecordsPerBatch while scoring)"),
     "infer.table": _f("str", "predictions table, layer.name"),
     "infer.min_rows": _f("int", "fewest scored rows a run may publish (fewer: exit 3, serving untouched)"),
+    "infer.read_files": _f("bool", "score a table on disk (scoring features: rows of rows: {table}) by reading "
+                           "its files in the tasks (the file path); false: always through mapInArrow"),
     # -- speed layer (jobs/stream.py) ------------------------------------------------------------------
     "stream.source": _f("enum", "where streamed events come from: landing files or a Kafka topic",
                         choices=("files", "kafka")),
@@ -406,6 +408,7 @@ DEFAULTS: dict[str, Any] = {
     "infer.top_n": 10,
     "infer.batch_size": 10000,
     "infer.table": "gold.predictions",
+    "infer.read_files": True,
     "stream.source": "files",
     "stream.trigger": "availableNow",
     "stream.interval": "10 seconds",

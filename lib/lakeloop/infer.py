@@ -15,7 +15,9 @@ write them to ``infer.table`` and load the serving store.
    model is scored by BigDL itself where BigDL is installed (the Spark 3.5 runtime, where
    ``spark-submit.sh`` sends such an ``infer``), otherwise by its numpy pyfunc.  ``score`` is the
    task's output: the positive-class probability (binary), the value (regression), the probability
-   of the predicted class with the class in ``prediction`` (multiclass).
+   of the predicted class with the class in ``prediction`` (multiclass).  A table on disk that holds the
+   features (``features: rows`` of ``rows: {table}``) is scored without the JVM instead: tasks read its files
+   and write prediction files that the driver commits (:mod:`lakeloop.score_files`); the choice is logged.
 5. The date's partition of ``infer.table`` is replaced; the serving frame
    (:func:`lakeloop.scoring.serving_frame`: a value per key, or per-key lists of the best rows) is
    loaded into the serving store as a new version and switched to only when every key arrived
@@ -188,6 +190,20 @@ def load_scorer(ref: ModelRef, features: Sequence[str]) -> tuple[_Scorer, bool]:
         return scorer, True
 
 
+def task_scorer(ref: ModelRef, features: Sequence[str], loads: Accumulator | None = None) -> _Scorer:
+    """The scorer a task uses: loaded once per Python worker, which then freezes its heap.
+
+    PySpark ``gc.collect()``s after every task of a reused worker; frozen, the model's objects are not
+    scanned again.  ``loads`` counts the loads.
+    """
+    scorer, loaded = load_scorer(ref, features)
+    if loaded:
+        gc.freeze()
+        if loads is not None:
+            loads.add(1)
+    return scorer
+
+
 def feature_matrix(batch: pa.RecordBatch, columns: Sequence[str]) -> np.ndarray:
     """A C-ordered float32 matrix of ``columns`` (nulls as NaN: missing values for the model)."""
     import numpy as np
@@ -209,23 +225,31 @@ class _ScoreBatches:
     loads: Accumulator | None = None
 
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        import pyarrow as pa
-
-        scorer, loaded = load_scorer(self.ref, self.features)
-        if loaded:
-            # PySpark gc.collect()s after every task of a reused worker: frozen, the model's objects are not rescanned
-            gc.freeze()
-            if self.loads is not None:
-                self.loads.add(1)
-        names = [*self.keep, *_outputs(self.task)]
+        scorer = task_scorer(self.ref, self.features, self.loads)
         for batch in batches:
-            outputs = task_outputs(scorer(feature_matrix(batch, self.features)), self.task)
-            yield pa.RecordBatch.from_arrays([*(batch.column(c) for c in self.keep), *map(pa.array, outputs)],
-                                             names=names)
+            yield scored_batch(scorer, batch, self.features, self.keep, self.task)
+
+
+def scored_batch(scorer: _Scorer, batch: pa.RecordBatch, features: Sequence[str], keep: Sequence[str],
+                 task: str) -> pa.RecordBatch:
+    """``keep`` columns of ``batch`` and the model's outputs for ``task`` (:func:`task_outputs`)."""
+    import pyarrow as pa
+
+    outputs = task_outputs(scorer(feature_matrix(batch, features)), task)
+    return pa.RecordBatch.from_arrays([*(batch.column(c) for c in keep), *map(pa.array, outputs)],
+                                      names=[*keep, *_outputs(task)])
 
 
 def _outputs(task: str) -> tuple[str, ...]:
     return (SCORE, PREDICTION) if task == "multiclass" else (SCORE,)
+
+
+def output_fields(task: str) -> list[Any]:
+    """The Spark fields of the model's outputs for ``task``: ``score`` (double), for multiclass ``prediction``."""
+    from pyspark.sql.types import DoubleType, IntegerType, StructField
+
+    types = {SCORE: DoubleType(), PREDICTION: IntegerType()}
+    return [StructField(c, types[c], True) for c in _outputs(task)]
 
 
 def score(df: DataFrame, ref: ModelRef, features: Sequence[str], keep: Sequence[str],
@@ -239,7 +263,7 @@ def score(df: DataFrame, ref: ModelRef, features: Sequence[str], keep: Sequence[
     ``spark.sql.execution.arrow.maxRecordsPerBatch`` when the frame is computed.
     """
     from pyspark.sql import functions as F
-    from pyspark.sql.types import DoubleType, IntegerType, StructField, StructType
+    from pyspark.sql.types import StructType
 
     if task not in TASKS:
         raise ValueError(f"task {task!r}: expected one of {', '.join(TASKS)}")
@@ -249,8 +273,7 @@ def score(df: DataFrame, ref: ModelRef, features: Sequence[str], keep: Sequence[
     inputs = df.select(*keep, *[F.col(c).cast("double").alias(c) for c in features if c not in keep])
     if "bigdl" in ref.flavors and importlib.util.find_spec("bigdl") is not None:
         return _score_bigdl(inputs, ref, features, keep, loads)
-    types = {SCORE: DoubleType(), PREDICTION: IntegerType()}
-    schema = StructType([*(inputs.schema[c] for c in keep), *(StructField(c, types[c], True) for c in _outputs(task))])
+    schema = StructType([*(inputs.schema[c] for c in keep), *output_fields(task)])
     return inputs.mapInArrow(_ScoreBatches(ref, tuple(features), tuple(keep), task, loads), schema)
 
 
@@ -309,41 +332,72 @@ def check_scoring_rows(rows: int, min_rows: int, where: str) -> None:
                                "are left unchanged")
 
 
+def run_columns(ref: ModelRef, run_id: str) -> dict[str, str]:
+    """The string columns of every prediction of a run besides ``scored_at`` and ``dt``."""
+    return {"model_name": ref.name, "model_version": ref.version, "run_id": run_id}
+
+
 def _write_scored(spark: SparkSession, conf: Conf, spec: ScoringSpec, run_date: dt.date, run_id: str,
                   ref: ModelRef, loads: Accumulator, features: tuple[Any, Any, Any], seen: list[str]) -> int | None:
     """Score the date's rows and replace its ``infer.table`` partition; returns the table version.  ``features``
-    is :func:`lakeloop.scoring.feature_inputs`; the tables read are appended to ``seen``."""
+    is :func:`lakeloop.scoring.feature_inputs`; the tables read are appended to ``seen``.
+
+    A table on disk (``features: rows`` of a ``rows: {table}``) is scored from its files by the tasks
+    (:mod:`lakeloop.score_files`); any other frame through ``mapInArrow``.  The choice is logged with its reason.
+    """
+    from lakeloop import score_files
+
+    day, (training, sets, inputs) = run_date.isoformat(), features
+    seen += list(inputs.bounds.ranges)
+    try:
+        rows = scoring.rows_to_score(spark, conf, spec, run_date, seen)
+        source, why = score_files.table_source(conf, spec, ref, run_date)
+        if spec.stored_features:
+            model_features = _features(ref, conf, rows)
+            frame, keep = rows, [c for c in rows.columns if c not in model_features]
+        else:
+            frame = scoring.feature_frame(rows, training, sets, inputs, scoring.scoring_time(spec, run_date))
+            model_features, keep = None, rows.columns
+        if source is not None:
+            log.info("%s dt=%s: scoring on the file path (tasks read the table's files): %s", conf["infer.table"],
+                     day, why)
+            return score_files.write_scored(spark, conf, spec, run_date, ref, loads, source, model_features, keep,
+                                            run_columns(ref, run_id)).version
+        log.info("%s dt=%s: scoring through mapInArrow: %s", conf["infer.table"], day, why)
+        return _write_in_jvm(spark, conf, spec, run_date, run_id, ref, loads, frame, keep, model_features)
+    finally:
+        inputs.close()
+
+
+def _write_in_jvm(spark: SparkSession, conf: Conf, spec: ScoringSpec, run_date: dt.date, run_id: str,
+                  ref: ModelRef, loads: Accumulator, frame: DataFrame, keep: list[str],
+                  features: list[str] | None) -> int | None:
+    """Score ``frame`` with :func:`score` (``mapInArrow``) and replace the date's partition of ``infer.table``."""
     from pyspark.sql import functions as F
 
     day, lake = run_date.isoformat(), Lake.from_conf(conf)
-    training, sets, inputs = features
-    seen += list(inputs.bounds.ranges)
     partitions = int(spark.conf.get("spark.sql.shuffle.partitions"))
     batch_key = "spark.sql.execution.arrow.maxRecordsPerBatch"
     previous = spark.conf.get(batch_key)
-    frame = None
     try:
-        rows = scoring.rows_to_score(spark, conf, spec, run_date, seen)
-        frame = scoring.feature_frame(rows, training, sets, inputs, scoring.scoring_time(spec, run_date))
         # an explicit count is kept by adaptive execution: the scoring tasks spread over the cores,
         # and each key's rows stay in one partition for the ranking
         by_key = [spec.serving.key] if spec.serving.rank_by else []
         frame = frame.repartition(partitions, *by_key).persist()
         check_scoring_rows(frame.count(), conf["infer.min_rows"], f"{conf['infer.table']} dt={day}")
-        scored = score(frame, ref, _features(ref, conf, frame), rows.columns, loads, conf["train.task"])
+        features = features if features is not None else _features(ref, conf, frame)
+        scored = score(frame, ref, features, keep, loads, conf["train.task"])
         scoring.check_serving(spec, scored.columns)  # before the write: a bad spec changes nothing
-        scored = (_ranked(scored, spec.serving)
-                  .withColumn("model_name", F.lit(ref.name)).withColumn("model_version", F.lit(ref.version))
-                  .withColumn("run_id", F.lit(run_id))
-                  .withColumn("scored_at", F.current_timestamp()).withColumn("dt", F.lit(day)))
+        scored = _ranked(scored, spec.serving)
+        for name, value in run_columns(ref, run_id).items():
+            scored = scored.withColumn(name, F.lit(value))
+        scored = scored.withColumn("scored_at", F.current_timestamp()).withColumn("dt", F.lit(day))
         spark.conf.set(batch_key, str(conf["infer.batch_size"]))
         written = lake.write(scored, lake.uri(conf["infer.table"]), mode="overwrite", partition_by=["dt"],
                              replace_where=f"dt = '{day}'")
     finally:
         spark.conf.set(batch_key, previous)
-        inputs.close()
-        if frame is not None:
-            frame.unpersist()
+        frame.unpersist()
     return written.version
 
 
@@ -352,7 +406,7 @@ def _identity(conf: Conf, spec: ScoringSpec, ref: ModelRef, training: Any, sets:
     from lakeloop.conf import SPEC
 
     return [ref.name, ref.version, ref.artifact_uri, repr(spec), repr(training),
-            [repr(sets[j.set]) for j in training.joins], conf["train.task"],
+            [repr(sets[j.set]) for j in training.joins] if training is not None else [], conf["train.task"],
             {k: conf.get(k) for k in SPEC if k.startswith("infer.")}]
 
 

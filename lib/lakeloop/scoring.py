@@ -6,6 +6,7 @@ by :mod:`lakeloop.train.spec`)::
     scoring:
       rows: {generator: "package.module:function"}   # or {table: gold.x} or {sql: "select ..."}
       as_of: end_of_day          # the features' time for every row: start_of_day or end_of_day of the run date
+      features: training_set     # or rows: the rows table holds the model's features already
       training_set: NAME         # whose features (default: the training set writing train.table)
       min_rows: 1                # -> infer.min_rows
       table: gold.predictions    # -> infer.table
@@ -29,10 +30,13 @@ Rows to score (:func:`rows_to_score`) are entity key columns:
     :mod:`lakeloop_apps.recommender.candidates`).
 
 Their features are the training set's, computed by the same code (:func:`lakeloop.featuresets.training.feature_rows`)
-as of ``as_of``.  Serving: without ``rank_by`` each scored row is one key, its value the ``fields`` as a
-mapping, or the column named by ``value`` (``score``, ``prediction`` or a row column) when ``fields`` is
-absent; with ``rank_by`` the rows are ranked per key (``rank``, 1 = best, written to the table) and the
-value ``value`` is the list of the ``top_n`` best rows' ``fields``, best first.
+as of ``as_of``; with ``features: rows`` the rows themselves hold the model's feature columns (a gold table or
+a materialized scoring frame) and are scored as they are stored (no joins, duplicates kept).
+
+Serving: without ``rank_by`` each scored row is one key, its value the ``fields`` as a mapping, or the column
+named by ``value`` (``score``, ``prediction`` or a row column) when ``fields`` is absent; with ``rank_by`` the
+rows are ranked per key (``rank``, 1 = best, written to the table) and the value ``value`` is the list of the
+``top_n`` best rows' ``fields``, best first.
 """
 
 from __future__ import annotations
@@ -60,10 +64,12 @@ __all__ = ["ROWS", "AS_OF", "SCORE", "PREDICTION", "RANK", "RowsSpec", "ServingS
 
 ROWS = ("table", "sql", "generator")
 AS_OF = ("end_of_day", "start_of_day")
+#: where the features of the rows come from: the training set's joins, or the rows' own columns
+FEATURES = ("training_set", "rows")
 SCORE, PREDICTION, RANK = "score", "prediction", "rank"
 #: scoring keys that set a conf key (the rest are read from :class:`ScoringSpec`)
 CONF_KEYS = {"min_rows": "infer.min_rows", "table": "infer.table", "serving.top_n": "infer.top_n"}
-_KEYS = ("rows", "as_of", "training_set", "min_rows", "table", "serving")
+_KEYS = ("rows", "as_of", "features", "training_set", "min_rows", "table", "serving")
 _SERVING_KEYS = ("key", "value", "rank_by", "top_n", "fields")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _TABLE = re.compile(r"[A-Za-z0-9_]+\.[A-Za-z0-9_]+")
@@ -99,6 +105,12 @@ class ScoringSpec:
     serving: ServingSpec | None
     as_of: str = "end_of_day"
     training_set: str | None = None
+    features: str = "training_set"  # one of FEATURES
+
+    @property
+    def stored_features(self) -> bool:
+        """Whether the rows hold the model's features themselves (``features: rows``)."""
+        return self.features == "rows"
 
 
 # -- parsing ----------------------------------------------------------------------------------------------
@@ -176,9 +188,12 @@ def parse_scoring(value: Any, origin: str) -> tuple[ScoringSpec, dict[str, Any]]
     training_set = tree.get("training_set")
     if training_set is not None:
         _name(training_set, origin, "training_set")
+    features = tree.get("features", "training_set")
+    if features not in FEATURES:
+        raise _error(origin, "features", f"expected one of {', '.join(FEATURES)}, got {features!r}")
     serving = _serving(tree["serving"], origin) if "serving" in tree else None
     spec = ScoringSpec(origin=origin, rows=_rows(tree["rows"], origin) if "rows" in tree else None,
-                       serving=serving, as_of=as_of, training_set=training_set)
+                       serving=serving, as_of=as_of, training_set=training_set, features=features)
     values = {k: tree[k] for k in ("min_rows", "table") if k in tree}
     if isinstance(tree.get("serving"), dict) and "top_n" in tree["serving"]:
         values["serving.top_n"] = tree["serving"]["top_n"]
@@ -251,8 +266,9 @@ def _plugin(spec: ScoringSpec) -> Callable[..., DataFrame]:
 
 def rows_to_score(spark: SparkSession, conf: Conf, spec: ScoringSpec, run_date: dt.date,
                   seen: list[str] | None = None) -> DataFrame:
-    """The entity rows of ``run_date`` to score (see the module docstring), duplicates removed; the tables they
-    come from are appended to ``seen`` (a generator's: those it reads through ``read``)."""
+    """The entity rows of ``run_date`` to score (see the module docstring), duplicates removed unless the rows hold
+    their features (``features: rows``: scored as stored); the tables they come from are appended to ``seen`` (a
+    generator's: those it reads through ``read``)."""
     from lakeloop.lake import Lake
 
     lake, seen = Lake.from_conf(conf), seen if seen is not None else []
@@ -265,7 +281,7 @@ def rows_to_score(spark: SparkSession, conf: Conf, spec: ScoringSpec, run_date: 
     taken = [c for c in rows.columns if c in (SCORE, PREDICTION, RANK)]
     if taken:
         raise ConfError(f"{spec.origin}: scoring.rows: the rows have a column {taken[0]!r}, which the scores use")
-    return rows.distinct()
+    return rows if spec.stored_features else rows.distinct()
 
 
 # -- features -----------------------------------------------------------------------------------------------
@@ -288,12 +304,15 @@ def feature_inputs(spark: SparkSession, conf: Conf, spec: ScoringSpec, run_date:
     """(training-set spec, feature sets, reader) for the features of ``run_date``'s rows.
 
     The reader reads every source table once (the ``dt`` partitions the features' windows need),
-    persisted until its ``close()``.
+    persisted until its ``close()``.  With ``features: rows`` there is no training set (None, no sets and a
+    reader of nothing).
     """
     from lakeloop.featuresets import load_specs
     from lakeloop.featuresets.build import Bounds, Inputs, _add_set
     from lakeloop.lake import Lake
 
+    if spec.stored_features:
+        return None, {}, Inputs(spark, Lake.from_conf(conf), Bounds())
     specs = load_specs(conf)
     training = training_spec(conf, spec, specs)
     t, bounds = scoring_time(spec, run_date), Bounds()

@@ -16,7 +16,7 @@ from urllib.parse import unquote
 
 from lakeloop.delta.log import TableLocation
 
-__all__ = ["HIVE_NULL", "StagedFile", "staging_name", "list_staged", "parse_partition_dir", "file_stats",
+__all__ = ["HIVE_NULL", "StagedFile", "staging_name", "list_staged", "staged_file", "parse_partition_dir", "file_stats",
            "delete_staging", "publish"]
 
 HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
@@ -74,15 +74,21 @@ def list_staged(loc: TableLocation, staging: str, partition_columns: Sequence[st
     def build(info: Any) -> StagedFile:
         relative = info.path[rel_to_root:]
         directory = relative.rsplit("/", 1)[0]
-        num_records, stats = file_stats(filesystem, info.path)
-        mtime = info.mtime_ns // 1_000_000 if info.mtime_ns else int(time.time() * 1000)
-        return StagedFile(relative, info.size, mtime, parse_partition_dir(directory, partition_columns),
-                          num_records, stats)
+        return staged_file(loc, info, parse_partition_dir(directory, partition_columns), filesystem)
 
     if len(infos) <= 2:
         return [build(i) for i in infos]
     with ThreadPoolExecutor(max_workers=min(16, len(infos))) as pool:
         return list(pool.map(build, infos))
+
+
+def staged_file(loc: TableLocation, info: Any, partition_values: dict[str, str | None],
+                filesystem: Any = None) -> StagedFile:
+    """The add action's facts of one written file (``info``: its pyarrow ``FileInfo`` under ``loc``, in
+    ``filesystem``, default ``loc.fs``): size, modification time, and row count and statistics from its footer."""
+    num_records, stats = file_stats(filesystem or loc.fs, info.path)
+    mtime = info.mtime_ns // 1_000_000 if info.mtime_ns else int(time.time() * 1000)
+    return StagedFile(info.path[len(loc.fs_path) + 1:], info.size, mtime, partition_values, num_records, stats)
 
 
 def publish(loc: TableLocation, staging: str, files: list[StagedFile]) -> list[StagedFile]:

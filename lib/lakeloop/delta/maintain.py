@@ -82,7 +82,7 @@ def merge(spark: SparkSession, uri: str, source_df: DataFrame, keys: list[str], 
     check_readable(table, loc)
     table_columns = set(spark_schema(table).fieldNames())
     written = [c for c in source_df.columns if c in table_columns]
-    plan = _plan(source_df.select(*[f"`{c}`" for c in written]), loc, table, None, False)
+    plan = _plan(source_df.select(*[f"`{c}`" for c in written]).schema, loc, table, None, False)
     source = _arrow_source(source_df, plan.schema, keys, loc)
     on = " AND ".join(f"t.{_quote(k)} = s.{_quote(k)}" for k in keys)
     merger = table.merge(source, on, source_alias="s", target_alias="t")

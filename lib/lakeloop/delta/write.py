@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
     from pyspark.sql.types import StructField, StructType
 
-__all__ = ["WriteResult", "write", "MODES"]
+__all__ = ["WriteResult", "write", "commit_files", "MODES"]
 
 MODES = ("append", "overwrite")
 _VIOLATION_TAG = "LAKELOOP_REPLACE_WHERE_VIOLATION"
@@ -115,7 +115,7 @@ def write(df: DataFrame, uri: str, mode: str = "append", partition_by: Sequence[
         if txn is not None and _already_done(snapshot, txn):
             return WriteResult(snapshot.version(), 0, 0, skipped=True)
     df = _utc_timestamps(df)
-    plan = _plan(df, loc, snapshot, partition_by, merge_schema)
+    plan = _plan(df.schema, loc, snapshot, partition_by, merge_schema)
     df = _conform(df, plan.schema)
     if replace_where is not None:
         partitions_only = _on_partitions_only(df.sparkSession, replace_where, plan)
@@ -164,12 +164,11 @@ def _utc_timestamps(df: DataFrame) -> DataFrame:
     return df
 
 
-def _plan(df: DataFrame, loc: TableLocation, snapshot: DeltaTable | None, partition_by: Sequence[str] | str | None,
-          merge_schema: bool) -> _Plan:
+def _plan(incoming: StructType, loc: TableLocation, snapshot: DeltaTable | None,
+          partition_by: Sequence[str] | str | None, merge_schema: bool) -> _Plan:
     from pyspark.sql.types import StructType
 
     wanted = [partition_by] if isinstance(partition_by, str) else list(partition_by or [])
-    incoming = df.schema
     if snapshot is None:
         missing = [c for c in wanted if c not in incoming.fieldNames()]
         if missing:
@@ -357,15 +356,94 @@ def _conflicts(plan: _Plan, latest: DeltaTable, removed: list[Any], mode: str, r
         raise ConcurrentWriteError(f"{plan.loc.delta}: {len(added)} file(s) were added by versions "
                                    f"{start + 1}..{end} during this overwrite; retry the write")
     from pyspark.sql import functions as F
-    from pyspark.sql.types import StringType, StructField, StructType
 
-    rows = [tuple(a["partitionValues"].get(c) for c in plan.partition_by) for a in added]
-    frame = spark.createDataFrame(rows, StructType([StructField(c, StringType()) for c in plan.partition_by]))
-    types = {f.name: f.dataType for f in plan.schema.fields}
-    frame = frame.select(*[F.col(c).cast(types[c]).alias(c) for c in plan.partition_by])
+    frame = _partition_frame(spark, plan, [a["partitionValues"] for a in added])
     if frame.where(F.coalesce(F.expr(replace_where), F.lit(False))).limit(1).count():
         raise ConcurrentWriteError(f"{plan.loc.delta}: versions {start + 1}..{end} added files matching "
                                    f"replace_where {replace_where!r} during this overwrite; retry the write")
+
+
+def _partition_frame(spark: SparkSession, plan: _Plan, values: Sequence[dict[str, str | None]]) -> DataFrame:
+    """One row of typed partition columns per mapping of Delta's partition strings (``partitionValues``)."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import StringType, StructField, StructType
+
+    rows = [tuple(v.get(c) for c in plan.partition_by) for v in values]
+    frame = spark.createDataFrame(rows, StructType([StructField(c, StringType()) for c in plan.partition_by]))
+    types = {f.name: f.dataType for f in plan.schema.fields}
+    return frame.select(*[F.col(c).cast(types[c]).alias(c) for c in plan.partition_by])
+
+
+def commit_files(spark: SparkSession, uri: str, files: Sequence[StagedFile], schema: StructType,
+                 mode: str = "append", partition_by: Sequence[str] | str | None = None,
+                 replace_where: str | None = None, *, replace_partition: dict[str, str] | None = None,
+                 write_id: str | None = None, storage_options: dict[str, str] | None = None,
+                 commit_metadata: dict[str, str] | None = None) -> WriteResult:
+    """Commit parquet files written without Spark's writer as one transaction of the table at ``uri``.
+
+    The files already lie under the table root (``files``' paths are relative to it) in ``k=v`` folders of
+    their partition values; ``schema`` is the Spark schema of their rows, checked against the table's as
+    :func:`write` checks a frame's (the table is created on the first commit).  ``mode`` and
+    ``replace_where`` mean what they mean for :func:`write`, except that ``replace_where`` may read partition
+    columns only: a file whose partition values lie outside it is a :class:`ReplaceWhereViolation` and
+    nothing is committed.  ``replace_partition`` (``{column: value}`` in Delta's string form, with ``mode=
+    "overwrite"``, instead of ``replace_where``) replaces exactly that partition and is checked without Spark;
+    then a file another writer added meanwhile is a :class:`ConcurrentWriteError`.  The files are not deleted
+    on failure (no snapshot lists them: vacuum removes them).
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode {mode!r}: expected one of {', '.join(MODES)}")
+    if (replace_where is not None or replace_partition is not None) and mode != "overwrite":
+        raise ValueError("replace_where and replace_partition need mode='overwrite'")
+    if replace_where is not None and replace_partition is not None:
+        raise ValueError("pass replace_where or replace_partition, not both")
+    loc = locate(uri, storage_options)
+    snapshot = load_table(loc)
+    if snapshot is not None:
+        check_readable(snapshot, loc)
+    plan = _plan(schema, loc, snapshot, partition_by, False)
+    if replace_where is not None:
+        _check_partition_predicate(spark, plan, files, replace_where)
+    if replace_partition is not None:
+        plan.rewrite = _partition_files(plan, files, replace_partition)
+        replace_where = " AND ".join(f"{c} = '{v}'" for c, v in replace_partition.items())  # commit info only
+    write_id = write_id or staging_name()
+    result = _commit(spark, plan, list(files), mode, replace_where, None,
+                     {"lakeloop.writeId": write_id, **(commit_metadata or {})})
+    if result.version is None:
+        raise DeltaError(f"{loc.delta}: the commit of write {write_id} is not in the log: another writer "
+                         "replaced it, its rows are not in the table; retry the write")
+    return result
+
+
+def _partition_files(plan: _Plan, files: Sequence[StagedFile], values: dict[str, str]) -> list[Any]:
+    """The snapshot's files of the partition ``values``; ReplaceWhereViolation when a file to commit is not in it."""
+    if sorted(values) != sorted(plan.partition_by):
+        raise ValueError(f"replace_partition {values}: {plan.loc.delta} is partitioned by "
+                         f"{plan.partition_by or 'nothing'}")
+    outside = [f for f in files if any(f.partition_values.get(c) != v for c, v in values.items())]
+    if outside:
+        raise ReplaceWhereViolation(f"{plan.loc.delta}: files of partition {outside[0].partition_values} lie "
+                                    f"outside the replaced partition {values}; nothing was committed")
+    if plan.snapshot is None:
+        return []
+    return [e for e in snapshot_files(plan.snapshot, plan.partition_by)
+            if all(partition_string(dict(e.partition_values)[c]) == v for c, v in values.items())]
+
+
+def _check_partition_predicate(spark: SparkSession, plan: _Plan, files: Sequence[StagedFile], predicate: str) -> None:
+    """ReplaceWhereViolation naming a file whose partition values lie outside ``predicate``."""
+    from pyspark.sql import functions as F
+
+    if not _on_partitions_only(spark, predicate, plan):
+        raise ValueError(f"replace_where {predicate!r}: committed files can replace partitions only "
+                         f"({plan.loc.delta} is partitioned by {plan.partition_by or 'nothing'})")
+    values = [f.partition_values for f in files]
+    outside = _partition_frame(spark, plan, values).where(~F.coalesce(F.expr(predicate), F.lit(False)))
+    first = outside.limit(1).collect()
+    if first:
+        raise ReplaceWhereViolation(f"{plan.loc.delta}: files of partition {first[0].asDict()} lie outside "
+                                    f"replace_where {predicate!r}; nothing was committed")
 
 
 def _commit(spark: SparkSession, plan: _Plan, staged: list[StagedFile], mode: str, replace_where: str | None,
@@ -395,7 +473,7 @@ def _commit(spark: SparkSession, plan: _Plan, staged: list[StagedFile], mode: st
             if latest is None or mode != "append":
                 raise DeltaError(f"{loc.delta}: creating the table failed: {exc}") from exc
             # another writer created the table meanwhile: append to it like any other write
-            plan = _plan(spark.createDataFrame([], plan.schema), loc, latest, plan.partition_by, False)
+            plan = _plan(plan.schema, loc, latest, plan.partition_by, False)
     removed = _removals(spark, plan, mode, replace_where)
     latest = load_table(loc)
     assert latest is not None
