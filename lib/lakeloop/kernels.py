@@ -345,8 +345,8 @@ def sessions_sql(rows: DataFrame, keys: Sequence[str], gap_us: int) -> DataFrame
     from pyspark.sql import functions as F
 
     keys, gap = list(keys), _gap(gap_us)
-    by_key = Window.partitionBy(*keys).orderBy("_us")
-    t = rows.select(*keys, F.unix_micros("ts").alias("_us"))
+    by_key = Window.partitionBy(*keys).orderBy("ts")  # rows from prepare_keyed(keys, ["ts"]) need no sort
+    t = rows.select(*keys, "ts", F.unix_micros("ts").alias("_us"))
     prev = F.lag("_us").over(by_key)
     opens = F.when(prev.isNull() | (F.col("_us") - prev > F.lit(gap)), 1).otherwise(0)
     numbered = t.withColumn("_open", opens).withColumn(
