@@ -82,6 +82,9 @@ def session(master: str, arrow_batch: int):
              .config("spark.sql.session.timeZone", "UTC").config("spark.driver.memory", "4g")
              .config("spark.sql.execution.arrow.maxRecordsPerBatch", str(arrow_batch))
              .config("spark.driver.extraJavaOptions", "-XX:+UseSerialGC")
+             # a cached frame keeps its partitioning, so a groupBy or window by key on the prepared input
+             # needs no shuffle (with the default, true, every one of them re-shuffled the cached rows)
+             .config("spark.sql.optimizer.canChangeCachedPlanOutputPartitioning", "false")
              .getOrCreate())
     spark.sparkContext.setLogLevel("ERROR")
     return spark

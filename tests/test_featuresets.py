@@ -99,7 +99,7 @@ def test_every_kind_as_of_t(spark, tmp_path):
     assert one["decayed_by_g"]["a"] == pytest.approx(2 ** (-70 / 12) + 2 ** (-5 / 12))
     assert one["attr"] == "silver" and got[2]["attr"] == "bronze"
     assert one["x_top"] == 9.0
-    assert (one["visits"], got[2]["visits"]) == (3, 2)  # gaps over a day: 40 h and 25 h; 78 h
+    assert (one["visits"], got[2]["visits"]) == (3, 1)  # key 1: gaps of 40 h, 25 h, 4 h; key 2: one row
     assert got[2]["x_stddev"] is None and got[2]["n_a"] == 1
 
 

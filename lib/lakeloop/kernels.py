@@ -29,6 +29,7 @@ tested against.  :mod:`lakeloop.featuresets` maps a feature set's columns onto t
 
 from __future__ import annotations
 
+import gc
 import math
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
@@ -43,9 +44,9 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
 __all__ = ["DECAY_SCHEMA", "SESSION_FIELDS", "decay_sums", "decay_batches", "decay_numba", "decay_pandas",
-           "decay_pandas_partitions", "decay_sql", "key_starts", "keyed_tables", "prepare_decay_input",
-           "prepare_keyed", "session_stats", "sessions_batches", "sessions_numba", "sessions_pandas",
-           "sessions_pandas_partitions", "sessions_schema", "sessions_sql"]
+           "decay_pandas_partitions", "decay_sql", "freeze_heap_once", "key_starts", "keyed_tables",
+           "prepare_decay_input", "prepare_keyed", "session_stats", "sessions_batches", "sessions_numba",
+           "sessions_pandas", "sessions_pandas_partitions", "sessions_schema", "sessions_sql"]
 
 #: Output of every decay implementation: one row per (key, group) seen before ``t_ref``.
 DECAY_SCHEMA = "key long, group string, value double, n long"
@@ -103,8 +104,22 @@ def keyed_tables(batches: Iterator[pa.RecordBatch], keys: Sequence[str], columns
         yield carry, key_starts(carry, keys)
 
 
+_frozen = False
+
+
+def freeze_heap_once() -> None:
+    """``gc.freeze()`` once per Python worker, after the kernels' imports: PySpark's worker runs a full
+    ``gc.collect()`` after every task, whose cost grows with the objects numpy, pandas, pyarrow and numba
+    leave tracked; frozen objects are not scanned again."""
+    global _frozen
+    if not _frozen:
+        gc.freeze()
+        _frozen = True
+
+
 def _map_keyed(batches: Iterator[pa.RecordBatch], keys: Sequence[str], columns: Sequence[str], what: str,
                kernel: Callable[[pa.Table, np.ndarray], pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    freeze_heap_once()
     for table, starts in keyed_tables(batches, keys, columns, what):
         yield kernel(table, starts)
 
@@ -249,6 +264,7 @@ def _per_partition(prepared: DataFrame, schema: str, fn: Callable[[pd.DataFrame]
     """``fn`` over each partition's rows as one pandas frame, through ``mapInPandas``."""
 
     def run(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        freeze_heap_once()
         parts = [f for f in frames if len(f)]
         if parts:
             yield fn(pd.concat(parts, ignore_index=True))
