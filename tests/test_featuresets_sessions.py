@@ -104,7 +104,7 @@ def test_sql_and_numba_decayed_sums_agree_with_pandas_on_real_departures(spark, 
         spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", old)
     sql = kernels.decay_sql(rows, t_ref, half_life).toPandas()
     want = by_key(kernels.decay_pandas(pdf[pdf.ts < pd.Timestamp(T_END)], t_ref, half_life), ["key", "group"])
-    assert len(want) > 3000
+    assert len(want) > 2000  # (flight number, airport) pairs
     for got in (numba, sql):
         got = by_key(got, ["key", "group"])
         assert got[["key", "group", "n"]].equals(want[["key", "group", "n"]])
