@@ -1,25 +1,40 @@
-"""Benchmark: time-decayed category affinity, numba in mapInArrow vs pandas vs a row-at-a-time UDF;
-then the recommender's features job, declarative (conf specs) vs hand-written, on 1M events.
+"""Benchmark: the feature kernels on every path, then the recommender's features job, declarative vs hand-written.
 
-    .venv/bin/python bench/features.py [--events 2000000] [--users 50000] [--categories 200]
-                                       [--app-events 1000000] [--only kernel|app]
+    .venv/bin/python bench/features.py [--events 2000000] [--users 50000] [--categories 200] [--repeats 3]
+                                       [--arrow-batch 10000] [--app-events 1000000] [--only kernel|app]
 
-All three run in one Spark session over the same cached input (``(key, group, ts)`` rows: user,
-category, time, grouped by key, as :func:`lakeloop.kernels.prepare_decay_input` makes them) and write to the
-``noop`` sink, so each timing is the Python side plus the Arrow/pickle transfer it needs:
+Every figure is the median of ``--repeats`` (>= 3) timed runs after one warm-up run of every method on the
+full data (Python workers started, numba compiled, the JVM's JIT warm), the methods of a comparison run round
+robin so a change of load hits all of them; each line shows the spread (min-max) and the runs.  All
+methods of a comparison read the same cached input in one Spark session and write to the ``noop`` sink.
 
-* ``numba``   -- :func:`lakeloop.kernels.decay_numba` (``mapInArrow``, one pass per batch);
-* ``pandas``  -- :func:`lakeloop.kernels.decay_pandas_partitions` (``mapInPandas``, groupby per partition);
-* ``row_udf`` -- a plain (pickled, not Arrow) Python ``udf`` computing each row's weight, summed by
-  Spark's ``groupBy``.
+**Sessions** (sequential per-entity state, :mod:`lakeloop.kernels`): ``--events`` events of ``--users`` users
+in bursts (about 12 bursts of 3 events per user, split by a 30-minute inactivity gap):
 
-Every method runs once on a small slice first (Python workers started, numba compiled), then the
-methods run round robin ``--repeats`` times (the slow UDF only ``--udf-repeats`` times) and the
-median is reported.  ``floor`` is the same input through ``mapInArrow`` with nothing computed: the
-JVM <-> Python transfer that every method pays.  Last, the same three computations run on Arrow
-batches in the driver process without Spark, which shows the kernel's own speed.  It prints the
-seconds, rows/s and the ratios against numba (targets: row UDF >= 30x, pandas >= 3x), and checks
-that numba and pandas agree to 1e-9 relative on the benchmark data.
+* ``numba``  -- :func:`~lakeloop.kernels.sessions_numba` after :func:`~lakeloop.kernels.prepare_keyed`
+  (repartition by key, sort by key and time), ``mapInArrow``, one pass per batch;
+* ``sql``    -- :func:`~lakeloop.kernels.sessions_sql`: ``lag`` and a running sum over a window per key, two
+  aggregations (its own repartition and sort);
+* ``pandas`` -- :func:`~lakeloop.kernels.sessions_pandas_partitions` after the same preparation
+  (``mapInPandas``, sort/diff/cumsum/groupby per partition).
+
+End to end from unsorted cached events each pays one shuffle and one sort (targets: sql / numba >= 1.5x,
+pandas / numba >= 3x); the same three on the prepared (partitioned, sorted, cached) input show the paths
+without the shuffle, with ``floor`` (``mapInArrow`` consuming the batches, computing nothing).
+
+**Decayed sum** (user x category affinity, 200 categories, 8 per user): end to end from the same cached
+events, each with exactly one shuffle:
+
+* ``sql``     -- :func:`~lakeloop.kernels.decay_sql`: ``groupBy(key, group)`` of ``exp(-age ln2 / half_life)``;
+* ``numba``   -- :func:`~lakeloop.kernels.decay_numba` after :func:`~lakeloop.kernels.prepare_decay_input`;
+* ``pandas``  -- :func:`~lakeloop.kernels.decay_pandas_partitions` after the same preparation;
+* ``row_udf`` -- a plain (pickled, not Arrow) Python ``udf`` per row, summed by ``groupBy(key, group)``.
+
+The faster of ``sql`` and ``numba`` must be what ``impl: auto`` picks (:data:`lakeloop.featuresets.decay.AUTO`);
+the bench says so or fails.  On the prepared input the kernel is compared with pandas and the row UDF
+(whose ``groupBy`` then needs no shuffle: the bench checks the plan has no ``Exchange``).  Last, the kernels,
+pandas and a Python loop on Arrow batches in the driver process, without Spark.  numba, SQL and pandas are
+checked to agree (sessions exactly, decayed sums to 1e-9 relative).
 
 The app part builds synthetic silver ``events`` and ``items`` frames (``--app-events`` events over 35
 days, 20,000 users, 5,000 catalog items plus items missing from it), caches them, and times the
@@ -37,6 +52,7 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 _LIB = str(Path(__file__).resolve().parents[1] / "lib")
@@ -52,33 +68,45 @@ T_REF_US = 1_794_268_800_000_000  # 2026-11-10T00:00:00Z
 HALF_LIFE_S = 7 * 86400.0
 SPAN_US = 60 * 86400 * 1_000_000
 INTERESTS = 8  # categories per user
+BURSTS = 12  # bursts of activity per user
+BURST_US = 20 * 60 * 1_000_000  # events of a burst fall within 20 minutes
+GAP_US = 30 * 60 * 1_000_000  # the sessions' inactivity gap
+KEYS = ["key"]
 
 
-def session(master: str):
+def session(master: str, arrow_batch: int):
     from pyspark.sql import SparkSession
 
     spark = (SparkSession.builder.master(master).appName("bench-features")
              .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
              .config("spark.sql.session.timeZone", "UTC").config("spark.driver.memory", "4g")
-             .config("spark.sql.execution.arrow.maxRecordsPerBatch", "10000")
+             .config("spark.sql.execution.arrow.maxRecordsPerBatch", str(arrow_batch))
              .config("spark.driver.extraJavaOptions", "-XX:+UseSerialGC")
+             # a cached frame keeps its partitioning, so a groupBy or window by key on the prepared input
+             # needs no shuffle (with the default, true, every one of them re-shuffled the cached rows)
+             .config("spark.sql.optimizer.canChangeCachedPlanOutputPartitioning", "false")
              .getOrCreate())
     spark.sparkContext.setLogLevel("ERROR")
     return spark
 
 
 def synthetic_events(spark, n: int, users: int, categories: int, partitions: int):
+    """``(key, group, ts)``: user, category, time; each user's events in bursts, in a few nearby categories."""
     from pyspark.sql import functions as F
 
     user = F.pmod(F.xxhash64("id", F.lit(1)), F.lit(users))
     # each user's events fall in a handful of categories near a user-specific one, as real interests do
     category = F.pmod(user * 7919 + F.pmod(F.xxhash64("id", F.lit(2)), F.lit(INTERESTS)), F.lit(categories))
+    burst = F.pmod(F.xxhash64("id", F.lit(4)), F.lit(BURSTS))
+    start = F.pmod(F.xxhash64(user, burst, F.lit(5)), F.lit(SPAN_US - BURST_US))
+    age = start + F.pmod(F.xxhash64("id", F.lit(3)), F.lit(BURST_US))
     return (spark.range(n, numPartitions=partitions).select(
         user.alias("key"), F.concat(F.lit("cat/"), category.cast("string")).alias("group"),
-        F.timestamp_micros(F.lit(T_REF_US) - 1 - F.pmod(F.xxhash64("id", F.lit(3)), F.lit(SPAN_US))).alias("ts")))
+        F.timestamp_micros(F.lit(T_REF_US) - 1 - age).alias("ts")))
 
 
-def row_udf_affinity(prepared):
+def row_udf_affinity(rows):
+    """A pickled per-row Python UDF for the weight, summed by ``groupBy(key, group)``."""
     from pyspark.sql import functions as F
 
     t_ref, rate = T_REF_US, math.log(2.0) / (HALF_LIFE_S * 1_000_000)
@@ -88,10 +116,10 @@ def row_udf_affinity(prepared):
         age_us = t_ref - (ts.timestamp() * 1_000_000)
         return math.exp(-age_us * rate)
 
-    return prepared.groupBy("key", "group").agg(F.sum(weight("ts")).alias("value"), F.count(F.lit(1)).alias("n"))
+    return rows.groupBy("key", "group").agg(F.sum(weight("ts")).alias("value"), F.count(F.lit(1)).alias("n"))
 
 
-def arrow_floor(prepared):
+def arrow_floor(prepared, schema: str):
     """The same input through ``mapInArrow`` with nothing computed: the JVM <-> Python transfer cost."""
 
     def consume(batches):
@@ -99,60 +127,145 @@ def arrow_floor(prepared):
             pass
         return iter(())
 
-    return prepared.mapInArrow(consume, kernels.DECAY_SCHEMA)
+    return prepared.mapInArrow(consume, schema)
 
 
-METHODS = {
-    "floor": arrow_floor,
-    "numba": lambda df: kernels.decay_numba(df, T_REF_US, HALF_LIFE_S),
-    "pandas": lambda df: kernels.decay_pandas_partitions(df, T_REF_US, HALF_LIFE_S),
-    "row_udf": row_udf_affinity,
-}
-
-
-def in_process(n: int, users: int, categories: int, batch_rows: int = 10_000) -> dict[str, float]:
-    """Seconds of the three computations on Arrow batches in this process, without Spark."""
-    import numpy as np
-    import pyarrow as pa
-
-    rng = np.random.default_rng(0)
-    user = np.sort(rng.integers(0, users, n))
-    names = np.array([f"cat/{k}" for k in range(categories)], dtype=object)
-    table = pa.table({"key": pa.array(user, pa.int64()),
-                      "group": pa.array(names[(user * 7919 + rng.integers(0, INTERESTS, n)) % categories]),
-                      "ts": pa.array(T_REF_US - 1 - rng.integers(0, SPAN_US, n), pa.timestamp("us", tz="UTC"))})
-    batches = table.to_batches(max_chunksize=batch_rows)
-    rate = math.log(2.0) / (HALF_LIFE_S * 1_000_000)
-
-    def numba():
-        return list(kernels.decay_batches(iter(batches), T_REF_US, HALF_LIFE_S))
-
-    def pandas():
-        return kernels.decay_pandas(table.to_pandas(), T_REF_US, HALF_LIFE_S)
-
-    def rows():  # what a row UDF does per row, minus Spark's pickling
-        sums: dict[tuple[int, str], float] = {}
-        for u, c, t in zip(*(table.column(k).to_pylist() for k in ("key", "group", "ts")), strict=True):
-            key = (u, c)
-            sums[key] = sums.get(key, 0.0) + math.exp(-(T_REF_US - t.timestamp() * 1_000_000) * rate)
-        return sums
-
-    numba()  # compile
-    out = {}
-    for name, fn in (("numba", numba), ("pandas", pandas), ("python_rows", rows)):
-        best = math.inf
-        for _ in range(3 if name != "python_rows" else 1):
-            start = time.perf_counter()
-            fn()
-            best = min(best, time.perf_counter() - start)
-        out[name] = best
-    return out
+def exchanges(df) -> int:
+    """Shuffles in ``df``'s physical plan."""
+    return df._jdf.queryExecution().executedPlan().toString().count("Exchange ")
 
 
 def timed(df) -> float:
     start = time.perf_counter()
     df.write.format("noop").mode("overwrite").save()
     return time.perf_counter() - start
+
+
+def measure(methods: dict[str, Callable], repeats: int, warm: bool = True) -> dict[str, list[float]]:
+    """Seconds per run of each method (a callable giving a frame or a list of frames), round robin, after one
+    warm-up run of each on the same data."""
+
+    def run(make) -> float:
+        frames = make()
+        return sum(timed(df) for df in (frames if isinstance(frames, list) else [frames]))
+
+    if warm:
+        for make in methods.values():
+            run(make)
+    runs: dict[str, list[float]] = {name: [] for name in methods}
+    for _ in range(repeats):
+        for name, make in methods.items():
+            runs[name].append(run(make))
+    return runs
+
+
+def report(runs: dict[str, list[float]], rows: int, base: str) -> dict[str, float]:
+    """Print median, spread and runs per method; return the medians."""
+    seconds = {name: statistics.median(v) for name, v in runs.items()}
+    print(f"{'method':13s} {'median s':>9s} {'spread s':>13s} {'events/s':>12s} {'x ' + base:>10s}  runs")
+    for name, values in runs.items():
+        spread = f"{min(values):.2f}-{max(values):.2f}"
+        print(f"{name:13s} {seconds[name]:9.2f} {spread:>13s} {rows / seconds[name]:12,.0f} "
+              f"{seconds[name] / seconds[base]:10.2f}  {', '.join(f'{s:.2f}' for s in values)}", flush=True)
+    return seconds
+
+
+def target(label: str, ratio: float, wanted: float) -> bool:
+    met = ratio >= wanted
+    print(f"{label} = {ratio:.2f}x (target >= {wanted}x): {'met' if met else 'MISSED'}")
+    return met
+
+
+# -- sessions --------------------------------------------------------------------------------------------
+
+def sessions_part(events, partitions: int, repeats: int) -> None:
+    rows = events.select("key", "ts")
+    prep = lambda: kernels.prepare_keyed(rows, KEYS, ["ts"], partitions)  # noqa: E731
+    end_to_end = {
+        "numba": lambda: kernels.sessions_numba(prep(), KEYS, GAP_US),
+        "sql": lambda: kernels.sessions_sql(rows, KEYS, GAP_US),
+        "pandas": lambda: kernels.sessions_pandas_partitions(prep(), KEYS, GAP_US),
+    }
+    n = rows.count()
+    check_sessions(end_to_end)
+    print(f"\nsessions, end to end from unsorted cached events ({n:,} events, gap {GAP_US // 60_000_000} min, "
+          f"one shuffle + sort each):")
+    seconds = report(measure(end_to_end, repeats), n, "numba")
+    target("sql / numba   ", seconds["sql"] / seconds["numba"], 1.5)
+    target("pandas / numba", seconds["pandas"] / seconds["numba"], 3.0)
+
+    prepared = prep().cache()
+    prepared.count()
+    above = {
+        "floor": lambda: arrow_floor(prepared, kernels.sessions_schema("key long")),
+        "numba": lambda: kernels.sessions_numba(prepared, KEYS, GAP_US),
+        "sql": lambda: kernels.sessions_sql(prepared, KEYS, GAP_US),
+        "pandas": lambda: kernels.sessions_pandas_partitions(prepared, KEYS, GAP_US),
+    }
+    print(f"\nsessions on the prepared input (partitioned by key, sorted, cached; the sql window adds "
+          f"{exchanges(above['sql']())} shuffles):")
+    report(measure(above, repeats), n, "numba")
+    prepared.unpersist()
+
+
+def check_sessions(methods: dict[str, Callable]) -> None:
+    """numba, SQL and pandas give the same sessions, exactly."""
+    from pyspark.sql import functions as F
+
+    numba, sql, pandas = (methods[m]() for m in ("numba", "sql", "pandas"))
+    for name, other in (("sql", sql), ("pandas", pandas)):
+        diff = numba.exceptAll(other).count() + other.exceptAll(numba).count()
+        if diff:
+            raise AssertionError(f"numba and {name} sessions differ in {diff} rows")
+    total = numba.agg(F.sum("sessions"), F.sum("events"), F.count(F.lit(1))).first()
+    print(f"sessions: {total[2]:,} users, {total[0]:,} sessions of {total[1] / total[0]:.2f} events; "
+          "numba = sql = pandas exactly")
+
+
+# -- decayed sums ----------------------------------------------------------------------------------------
+
+def decay_part(events, partitions: int, repeats: int) -> bool:
+    from lakeloop.featuresets import decay
+
+    prep = lambda: kernels.prepare_decay_input(events, T_REF_US, partitions)  # noqa: E731
+    end_to_end = {
+        "sql": lambda: kernels.decay_sql(events, T_REF_US, HALF_LIFE_S),
+        "numba": lambda: kernels.decay_numba(prep(), T_REF_US, HALF_LIFE_S),
+        "pandas": lambda: kernels.decay_pandas_partitions(prep(), T_REF_US, HALF_LIFE_S),
+        "row_udf": lambda: row_udf_affinity(events),
+    }
+    shuffles = {name: exchanges(make()) for name, make in end_to_end.items()}
+    if set(shuffles.values()) != {1}:
+        raise AssertionError(f"every decay path must shuffle once, got {shuffles}")
+    n = events.count()
+    rel = max_relative_difference(end_to_end["numba"](), end_to_end["sql"]())
+    rel_pd = max_relative_difference(end_to_end["numba"](), end_to_end["pandas"]())
+    groups = end_to_end["sql"]().count()
+    print(f"\ndecayed sum, end to end from the same cached events ({n:,} events, {groups:,} (user, category) "
+          "groups, one shuffle each):")
+    seconds = report(measure(end_to_end, repeats), n, "sql")
+    faster = min(("sql", "numba"), key=seconds.__getitem__)
+    print(f"numba / sql = {seconds['numba'] / seconds['sql']:.2f}x: the faster standalone is {faster}; impl: auto "
+          f"uses {decay.AUTO}: {'ok' if decay.AUTO == faster else 'MISMATCH'}")
+    print(f"max relative difference numba vs sql {rel:.2e}, numba vs pandas {rel_pd:.2e} (must be <= 1e-9)")
+
+    prepared = prep().cache()
+    prepared.count()
+    above = {
+        "floor": lambda: arrow_floor(prepared, kernels.DECAY_SCHEMA),
+        "numba": lambda: kernels.decay_numba(prepared, T_REF_US, HALF_LIFE_S),
+        "pandas": lambda: kernels.decay_pandas_partitions(prepared, T_REF_US, HALF_LIFE_S),
+        "row_udf": lambda: row_udf_affinity(prepared),
+    }
+    print(f"\ndecayed sum on the prepared input (partitioned by key, sorted, cached; the row UDF's groupBy adds "
+          f"{exchanges(above['row_udf']())} shuffles):")
+    s = report(measure(above, repeats), n, "numba")
+    print(f"row_udf / numba = {s['row_udf'] / s['numba']:.1f}x, pandas / numba = {s['pandas'] / s['numba']:.1f}x; "
+          f"above the floor ({s['floor']:.2f} s): "
+          f"{(s['row_udf'] - s['floor']) / max(s['numba'] - s['floor'], 1e-9):.1f}x and "
+          f"{(s['pandas'] - s['floor']) / max(s['numba'] - s['floor'], 1e-9):.1f}x")
+    prepared.unpersist()
+    return rel <= 1e-9 and rel_pd <= 1e-9 and decay.AUTO == faster
 
 
 def max_relative_difference(a, b) -> float:
@@ -166,6 +279,52 @@ def max_relative_difference(a, b) -> float:
     if row["mismatched"]:
         raise AssertionError(f"{row['mismatched']} (key, group) groups differ between implementations")
     return row["rel"]
+
+
+# -- in one process --------------------------------------------------------------------------------------
+
+def in_process(n: int, users: int, categories: int, batch_rows: int) -> dict[str, float]:
+    """Seconds of the kernels, pandas and a Python loop on Arrow batches in this process, without Spark."""
+    import numpy as np
+    import pyarrow as pa
+
+    rng = np.random.default_rng(0)
+    user = rng.integers(0, users, n)
+    t = T_REF_US - 1 - (rng.integers(0, SPAN_US - BURST_US, (users, BURSTS))[user, rng.integers(0, BURSTS, n)]
+                        + rng.integers(0, BURST_US, n))
+    order = np.lexsort((t, user))
+    user, t = user[order], t[order]
+    names = np.array([f"cat/{k}" for k in range(categories)], dtype=object)
+    table = pa.table({"key": pa.array(user, pa.int64()),
+                      "group": pa.array(names[(user * 7919 + rng.integers(0, INTERESTS, n)) % categories]),
+                      "ts": pa.array(t, pa.timestamp("us", tz="UTC"))})
+    batches = table.to_batches(max_chunksize=batch_rows)
+    rate = math.log(2.0) / (HALF_LIFE_S * 1_000_000)
+
+    def decay_rows():  # what a row UDF does per row, minus Spark's pickling
+        sums: dict[tuple[int, str], float] = {}
+        for u, c, ts in zip(*(table.column(k).to_pylist() for k in ("key", "group", "ts")), strict=True):
+            sums[(u, c)] = sums.get((u, c), 0.0) + math.exp(-(T_REF_US - ts.timestamp() * 1_000_000) * rate)
+        return sums
+
+    cases = {
+        "decay numba": lambda: list(kernels.decay_batches(iter(batches), T_REF_US, HALF_LIFE_S)),
+        "decay pandas": lambda: kernels.decay_pandas(table.to_pandas(), T_REF_US, HALF_LIFE_S),
+        "decay python": decay_rows,
+        "sessions numba": lambda: list(kernels.sessions_batches(iter(batches), KEYS, GAP_US)),
+        "sessions pandas": lambda: kernels.sessions_pandas(table.select(["key", "ts"]).to_pandas(), KEYS, GAP_US),
+    }
+    out = {}
+    for name, fn in cases.items():
+        fn()  # compile, warm
+        out[name] = statistics.median(_seconds(fn) for _ in range(1 if "python" in name else 3))
+    return out
+
+
+def _seconds(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
 
 
 APP_TYPES = ["view"] * 10 + ["click"] * 3 + ["add_to_cart", "purchase", "like", "review"]
@@ -227,15 +386,10 @@ def app_comparison(spark, n: int, repeats: int, partitions: int) -> dict[str, fl
     counts = {name: [df.count() for df in make()] for name, make in paths.items()}  # warm-up, and a check
     if counts["hand_written"] != counts["declarative"]:
         raise AssertionError(f"row counts differ: {counts}")
-    runs: dict[str, list[float]] = {name: [] for name in paths}
-    for _ in range(repeats):
-        for name, make in paths.items():
-            runs[name].append(sum(timed(df) for df in make()))
+    runs = measure({name: (lambda make=make: make()) for name, make in paths.items()}, repeats, warm=False)
     print(f"\nrecommender features job: {n_events:,} events, {n_items:,} catalog records, run date {APP_RUN_DATE}, "
           f"rows (user_favours, item_stats, training_set) = {counts['declarative']}")
-    seconds = {name: statistics.median(v) for name, v in runs.items()}
-    for name, values in runs.items():
-        print(f"{name:13s} median {seconds[name]:6.2f} s  runs: {', '.join(f'{s:.2f}' for s in values)}")
+    seconds = report(runs, n_events, "hand_written")
     ratio = seconds["declarative"] / seconds["hand_written"]
     print(f"declarative / hand-written = {ratio:.2f}x (target <= 1.1x)")
     events.unpersist()
@@ -250,56 +404,36 @@ def main(argv=None) -> int:
     p.add_argument("--categories", type=int, default=200)
     p.add_argument("--partitions", type=int, default=4)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--udf-repeats", type=int, default=1)
+    p.add_argument("--arrow-batch", type=int, default=10_000, help="spark.sql.execution.arrow.maxRecordsPerBatch")
     p.add_argument("--master", default="local[2]")
     p.add_argument("--app-events", type=int, default=1_000_000)
-    p.add_argument("--only", choices=("kernel", "app"), default=None)
+    p.add_argument("--only", choices=("kernel", "sessions", "decay", "app"), default=None)
     args = p.parse_args(argv)
+    if args.repeats < 3:
+        p.error("--repeats: every figure is a median of at least 3 runs")
 
-    spark = session(args.master)
-    if args.only != "kernel":
+    spark = session(args.master, args.arrow_batch)
+    print(f"spark {spark.version}, master {args.master}, {args.partitions} partitions, Arrow batches of "
+          f"{args.arrow_batch:,} rows, median of {args.repeats} runs after a warm-up run", flush=True)
+    ok = True
+    if args.only in (None, "app"):
         app_comparison(spark, args.app_events, args.repeats, args.partitions)
-        if args.only == "app":
-            spark.stop()
-            return 0
-    events = synthetic_events(spark, args.events, args.users, args.categories, args.partitions)
-    prepared = kernels.prepare_decay_input(events, T_REF_US, args.partitions).cache()
-    rows = prepared.count()
-    small = kernels.prepare_decay_input(events.limit(20_000), T_REF_US, args.partitions).cache()
-    small.count()
-
-    for method in METHODS.values():  # start Python workers, compile the kernel
-        timed(method(small))
-    runs: dict[str, list[float]] = {name: [] for name in METHODS}
-    for r in range(args.repeats):  # round robin, so load changes on a shared machine hit every method
-        for name, method in METHODS.items():
-            if name != "row_udf" or r < args.udf_repeats:
-                runs[name].append(timed(method(prepared)))
-    seconds = {name: statistics.median(values) for name, values in runs.items()}
-    for name, values in runs.items():
-        print(f"{name:8s} runs: {', '.join(f'{s:.2f}' for s in values)} s", flush=True)
-
-    rel = max_relative_difference(METHODS["numba"](prepared), METHODS["pandas"](prepared))
-    groups = METHODS["numba"](prepared).count()
-    print(f"\n{rows:,} events, {groups:,} (user, category) groups, {args.partitions} partitions, "
-          f"master {args.master}, spark {spark.version}")
-    print(f"{'method':8s} {'median s':>9s} {'events/s':>12s} {'x numba':>8s}")
-    for name, s in seconds.items():
-        print(f"{name:8s} {s:9.2f} {rows / s:12,.0f} {s / seconds['numba']:8.1f}")
-    print(f"\nrow_udf / numba = {seconds['row_udf'] / seconds['numba']:.1f}x (target >= 30x)")
-    print(f"pandas  / numba = {seconds['pandas'] / seconds['numba']:.1f}x (target >= 3x)")
-    numba_py, pandas_py = seconds["numba"] - seconds["floor"], seconds["pandas"] - seconds["floor"]
-    if numba_py > 0:
-        print(f"above the transfer floor ({seconds['floor']:.2f} s): pandas / numba = {pandas_py / numba_py:.1f}x, "
-              f"row_udf / numba = {(seconds['row_udf'] - seconds['floor']) / numba_py:.1f}x")
-    print(f"numba vs pandas max relative difference: {rel:.2e} (must be <= 1e-9)")
+    if args.only != "app":
+        events = synthetic_events(spark, args.events, args.users, args.categories, args.partitions).cache()
+        events.count()
+        if args.only in (None, "kernel", "sessions"):
+            sessions_part(events, args.partitions, args.repeats)
+        if args.only in (None, "kernel", "decay"):
+            ok = decay_part(events, args.partitions, args.repeats)
+        events.unpersist()
     spark.stop()
-
-    local = in_process(args.events, args.users, args.categories)
-    print(f"\nin one Python process, no Spark ({args.events:,} events, 10,000-row Arrow batches, best of 3):")
-    for name, s in local.items():
-        print(f"{name:11s} {s:7.2f} s {args.events / s:12,.0f} events/s {s / local['numba']:7.1f}x numba")
-    return 0 if rel <= 1e-9 else 1
+    if args.only != "app":
+        local = in_process(args.events, args.users, args.categories, args.arrow_batch)
+        print(f"\nin one Python process, no Spark ({args.events:,} events, {args.arrow_batch:,}-row Arrow batches, "
+              "median of 3, the Python loop 1 run):")
+        for name, s in local.items():
+            print(f"{name:16s} {s:7.2f} s {args.events / s:12,.0f} events/s")
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

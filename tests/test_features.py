@@ -229,12 +229,12 @@ def assert_same_affinity(got: pd.DataFrame, want: pd.DataFrame) -> None:
 
 
 def test_decay_sums_kernel_direct():
-    users = np.array([1, 1, 1, 2, 2], np.int64)
     codes = np.array([0, 1, 0, 1, 1], np.int64)
     day = 86400 * 10**6
     t_ref = 10 * day
     t = np.array([10 * day - day, 9 * day, 8 * day, 0, 10 * day - 1], np.int64)
-    rows, out_codes, sums, counts = kernels.decay_sums(users, codes, t, 2, t_ref, math.log(2) / day)
+    starts = np.array([True, False, False, True, False])  # users 1, 1, 1, 2, 2: each one's first row
+    rows, out_codes, sums, counts = kernels.decay_sums(starts, codes, t, 2, t_ref, math.log(2) / day)
     assert list(rows) == [0, 1, 3] and list(out_codes) == [0, 1, 1] and list(counts) == [2, 1, 2]
     np.testing.assert_allclose(sums, [0.5 + 0.25, 0.5, 2.0 ** -10 + 2.0 ** (-1 / day)], rtol=1e-12)
 

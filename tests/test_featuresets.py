@@ -33,7 +33,7 @@ def dim_rows(spark, rows):
 
 
 def every_kind_set(impl: str = "sql") -> dict:
-    """One feature set with a feature of every kind (and every aggregation)."""
+    """One feature set with a feature of every kind (and every aggregation); ``impl`` of the numba-capable kinds."""
     aggs = ["sum", "mean", "min", "max", "stddev", "count_distinct", "first", "last"]
     return {
         "source": "silver.obs", "entity": "k", "time": "ts", "window": "3d", "as_of": "start_of_day",
@@ -52,6 +52,7 @@ def every_kind_set(impl: str = "sql") -> dict:
             {"name": "attr", "kind": "dimension", "dimension": "meta", "column": "attr", "default": "none"},
             {"name": "x_top", "kind": "transform", "function": "tests.test_featuresets:top_x",
              "params": {"offset": 1.0}},
+            {"name": "visits", "kind": "sessions", "gap": "1d", "impl": impl},
         ],
     }
 
@@ -98,6 +99,7 @@ def test_every_kind_as_of_t(spark, tmp_path):
     assert one["decayed_by_g"]["a"] == pytest.approx(2 ** (-70 / 12) + 2 ** (-5 / 12))
     assert one["attr"] == "silver" and got[2]["attr"] == "bronze"
     assert one["x_top"] == 9.0
+    assert (one["visits"], got[2]["visits"]) == (3, 1)  # key 1: gaps of 40 h, 25 h, 4 h; key 2: one row
     assert got[2]["x_stddev"] is None and got[2]["n_a"] == 1
 
 
@@ -189,7 +191,7 @@ def _mutate(spec: dict, path: str, value) -> dict:
 _DELETE = object()
 SET_ERRORS = [
     ("features.0.kind", "aggregat", r"features\[0\]\.kind: expected one of aggregate, list, decay, derived, "
-                                    r"dimension, transform, bag_of_words, got 'aggregat'"),
+                                    r"dimension, transform, bag_of_words, sessions, got 'aggregat'"),
     ("features.0.agg", "median", r"features\[0\]\.agg: expected one of count, sum, mean, min, max, stddev, "
                                  r"count_distinct, first, last, seconds_since_last"),
     ("features.3.expr", _DELETE, r"features\[3\]\.expr: agg sum needs an expr"),

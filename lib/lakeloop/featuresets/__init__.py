@@ -1,8 +1,8 @@
 """Declarative feature sets, labels and point-in-time training sets (``docs/features.md``).
 
 A feature set (``conf/features/<name>.yaml``) names a source table, its entity key columns and
-event-time column, and features of seven kinds -- ``aggregate``, ``list``, ``decay``, ``derived``,
-``dimension``, ``transform``, ``bag_of_words`` -- all computed *as of* a time ``t`` from the source
+event-time column, and features of eight kinds -- ``aggregate``, ``list``, ``decay``, ``sessions``,
+``derived``, ``dimension``, ``transform``, ``bag_of_words`` -- all computed *as of* a time ``t`` from the source
 rows with ``t - window <= time < t`` (``<= t`` with ``include_t``).  A training set
 (``conf/training_sets/<name>.yaml``) joins feature sets to label rows point in time.  The engine
 knows no column of any app: every name comes from conf.

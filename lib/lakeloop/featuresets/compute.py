@@ -6,7 +6,8 @@ enriched with dimension attributes as of ``t``):
 * one ``groupBy(entity)`` for every ungrouped aggregate, list and SQL decay feature;
 * one two-level ``groupBy(entity, group)`` then ``groupBy(entity)`` per distinct ``group_by``
   expression, whose features become maps sorted by key;
-* one frame per numba decay, transform or bag-of-words feature;
+* one frame per numba decay, transform or bag-of-words feature, and one per sessions computation
+  (features with the same gap, ``where``, window and impl);
 * one as-of lookup per dimension;
 
 then joins them onto the *base*: for a gold table the set's spine (``source``: the entities with
@@ -16,7 +17,7 @@ rows.  Defaults fill the entities without rows, then derived features are added 
 In point-in-time mode (:class:`~lakeloop.featuresets.scope.Scope` without a literal) the base
 carries each row's time in ``_t``; source rows are joined to the distinct ``(entity, _t)`` of the
 base on the entity and kept when ``_t - window <= time < _t`` (a range join), and every group also
-has ``_t`` as a key.  No Python runs per row in either mode.
+has ``_t`` as a key.  No Python runs per row in either mode (numba kernels run per Arrow batch).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from lakeloop.conf import ConfError
-from lakeloop.featuresets import bag_of_words, decay, derived, dimension, transform
+from lakeloop.featuresets import bag_of_words, decay, derived, dimension, sessions, transform
 from lakeloop.featuresets.scope import Scope, T
 from lakeloop.featuresets.sets import KINDS, default_for, output_columns
 
@@ -121,9 +122,12 @@ def _frames(rows: DataFrame, fs: FeatureSet, scope: Scope) -> tuple[DataFrame | 
         if plain else None
     others: list[DataFrame] = []
     by_group: dict[str, list[Feature]] = {}
+    by_gap: dict[tuple, list[Feature]] = {}
     for f in fs.features:
         if f.kind in ("aggregate", "decay") and f.opts.get("group_by") and not _is_numba(f):
             by_group.setdefault(f.opts["group_by"], []).append(f)
+        elif f.kind == "sessions":
+            by_gap.setdefault(sessions.share_key(f), []).append(f)
         elif _is_numba(f):
             others.append(_numba(rows, fs, f, scope, keys))
         elif f.kind == "bag_of_words":
@@ -133,6 +137,7 @@ def _frames(rows: DataFrame, fs: FeatureSet, scope: Scope) -> tuple[DataFrame | 
             out = transform.frame(seen, f.opts["function"], f.opts["params"], [*fs.entity, T], f.name, f.origin)
             others.append(out if scope.keys else out.drop(T))
     others += [_grouped(rows, fs, group, scope, keys) for group in by_group.values()]
+    others += [sessions.frame(rows, fs, group, scope, keys) for group in by_gap.values()]
     return main, others
 
 

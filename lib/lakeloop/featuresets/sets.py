@@ -5,7 +5,7 @@ from __future__ import annotations
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from lakeloop.featuresets import aggregate, bag_of_words, decay, derived, dimension, lists, transform
+from lakeloop.featuresets import aggregate, bag_of_words, decay, derived, dimension, lists, sessions, transform
 from lakeloop.featuresets.spec import _NAME, AS_OF, EnrichSpec, Feature, FeatureSet, Node
 
 if TYPE_CHECKING:
@@ -19,7 +19,8 @@ __all__ = ["KINDS", "parse_feature_set", "default_for", "output_names", "output_
 
 #: feature kind -> the module that parses (and computes) it
 KINDS: dict[str, ModuleType] = {"aggregate": aggregate, "list": lists, "decay": decay, "derived": derived,
-                                "dimension": dimension, "transform": transform, "bag_of_words": bag_of_words}
+                                "dimension": dimension, "transform": transform, "bag_of_words": bag_of_words,
+                                "sessions": sessions}
 _SET_KEYS = ("description", "source", "entity", "time", "filter", "window", "as_of", "spine", "dimensions",
              "enrich", "features", "materialize", "allow_empty", "table", "as_of_column", "include_t")
 _FEATURE_KEYS = {
@@ -30,8 +31,9 @@ _FEATURE_KEYS = {
     "dimension": ("dimension", "column", "expr", "default"),
     "transform": ("function", "params", "window", "default"),
     "bag_of_words": ("expr", "buckets", "lowercase", "min_length", "pattern", "weight", "where", "window"),
+    "sessions": ("gap", "stat", "impl", "where", "window", "default"),
 }
-_WINDOWED = ("aggregate", "list", "decay", "transform", "bag_of_words")
+_WINDOWED = ("aggregate", "list", "decay", "transform", "bag_of_words", "sessions")
 
 
 def default_for(feature: Feature) -> Any:
