@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -171,7 +172,9 @@ class FeatureCache:
 
     def __init__(self, size: int) -> None:
         self.size, self.hits, self.misses = size, 0, 0
-        self._rows: dict[tuple[str, str, str], Any] = {}
+        # an OrderedDict, not a dict: dropping a dict's first entry over and over leaves it to skip ever more
+        # deleted slots to find the next first one
+        self._rows: OrderedDict[tuple[str, str, str], Any] = OrderedDict()
         self._versions: dict[str, str] = {}  # namespace -> the version the last read saw current
 
     def __len__(self) -> int:
@@ -226,7 +229,7 @@ class FeatureCache:
     def _put(self, entry: tuple[str, str, str], value: Any) -> None:
         rows = self._rows
         if len(rows) >= self.size:
-            del rows[next(iter(rows))]
+            rows.popitem(last=False)
         rows[entry] = value
 
 
