@@ -12,7 +12,11 @@ connect, against the targets (100 clients: p99 <= 50 ms and no error; 1 key, 4 c
 Online scoring (unless ``--skip-online``): the recommender's lake is built in a temporary folder (two days of
 ``--online-events`` events through datagen .. features, a trained ``@champion``, ``materialize`` into Redis),
 then the service answers ``POST /v1/score/ranker`` with 1 and 50 (user, item) rows per request to 4 and 100
-clients (targets: 1 row, 4 clients: p99 <= 5 ms and >= 1,500 req/s; 100 clients: p99 <= 50 ms, no error).
+clients (targets: 1 row, 4 clients: p99 <= 5 ms and >= 1,500 req/s; 100 clients: p99 <= 50 ms, no error), three
+times over the same lake (:data:`ONLINE_VARIANTS`): xgboost's ``inplace_predict`` and every feature read from
+Redis, the compiled trees (:mod:`lakeloop.trees`) with every read from Redis, and the compiled trees with the
+per-worker feature cache.  Every scenario also prints the cores used during its measured seconds by the service
+(all its processes), the redis-server and the client processes, which share the same CPUs.
 
 Load part:
 Loads ``--keys`` top-10 recommendation lists into each store through the public API
@@ -52,6 +56,10 @@ TARGET_SCORE_P99_MS = 5.0
 TARGET_SCORES_PER_S = 1_500
 ONLINE_DAYS = ("2026-11-01", "2026-11-02")
 POOL = 10_000  # distinct values, cycled, so the benchmark does not hold 1M Python objects
+#: the online-score services measured, each over the same lake: (label, conf overrides)
+ONLINE_VARIANTS = (("score xgboost", ["serve.online.compile=false", "serve.online.cache_entries=0"]),
+                   ("score", ["serve.online.cache_entries=0"]),
+                   ("score cached", ["serve.online.cache_entries=50000"]))
 
 
 def _redis_server_class() -> type:
@@ -256,6 +264,7 @@ start, end = map(float, sys.stdin.readline().split())
 while time.time() < start:
     time.sleep(0.001)
 lat, errors = [], 0
+cpu = time.process_time()
 while time.time() < end:
     data = request()
     t = time.perf_counter()
@@ -267,7 +276,7 @@ while time.time() < end:
         sock, _ = connect()
     lat.append(time.perf_counter() - t)
     errors += not ok
-print(json.dumps({"lat": lat, "errors": errors, "connect_s": connect_s}))
+print(json.dumps({"lat": lat, "errors": errors, "connect_s": connect_s, "cpu_s": time.process_time() - cpu}))
 """
 
 
@@ -302,9 +311,11 @@ def start_service(store: ServingStore, workers: int, settings: list[str]) -> tup
         time.sleep(0.2)
 
 
-def run_clients(port: int, clients: int, spec: dict, duration: float, warmup: float = 1.0) -> dict:
+def run_clients(port: int, clients: int, spec: dict, duration: float, warmup: float = 1.0,
+                cpu: dict | None = None) -> dict:
     """``clients`` client processes sending ``spec``'s requests (``_CLIENT``) for ``duration`` seconds after
-    ``warmup``."""
+    ``warmup``; ``cpu``: ``{name: function giving a process's CPU seconds so far}``, each reported as the cores
+    it used during the measured seconds (``<name>_cores``), next to the clients' own (``client_cores``)."""
     keys = spec["keys"]
     with tempfile.NamedTemporaryFile("w", suffix=".json", prefix="bench-client-", delete=False) as f:
         json.dump(spec, f)
@@ -319,6 +330,11 @@ def run_clients(port: int, clients: int, spec: dict, duration: float, warmup: fl
     for proc in procs:
         proc.stdin.write(f"{start} {start + duration}\n")
         proc.stdin.flush()
+    cpu = cpu or {}
+    time.sleep(max(start - time.time(), 0))
+    before = {name: read() for name, read in cpu.items()}
+    time.sleep(max(start + duration - time.time(), 0))
+    used = {f"{name}_cores": (read() - before[name]) / duration for name, read in cpu.items()}
     out = [json.loads(proc.communicate(timeout=duration + warmup + 120)[0]) for proc in procs]
     os.unlink(f.name)
     lat = [x for o in out for x in o["lat"]]
@@ -326,7 +342,29 @@ def run_clients(port: int, clients: int, spec: dict, duration: float, warmup: fl
             "keys_per_s": len(lat) * keys / duration, "p50_ms": _pct(lat, 50) / 1e3, "p99_ms": _pct(lat, 99) / 1e3,
             "max_ms": max(lat) * 1e3, "errors": sum(o["errors"] for o in out),
             "max_connect_ms": max(o["connect_s"] for o in out) * 1e3,
+            "client_cores": sum(o["cpu_s"] for o in out) / duration, **used,
             "load_avg_before": load_before, "load_avg_after": os.getloadavg()[0]}
+
+
+def cpu_meters(service: subprocess.Popen, redis_port: int | None) -> dict:
+    """CPU-seconds readers of the service (its process and every worker) and of the redis-server."""
+    import psutil
+
+    def service_cpu() -> float:
+        total = 0.0
+        root = psutil.Process(service.pid)
+        for proc in [root, *root.children(recursive=True)]:
+            try:
+                times = proc.cpu_times()
+                total += times.user + times.system
+            except psutil.NoSuchProcess:
+                pass
+        return total
+
+    meters = {"service": service_cpu}
+    if redis_port is not None:
+        meters["redis"] = Meter(redis_port)._server_cpu
+    return meters
 
 
 def http_bench(kind: str, users: int, workers: int, duration: float, tmp: str) -> list[dict]:
@@ -338,7 +376,8 @@ def http_bench(kind: str, users: int, workers: int, duration: float, tmp: str) -
         load_users(store, users)
         proc, port = start_service(store, workers, [f"warehouse={tmp}", f"landing={tmp}"])
         try:
-            return scenarios(port, f"lookup {kind}", {"kind": "lookup", "users": list(range(users))}, duration)
+            return scenarios(port, f"lookup {kind}", {"kind": "lookup", "users": list(range(users))}, duration,
+                             cpu_meters(proc, server.port if server else None))
         finally:
             proc.terminate()
             proc.wait(30)
@@ -347,13 +386,13 @@ def http_bench(kind: str, users: int, workers: int, duration: float, tmp: str) -
             server.stop()
 
 
-def scenarios(port: int, label: str, spec: dict, duration: float) -> list[dict]:
+def scenarios(port: int, label: str, spec: dict, duration: float, cpu: dict | None = None) -> list[dict]:
     """1 and 50 entities per request, each to 4 and 100 clients."""
     results = []
     for keys in (1, 50):
         for clients in (4, 100):
             print(f"http {label}: {clients} clients, {keys} key(s) per request ...", file=sys.stderr)
-            results.append({"what": label, **run_clients(port, clients, {**spec, "keys": keys}, duration)})
+            results.append({"what": label, **run_clients(port, clients, {**spec, "keys": keys}, duration, cpu=cpu)})
     return results
 
 
@@ -374,12 +413,15 @@ def load_users(store: ServingStore, users: int) -> None:
 def http_report(results: list[dict], workers: int, users: int) -> None:
     print(f"lookup and online-score service (jobs/serve.py, {workers} uvicorn workers; lookups: {users:,} users' "
           f"top-10 lists); every client a process with one keep-alive connection; {os.cpu_count()} CPUs shared by all")
+    print("cores: CPU seconds per second of the measured window used by the service (all its processes), the "
+          "redis-server and the client processes")
     print(f"{'what':14} {'keys/req':>8} {'clients':>7} {'req/s':>8} {'keys/s':>9} {'p50 ms':>7} {'p99 ms':>7} "
-          f"{'max ms':>7} {'errors':>6} {'connect ms':>10} {'load avg':>9}")
+          f"{'max ms':>7} {'errors':>6} {'connect ms':>10} {'service':>7} {'redis':>5} {'clients':>7} {'load avg':>9}")
     for r in results:
         print(f"{r['what']:14} {r['keys']:>8} {r['clients']:>7} {r['req_per_s']:>8,.0f} {r['keys_per_s']:>9,.0f} "
               f"{r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} {r['max_ms']:>7.1f} {r['errors']:>6} "
-              f"{r['max_connect_ms']:>10.1f} {r['load_avg_before']:>4.1f}-{r['load_avg_after']:<4.1f}")
+              f"{r['max_connect_ms']:>10.1f} {r.get('service_cores', 0):>7.2f} {r.get('redis_cores', 0):>5.2f} "
+              f"{r['client_cores']:>7.2f} {r['load_avg_before']:>4.1f}-{r['load_avg_after']:<4.1f}")
     for r in results:
         for label, ok in targets(r):
             verdict = "met" if ok else "MISSED"
@@ -439,13 +481,16 @@ def online_bench(workers: int, duration: float, tmp: str, events: int, users: in
         overrides, ids = online_lake(Path(tmp) / "online", server.port, events, users, items)
         namespace = load_conf("local", overrides)["serving.namespace"]
         store = store_from_config(StoreSettings("redis", namespace, options={"port": server.port}))
-        proc, port = start_service(store, workers, overrides)
-        try:
-            spec = {"kind": "score", "path": "/v1/score/ranker", "users": ids["user_id"], "items": ids["item_id"]}
-            return scenarios(port, "score redis", spec, duration)
-        finally:
-            proc.terminate()
-            proc.wait(30)
+        spec = {"kind": "score", "path": "/v1/score/ranker", "users": ids["user_id"], "items": ids["item_id"]}
+        results = []
+        for label, settings in ONLINE_VARIANTS:
+            proc, port = start_service(store, workers, [*overrides, *settings])
+            try:
+                results += scenarios(port, label, spec, duration, cpu_meters(proc, server.port))
+            finally:
+                proc.terminate()
+                proc.wait(30)
+        return results
     finally:
         server.stop()
 

@@ -112,6 +112,40 @@ def test_client_disconnects_leave_no_traceback(service):
     assert "Traceback" not in stderr and "Error" not in stderr.replace("ERROR", ""), stderr[-3000:]
 
 
+def test_every_worker_listens_on_a_socket_of_its_own(service):
+    """Announced once both workers listen, each on its own SO_REUSEPORT socket (the parent only holds the
+    port); keep-alive connections opened together are spread over the workers by the kernel."""
+    from lakeloop.serving.server import _listeners
+
+    proc, port = service()
+    assert _listeners(port) == 2
+    pids = set()
+    for _ in range(5):
+        clients = [LookupClient("127.0.0.1", port) for _ in range(8)]
+        for client in clients:
+            assert client.health()[0] == 200
+        pids.update(_worker_pids(proc.pid) & _connected_pids(port))
+        for client in clients:
+            client.close()
+    assert len(pids) == 2, pids
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+
+
+def _connected_pids(port: int) -> set[int]:
+    """The processes holding an accepted connection on ``port``."""
+    import psutil
+
+    return {c.pid for c in psutil.net_connections("tcp") if c.laddr and c.laddr.port == port and c.raddr
+            and c.status == psutil.CONN_ESTABLISHED and c.pid}
+
+
+def _worker_pids(pid: int) -> set[int]:
+    import psutil
+
+    return {p.pid for p in psutil.Process(pid).children(recursive=True)}
+
+
 def test_metrics_add_up_over_the_worker_processes(service):
     proc, port = service()
     n = 60

@@ -204,6 +204,10 @@ SPEC: dict[str, Field] = {
                               "from their materialized feature sets (the materialize job)"),
     "serve.online.refresh_s": _f("float", "seconds between checks of an online model's @champion alias; a moved "
                                  "alias is loaded next to the old version, then switched to"),
+    "serve.online.cache_entries": _f("int", "feature rows each worker keeps per online model, by (namespace, "
+                                     "version, key); 0: none (docs/serving.md, Online scoring)"),
+    "serve.online.compile": _f("bool", "score a tree model with the compiled evaluator (lakeloop.trees) when it "
+                               "gives exactly xgboost's scores"),
     # -- training, MLflow tracking and registry -------------------------------------------------------
     "mlflow.tracking_uri": _f("str", "MLflow tracking URI; null: sqlite:///<warehouse>/_mlflow/mlflow.db",
                               nullable=True),
@@ -371,6 +375,8 @@ DEFAULTS: dict[str, Any] = {
     "serve.routes": {},
     "serve.online.models": [],
     "serve.online.refresh_s": 10.0,
+    "serve.online.cache_entries": 50_000,
+    "serve.online.compile": True,
     "mlflow.tracking_uri": None,
     "mlflow.registry_uri": None,
     "mlflow.artifact_root": None,

@@ -17,6 +17,12 @@ matrix and the model's outputs are built by the functions bulk inference uses
 materialized date gets the score the predictions table holds for it.  Derived features are computed by
 Spark when the set is built, so there is no second implementation of them here.
 
+Each worker may keep the feature rows it read in a :class:`FeatureCache` (``serve.online.cache_entries``):
+a committed version's rows never change, so a row cached under ``(namespace, version, key)`` is right for as
+long as that version is current, and every request still reads which version is current (with the keys the
+cache does not hold, in the same round trip), so a switch is seen by the next request.  A tree model is
+scored by :func:`lakeloop.trees.compiled_trees` when that reproduces xgboost exactly (``serve.online.compile``).
+
 The model is the registered version holding ``@champion``, loaded once per worker process; every
 ``serve.online.refresh_s`` seconds a thread checks the alias and, when it moved, loads the new version
 next to the old one and then switches to it, so requests never wait for a load or fail during one.
@@ -26,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -39,7 +46,7 @@ if TYPE_CHECKING:
     from lakeloop.infer import ModelRef
     from lakeloop.serving import ServingStore
 
-__all__ = ["OnlineJoin", "OnlineSpec", "OnlineModel", "OnlineError", "entity_key", "feature_namespace",
+__all__ = ["OnlineJoin", "OnlineSpec", "OnlineModel", "OnlineError", "FeatureCache", "entity_key", "feature_namespace",
            "online_spec", "online_specs", "KEY_SEPARATOR", "ABSENT_KEY"]
 
 log = logging.getLogger(__name__)
@@ -153,11 +160,87 @@ def champion(spec: OnlineSpec) -> ModelRef:
                                                                                                mv.version))
 
 
+_MISS = object()
+
+
+class FeatureCache:
+    """Decoded feature rows by ``(namespace, version, key)``, at most ``size`` of them (the oldest dropped first).
+
+    Needs no invalidation: a committed version is never changed, and :meth:`read` checks which version is current
+    on every call.  Rows of a store with a TTL (``serving.ttl_seconds``) are never cached (they expire).
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size, self.hits, self.misses = size, 0, 0
+        # an OrderedDict, not a dict: dropping a dict's first entry over and over leaves it to skip ever more
+        # deleted slots to find the next first one
+        self._rows: OrderedDict[tuple[str, str, str], Any] = OrderedDict()
+        self._versions: dict[str, str] = {}  # namespace -> the version the last read saw current
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def read(self, stores: Sequence[ServingStore], keys: Sequence[list[str]], seen: dict[str, str | None],
+             also: Sequence[ServingStore] = ()) -> list[list[Any]]:
+        """The values of ``keys[i]`` in ``stores[i]``'s current version, each list from one version.
+
+        ``seen`` holds the versions this request has read already (and gets those read now): a store whose
+        keys are all cached under that version is not read again.  ``also``: stores whose current version is
+        read in the same round trip, for a later call of the same request.
+        """
+        assumed = [seen.get(s.namespace) or self._versions.get(s.namespace) for s in stores]
+        cached = [[self._rows.get((s.namespace, v, k), _MISS) if v else _MISS for k in ks]
+                  for s, v, ks in zip(stores, assumed, keys, strict=True)]
+        wanted = [[k for k, c in zip(ks, cs, strict=True) if c is _MISS] for ks, cs in zip(keys, cached, strict=True)]
+        calls = [i for i, s in enumerate(stores) if wanted[i] or s.namespace not in seen]
+        extra = [s for s in also if s.namespace not in seen]
+        answers = stores[0].read_each([(stores[i], wanted[i]) for i in calls] + [(s, []) for s in extra]) \
+            if calls or extra else []
+        for s, (version, _) in zip(extra, answers[len(calls):], strict=True):
+            seen[s.namespace] = version
+        answered = dict(zip(calls, answers, strict=False))
+        return [self._complete(stores[i], keys[i], cached[i], assumed[i], answered.get(i), seen)
+                for i in range(len(stores))]
+
+    def _complete(self, store: ServingStore, keys: list[str], cached: list[Any], assumed: str | None,
+                  answer: tuple[str | None, list[Any]] | None, seen: dict[str, str | None]) -> list[Any]:
+        """One store's values: cached ones with those just read, all read again when the version moved."""
+        namespace = store.namespace
+        if answer is None:  # every key cached under the version this request saw
+            self.hits += len(keys)
+            return cached
+        version, found = answer
+        if version != assumed and len(found) < len(keys):  # a switch: the cached rows are another version's
+            version, found = store.read_each([(store, keys)])[0]
+            cached = [_MISS] * len(keys)
+        seen[namespace] = version
+        if version is None:
+            return found if len(found) == len(keys) else [None] * len(keys)
+        self._versions[namespace] = version
+        self.misses += len(found)
+        self.hits += len(keys) - len(found)
+        new = iter(found)
+        values = [next(new) if c is _MISS else c for c in cached]
+        for key, c, value in zip(keys, cached, values, strict=True):
+            if c is _MISS:
+                self._put((namespace, version, key), value)
+        return values
+
+    def _put(self, entry: tuple[str, str, str], value: Any) -> None:
+        rows = self._rows
+        if len(rows) >= self.size:
+            rows.popitem(last=False)
+        rows[entry] = value
+
+
 class OnlineModel:
     """One model answered online in this process: its feature stores, the loaded champion, the refresher."""
 
-    def __init__(self, spec: OnlineSpec, stores: Mapping[str, ServingStore], refresh_s: float = 10.0) -> None:
-        self.spec, self.stores, self.refresh_s = spec, stores, refresh_s
+    def __init__(self, spec: OnlineSpec, stores: Mapping[str, ServingStore], refresh_s: float = 10.0,
+                 cache_entries: int = 0, compile_trees: bool = True) -> None:
+        self.spec, self.stores, self.refresh_s, self.compile_trees = spec, stores, refresh_s, compile_trees
+        cacheable = cache_entries > 0 and not any(s.settings.ttl_seconds for s in stores.values())
+        self.cache = FeatureCache(cache_entries) if cacheable else None
         self._loaded: tuple[ModelRef, Any] | None = None
         self._error: str | None = "not loaded yet"
         self._stop = threading.Event()
@@ -173,6 +256,7 @@ class OnlineModel:
             if self._loaded is not None and self._loaded[0].version == ref.version:
                 return False
             scorer = _Scorer(ref, ref.features)
+            scorer = self._compiled(scorer) or scorer
         except Exception as exc:  # noqa: BLE001 - the service keeps the model it has and says why
             self._error = f"model {self.spec.mlflow_name} @champion cannot be loaded: {exc}"
             log.warning("%s", self._error)
@@ -180,6 +264,15 @@ class OnlineModel:
         self._loaded, self._error = (ref, scorer), None
         log.info("online model %s: serving version %s", self.spec.model, ref.version)
         return True
+
+    def _compiled(self, scorer: Any) -> Any:
+        """The compiled trees of ``scorer``'s booster (:func:`lakeloop.trees.compiled_trees`), or None."""
+        from lakeloop.trees import compiled_trees
+
+        booster = getattr(scorer, "_booster", None)
+        if not self.compile_trees or booster is None or self.spec.task == "multiclass":
+            return None
+        return compiled_trees(booster)
 
     def start(self) -> OnlineModel:
         """Load the champion now and check the alias every ``refresh_s`` seconds in a daemon thread."""
@@ -214,14 +307,19 @@ class OnlineModel:
         read together (one round trip on Redis), then each join keyed by a column an earlier join adds."""
         out = [dict(r) for r in rows]
         pending = list(self.spec.joins)
+        seen: dict[str, str | None] = {}  # the version of each namespace this request read
         while pending:
             have = set(out[0]).intersection(*out[1:]) if out else set()
             stage = [j for j in pending if set(j.entity) <= have] or pending[:1]
             pending = [j for j in pending if j not in stage]
-            reads = [(self.stores[j.namespace], [*(self._key(row, j, i) for i, row in enumerate(out)), ABSENT_KEY])
-                     for j in stage]
-            for join, found in zip(stage, reads[0][0].get_many_each(reads), strict=True):
-                self._attach(join, out, found)
+            keys = [[*(self._key(row, j, i) for i, row in enumerate(out)), ABSENT_KEY] for j in stage]
+            stores = [self.stores[j.namespace] for j in stage]
+            if self.cache is None:
+                found = stores[0].get_many_each(list(zip(stores, keys, strict=True)))
+            else:
+                found = self.cache.read(stores, keys, seen, [self.stores[j.namespace] for j in pending])
+            for join, values in zip(stage, found, strict=True):
+                self._attach(join, out, values)
         for column, value in self.spec.fill.items():
             for row in out:
                 if row.get(column) is None:

@@ -399,7 +399,17 @@ class ServingStore(ABC):
     def get_many_each(self, reads: Sequence[tuple[ServingStore, Sequence[Any]]]) -> list[list[Any]]:
         """:meth:`get_many` of each ``(store, keys)``; in one round trip where the backend can (Redis stores
         of this store's server), each read still consistent within its own namespace."""
-        return [store.get_many(keys) for store, keys in reads]
+        return [values for _, values in self.read_each(reads)]
+
+    def read_each(self, reads: Sequence[tuple[ServingStore, Sequence[Any]]]) -> list[tuple[str | None, list[Any]]]:
+        """:meth:`get_many_each` with the version each read saw: ``[(version, values)]``, ``version`` the one
+        current in that store at its read (``None`` before the first commit: every value ``None``); ``keys``
+        may be empty (the version alone)."""
+        out = []
+        for store, keys in reads:
+            version, raw = store._read_current([key_text(k) for k in keys])
+            out.append((version, [decode_value(r) for r in raw]))
+        return out
 
     def lookup(self, key: Any) -> dict[str, Any] | None:
         """Batch value merged with the real-time view: the batch mapping plus a ``realtime`` field.

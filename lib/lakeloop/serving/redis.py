@@ -327,17 +327,15 @@ class RedisStore(ServingStore):
                     raise
         raise ServingError(f"{self._describe()}: a read script is missing on the server")
 
-    def get_many_each(self, reads: Sequence[tuple[ServingStore, Sequence[Any]]]) -> list[list[Any]]:
+    def read_each(self, reads: Sequence[tuple[ServingStore, Sequence[Any]]]) -> list[tuple[str | None, list[Any]]]:
         if not all(isinstance(store, RedisStore) and store.settings.options == self.settings.options
                    for store, _ in reads):
-            return super().get_many_each(reads)
+            return super().read_each(reads)
         calls = [("read", [store._key("current")], [store.namespace, *(key_text(k) for k in keys)])
-                 for store, keys in reads if keys]
-        answers = iter(self._read_scripts(calls))
+                 for store, keys in reads]
         out = []
-        for _, keys in reads:
-            raw = next(answers) if keys else []
-            out.append([decode_value(r) for r in raw[1:]] if raw else [None] * len(keys))
+        for (_, keys), raw in zip(reads, self._read_scripts(calls) if calls else [], strict=True):
+            out.append((raw[0].decode(), [decode_value(r) for r in raw[1:]]) if raw else (None, [None] * len(keys)))
         return out
 
     # -- load ------------------------------------------------------------------------------------

@@ -1,8 +1,10 @@
 """The lookup service's HTTP server: uvicorn (httptools parser, uvloop) with worker processes.
 
-:func:`serve` binds the listening socket once (``serve.backlog``) and runs ``serve.workers`` uvicorn
-worker processes on it, each with its own event loop and store connection; with one worker it runs in
-this process.  SIGTERM (or Ctrl-C) drains: the socket stops accepting, idle connections are closed,
+:func:`serve` runs ``serve.workers`` uvicorn worker processes, each with its own event loop, store connection
+and (on Linux) listening socket: every worker binds the port with ``SO_REUSEPORT`` and the kernel spreads new
+connections over the workers; the parent holds the port, bound but not listening, and announces it once every
+worker listens.  With one worker it runs in this process on one socket.  The sockets listen with a backlog
+of ``serve.backlog``.  SIGTERM (or Ctrl-C) drains: the sockets stop accepting, idle connections are closed,
 requests in flight get ``serve.drain_timeout_s`` to finish.  :func:`serve_in_thread` runs one server in
 a thread of this process (tests, benchmarks).
 
@@ -79,12 +81,16 @@ class ServeSettings:
     #: the online models (``serve.online.models``) as ``{model: OnlineSpec.to_dict()}`` (:mod:`lakeloop.online`)
     online: Mapping[str, Any] = field(default_factory=dict)
     online_refresh_s: float = 10.0
+    online_cache_entries: int = 0
+    online_compile: bool = True
     readiness: Mapping[str, ReadinessCheck] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         for name in ("workers", "backlog", "max_body_bytes", "max_url_bytes", "max_header_bytes", "max_batch_keys"):
             if getattr(self, name) < 1:
                 raise ValueError(f"serve.{name}: expected an integer >= 1, got {getattr(self, name)!r}")
+        if self.online_cache_entries < 0:
+            raise ValueError(f"serve.online.cache_entries: expected an integer >= 0, got {self.online_cache_entries!r}")
         for name in ("keepalive_timeout_s", "request_timeout_s", "drain_timeout_s", "store_timeout_s",
                      "online_refresh_s"):
             if getattr(self, name) <= 0:
@@ -96,10 +102,12 @@ class ServeSettings:
         """The ``serve.*`` keys of ``conf``; a bad ``serve.routes`` entry is a ConfError naming its file."""
         from lakeloop.online import online_specs
 
-        names = [f for f in cls.__dataclass_fields__ if f not in ("readiness", "online", "online_refresh_s")]
+        names = [f for f in cls.__dataclass_fields__ if f != "readiness" and not f.startswith("online")]
         parse_routes(conf["serve.routes"], conf.origin("serve.routes"))
         values = {name: conf[f"serve.{name}"] for name in names}
-        values.update(online=online_specs(conf), online_refresh_s=conf["serve.online.refresh_s"])
+        values.update(online=online_specs(conf), online_refresh_s=conf["serve.online.refresh_s"],
+                      online_cache_entries=conf["serve.online.cache_entries"],
+                      online_compile=conf["serve.online.compile"])
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
@@ -281,7 +289,8 @@ def online_models(store: ServingStore, settings: ServeSettings) -> dict[str, Any
     for name, raw in settings.online.items():
         spec = OnlineSpec.from_dict(raw)
         stores = {j.namespace: store_from_config(replace(store.settings, namespace=j.namespace)) for j in spec.joins}
-        models[name] = OnlineModel(spec, stores, settings.online_refresh_s).start()
+        models[name] = OnlineModel(spec, stores, settings.online_refresh_s, settings.online_cache_entries,
+                                   settings.online_compile).start()
     return models
 
 
@@ -321,28 +330,86 @@ def _uvicorn_config(app: Any, settings: ServeSettings, **extra: Any) -> uvicorn.
                           server_header=False, **extra)
 
 
-def _bind(settings: ServeSettings) -> socket.socket:
-    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+def _bind(host: str, port: int, backlog: int | None, *, reuse_port: bool = False) -> socket.socket:
+    """A TCP socket bound to ``(host, port)``, listening when ``backlog`` is given; ``reuse_port``: with
+    ``SO_REUSEPORT``, so that several sockets (one per worker) share the port and the kernel spreads new
+    connections over those that listen."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((settings.host, settings.port))
-    sock.listen(settings.backlog)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    if backlog is not None:
+        sock.listen(backlog)
     sock.set_inheritable(True)
     return sock
+
+
+class _WorkerSockets(list):
+    """The sockets uvicorn hands to each worker process: pickled for a spawned worker, this empty list
+    unpickles there as a list of one socket of the worker's own, bound with ``SO_REUSEPORT`` to the
+    served address (uvicorn makes it listen once the app is loaded).
+
+    One listening socket per worker lets the kernel spread new connections evenly over the workers; with one
+    shared socket the worker whose event loop wakes first accepts every waiting connection.
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        super().__init__()
+        self.address = (host, port)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _worker_sockets, self.address
+
+
+def _worker_sockets(host: str, port: int) -> list[socket.socket]:
+    return [_bind(host, port, None, reuse_port=True)]
+
+
+def _listeners(port: int) -> int:
+    """How many sockets listen on TCP ``port`` of this host (``/proc/net/tcp`` and ``tcp6``; Linux)."""
+    count = 0
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(name) as f:
+                lines = f.readlines()[1:]
+        except OSError:
+            continue
+        count += sum(1 for line in lines if (cols := line.split())[1].endswith(f":{port:04X}") and cols[3] == "0A")
+    return count
+
+
+def _announce_when_listening(announce: Any, host: str, port: int, workers: int, timeout: float = 120.0) -> None:
+    """Call ``announce(host, port)`` from a daemon thread once ``workers`` sockets listen on ``port`` (or after
+    ``timeout`` seconds, when a worker is slow to load its app)."""
+    def wait() -> None:
+        deadline = time.monotonic() + timeout
+        while _listeners(port) < workers and time.monotonic() < deadline:
+            time.sleep(0.05)
+        announce(host, port)
+
+    threading.Thread(target=wait, name="lakeloop-serve-announce", daemon=True).start()
+
+
+def _reuse_port(settings: ServeSettings) -> bool:
+    return settings.workers > 1 and hasattr(socket, "SO_REUSEPORT") and os.path.exists("/proc/net/tcp")
 
 
 def serve(store: ServingStore, settings: ServeSettings, announce: Any = None) -> tuple[str, int]:
     """Serve until SIGTERM or SIGINT, then drain; returns the address served.
 
-    ``announce(host, port)`` is called once the socket listens (``port`` is the real one when
-    ``settings.port`` is 0).  Worker processes are started with the store's settings in
-    :data:`CONFIG_ENV`; with several workers, Prometheus samples go to a temporary folder that is
-    removed at the end.
+    ``announce(host, port)`` is called once the socket listens, with a socket per worker once every worker
+    listens (its app loaded); ``port`` is the real one when ``settings.port`` is 0.  Worker processes are
+    started with the store's settings in :data:`CONFIG_ENV`; with several workers, Prometheus samples go to
+    a temporary folder that is removed at the end.
     """
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
-    sock = _bind(settings)
+    reuse_port = _reuse_port(settings)
+    # with a socket per worker, this one only holds the port (bound, never listening: no connection lands on it)
+    sock = _bind(settings.host, settings.port, None if reuse_port else settings.backlog, reuse_port=reuse_port)
     host, port = sock.getsockname()[:2]
     os.environ[CONFIG_ENV] = json.dumps({"store": store.config(), "serve": settings.to_dict()})
     metrics_dir = None
@@ -350,11 +417,13 @@ def serve(store: ServingStore, settings: ServeSettings, announce: Any = None) ->
         metrics_dir = tempfile.mkdtemp(prefix="lakeloop-serve-metrics-")
         os.environ[MULTIPROC_ENV] = metrics_dir
     config = _uvicorn_config("lakeloop.serving.server:app_from_environment", settings, factory=True)
-    if announce is not None:
+    if announce is not None and reuse_port:
+        _announce_when_listening(announce, host, port, settings.workers)
+    elif announce is not None:
         announce(host, port)
     try:
         if settings.workers > 1:
-            Multiprocess(config, sockets=[sock]).run()
+            Multiprocess(config, sockets=_WorkerSockets(host, port) if reuse_port else [sock]).run()
         else:
             uvicorn.Server(config).run(sockets=[sock])
     finally:
@@ -391,7 +460,7 @@ def serve_in_thread(store: ServingStore, settings: ServeSettings | None = None) 
     import uvicorn
 
     settings = settings or ServeSettings(port=0)
-    sock = _bind(settings)
+    sock = _bind(settings.host, settings.port, settings.backlog)
     app = build_app(store, settings)
     server = uvicorn.Server(_uvicorn_config(app, settings))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="lakeloop-serve", daemon=True)
