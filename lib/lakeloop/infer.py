@@ -27,23 +27,30 @@ write them to ``infer.table`` and load the serving store.
 from __future__ import annotations
 
 import datetime as dt
-import gc
 import importlib.util
 import logging
-import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from lakeloop import scoring
-from lakeloop.errors import DataQualityError, LakeloopError
+from lakeloop.errors import LakeloopError
 from lakeloop.infer_state import InferState
 from lakeloop.job import JobResult
 from lakeloop.lake import Lake
-from lakeloop.scoring import PREDICTION, RANK, SCORE
+from lakeloop.scorer import (  # noqa: F401 - re-exported: infer's API
+    ModelRef,
+    check_scoring_rows,
+    feature_matrix,
+    load_scorer,
+    output_fields,
+    scored_batch,
+    task_outputs,
+    task_scorer,
+)
+from lakeloop.scoring import RANK, SCORE
 
 if TYPE_CHECKING:
-    import numpy as np
     import pyarrow as pa
     from pyspark import Accumulator
     from pyspark.sql import DataFrame, SparkSession
@@ -64,17 +71,6 @@ TASKS = ("binary", "regression", "multiclass")
 
 class ModelNotFound(LakeloopError):
     """The registry has no such model version (or no ``@champion`` yet)."""
-
-
-@dataclass(frozen=True)
-class ModelRef:
-    """A registered model version and where its artifacts are (what executors load)."""
-
-    name: str
-    version: str
-    artifact_uri: str
-    flavors: tuple[str, ...] = ()
-    features: tuple[str, ...] = ()  # the signature's input columns (empty: the model has no signature)
 
 
 @dataclass
@@ -126,94 +122,6 @@ def model_ref(name: str, version: str, artifact_uri: str) -> ModelRef:
                     features=features)
 
 
-class _Scorer:
-    """The raw output of a loaded model for a float32 feature matrix (:func:`task_outputs` reads it)."""
-
-    def __init__(self, ref: ModelRef, features: Sequence[str]) -> None:
-        self.features = list(features)
-        if "xgboost" in ref.flavors:
-            import mlflow.xgboost
-
-            booster = mlflow.xgboost.load_model(ref.artifact_uri)
-            # a Spark task owns one core; more threads would fight the other tasks
-            booster.set_param({"nthread": 1})
-            if booster.feature_names and list(booster.feature_names) != self.features:
-                raise LakeloopError(f"model {ref.name}/{ref.version} expects features {booster.feature_names}, "
-                                    f"the scoring frame has {self.features}")
-            self._booster, self._pyfunc = booster, None
-        else:
-            import mlflow.pyfunc
-
-            self._booster, self._pyfunc = None, mlflow.pyfunc.load_model(ref.artifact_uri)
-
-    def __call__(self, matrix: np.ndarray) -> np.ndarray:
-        import numpy as np
-
-        if self._booster is not None:
-            return np.asarray(self._booster.inplace_predict(matrix, validate_features=False))
-        import pandas as pd
-
-        out = self._pyfunc.predict(pd.DataFrame(matrix.astype("float64"), columns=self.features))
-        if hasattr(out, "columns") and any(str(c).startswith("p_") for c in out.columns):
-            out = out[[c for c in out.columns if str(c).startswith("p_")]]  # a multiclass signature's p_0..p_k-1
-        return np.asarray(out)
-
-
-def task_outputs(raw: np.ndarray, task: str) -> list[np.ndarray]:
-    """``[score]``, or ``[score, prediction]`` for multiclass, from a model's raw output (see :func:`score`)."""
-    import numpy as np
-
-    raw = np.asarray(raw, dtype="float64")
-    if task == "multiclass":
-        if raw.ndim != 2:
-            raise LakeloopError(f"a multiclass model must output class probabilities, got shape {raw.shape}")
-        return [raw.max(axis=1), raw.argmax(axis=1).astype("int32")]
-    if raw.ndim == 2:
-        raw = raw[:, -1] if task == "binary" else raw[:, 0]  # binary: the positive class's column
-    return [raw]
-
-
-# worker-side cache: Python workers are reused across tasks (spark.python.worker.reuse), so every
-# partition after the first one a worker runs finds the model here
-_SCORERS: dict[tuple[str, tuple[str, ...]], _Scorer] = {}
-_SCORERS_LOCK = threading.Lock()
-
-
-def load_scorer(ref: ModelRef, features: Sequence[str]) -> tuple[_Scorer, bool]:
-    """This process's scorer of ``ref`` and whether it was loaded by this call."""
-    key = (ref.artifact_uri, tuple(features))
-    with _SCORERS_LOCK:
-        scorer = _SCORERS.get(key)
-        if scorer is not None:
-            return scorer, False
-        scorer = _SCORERS[key] = _Scorer(ref, features)
-        return scorer, True
-
-
-def task_scorer(ref: ModelRef, features: Sequence[str], loads: Accumulator | None = None) -> _Scorer:
-    """The scorer a task uses: loaded once per Python worker, which then freezes its heap.
-
-    PySpark ``gc.collect()``s after every task of a reused worker; frozen, the model's objects are not
-    scanned again.  ``loads`` counts the loads.
-    """
-    scorer, loaded = load_scorer(ref, features)
-    if loaded:
-        gc.freeze()
-        if loads is not None:
-            loads.add(1)
-    return scorer
-
-
-def feature_matrix(batch: pa.RecordBatch, columns: Sequence[str]) -> np.ndarray:
-    """A C-ordered float32 matrix of ``columns`` (nulls as NaN: missing values for the model)."""
-    import numpy as np
-
-    matrix = np.empty((batch.num_rows, len(columns)), dtype=np.float32)
-    for j, name in enumerate(columns):
-        matrix[:, j] = batch.column(name).to_numpy(zero_copy_only=False)
-    return matrix
-
-
 @dataclass(frozen=True)
 class _ScoreBatches:
     """The ``mapInArrow`` function; a module-level class so that workers use this module's cache."""
@@ -228,28 +136,6 @@ class _ScoreBatches:
         scorer = task_scorer(self.ref, self.features, self.loads)
         for batch in batches:
             yield scored_batch(scorer, batch, self.features, self.keep, self.task)
-
-
-def scored_batch(scorer: _Scorer, batch: pa.RecordBatch, features: Sequence[str], keep: Sequence[str],
-                 task: str) -> pa.RecordBatch:
-    """``keep`` columns of ``batch`` and the model's outputs for ``task`` (:func:`task_outputs`)."""
-    import pyarrow as pa
-
-    outputs = task_outputs(scorer(feature_matrix(batch, features)), task)
-    return pa.RecordBatch.from_arrays([*(batch.column(c) for c in keep), *map(pa.array, outputs)],
-                                      names=[*keep, *_outputs(task)])
-
-
-def _outputs(task: str) -> tuple[str, ...]:
-    return (SCORE, PREDICTION) if task == "multiclass" else (SCORE,)
-
-
-def output_fields(task: str) -> list[Any]:
-    """The Spark fields of the model's outputs for ``task``: ``score`` (double), for multiclass ``prediction``."""
-    from pyspark.sql.types import DoubleType, IntegerType, StructField
-
-    types = {SCORE: DoubleType(), PREDICTION: IntegerType()}
-    return [StructField(c, types[c], True) for c in _outputs(task)]
 
 
 def score(df: DataFrame, ref: ModelRef, features: Sequence[str], keep: Sequence[str],
@@ -318,18 +204,6 @@ def push_serving(store: ServingStore, frame: DataFrame, version: str, serving: S
     from lakeloop.serving import load_dataframe
 
     return load_dataframe(store, frame, version, serving.key, serving.value)
-
-
-def check_scoring_rows(rows: int, min_rows: int, where: str) -> None:
-    """DataQualityError (exit 3) when fewer than ``min_rows`` (at least 1) rows are to be scored.
-
-    Raised before anything is written: the predictions table and the serving store keep their versions.
-    """
-    wanted = max(1, min_rows)
-    if rows < wanted:
-        raise DataQualityError(f"{where}: {rows} rows to score, fewer than the minimum {wanted} (infer.min_rows / "
-                               "the model spec's scoring.min_rows); the predictions table and the serving store "
-                               "are left unchanged")
 
 
 def run_columns(ref: ModelRef, run_id: str) -> dict[str, str]:

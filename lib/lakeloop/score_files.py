@@ -4,8 +4,8 @@ When the frame to score is exactly a Delta snapshot (a scoring spec with ``rows:
 ``features: rows``: the run date's ``dt`` partition of a gold table or of a materialized scoring frame), the
 driver lists the snapshot's data files through the Delta bridge and hands them out as Spark tasks
 (``sc.parallelize(parts, n).mapPartitions``).  Each task reads its files with pyarrow, builds the feature
-matrix and scores it with the code of the ``mapInArrow`` path (:func:`lakeloop.infer.task_scorer`,
-:func:`lakeloop.infer.scored_batch`), writes one parquet prediction file into a staging folder of the
+matrix and scores it with the code of the ``mapInArrow`` path (:func:`lakeloop.scorer.task_scorer`,
+:func:`lakeloop.scorer.scored_batch`), writes one parquet prediction file into a staging folder of the
 predictions table and returns its add action's facts; the driver commits every file as one transaction
 (:func:`lakeloop.delta.write.commit_files`), replacing the run date's partition as the ``mapInArrow`` path's
 write does.  Frames computed on the fly (feature joins, SQL, a generator), per-key ranking and BigDL models
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from lakeloop.conf import Conf
     from lakeloop.delta.files import StagedFile
     from lakeloop.delta.write import WriteResult
-    from lakeloop.infer import ModelRef
+    from lakeloop.scorer import ModelRef
     from lakeloop.scoring import ScoringSpec
 
 __all__ = ["TableFiles", "table_source", "split", "write_scored"]
@@ -149,7 +149,7 @@ def _merged(units: list[tuple[str, tuple[int, ...] | None]]) -> Part:
 class _ScoreFiles:
     """The ``mapPartitions`` function: read a part's files, score them, write one prediction file.
 
-    A module-level class, so that workers use the model cache of the installed :mod:`lakeloop.infer`.
+    A module-level class, so that workers use the model cache of the installed :mod:`lakeloop.scorer`.
     """
 
     ref: ModelRef
@@ -166,7 +166,7 @@ class _ScoreFiles:
     batch_size: int
 
     def __call__(self, parts: Iterator[Part]) -> Iterator[StagedFile]:
-        from lakeloop.infer import scored_batch, task_scorer
+        from lakeloop.scorer import scored_batch, task_scorer
 
         for part in parts:
             scorer = task_scorer(self.ref, self.features, self.loads)
@@ -230,7 +230,7 @@ def _output_schema(source: TableFiles, keep: Sequence[str], task: str, run: Sequ
     """The predictions' Spark schema as the ``mapInArrow`` path writes it (without the partition column)."""
     from pyspark.sql.types import StringType, StructField, StructType, TimestampType
 
-    from lakeloop.infer import output_fields
+    from lakeloop.scorer import output_fields
 
     return StructType([*(source.schema[c] for c in keep), *output_fields(task),
                        *(StructField(c, StringType(), True) for c in run), StructField("scored_at", TimestampType())])
@@ -258,8 +258,8 @@ def write_scored(spark: SparkSession, conf: Conf, spec: ScoringSpec, run_date: d
     from lakeloop.delta.log import locate
     from lakeloop.delta.write import commit_files, delete_files
     from lakeloop.errors import LakeloopError
-    from lakeloop.infer import check_scoring_rows
     from lakeloop.lake import Lake
+    from lakeloop.scorer import check_scoring_rows
 
     day, lake = run_date.isoformat(), Lake.from_conf(conf)
     missing = [c for c in (*keep, *features) if c not in source.schema.fieldNames()]
