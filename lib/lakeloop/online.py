@@ -13,7 +13,7 @@ namespace (a later join may be keyed by a column an earlier one added, as in the
 the set has no row for gets what the batch join gives it, stored with the set under :data:`ABSENT_KEY`); values the
 request row carries for a feature column are request-time values and are used as they are.  The feature
 matrix and the model's outputs are built by the functions bulk inference uses
-(:func:`lakeloop.infer.load_scorer`, :func:`lakeloop.infer.task_outputs`): an entity scored online as of the
+(:func:`lakeloop.scorer.load_scorer`, :func:`lakeloop.scorer.task_outputs`): an entity scored online as of the
 materialized date gets the score the predictions table holds for it.  Derived features are computed by
 Spark when the set is built, so there is no second implementation of them here.
 
@@ -249,7 +249,7 @@ class OnlineModel:
     # -- the model ---------------------------------------------------------------------------------------
     def refresh(self) -> bool:
         """Load the ``@champion`` version when it is not the one loaded; True when it switched."""
-        from lakeloop.infer import _Scorer
+        from lakeloop.scorer import _Scorer
 
         try:
             ref = champion(self.spec)
@@ -351,7 +351,7 @@ class OnlineModel:
 
     def score(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         """``{"model", "version", "results": [{"score"[, "prediction"]}, ...]}`` for ``rows`` (one per row)."""
-        from lakeloop.infer import task_outputs
+        from lakeloop.scorer import task_outputs
 
         loaded = self._loaded  # one read: a switch between here and the answer does not mix two versions
         if loaded is None:
