@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--events-per-item", type=int, default=50)
     p.add_argument("--master", choices=("standalone", "local"), default="standalone")
     p.add_argument("--java-options", default="-XX:+UseSerialGC -XX:ReservedCodeCacheSize=512m",
-                   help="the driver's and executors' JVM flags (conf/local.yaml's add -XX:TieredStopAtLevel=1)")
+                   help="the driver's and executors' JVM flags (the tests' sessions add -XX:TieredStopAtLevel=1)")
     p.add_argument("--seed", type=int, default=5, help="of the shuffled order of the sizes in each round")
     p.add_argument("--json", default=None, help="also write the figures to this file")
     args = p.parse_args(argv)

@@ -5,8 +5,10 @@
 
 HTTP part: the service (``jobs/serve.py``, ``--workers`` uvicorn processes, Redis store holding
 ``--users`` top-10 lists) answers 1 and 50 users per request (``GET /v1/recommendations/<id>``,
-``POST /v1/recommendations``) to 4 and 100 concurrent keep-alive clients, every client a process of
-its own (not a thread sharing a GIL with the server or the other clients); each scenario runs for
+``POST /v1/recommendations``) to 4 and 100 concurrent keep-alive clients, in processes of their own (not
+threads sharing a GIL with the server): 4 clients are 4 processes; 100 clients run once for each
+``--conns-per-process`` value (1: 100 processes; 25: 4 processes of 25 connections each, multiplexed with
+``selectors`` as wrk or hey do with threads); each scenario runs for
 ``--duration`` seconds after a warm-up and prints p50/p99 latency, requests/s, errors and the slowest
 connect, against the targets (100 clients: p99 <= 50 ms and no error; 1 key, 4 clients: >= 4,000 req/s).
 Online scoring (unless ``--skip-online``): the recommender's lake is built in a temporary folder (two days of
@@ -211,10 +213,11 @@ def bench_store(name: str, store: ServingStore, n: int, pool: list, encoded_pool
             "commit_s": json_in["commit_s"], **latency}
 
 # -- HTTP part: the lookup service under 4 and 100 keep-alive clients, each a process ------------------------
-# one client: stdlib only (starts fast, small), one keep-alive connection, requests back to back
+# one client process: stdlib only (starts fast, small), ``conns`` keep-alive connections, each a closed-loop
+# client sending its requests back to back (one outstanding request per connection)
 _CLIENT = r"""
-import json, random, socket, sys, time
-host, port, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[4])
+import json, random, selectors, socket, sys, time
+host, port, seed, conns = sys.argv[1], int(sys.argv[2]), int(sys.argv[4]), int(sys.argv[5])
 with open(sys.argv[3]) as f:
     spec = json.load(f)
 rng = random.Random(seed)
@@ -239,44 +242,64 @@ def request():
         return b"GET /v1/recommendations/%d HTTP/1.1\r\nHost: b\r\n\r\n" % rng.choice(users)
     return post("/v1/recommendations", {"user_ids": [rng.choice(users) for _ in range(keys)]})
 
-def exchange(s, data):
-    s.sendall(data)
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        chunk = s.recv(65536)
-        if not chunk:
-            raise ConnectionError("closed")
-        buf += chunk
-    head, _, rest = buf.partition(b"\r\n\r\n")
-    status = int(head[9:12])
+def status(buf):
+    # the status of a whole response in buf, or None while it is incomplete
+    head, sep, rest = buf.partition(b"\r\n\r\n")
+    if not sep:
+        return None
     length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
                   if line.lower().startswith(b"content-length"))
-    while len(rest) < length:
-        chunk = s.recv(65536)
-        if not chunk:
-            raise ConnectionError("closed")
-        rest += chunk
-    return status
+    return int(head[9:12]) if len(rest) >= length else None
 
-sock, connect_s = connect()
+class Conn:
+    def __init__(self):
+        self.sock, self.connect_s = connect()
+        self.buf, self.t = b"", 0.0
+
+    def send(self):
+        data = request()
+        self.buf, self.t = b"", time.perf_counter()
+        self.sock.sendall(data)
+
+clients = [Conn() for _ in range(conns)]
 print("ready", flush=True)
 start, end = map(float, sys.stdin.readline().split())
 while time.time() < start:
     time.sleep(0.001)
 lat, errors = [], 0
 cpu = time.process_time()
-while time.time() < end:
-    data = request()
-    t = time.perf_counter()
-    try:
-        ok = exchange(sock, data) == 200
-    except OSError:
-        ok = False
-        sock.close()
-        sock, _ = connect()
-    lat.append(time.perf_counter() - t)
-    errors += not ok
-print(json.dumps({"lat": lat, "errors": errors, "connect_s": connect_s, "cpu_s": time.process_time() - cpu}))
+sel = selectors.DefaultSelector()
+for c in clients:
+    sel.register(c.sock, selectors.EVENT_READ, c)
+    c.send()
+open_ = len(clients)
+while open_:
+    for key, _ in sel.select(timeout=1.0):
+        c = key.data
+        try:
+            chunk = c.sock.recv(65536)
+        except OSError:
+            chunk = b""
+        if chunk:
+            c.buf += chunk
+            code = status(c.buf)
+            if code is None:
+                continue
+        else:  # the server closed the connection: an error, and a new connection
+            code = None
+            sel.unregister(c.sock)
+            c.sock.close()
+            c.sock, _ = connect()
+            sel.register(c.sock, selectors.EVENT_READ, c)
+        lat.append(time.perf_counter() - c.t)
+        errors += code != 200
+        if time.time() < end:
+            c.send()
+        else:
+            sel.unregister(c.sock)
+            open_ -= 1
+print(json.dumps({"lat": lat, "errors": errors, "connect_s": max(c.connect_s for c in clients),
+                  "cpu_s": time.process_time() - cpu}))
 """
 
 
@@ -312,16 +335,18 @@ def start_service(store: ServingStore, workers: int, settings: list[str]) -> tup
 
 
 def run_clients(port: int, clients: int, spec: dict, duration: float, warmup: float = 1.0,
-                cpu: dict | None = None) -> dict:
-    """``clients`` client processes sending ``spec``'s requests (``_CLIENT``) for ``duration`` seconds after
-    ``warmup``; ``cpu``: ``{name: function giving a process's CPU seconds so far}``, each reported as the cores
-    it used during the measured seconds (``<name>_cores``), next to the clients' own (``client_cores``)."""
+                cpu: dict | None = None, per_process: int = 1) -> dict:
+    """``clients`` keep-alive clients sending ``spec``'s requests (``_CLIENT``) for ``duration`` seconds after
+    ``warmup``, ``per_process`` connections to each client process (1: every client a process of its own);
+    ``cpu``: ``{name: function giving a process's CPU seconds so far}``, each reported as the cores it used
+    during the measured seconds (``<name>_cores``), next to the clients' own (``client_cores``)."""
     keys = spec["keys"]
     with tempfile.NamedTemporaryFile("w", suffix=".json", prefix="bench-client-", delete=False) as f:
         json.dump(spec, f)
-    procs = [subprocess.Popen([sys.executable, "-S", "-c", _CLIENT, "127.0.0.1", str(port), f.name, str(seed)],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-             for seed in range(clients)]
+    counts = [min(per_process, clients - o) for o in range(0, clients, per_process)]
+    procs = [subprocess.Popen([sys.executable, "-S", "-c", _CLIENT, "127.0.0.1", str(port), f.name, str(seed),
+                               str(n)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+             for seed, n in enumerate(counts)]
     for proc in procs:
         if proc.stdout.readline().strip() != "ready":
             raise RuntimeError("a client did not connect")
@@ -338,7 +363,8 @@ def run_clients(port: int, clients: int, spec: dict, duration: float, warmup: fl
     out = [json.loads(proc.communicate(timeout=duration + warmup + 120)[0]) for proc in procs]
     os.unlink(f.name)
     lat = [x for o in out for x in o["lat"]]
-    return {"clients": clients, "keys": keys, "requests": len(lat), "req_per_s": len(lat) / duration,
+    return {"clients": clients, "procs": len(procs), "keys": keys, "requests": len(lat),
+            "req_per_s": len(lat) / duration,
             "keys_per_s": len(lat) * keys / duration, "p50_ms": _pct(lat, 50) / 1e3, "p99_ms": _pct(lat, 99) / 1e3,
             "max_ms": max(lat) * 1e3, "errors": sum(o["errors"] for o in out),
             "max_connect_ms": max(o["connect_s"] for o in out) * 1e3,
@@ -367,7 +393,8 @@ def cpu_meters(service: subprocess.Popen, redis_port: int | None) -> dict:
     return meters
 
 
-def http_bench(kind: str, users: int, workers: int, duration: float, tmp: str) -> list[dict]:
+def http_bench(kind: str, users: int, workers: int, duration: float, tmp: str,
+               per_process: tuple[int, ...] = (1,)) -> list[dict]:
     """Load ``users`` top-10 lists into a fresh store (``kind``), start the service, run the four scenarios."""
     server = _redis_server_class()(Path(tmp) / "redis-http").start() if kind == "redis" else None
     try:
@@ -377,7 +404,7 @@ def http_bench(kind: str, users: int, workers: int, duration: float, tmp: str) -
         proc, port = start_service(store, workers, [f"warehouse={tmp}", f"landing={tmp}"])
         try:
             return scenarios(port, f"lookup {kind}", {"kind": "lookup", "users": list(range(users))}, duration,
-                             cpu_meters(proc, server.port if server else None))
+                             cpu_meters(proc, server.port if server else None), per_process)
         finally:
             proc.terminate()
             proc.wait(30)
@@ -386,13 +413,17 @@ def http_bench(kind: str, users: int, workers: int, duration: float, tmp: str) -
             server.stop()
 
 
-def scenarios(port: int, label: str, spec: dict, duration: float, cpu: dict | None = None) -> list[dict]:
-    """1 and 50 entities per request, each to 4 and 100 clients."""
+def scenarios(port: int, label: str, spec: dict, duration: float, cpu: dict | None = None,
+              per_process: tuple[int, ...] = (1,)) -> list[dict]:
+    """1 and 50 entities per request, each to 4 clients (a process each) and 100 clients (``per_process``
+    connections to a client process, each value in turn)."""
     results = []
     for keys in (1, 50):
-        for clients in (4, 100):
-            print(f"http {label}: {clients} clients, {keys} key(s) per request ...", file=sys.stderr)
-            results.append({"what": label, **run_clients(port, clients, {**spec, "keys": keys}, duration, cpu=cpu)})
+        for clients, conns in ((4, 1), *((100, n) for n in per_process)):
+            print(f"http {label}: {clients} clients ({conns} per process), {keys} key(s) per request ...",
+                  file=sys.stderr)
+            results.append({"what": label, **run_clients(port, clients, {**spec, "keys": keys}, duration, cpu=cpu,
+                                                         per_process=conns)})
     return results
 
 
@@ -412,20 +443,24 @@ def load_users(store: ServingStore, users: int) -> None:
 
 def http_report(results: list[dict], workers: int, users: int) -> None:
     print(f"lookup and online-score service (jobs/serve.py, {workers} uvicorn workers; lookups: {users:,} users' "
-          f"top-10 lists); every client a process with one keep-alive connection; {os.cpu_count()} CPUs shared by all")
+          f"top-10 lists); every client one keep-alive connection, procs: the client processes they share; "
+          f"{os.cpu_count()} CPUs shared by all")
     print("cores: CPU seconds per second of the measured window used by the service (all its processes), the "
           "redis-server and the client processes")
-    print(f"{'what':14} {'keys/req':>8} {'clients':>7} {'req/s':>8} {'keys/s':>9} {'p50 ms':>7} {'p99 ms':>7} "
+    print(f"{'what':14} {'keys/req':>8} {'clients':>7} {'procs':>5} {'req/s':>8} {'keys/s':>9} {'p50 ms':>7} "
+          f"{'p99 ms':>7} "
           f"{'max ms':>7} {'errors':>6} {'connect ms':>10} {'service':>7} {'redis':>5} {'clients':>7} {'load avg':>9}")
     for r in results:
-        print(f"{r['what']:14} {r['keys']:>8} {r['clients']:>7} {r['req_per_s']:>8,.0f} {r['keys_per_s']:>9,.0f} "
+        print(f"{r['what']:14} {r['keys']:>8} {r['clients']:>7} {r['procs']:>5} {r['req_per_s']:>8,.0f} "
+              f"{r['keys_per_s']:>9,.0f} "
               f"{r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} {r['max_ms']:>7.1f} {r['errors']:>6} "
               f"{r['max_connect_ms']:>10.1f} {r.get('service_cores', 0):>7.2f} {r.get('redis_cores', 0):>5.2f} "
               f"{r['client_cores']:>7.2f} {r['load_avg_before']:>4.1f}-{r['load_avg_after']:<4.1f}")
     for r in results:
         for label, ok in targets(r):
             verdict = "met" if ok else "MISSED"
-            print(f"target {r['what']} {r['keys']} key(s), {r['clients']} clients: {label}: {verdict}")
+            print(f"target {r['what']} {r['keys']} key(s), {r['clients']} clients in {r['procs']} processes: {label}: "
+                  f"{verdict}")
 
 
 def targets(r: dict) -> list[tuple[str, bool]]:
@@ -472,7 +507,8 @@ def online_lake(tmp: Path, redis_port: int, events: int, users: int, items: int)
     return overrides, ids
 
 
-def online_bench(workers: int, duration: float, tmp: str, events: int, users: int, items: int) -> list[dict]:
+def online_bench(workers: int, duration: float, tmp: str, events: int, users: int, items: int,
+                 per_process: tuple[int, ...] = (1,)) -> list[dict]:
     """``POST /v1/score/ranker`` of 1 and 50 (user, item) rows to 4 and 100 clients (:func:`scenarios`)."""
     from lakeloop.conf import load_conf
 
@@ -486,7 +522,7 @@ def online_bench(workers: int, duration: float, tmp: str, events: int, users: in
         for label, settings in ONLINE_VARIANTS:
             proc, port = start_service(store, workers, [*overrides, *settings])
             try:
-                results += scenarios(port, label, spec, duration, cpu_meters(proc, server.port))
+                results += scenarios(port, label, spec, duration, cpu_meters(proc, server.port), per_process)
             finally:
                 proc.terminate()
                 proc.wait(30)
@@ -506,6 +542,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=2, help="HTTP part: uvicorn worker processes")
     p.add_argument("--duration", type=float, default=5.0, help="HTTP part: measured seconds per scenario")
     p.add_argument("--http-stores", default="redis,sqlite", help="HTTP part: stores the service reads")
+    p.add_argument("--conns-per-process", default="1,25", help="HTTP part: the 100-client scenarios run once "
+                   "for each of these numbers of connections per client process (1: 100 client processes)")
     p.add_argument("--skip-load", action="store_true", help="run the HTTP part only")
     p.add_argument("--skip-online", action="store_true", help="HTTP part: no online-score scenarios")
     p.add_argument("--online-events", type=int, default=20_000, help="online part: datagen events per day")
@@ -515,12 +553,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.reader:
         print(json.dumps(read_latency(json.loads(args.reader[0]), int(args.reader[1]), int(args.reader[2]))))
         return 0
+    per_process = tuple(int(x) for x in args.conns_per_process.split(","))
     if not args.skip_http:
         with tempfile.TemporaryDirectory(prefix="bench-serving-http-") as tmp:
             results = [r for kind in args.http_stores.split(",")
-                       for r in http_bench(kind, args.users, args.workers, args.duration, tmp)]
+                       for r in http_bench(kind, args.users, args.workers, args.duration, tmp, per_process)]
             if not args.skip_online:
-                results += online_bench(args.workers, args.duration, tmp, args.online_events, 2_000, 500)
+                results += online_bench(args.workers, args.duration, tmp, args.online_events, 2_000, 500,
+                                        per_process)
             http_report(results, args.workers, args.users)
     if args.skip_load:
         return 0

@@ -70,6 +70,18 @@ def _wait_ready(port: int, timeout: float = 60) -> None:
     raise AssertionError("the service did not become ready")
 
 
+def _wait_refused(port: int, timeout: float = 15) -> None:
+    """Until a new connection to ``port`` is refused: every worker has closed its listening socket."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        except OSError:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the service still accepts connections {timeout:g} s after SIGTERM")
+
+
 def test_sigterm_drains_requests_in_flight(service):
     proc, port = service(**{"serve.drain_timeout_s": 20})
     body = b'{"user_ids": [1, 2, 3]}'
@@ -79,7 +91,7 @@ def test_sigterm_drains_requests_in_flight(service):
                   b"Content-Length: %d\r\n\r\n%b" % (len(body), body[:10]))
         time.sleep(0.3)
         proc.send_signal(signal.SIGTERM)
-        time.sleep(0.5)
+        _wait_refused(port)  # every worker has begun to drain (uvicorn's supervisor polls signals every 0.5 s)
         s.sendall(body[10:])
         reply = b""
         while chunk := s.recv(65536):
