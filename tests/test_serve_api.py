@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 
+import orjson
 import pytest
 from lakeloop.serving import StoreSettings, store_from_config
 from lakeloop_apps.recommender.serving import RecommenderClient as LookupClient
@@ -164,6 +165,37 @@ def test_batch_lookups_read_one_version(store, server):
                                                  {"user_id": 43, "items": TOP_42[:1], "realtime": {"clicks_1h": 2}}]}
     assert post(server, "/v1/predictions", {"keys": ["a.b", "zz"]}) == \
         (200, {"version": "v1", "results": [{"key": "a.b", "score": 0.2}, None]})
+
+
+def test_batch_answers_splice_stored_json_exactly_as_decoding_would(store):
+    from lakeloop.serving.routes import RouteSpec, predictions_json
+
+    values = [(1, TOP_42), (2, 0.25), (3, {"score": 0.5, "value": 9}), (4, None), (5, "text \u00e9"),
+              (6, {}), (7, [])]
+    load(store, "v1", values)
+    store.put_realtime([(2, {"views": 1}), (8, {"views": 2})])
+    keys = [1, 2, 3, 4, 5, 6, 7, 8, 9]
+    route = RouteSpec("recommendations", "user_id", "int", "items", "user_ids")
+    version, found = store.lookup_many(keys)
+    results = [None if f is None else route.body(k, f) for k, f in zip(keys, found, strict=True)]
+    want = {"version": version, "results": results}
+    answer = route.batch_json(store, keys)
+    assert json.loads(answer) == want
+    assert answer == orjson.dumps(want)  # the same bytes as decoding and encoding again
+    texts = [str(k) for k in keys]
+    _, found = store.lookup_many(texts)
+    results = [None if f is None else {"key": k, **f} for k, f in zip(texts, found, strict=True)]
+    want = {"version": version, "results": results}
+    assert predictions_json(store, texts) == orjson.dumps(want)
+
+
+def test_batch_bodies_the_fast_path_leaves_get_fastapis_validation(store, server):
+    load(store, "v1", [(42, TOP_42)])
+    want = (200, {"version": "v1", "results": [{"user_id": 42, "items": TOP_42}]})
+    assert post(server, "/v1/recommendations", {"user_ids": ["42"]}) == want  # lax: a numeric string
+    assert post(server, "/v1/recommendations", {"user_ids": [42], "extra": 1}) == want  # other fields ignored
+    status, body = post(server, "/v1/recommendations", b'{"user_ids": [42]}', {"Content-Type": "text/plain"})
+    assert status == 422, body
 
 
 @pytest.mark.parametrize(("path", "body", "status", "message"), [

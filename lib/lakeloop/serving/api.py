@@ -32,8 +32,7 @@ from lakeloop.serving.routes import (
     ServiceError,
     parse_key,
     prediction,
-    prediction_body,
-    read_store,
+    predictions_json,
 )
 
 __all__ = ["create_app", "ServiceError", "ReadinessCheck", "AppOptions", "FastLookups", "hot_routes"]
@@ -181,6 +180,8 @@ class FastLookups:
         self.routes = {prefix: (_Route(template), handler)
                        for prefix, (template, handler) in hot_routes(routes or {}).items()}
         self.score_route = _Route(SCORE_ROUTE)
+        batches = [BatchRoute.of(r) for r in (routes or {}).values() if r.batch_field is not None]
+        self.batches = {b.template: (_Route(b.template), b) for b in [*batches, _PREDICTIONS_BATCH]}
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         path = scope.get("path", "")
@@ -193,6 +194,9 @@ class FastLookups:
             except ServiceError as exc:
                 status, body = exc.status, {"error": exc.message}
             await _send_json(send, status, orjson.dumps(body))
+            return
+        if scope["type"] == "http" and scope["method"] == "POST" and path in self.batches:
+            await self._batch(scope, receive, send, *self.batches[path])
             return
         if scope["type"] == "http" and scope["method"] == "GET" and path.startswith("/v1/"):
             slash = path.find("/", 4) + 1
@@ -208,6 +212,46 @@ class FastLookups:
                 await _send_json(send, status, orjson.dumps(body))
                 return
         await self.app(scope, receive, send)
+
+
+    async def _batch(self, scope: dict, receive: Any, send: Any, route: _Route, batch: BatchRoute) -> None:
+        """A batch lookup; a body that is not plainly valid goes to FastAPI's validation (same 422s)."""
+        body = await _read_body(receive)
+        try:
+            wanted = batch.keys(orjson.loads(body)) if _json_content(scope) else None
+        except orjson.JSONDecodeError:
+            wanted = None
+        if wanted is None:
+            await self.app(scope, _replay(body, receive), send)
+            return
+        scope["route"] = route
+        try:
+            status, payload = 200, batch_answer(self.store, self.options, batch, wanted)
+        except ServiceError as exc:
+            status, payload = exc.status, orjson.dumps({"error": exc.message})
+        await _send_json(send, status, payload)
+
+
+def _json_content(scope: dict) -> bool:
+    """Whether FastAPI would read the body as JSON: no content type, or ``application/json``."""
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            return value.split(b";")[0].strip().lower() == b"application/json"
+    return True
+
+
+def _replay(body: bytes, receive: Any) -> Any:
+    """A ``receive`` that gives ``body`` again, then what ``receive`` gives (a disconnect)."""
+    sent = False
+
+    async def again() -> dict:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return again
 
 
 async def _read_body(receive: Any) -> bytes:
@@ -241,6 +285,44 @@ def _batch_limit(n: int, options: AppOptions) -> None:
         raise ServiceError(422, f"{n} keys in one request: at most {options.max_batch_keys} (serve.max_batch_keys)")
 
 
+def _json_bytes(payload: bytes) -> Response:
+    return Response(payload, status_code=200, media_type="application/json")
+
+
+@dataclass(frozen=True)
+class BatchRoute:
+    """A batch lookup route, ``POST /v1/<name>`` with ``{field: [keys]}``: what both its FastAPI route and
+    :class:`FastLookups` answer it with."""
+
+    template: str
+    field: str
+    key_type: type
+    check: Callable[[Any], Any]
+    answer: Callable[[ServingStore, list[Any]], bytes]
+
+    @classmethod
+    def of(cls, route: RouteSpec) -> BatchRoute:
+        return cls(f"/v1/{route.name}", str(route.batch_field), int if route.key_type == "int" else str,
+                   route.check_batch_key, route.batch_json)
+
+    def keys(self, parsed: Any) -> list[Any] | None:
+        """The keys of a parsed body when it is exactly what the route's request model accepts as is (an
+        object whose ``field`` is a non-empty list of keys of the route's type), else ``None``."""
+        wanted = parsed.get(self.field) if isinstance(parsed, dict) and len(parsed) == 1 else None
+        if type(wanted) is not list or not wanted or any(type(k) is not self.key_type for k in wanted):
+            return None
+        return wanted
+
+
+_PREDICTIONS_BATCH = BatchRoute(f"/v1/{PREDICTIONS}", "keys", str, parse_key, predictions_json)
+
+
+def batch_answer(store: ServingStore, options: AppOptions, route: BatchRoute, wanted: list[Any]) -> bytes:
+    """The JSON answer of ``route`` for the keys of a valid body, or :class:`ServiceError`."""
+    _batch_limit(len(wanted), options)
+    return route.answer(store, [route.check(k) for k in wanted])
+
+
 def _endpoint(fn: Callable[..., Any], name: str, annotation: Any) -> Callable[..., Any]:
     """``fn`` with the one parameter ``name`` FastAPI reads (a path parameter or the body)."""
     fn.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
@@ -265,11 +347,7 @@ def _add_lookup_routes(app: FastAPI, store: ServingStore, options: AppOptions) -
     @app.post(f"/v1/{PREDICTIONS}", response_model=BatchResults, responses=_ERRORS,
               summary="several keys at once, all from one version")
     async def predictions_batch(body: KeysRequest) -> Response:
-        _batch_limit(len(body.keys), options)
-        keys = [parse_key(k) for k in body.keys]
-        version, found = read_store("lookup", store.lookup_many, keys)
-        results = [None if f is None else prediction_body(k, f) for k, f in zip(keys, found, strict=True)]
-        return json_response(200, {"version": version, "results": results})
+        return _json_bytes(batch_answer(store, options, _PREDICTIONS_BATCH, body.keys))
 
     lookups = {*options.routes, PREDICTIONS}
 
@@ -293,13 +371,10 @@ def _add_get(app: FastAPI, store: ServingStore, route: RouteSpec) -> None:
 
 def _add_batch(app: FastAPI, store: ServingStore, options: AppOptions, route: RouteSpec) -> None:
     """``POST /v1/<name>`` with ``{batch_field: [...]}``: every key read from one version."""
+    spec = BatchRoute.of(route)
+
     async def get_many(body: BaseModel) -> Response:
-        wanted = getattr(body, route.batch_field)
-        _batch_limit(len(wanted), options)
-        keys = [route.check_batch_key(k) for k in wanted]
-        version, found = read_store("lookup", store.lookup_many, keys)
-        results = [None if f is None else route.body(k, f) for k, f in zip(keys, found, strict=True)]
-        return json_response(200, {"version": version, "results": results})
+        return _json_bytes(batch_answer(store, options, spec, getattr(body, route.batch_field)))
 
     app.add_api_route(f"/v1/{route.name}", _endpoint(get_many, "body", _request_model(route)), methods=["POST"],
                       name=f"{route.name}_batch", response_model=BatchResults, responses=_ERRORS,

@@ -426,12 +426,17 @@ class ServingStore(ABC):
         Every batch value comes from ``version`` (the one current at the read; ``None`` before the
         first commit); ``results`` has one entry per key, ``None`` where the key is in neither view.
         """
-        texts = [key_text(k) for k in keys]
-        if not texts:
-            return self.current_version(), []
-        version, batches, realtimes = self._read_both_many(texts)
+        version, batches, realtimes = self.lookup_many_raw(keys)
         return version, [merge_views(decode_value(b), decode_value(r))
                          for b, r in zip(batches, realtimes, strict=True)]
+
+    def lookup_many_raw(self, keys: Sequence[Any]) -> tuple[str | None, list[Any], list[Any]]:
+        """:meth:`lookup_many` before decoding: ``(version, batch JSON, real-time JSON)``, one stored JSON
+        (``bytes`` or ``str``) or ``None`` per key and view; what a service splices into its answer as is."""
+        texts = [key_text(k) for k in keys]
+        if not texts:
+            return self.current_version(), [], []
+        return self._read_both_many(texts)
 
     def put_realtime(self, items: Iterable[tuple[Any, Any]], ttl: int | None = None) -> int:
         """Write real-time values (not versioned, ``{namespace}:rt:{key}``); ``ttl`` in seconds."""

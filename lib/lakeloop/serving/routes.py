@@ -26,11 +26,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from lakeloop.conf import ConfError
-from lakeloop.serving.base import ServingStore
+from lakeloop.serving.base import ServingStore, decode_value, merge_views
 
 __all__ = ["ServiceError", "RouteSpec", "parse_routes", "parse_key", "read_store", "prediction", "prediction_body",
-           "PREDICTIONS", "KEY_TYPES", "DOCS"]
+           "PREDICTIONS", "KEY_TYPES", "DOCS", "batch_json", "predictions_json"]
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +76,34 @@ def read_store(what: str, fn: Callable[..., Any], *args: Any) -> Any:
 
 def prediction_body(key: str, found: Mapping[str, Any]) -> dict[str, Any]:
     return {"key": key, **found}
+
+
+def batch_json(store: ServingStore, keys: list[Any], names: tuple[str, str],
+               body: Callable[[Any, Mapping[str, Any]], dict[str, Any]]) -> bytes:
+    """The answer of a batch lookup, ``{"version": ..., "results": [...]}``, as JSON.
+
+    Every key is read from one version (:meth:`~lakeloop.serving.ServingStore.lookup_many_raw`).  A result is
+    ``body(key, found)``; where the stored value is a list or a scalar and the key has no real-time value, that
+    is ``{names[0]: key, names[1]: <the stored JSON>}``, and the stored JSON goes into the answer as it is,
+    neither decoded nor encoded again (the same bytes: values are stored as compact JSON).
+    """
+    version, batches, realtimes = read_store("lookup", store.lookup_many_raw, keys)
+    key_name, value_name = orjson.dumps(names[0]), orjson.dumps(names[1])
+    parts = []
+    for key, batch, realtime in zip(keys, batches, realtimes, strict=True):
+        if isinstance(batch, str):
+            batch = batch.encode()
+        if realtime is None and batch is not None and batch[0] not in b"{n":  # not a mapping, not null
+            parts.append(b"{%b:%b,%b:%b}" % (key_name, orjson.dumps(key), value_name, batch))
+            continue
+        found = merge_views(decode_value(batch), decode_value(realtime))
+        parts.append(b"null" if found is None else orjson.dumps(body(key, found)))
+    return b'{"version":%b,"results":[%b]}' % (orjson.dumps(version), b",".join(parts))
+
+
+def predictions_json(store: ServingStore, keys: list[str]) -> bytes:
+    """``POST /v1/predictions`` of checked ``keys``: :func:`batch_json` of :func:`prediction_body`."""
+    return batch_json(store, keys, ("key", "value"), prediction_body)
 
 
 def prediction(store: ServingStore, raw: str) -> dict[str, Any]:
@@ -136,6 +166,10 @@ class RouteSpec:
         if "realtime" in found:
             out["realtime"] = found["realtime"]
         return out
+
+    def batch_json(self, store: ServingStore, keys: list[int | str]) -> bytes:
+        """``POST /v1/<name>`` of checked ``keys``: :func:`batch_json` of :meth:`body`."""
+        return batch_json(store, keys, (self.key, self.value_field), self.body)
 
     def lookup(self, store: ServingStore, raw: str) -> dict[str, Any]:
         """``GET /v1/<name>/{raw}``: the body of a 200, or :class:`ServiceError`."""

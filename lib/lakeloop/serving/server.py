@@ -258,6 +258,9 @@ class _Guard:
             self.metrics.failed(route, "disconnect")
             log.debug("client went away during %s: %s", scope.get("path"), exc)
             return
+        if isinstance(exc, HTTPException) and not state["status"]:  # raised outside FastAPI: the 413 of _counting
+            await json_response(exc.status_code, {"error": exc.detail})(scope, None, send)
+            return
         self.metrics.failed(route, "exception")
         log.error("request %s %s failed: %s: %s", scope["method"], scope.get("path"), type(exc).__name__, exc,
                   exc_info=log.isEnabledFor(logging.DEBUG))
