@@ -567,6 +567,22 @@ def test_lookup_many_reads_one_version_and_the_realtime_view(make_store, kind):
     assert store.lookup_many([]) == ("v1", [])
 
 
+def test_a_reader_follows_every_switch_and_rollback(make_store, kind):
+    """A reader that read one version (Redis: it then reads that version with a plain MGET) answers from the
+    new current version after each switch, rollback and removal of the version it read last."""
+    store = make_store(kind, keep_versions=2)
+    reader = pickle.loads(pickle.dumps(store))
+    for version, switch in [("v1", lambda: load(store, "v1", 3)), ("v2", lambda: load(store, "v2", 3)),
+                            ("v1", lambda: store.rollback()), ("v3", lambda: load(store, "v3", 3))]:
+        switch()
+        assert reader.lookup_many(["k1", "k2"]) == (version, [{"version": version, "i": 1},
+                                                              {"version": version, "i": 2}])
+        assert reader.lookup("k0") == {"version": version, "i": 0}
+        assert reader.get_many(["k1"]) == [{"version": version, "i": 1}]
+    assert store.versions() == ["v2", "v3"]  # v1, the version the reader read last before v3, was removed
+    reader.close()
+
+
 def test_readers_only_see_complete_versions_during_rollback_and_gc(make_store, kind):
     """Readers hammer the store while versions are loaded, rolled back and forth, and stale loads collected."""
     n = 300

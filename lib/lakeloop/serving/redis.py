@@ -102,13 +102,6 @@ end
 return out
 """
 
-_LOOKUP = """
-local version = redis.call('GET', KEYS[1])
-local batch = false
-if version then batch = redis.call('GET', ARGV[1] .. ':' .. version .. ':' .. ARGV[2]) end
-return {batch, redis.call('GET', KEYS[2])}
-"""
-
 _BEGIN = f"""
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return redis.error_reply('{_REFUSED} version has a record; remove it first')
@@ -181,7 +174,7 @@ redis.call('SADD', KEYS[4], ARGV[1])
 return 1
 """
 
-_SCRIPTS = {"count_new": _COUNT_NEW, "expire": _EXPIRE, "commit": _COMMIT, "read": _READ, "lookup": _LOOKUP,
+_SCRIPTS = {"count_new": _COUNT_NEW, "expire": _EXPIRE, "commit": _COMMIT, "read": _READ,
             "begin": _BEGIN, "lookup_many": _LOOKUP_MANY, "switch": _SWITCH, "mark_removing": _MARK_REMOVING,
             "copy": _COPY}
 
@@ -216,6 +209,8 @@ class _Connection:
         self.pending = 0
         # lookups use another one, spoken to directly (see RedisStore._read_script)
         self.reader: Any = None
+        #: the current version the last lookup saw: the next one reads it with a plain MGET
+        self.current: str | None = None
 
 
 class RedisStore(ServingStore):
@@ -306,6 +301,11 @@ class RedisStore(ServingStore):
         conn = self._connection()
         packed = [_resp(b"EVALSHA", conn.scripts[script].sha.encode(), b"%d" % len(keys),
                         *(k.encode() for k in keys), *(a.encode() for a in args)) for script, keys, args in calls]
+        return self._exchange(conn, packed, {c[0] for c in calls})
+
+    def _exchange(self, conn: _Connection, packed: list[bytes], scripts: set[str] = frozenset()) -> list[Any]:
+        """Send the read commands ``packed`` on the reader connection, their answers in order; the
+        ``scripts`` they run are loaded again when the server lost them."""
         for attempt in range(3):
             if conn.reader is None:
                 conn.reader = conn.client.connection_pool.get_connection()
@@ -319,7 +319,7 @@ class RedisStore(ServingStore):
                         missing = exc
                 if missing is None:
                     return out
-                for script in {c[0] for c in calls}:
+                for script in scripts:
                     conn.client.script_load(_SCRIPTS[script])
             except (redis_py.ConnectionError, redis_py.TimeoutError, OSError):
                 _drop_reader(conn)
@@ -491,15 +491,35 @@ class RedisStore(ServingStore):
         return out[0].decode(), out[1:]
 
     def _read_both(self, key: str) -> tuple[bytes | None, bytes | None]:
-        batch, realtime = self._read_script("lookup", [self._key("current"), self._key("rt", key)],
-                                            [self.namespace, key])
-        return batch, realtime
+        _, batches, realtimes = self._read_both_many([key])
+        return batches[0], realtimes[0]
 
     def _read_both_many(self, keys: list[str]) -> tuple[str | None, list[bytes | None], list[bytes | None]]:
+        conn = self._connection()
+        if conn.current is not None:
+            found = self._read_at(conn, conn.current, keys)
+            if found is not None:
+                return found
         out = self._read_script("lookup_many", [self._key("current")], [self.namespace, *keys,
                                                                          *(self._key("rt", k) for k in keys)])
         version = out[0].decode() if out[0] else None
+        conn.current = version
         return version, [b or None for b in out[1::2]], list(out[2::2])
+
+    def _read_at(self, conn: _Connection, version: str,
+                 keys: list[str]) -> tuple[str, list[bytes | None], list[bytes | None]] | None:
+        """Both views of ``keys`` and the current version in one ``MGET`` (atomic), the batch values read
+        from ``version``: the answer when ``version`` is still current, else ``None``.  A plain command
+        costs the server about half of the script that finds the version itself."""
+        prefix, rt = f"{self.namespace}:{version}:".encode(), f"{self.namespace}:rt:".encode()
+        names = [k.encode() for k in keys]
+        out = self._exchange(conn, [_resp(b"MGET", self._key("current").encode(), *(prefix + k for k in names),
+                                          *(rt + k for k in names))])[0]
+        if out[0] is None or out[0].decode() != version:
+            conn.current = None
+            return None
+        n = len(keys)
+        return version, [b or None for b in out[1:n + 1]], out[n + 1:]
 
     # -- real-time view --------------------------------------------------------------------------
     def _write_realtime(self, pairs: list[tuple[str, bytes]], ttl: int | None) -> None:
