@@ -365,14 +365,21 @@ class OnlineModel:
         return {"model": self.spec.model, "version": ref.version, "results": results}
 
 
+_NAN = float("nan")
+
+
 def _matrix(rows: Sequence[Mapping[str, Any]], features: Sequence[str]) -> np.ndarray:
     """The float32 feature matrix of ``rows`` (None as NaN), as :func:`lakeloop.infer.feature_matrix` builds it."""
-    matrix = np.empty((len(rows), len(features)), dtype=np.float32)
-    for i, row in enumerate(rows):
-        for j, name in enumerate(features):
+    try:  # one conversion of plain floats: a numpy item assignment per value costs several times more
+        return np.array([[_NAN if (v := row.get(name)) is None else float(v) for name in features] for row in rows],
+                        dtype=np.float32).reshape(len(rows), len(features))
+    except (TypeError, ValueError):
+        pass
+    for i, row in enumerate(rows):  # name the first value that is not a number
+        for name in features:
             value = row.get(name)
             try:
-                matrix[i, j] = np.nan if value is None else float(value)
+                float(np.nan if value is None else value)
             except (TypeError, ValueError):
                 raise OnlineError(422, f"rows[{i}].{name}: {value!r} is not a number") from None
-    return matrix
+    raise AssertionError("unreachable: a value failed to convert once and not again")

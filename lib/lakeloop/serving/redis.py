@@ -209,8 +209,8 @@ class _Connection:
         self.pending = 0
         # lookups use another one, spoken to directly (see RedisStore._read_script)
         self.reader: Any = None
-        #: the current version the last lookup saw: the next one reads it with a plain MGET
-        self.current: str | None = None
+        #: namespace -> the current version the last read of it saw (RedisStore._read_many)
+        self.current: dict[str, str] = {}
 
 
 class RedisStore(ServingStore):
@@ -331,12 +331,8 @@ class RedisStore(ServingStore):
         if not all(isinstance(store, RedisStore) and store.settings.options == self.settings.options
                    for store, _ in reads):
             return super().read_each(reads)
-        calls = [("read", [store._key("current")], [store.namespace, *(key_text(k) for k in keys)])
-                 for store, keys in reads]
-        out = []
-        for (_, keys), raw in zip(reads, self._read_scripts(calls) if calls else [], strict=True):
-            out.append((raw[0].decode(), [decode_value(r) for r in raw[1:]]) if raw else (None, [None] * len(keys)))
-        return out
+        found = self._read_many([(store.namespace, [key_text(k) for k in keys], False) for store, keys in reads])
+        return [(version, [decode_value(r) for r in raw]) for version, raw, _ in found]
 
     # -- load ------------------------------------------------------------------------------------
     def _begin(self, version: str) -> None:
@@ -485,41 +481,40 @@ class RedisStore(ServingStore):
                         committed_at=_float(fields.get("committed_at")))
 
     def _read_current(self, keys: list[str]) -> tuple[str | None, list[bytes | None]]:
-        out = self._read_script("read", [self._key("current")], [self.namespace, *keys])
-        if not out:
-            return None, [None] * len(keys)
-        return out[0].decode(), out[1:]
+        version, values, _ = self._read_many([(self.namespace, keys, False)])[0]
+        return version, values
 
     def _read_both(self, key: str) -> tuple[bytes | None, bytes | None]:
         _, batches, realtimes = self._read_both_many([key])
         return batches[0], realtimes[0]
 
     def _read_both_many(self, keys: list[str]) -> tuple[str | None, list[bytes | None], list[bytes | None]]:
-        conn = self._connection()
-        if conn.current is not None:
-            found = self._read_at(conn, conn.current, keys)
-            if found is not None:
-                return found
-        out = self._read_script("lookup_many", [self._key("current")], [self.namespace, *keys,
-                                                                         *(self._key("rt", k) for k in keys)])
-        version = out[0].decode() if out[0] else None
-        conn.current = version
-        return version, [b or None for b in out[1::2]], list(out[2::2])
+        return self._read_many([(self.namespace, keys, True)])[0]
 
-    def _read_at(self, conn: _Connection, version: str,
-                 keys: list[str]) -> tuple[str, list[bytes | None], list[bytes | None]] | None:
-        """Both views of ``keys`` and the current version in one ``MGET`` (atomic), the batch values read
-        from ``version``: the answer when ``version`` is still current, else ``None``.  A plain command
-        costs the server about half of the script that finds the version itself."""
-        prefix, rt = f"{self.namespace}:{version}:".encode(), f"{self.namespace}:rt:".encode()
-        names = [k.encode() for k in keys]
-        out = self._exchange(conn, [_resp(b"MGET", self._key("current").encode(), *(prefix + k for k in names),
-                                          *(rt + k for k in names))])[0]
-        if out[0] is None or out[0].decode() != version:
-            conn.current = None
-            return None
-        n = len(keys)
-        return version, [b or None for b in out[1:n + 1]], out[n + 1:]
+    def _read_many(self, reads: list[tuple[str, list[str], bool]]) -> list[tuple[str | None, list, list]]:
+        """For each ``(namespace, keys, realtime)``: the current version of that namespace, the stored values of
+        ``keys`` in it and, with ``realtime``, their real-time values (else ``[]``), each read consistent.
+
+        A namespace whose current version this connection saw last is read with one plain ``MGET`` of its
+        ``current`` key and the value keys under that version (atomic; half the server CPU of the script that
+        finds the version itself); where ``current`` has moved since, or is not known yet, the script reads it
+        in a second round trip.  All reads of a round trip are sent together."""
+        conn = self._connection()
+        out: list[Any] = [None] * len(reads)
+        hinted = [i for i, (namespace, _, _) in enumerate(reads) if namespace in conn.current]
+        if hinted:
+            answers = self._exchange(conn, [_resp(b"MGET", *_hinted_names(reads[i], conn.current[reads[i][0]]))
+                                            for i in hinted])
+            for i, answer in zip(hinted, answers, strict=True):
+                out[i] = _hinted_answer(reads[i], conn.current, answer)
+        rest = [i for i, found in enumerate(out) if found is None]
+        if rest:
+            calls = [_script_call(*reads[i]) for i in rest]
+            for i, answer in zip(rest, self._read_scripts(calls), strict=True):
+                out[i] = _script_answer(reads[i], answer)
+                if out[i][0] is not None:
+                    conn.current[reads[i][0]] = out[i][0]
+        return out
 
     # -- real-time view --------------------------------------------------------------------------
     def _write_realtime(self, pairs: list[tuple[str, bytes]], ttl: int | None) -> None:
@@ -533,6 +528,45 @@ class RedisStore(ServingStore):
 
     def _read_realtime(self, key: str) -> bytes | None:
         return self._client.get(self._key("rt", key))
+
+
+def _hinted_names(read: tuple[str, list[str], bool], version: str) -> list[bytes]:
+    """The ``MGET`` keys of a read at ``version``: ``current``, the values, the real-time values."""
+    namespace, keys, realtime = read
+    names = [k.encode() for k in keys]
+    prefix = f"{namespace}:{version}:".encode()
+    out = [f"{namespace}:current".encode(), *(prefix + k for k in names)]
+    if realtime:
+        rt = f"{namespace}:rt:".encode()
+        out += [rt + k for k in names]
+    return out
+
+
+def _hinted_answer(read: tuple[str, list[str], bool], current: dict[str, str], answer: list) -> tuple | None:
+    """The read's ``(version, values, real-time values)`` from its ``MGET``, or ``None`` (and the version
+    forgotten) when ``current`` is no longer the version read."""
+    namespace, keys, realtime = read
+    if answer[0] is None or answer[0].decode() != current[namespace]:
+        del current[namespace]
+        return None
+    n = len(keys) + 1
+    return current[namespace], [b or None for b in answer[1:n]], answer[n:] if realtime else []
+
+
+def _script_call(namespace: str, keys: list[str], realtime: bool) -> tuple[str, list[str], list[str]]:
+    current = f"{namespace}:current"
+    if realtime:
+        return "lookup_many", [current], [namespace, *keys, *(f"{namespace}:rt:{k}" for k in keys)]
+    return "read", [current], [namespace, *keys]
+
+
+def _script_answer(read: tuple[str, list[str], bool], answer: list) -> tuple[str | None, list, list]:
+    _, keys, realtime = read
+    if realtime:  # [version or false, batch 1, realtime 1, batch 2, ...]
+        return (answer[0].decode() if answer[0] else None), [b or None for b in answer[1::2]], list(answer[2::2])
+    if not answer:  # no version yet
+        return None, [None] * len(keys), []
+    return answer[0].decode(), answer[1:], []
 
 
 def _drop_writer(conn: _Connection) -> None:
