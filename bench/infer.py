@@ -1,7 +1,7 @@
 """Bulk inference benchmark: Spark scoring paths against single-process predict, the serving
 bulk load into Redis, and lookup latency of the HTTP API.
 
-    .venv/bin/python bench/infer.py [--rows 1000000] [--cores 2] [--repeat 5] [--keys 300000] [--lookups 5000]
+    .venv/bin/python bench/infer.py [--rows 1000000] [--cores 2] [--repeat 5] [--keys 300000] [--lookup-seconds 3]
 
 One run, one data set (``--rows`` x the 16 training features, 5% missing values) written once as a Delta
 table of ``4 x --cores`` parquet files (the run date's partition of a scoring frame on disk), one xgboost
@@ -18,8 +18,8 @@ those same files:
 * a row-at-a-time Python UDF (per-worker cached booster) on a cached slice, extrapolated;
 * Redis bulk load through the serving store (``begin_load``/``write_arrow``/``commit_load``) of
   ``--keys`` top-10 lists already JSON, the Arrow batches built before the clock starts;
-* lookup latency of ``jobs/serve.py`` (a separate process) from this process: ``--lookups``
-  requests of random known users, 4 client threads with keep-alive connections.
+* lookup latency of ``jobs/serve.py`` (a separate process): random known users for ``--lookup-seconds`` per
+  round, 4 keep-alive clients, each a process of its own (``bench/serving.py``'s client).
 
 Each path runs once to warm up (workers started, model loaded, JIT compiling), then ``--repeat`` times
 (at least 3); the figures are the median, with the spread (lowest..highest) of the repeats.  Spark figures
@@ -37,7 +37,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -298,54 +297,31 @@ def redis_cpu(server) -> float:
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
-def lookup_latency(server, keys: int, lookups: int, repeat: int, threads: int = 4) -> dict[str, list[float]]:
-    """p50, p99 (ms) and requests/s of ``repeat`` rounds of ``lookups`` requests after a warm-up round."""
-    from lakeloop_apps.recommender.serving import RecommenderClient
+def lookup_latency(server, keys: int, seconds: float, repeat: int, clients: int = 4) -> dict[str, list[float]]:
+    """p50, p99 (ms) and requests/s of ``repeat`` rounds of ``seconds`` each (after a one-second warm-up),
+    ``clients`` keep-alive clients, each a process of its own (``bench/serving.py``'s client), none in the
+    benchmark's process or GIL."""
+    from serving import run_clients
 
     proc = subprocess.Popen([sys.executable, str(ROOT / "jobs" / "serve.py"), "--port", "0",
                              "--set", "serving.store=redis", "--set", f"serving.redis.port={server.port}",
                              "--set", "serving.namespace=bench", "--set", "warehouse=/tmp", "--set", "landing=/tmp"],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
     rounds: dict[str, list[float]] = {"p50_ms": [], "p99_ms": [], "requests_per_s": []}
+    spec = {"kind": "lookup", "users": list(range(keys)), "keys": 1}
     try:
         port = int(proc.stdout.readline().rsplit(":", 1)[1])
-        for i in range(repeat + 1):
-            latencies, wall = _lookup_round(RecommenderClient, port, keys, lookups, threads, seed=i * threads)
-            if i == 0:
-                continue  # warm-up
-            q = statistics.quantiles(latencies, n=100)
-            rounds["p50_ms"].append(q[49] * 1e3)
-            rounds["p99_ms"].append(q[98] * 1e3)
-            rounds["requests_per_s"].append(len(latencies) / wall)
+        for _ in range(repeat):
+            got = run_clients(port, clients, spec, seconds)
+            if got["errors"]:
+                raise RuntimeError(f"{got['errors']} lookups failed")
+            rounds["p50_ms"].append(got["p50_ms"])
+            rounds["p99_ms"].append(got["p99_ms"])
+            rounds["requests_per_s"].append(got["req_per_s"])
     finally:
         proc.terminate()
         proc.wait(10)
     return rounds
-
-
-def _lookup_round(client_class, port: int, keys: int, lookups: int, threads: int, seed: int) -> tuple[list, float]:
-    latencies: list[float] = []
-    lock = threading.Lock()
-
-    def worker(seed: int) -> None:
-        rng = np.random.default_rng(seed)
-        mine = []
-        with client_class("127.0.0.1", port) as client:
-            for user in rng.integers(0, keys, lookups // threads):
-                t0 = time.perf_counter()
-                status, _ = client.recommendations(int(user))
-                mine.append(time.perf_counter() - t0)
-                assert status == 200, status
-        with lock:
-            latencies.extend(mine)
-
-    pool = [threading.Thread(target=worker, args=(seed + s,)) for s in range(threads)]
-    t0 = time.perf_counter()
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join()
-    return latencies, time.perf_counter() - t0
 
 
 def report(args, single: Figure, paths: dict[str, Figure], redis: Figure, latency: dict[str, list[float]],
@@ -376,10 +352,11 @@ def report(args, single: Figure, paths: dict[str, Figure], redis: Figure, latenc
           f"{redis.cpu:,.0f} keys/cpu-s (client + server)  target >= {TARGET_KEYS_PER_S:,}: "
           f"{'met' if redis.wall >= TARGET_KEYS_PER_S else 'MISSED'} (wall)")
     med = {k: statistics.median(v) for k, v in latency.items()}
-    print(f"lookup API (jobs/serve.py, redis), {args.lookups} requests x {args.repeat}, 4 keep-alive clients in this "
-          f"process: p50 {med['p50_ms']:.2f} ms ({min(latency['p50_ms']):.2f}..{max(latency['p50_ms']):.2f})  "
-          f"p99 {med['p99_ms']:.2f} ms ({min(latency['p99_ms']):.2f}..{max(latency['p99_ms']):.2f})  "
-          f"{med['requests_per_s']:,.0f} req/s")
+    spread = {k: f"{min(v):.2f}..{max(v):.2f}" for k, v in latency.items()}
+    print(f"lookup API (jobs/serve.py, redis), {args.repeat} rounds of {args.lookup_seconds:g} s, 4 keep-alive "
+          f"clients in processes of their own: p50 {med['p50_ms']:.2f} ms ({spread['p50_ms']})  "
+          f"p99 {med['p99_ms']:.2f} ms ({spread['p99_ms']})  {med['requests_per_s']:,.0f} req/s "
+          f"({min(latency['requests_per_s']):,.0f}..{max(latency['requests_per_s']):,.0f})")
 
 
 def main() -> int:
@@ -390,7 +367,7 @@ def main() -> int:
     p.add_argument("--repeat", type=int, default=5, help="timed runs after the warm-up (at least 3)")
     p.add_argument("--row-udf-rows", type=int, default=20_000)
     p.add_argument("--keys", type=int, default=300_000)
-    p.add_argument("--lookups", type=int, default=5_000)
+    p.add_argument("--lookup-seconds", type=float, default=3.0, help="seconds of each lookup round")
     args = p.parse_args()
     if args.repeat < 3:
         p.error("--repeat: at least 3 (a median and a spread)")
@@ -410,7 +387,7 @@ def main() -> int:
         spark.stop()
         redis, server = redis_load(args.keys, args.repeat)
         try:
-            latency = lookup_latency(server, args.keys, args.lookups, args.repeat)
+            latency = lookup_latency(server, args.keys, args.lookup_seconds, args.repeat)
         finally:
             server.stop()
     report(args, single, paths, redis, latency, (before, os.getloadavg()[0]))

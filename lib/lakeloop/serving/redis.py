@@ -209,8 +209,8 @@ class _Connection:
         self.pending = 0
         # lookups use another one, spoken to directly (see RedisStore._read_script)
         self.reader: Any = None
-        #: namespace -> the current version the last read of it saw (RedisStore._read_many)
-        self.current: dict[str, str] = {}
+        #: namespace -> the current version the last read of it saw, with its key names (redis._known)
+        self.current: dict[str, tuple[str, bytes, bytes, bytes, bytes]] = {}
 
 
 class RedisStore(ServingStore):
@@ -513,7 +513,7 @@ class RedisStore(ServingStore):
             for i, answer in zip(rest, self._read_scripts(calls), strict=True):
                 out[i] = _script_answer(reads[i], answer)
                 if out[i][0] is not None:
-                    conn.current[reads[i][0]] = out[i][0]
+                    conn.current[reads[i][0]] = _known(reads[i][0], out[i][0])
         return out
 
     # -- real-time view --------------------------------------------------------------------------
@@ -530,27 +530,35 @@ class RedisStore(ServingStore):
         return self._client.get(self._key("rt", key))
 
 
-def _hinted_names(read: tuple[str, list[str], bool], version: str) -> list[bytes]:
-    """The ``MGET`` keys of a read at ``version``: ``current``, the values, the real-time values."""
-    namespace, keys, realtime = read
+def _known(namespace: str, version: str) -> tuple[str, bytes, bytes, bytes, bytes]:
+    """What a read of ``namespace`` at ``version`` needs: the version, as text and as stored, and the names of
+    the ``current`` key and of the value and real-time key prefixes."""
+    return (version, version.encode(), f"{namespace}:current".encode(), f"{namespace}:{version}:".encode(),
+            f"{namespace}:rt:".encode())
+
+
+def _hinted_names(read: tuple[str, list[str], bool], known: tuple[str, bytes, bytes, bytes, bytes]) -> list[bytes]:
+    """The ``MGET`` keys of a read at the ``known`` version: ``current``, the values, the real-time values."""
+    _, keys, realtime = read
     names = [k.encode() for k in keys]
-    prefix = f"{namespace}:{version}:".encode()
-    out = [f"{namespace}:current".encode(), *(prefix + k for k in names)]
+    prefix = known[3]
+    out = [known[2], *(prefix + k for k in names)]
     if realtime:
-        rt = f"{namespace}:rt:".encode()
+        rt = known[4]
         out += [rt + k for k in names]
     return out
 
 
-def _hinted_answer(read: tuple[str, list[str], bool], current: dict[str, str], answer: list) -> tuple | None:
+def _hinted_answer(read: tuple[str, list[str], bool], current: dict[str, tuple], answer: list) -> tuple | None:
     """The read's ``(version, values, real-time values)`` from its ``MGET``, or ``None`` (and the version
     forgotten) when ``current`` is no longer the version read."""
     namespace, keys, realtime = read
-    if answer[0] is None or answer[0].decode() != current[namespace]:
+    known = current[namespace]
+    if answer[0] != known[1]:
         del current[namespace]
         return None
     n = len(keys) + 1
-    return current[namespace], [b or None for b in answer[1:n]], answer[n:] if realtime else []
+    return known[0], [b or None for b in answer[1:n]], answer[n:] if realtime else []
 
 
 def _script_call(namespace: str, keys: list[str], realtime: bool) -> tuple[str, list[str], list[str]]:
