@@ -312,7 +312,7 @@ class OnlineModel:
             have = set(out[0]).intersection(*out[1:]) if out else set()
             stage = [j for j in pending if set(j.entity) <= have] or pending[:1]
             pending = [j for j in pending if j not in stage]
-            keys = [[*(self._key(row, j, i) for i, row in enumerate(out)), ABSENT_KEY] for j in stage]
+            keys = [[*self._keys(out, j), ABSENT_KEY] for j in stage]
             stores = [self.stores[j.namespace] for j in stage]
             if self.cache is None:
                 found = stores[0].get_many_each(list(zip(stores, keys, strict=True)))
@@ -337,6 +337,15 @@ class OnlineModel:
             for column, feature in join.columns:
                 if column not in row:
                     row[column] = found_row.get(feature)
+
+    def _keys(self, rows: list[dict[str, Any]], join: OnlineJoin) -> list[str]:
+        """The store keys of ``join`` for ``rows`` (:func:`entity_key` of each row's entity columns)."""
+        columns = [[row.get(c) for row in rows] for c in join.entity]
+        if not all(type(v) is int or type(v) is str for values in columns for v in values):
+            return [self._key(row, join, i) for i, row in enumerate(rows)]  # names the row that is wrong
+        if len(columns) == 1:  # str() of a str or an int is what key_text gives, without its checks
+            return [str(v) for v in columns[0]]
+        return [KEY_SEPARATOR.join(map(str, values)) for values in zip(*columns, strict=True)]
 
     def _key(self, row: Mapping[str, Any], join: OnlineJoin, i: int) -> str:
         missing = [c for c in join.entity if row.get(c) is None]

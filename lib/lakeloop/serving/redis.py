@@ -331,7 +331,8 @@ class RedisStore(ServingStore):
         if not all(isinstance(store, RedisStore) and store.settings.options == self.settings.options
                    for store, _ in reads):
             return super().read_each(reads)
-        found = self._read_many([(store.namespace, [key_text(k) for k in keys], False) for store, keys in reads])
+        found = self._read_many([(store.namespace, [k if type(k) is str else key_text(k) for k in keys], False)
+                                 for store, keys in reads])
         return [(version, [decode_value(r) for r in raw]) for version, raw, _ in found]
 
     # -- load ------------------------------------------------------------------------------------
