@@ -1,13 +1,16 @@
 """Benchmark: the speed layer on this machine, in one run.
 
-    .venv/bin/python bench/stream.py --events 100000 --files 20
+    .venv/bin/python bench/stream.py --events 100000 --files 20 --repeats 3
 
-1. Sustained throughput: ``--events`` generated events landed at once (one day, 4 files), processed
-   by ``run_stream(trigger="availableNow")``: the bronze query alone, then the realtime query alone,
-   then both side by side over a fresh copy of the files (what a cron run does); events/s of each,
-   and the ratio of the bronze query's time to batch ingest (``ingest_source``) of the same files.
-   Both paths are first warmed up once on a small day in the same session (JIT, code generation),
-   so that neither pays the session's first-use costs for the other; the warm-up times are printed.
+1. Sustained throughput: ``--events`` generated events (one day, 4 files), processed by
+   ``run_stream(trigger="availableNow")``.  Both paths are first warmed up once on a small day in the
+   same session (JIT, code generation), so that neither pays the session's first-use costs for the
+   other; the warm-up times are printed.  Then ``--repeats`` rounds, each on fresh copies of the day:
+   the bronze query alone and batch ingest (``ingest_source``) of the same files, in alternating order
+   (bronze first in rounds 1, 3, ...; batch ingest first in rounds 2, 4, ...), the realtime query alone,
+   and both queries side by side over another copy (what a cron run does).  Each figure is printed as
+   median, min, max and the runs; events/s and the ratio of the bronze query's time to batch ingest's
+   from the medians.
 2. Freshness: with both queries running on a ``processingTime`` trigger (``--interval``), ``--files``
    small event files are landed one at a time, each the only events of a new user; the time from the
    file's rename into landing to that user's real-time view appearing in the serving store is
@@ -89,32 +92,52 @@ def warm_up(spark: SparkSession, root: Path, events: int = 500) -> dict[str, flo
     return {"events": events, "stream_s": stream_s, "batch_ingest_s": time.perf_counter() - start}
 
 
-def throughput(spark: SparkSession, root: Path, events: int) -> dict[str, float]:
-    stream_root, batch_root, both_root = root / "throughput-stream", root / "throughput-batch", root / "throughput-both"
-    _land_day(stream_root / "landing", events)
-    shutil.copytree(stream_root / "landing", batch_root / "landing")
-    shutil.copytree(stream_root / "landing", both_root / "landing")
-    conf = conf_at(stream_root)
+def _timed(run: Callable[[], object]) -> tuple[object, float]:
+    start = time.perf_counter()
+    result = run()
+    return result, time.perf_counter() - start
 
-    start = time.perf_counter()
-    bronze_only = run_stream(spark, conf, "events", trigger="availableNow", realtime=False)
-    bronze_s = time.perf_counter() - start
-    start = time.perf_counter()
-    run_stream(spark, conf, "events", trigger="availableNow")  # bronze has nothing new: the realtime query
-    realtime_s = time.perf_counter() - start
 
-    start = time.perf_counter()
-    batch = ingest_source(spark, conf_at(batch_root), "events", DATE)
-    batch_s = time.perf_counter() - start
+def _round(spark: SparkSession, day: Path, root: Path, stream_first: bool) -> dict[str, float]:
+    """One measured round on fresh copies of ``day``: the bronze query alone and batch ingest (in the
+    order ``stream_first`` says), the realtime query alone, then both queries over another copy."""
+    roots = {name: root / name for name in ("stream", "batch", "both")}
+    for folder in roots.values():
+        shutil.copytree(day, folder / "landing")
+    conf = conf_at(roots["stream"])
+    steps = {"bronze": lambda: run_stream(spark, conf, "events", trigger="availableNow", realtime=False),
+             "batch": lambda: ingest_source(spark, conf_at(roots["batch"]), "events", DATE)}
+    done = {name: _timed(steps[name]) for name in (("bronze", "batch") if stream_first else ("batch", "bronze"))}
+    # bronze has nothing new: the realtime query alone
+    _, realtime_s = _timed(lambda: run_stream(spark, conf, "events", trigger="availableNow"))
+    both, both_s = _timed(lambda: run_stream(spark, conf_at(roots["both"]), "events", trigger="availableNow"))
+    (batch, batch_s), (bronze_only, bronze_s) = done["batch"], done["bronze"]
+    assert batch.rows == bronze_only.bronze.rows == both.bronze.rows, (batch.rows, bronze_only.bronze.rows)
+    return {"rows": batch.rows, "bronze_s": bronze_s, "batch_ingest_s": batch_s, "realtime_s": realtime_s,
+            "both_queries_s": both_s}
 
-    start = time.perf_counter()
-    both = run_stream(spark, conf_at(both_root), "events", trigger="availableNow")
-    both_s = time.perf_counter() - start
-    assert batch.rows == bronze_only.bronze.rows == both.bronze.rows == events, (batch.rows, bronze_only.bronze.rows)
-    return {"events": events, "bronze_s": bronze_s, "bronze_events_per_s": events / bronze_s,
-            "realtime_s": realtime_s, "realtime_events_per_s": events / realtime_s,
-            "both_queries_s": both_s, "end_to_end_events_per_s": events / both_s,
-            "batch_ingest_s": batch_s, "stream_bronze_vs_batch_ingest": bronze_s / batch_s}
+
+def _spread(runs: list[float]) -> dict[str, object]:
+    return {"median": round(statistics.median(runs), 3), "min": round(min(runs), 3), "max": round(max(runs), 3),
+            "runs": [round(r, 3) for r in runs]}
+
+
+def throughput(spark: SparkSession, root: Path, events: int, repeats: int) -> dict[str, object]:
+    """``repeats`` rounds over fresh copies of one landed day, the bronze query and batch ingest in
+    alternating order; median, spread and runs of each figure, the ratio from the medians."""
+    day = root / "throughput-day" / "landing"
+    _land_day(day, events)
+    rounds = [_round(spark, day, root / f"throughput-{i}", stream_first=i % 2 == 0) for i in range(repeats)]
+    assert all(r["rows"] == events for r in rounds), [r["rows"] for r in rounds]
+    figures = {name: _spread([r[name] for r in rounds])
+               for name in ("bronze_s", "batch_ingest_s", "realtime_s", "both_queries_s")}
+    median = {name: f["median"] for name, f in figures.items()}
+    return {"events": events, "repeats": repeats,
+            "order": ["bronze, batch" if i % 2 == 0 else "batch, bronze" for i in range(repeats)], **figures,
+            "bronze_events_per_s": round(events / median["bronze_s"]),
+            "realtime_events_per_s": round(events / median["realtime_s"]),
+            "end_to_end_events_per_s": round(events / median["both_queries_s"]),
+            "stream_bronze_vs_batch_ingest": round(median["bronze_s"] / median["batch_ingest_s"], 2)}
 
 
 def _event_file(folder: Path, n: int, user: int, now: dt.datetime) -> Path:
@@ -259,6 +282,7 @@ def main() -> int:
     p.add_argument("--files", type=int, default=20, help="files landed one by one for the freshness figures")
     p.add_argument("--per-file", type=int, default=50, help="events per freshness file")
     p.add_argument("--interval", default="1 second")
+    p.add_argument("--repeats", type=int, default=3, help="measured rounds of the throughput figures")
     p.add_argument("--no-kafka", action="store_true", help="leave out the Kafka part")
     p.add_argument("--only-kafka", action="store_true", help="the Kafka part alone")
     args = p.parse_args()
@@ -274,7 +298,7 @@ def main() -> int:
         # each phase is printed as soon as it is measured
         print(json.dumps({"warm_up": warm_up(spark, root)}, indent=2), flush=True)
         if not args.only_kafka:
-            print(json.dumps({"throughput": throughput(spark, root, args.events)}, indent=2), flush=True)
+            print(json.dumps({"throughput": throughput(spark, root, args.events, args.repeats)}, indent=2), flush=True)
             print(json.dumps({"freshness": freshness(spark, root, args.files, args.interval, args.per_file)},
                              indent=2), flush=True)
         if kafka:

@@ -12,7 +12,8 @@ Malformed and invalid lines are classified with the curate expressions (reason c
 layer) inside the streaming query's plan (:func:`verdict`), which Spark analyses once when the query
 starts, not once per micro-batch; only a CSV source with a header line is classified per
 micro-batch, after numbering, since its header is line 1 of each file.  Rejected lines go to
-``silver.<source>_stream_quarantine``.
+``silver.<source>_stream_quarantine``; they are counted by reason in the bronze write's own job
+(:class:`pyspark.sql.Observation`), and a micro-batch without any writes no quarantine commit.
 
 Every table write of a micro-batch carries the transaction ``(query id, batch id)``: a batch replayed
 after a crash re-commits nothing that was already committed (bronze, quarantine, ledger each on their
@@ -28,12 +29,12 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, Observation
 from pyspark.sql import functions as F
 
 from lakeloop import ledger as ledger_table
 from lakeloop import tables
-from lakeloop.curate import classify, cleanse, parse, quarantine_frame
+from lakeloop.curate import REASONS, classify, cleanse, parse, quarantine_frame
 from lakeloop.delta.stream import query_app_id
 from lakeloop.ingest import (
     LandingFile,
@@ -62,6 +63,8 @@ __all__ = ["BronzeStats", "BronzeWriter", "quarantine_table", "stream_quarantine
 log = logging.getLogger("lakeloop.stream")
 
 _DT = re.compile(r"/dt=(\d{4}-\d{2}-\d{2})/")
+# curate's reason codes but ``duplicate``: the stream does not de-duplicate
+STREAM_REASONS = tuple(r for r in REASONS if r != "duplicate")
 
 
 def quarantine_table(source: str) -> str:
@@ -139,14 +142,17 @@ class BronzeWriter:
             lines = encode_lines(lines)
         lines = lines.select("*", F.lit(at).cast("timestamp").alias("_ingested_at"), F.lit(tag).alias("_batch_id"))
         txn = (self._app_id, int(batch_id))
-        written = self.lake.write(lines.select(*bronze_schema(self.schema).names), self.bronze_uri, mode="append",
-                                  partition_by=["dt"], txn=txn)
-        rejected = stream_quarantine(lines, self.schema).persist()
-        try:
-            by_reason = {r["reason"]: int(r["count"]) for r in rejected.groupBy("reason").count().collect()}
-            self.lake.write(rejected, self.quarantine_uri, mode="append", partition_by=["dt"], txn=txn)
-        finally:
-            rejected.unpersist()
+        if "reason" not in lines.columns:
+            lines = verdict(lines, self.schema)
+        counted = Observation(f"quarantine-{tag}")
+        observed = lines.observe(counted, *[F.count_if(F.col("reason") == r).alias(r) for r in STREAM_REASONS])
+        written = self.lake.write(observed.select(*bronze_schema(self.schema).names), self.bronze_uri,
+                                  mode="append", partition_by=["dt"], txn=txn)
+        # counted by the bronze write's own job; a skipped (replayed) write ran no job, counted nothing
+        by_reason = {} if written.skipped else {r: int(n) for r, n in counted.get.items() if n}
+        if written.skipped or by_reason:
+            self.lake.write(stream_quarantine(lines, self.schema), self.quarantine_uri, mode="append",
+                            partition_by=["dt"], txn=txn)
         if ledger is not None:
             self.lake.write(ledger, ledger_uri(self.conf), mode="append", txn=txn, merge_schema=True)
         self._count(written, by_reason, files)
