@@ -155,8 +155,8 @@ def arrow_floor(prepared, schema: str):
 
 
 def exchanges(df) -> int:
-    """Shuffles in ``df``'s physical plan, not counting those that built a cached input (under an
-    ``InMemoryRelation``: they ran once, when it was cached)."""
+    """Exchanges (shuffles and broadcasts) in ``df``'s physical plan, not counting those that built a cached
+    input (under an ``InMemoryRelation``: they ran once, when it was cached)."""
     count, cached_at = 0, None
     for line in df._jdf.queryExecution().executedPlan().toString().splitlines():
         indent = len(line) - len(line.lstrip(" +-:"))
@@ -367,7 +367,7 @@ def in_set_part(spark, events, partitions: int, repeats: int) -> bool:
         rel = in_set_difference(paths["numba"](), paths["sql"](), entity, "affinity")
         shuffles = {impl: exchanges(make()) for impl, make in paths.items()}
         print(f"\ndecayed sum in a feature set, {label} ({n:,} events; features "
-              f"{', '.join(f['name'] for f in shape['features'])}; shuffles in the plan: sql {shuffles['sql']}, "
+              f"{', '.join(f['name'] for f in shape['features'])}; exchanges in the plan: sql {shuffles['sql']}, "
               f"numba {shuffles['numba']}):")
         seconds = report(measure(paths, repeats), n, "sql")
         winner = min(seconds, key=seconds.__getitem__)
