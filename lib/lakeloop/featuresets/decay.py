@@ -5,10 +5,10 @@
 A row one half-life old weighs 0.5.  ``group_by`` makes it a map per group value (sorted by key),
 ``where`` keeps only matching rows; an entity without rows gets 0.0 (no ``group_by``).
 
-``impl: auto`` (the default) is ``sql``, the faster of the two on the benchmark: that sum in Spark SQL,
-computed in the set's aggregation with no Python and no extra shuffle.  ``impl: numba`` runs the numba kernel of
-:mod:`lakeloop.kernels` in ``mapInArrow`` instead; it needs the grouping columns (the entity, then
-``group_by``) to be exactly one integer column and one string column, and one ``t`` per
+``impl: auto`` (the default) is ``sql``, the faster of the two inside a feature set on the benchmark: that
+sum in Spark SQL, computed in the set's aggregation with no Python and no extra shuffle.  ``impl: numba`` runs
+the numba kernel of :mod:`lakeloop.kernels` in ``mapInArrow`` instead; it needs the grouping columns (the
+entity, then ``group_by``) to be exactly one integer column and one string column, and one ``t`` per
 computation (gold tables, and training sets with ``as_of_join: per_time``).
 """
 
@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 __all__ = ["IMPLS", "parse", "column", "default_for", "numba_frame"]
 
 IMPLS = ("sql", "numba", "auto")
-#: ``impl: auto``: SQL, measured faster than the numba kernel (docs/features.md, bench/features.py)
+#: ``impl: auto``: SQL, measured faster than the numba kernel inside a feature set (docs/features.md,
+#: bench/features.py)
 AUTO = "sql"
 
 
