@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 __all__ = ["TableFiles", "table_source", "split", "write_scored"]
 
 PARTITION = "dt"
+#: rows per row group of a prediction file (at least; a row group ends on a scored batch's boundary)
+ROW_GROUP_ROWS = 100_000
 #: a task's input: (file path relative to the table root, its row groups or None for all of them)
 Part = tuple[tuple[str, tuple[int, ...] | None], ...]
 
@@ -199,7 +201,10 @@ class _ScoreFiles:
                     yield pa.RecordBatch.from_arrays(arrays, names=[c for c, _ in columns])
 
     def _write(self, batches: Iterator[pa.RecordBatch]) -> StagedFile | None:
-        """One parquet file of the scored batches with the run columns; None when there were no rows."""
+        """One parquet file of the scored batches with the run columns; None when there were no rows.
+
+        Batches are written in row groups of at least :data:`ROW_GROUP_ROWS` rows, dictionary-encoded only
+        in the text columns (keys and scores are mostly distinct: their dictionaries are built and dropped)."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -207,17 +212,28 @@ class _ScoreFiles:
 
         column, value = self.partition
         relative = f"{self.staging}/{column}={value}/part-{uuid.uuid4().hex}.snappy.parquet"
-        fs, writer = self.target.fs, None
+        fs, writer, pending = self.target.fs, None, []
+
+        def flush() -> None:
+            nonlocal writer
+            if writer is None:
+                fs.create_dir(self.target.fs_join(relative.rsplit("/", 1)[0]), recursive=True)
+                text = [f.name for f in self.schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
+                writer = pq.ParquetWriter(self.target.fs_join(relative), self.schema, filesystem=fs,
+                                          use_dictionary=text or False)
+            writer.write_table(pa.Table.from_batches(pending, schema=self.schema), row_group_size=ROW_GROUP_ROWS * 2)
+            pending.clear()
+
         try:
             for batch in batches:
                 if batch.num_rows == 0:
                     continue
                 run = [pa.repeat(pa.scalar(v, self.schema.field(n).type), batch.num_rows) for n, v in self.constants]
-                out = pa.RecordBatch.from_arrays([*batch.columns, *run], schema=self.schema)
-                if writer is None:
-                    fs.create_dir(self.target.fs_join(relative.rsplit("/", 1)[0]), recursive=True)
-                    writer = pq.ParquetWriter(self.target.fs_join(relative), self.schema, filesystem=fs)
-                writer.write_batch(out)
+                pending.append(pa.RecordBatch.from_arrays([*batch.columns, *run], schema=self.schema))
+                if sum(b.num_rows for b in pending) >= ROW_GROUP_ROWS:
+                    flush()
+            if pending:
+                flush()
         finally:
             if writer is not None:
                 writer.close()
