@@ -212,17 +212,18 @@ class _ScoreFiles:
 
         column, value = self.partition
         relative = f"{self.staging}/{column}={value}/part-{uuid.uuid4().hex}.snappy.parquet"
-        fs, writer, pending = self.target.fs, None, []
+        fs, writer, pending, rows = self.target.fs, None, [], 0
 
-        def flush() -> None:
-            nonlocal writer
+        def flush() -> None:  # one row group (below pyarrow's default maximum of 1Mi rows)
+            nonlocal writer, rows
             if writer is None:
                 fs.create_dir(self.target.fs_join(relative.rsplit("/", 1)[0]), recursive=True)
                 text = [f.name for f in self.schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
                 writer = pq.ParquetWriter(self.target.fs_join(relative), self.schema, filesystem=fs,
                                           use_dictionary=text or False)
-            writer.write_table(pa.Table.from_batches(pending, schema=self.schema), row_group_size=ROW_GROUP_ROWS * 2)
+            writer.write_table(pa.Table.from_batches(pending, schema=self.schema))
             pending.clear()
+            rows = 0
 
         try:
             for batch in batches:
@@ -230,7 +231,8 @@ class _ScoreFiles:
                     continue
                 run = [pa.repeat(pa.scalar(v, self.schema.field(n).type), batch.num_rows) for n, v in self.constants]
                 pending.append(pa.RecordBatch.from_arrays([*batch.columns, *run], schema=self.schema))
-                if sum(b.num_rows for b in pending) >= ROW_GROUP_ROWS:
+                rows += batch.num_rows
+                if rows >= ROW_GROUP_ROWS:
                     flush()
             if pending:
                 flush()
