@@ -310,7 +310,8 @@ class RedisStore(ServingStore):
             if conn.reader is None:
                 conn.reader = conn.client.connection_pool.get_connection()
             try:
-                conn.reader.send_packed_command(packed, check_health=False)
+                # one write: redis-py sends a list of commands with one sendall each
+                conn.reader.send_packed_command([b"".join(packed)], check_health=False)
                 out, missing = [], None
                 for _ in packed:  # read every answer, so that the connection stays in step
                     try:
