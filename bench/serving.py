@@ -9,7 +9,8 @@ HTTP part: the service (``jobs/serve.py``, ``--workers`` uvicorn processes, Redi
 threads sharing a GIL with the server): 4 clients are 4 processes; 100 clients run once for each
 ``--conns-per-process`` value (1: 100 processes; 25: 4 processes of 25 connections each, multiplexed with
 ``selectors`` as wrk or hey do with threads); each scenario runs for
-``--duration`` seconds after a warm-up and prints p50/p99 latency, requests/s, errors and the slowest
+``--duration`` seconds after a warm-up, ``--rounds`` times (every other round in reverse order), and prints
+the median of its rounds' p50/p99 latency and requests/s with their spread, errors and the slowest
 connect, against the targets (100 clients: p99 <= 50 ms and no error; 1 key, 4 clients: >= 4,000 req/s).
 Online scoring (unless ``--skip-online``): the recommender's lake is built in a temporary folder (two days of
 ``--online-events`` events through datagen .. features, a trained ``@champion``, ``materialize`` into Redis),
@@ -393,38 +394,68 @@ def cpu_meters(service: subprocess.Popen, redis_port: int | None) -> dict:
     return meters
 
 
-def http_bench(kind: str, users: int, workers: int, duration: float, tmp: str,
-               per_process: tuple[int, ...] = (1,)) -> list[dict]:
+def http_bench(kind: str, users: int, workers: tuple[int, ...], duration: float, tmp: str,
+               per_process: tuple[int, ...] = (1,), rounds: int = 1) -> list[dict]:
     """Load ``users`` top-10 lists into a fresh store (``kind``), start the service, run the four scenarios."""
     server = _redis_server_class()(Path(tmp) / "redis-http").start() if kind == "redis" else None
     try:
         options = {"port": server.port} if server else {"path": str(Path(tmp) / "http.sqlite")}
         store = store_from_config(StoreSettings(kind, "benchhttp", options=options))
         load_users(store, users)
-        proc, port = start_service(store, workers, [f"warehouse={tmp}", f"landing={tmp}"])
-        try:
-            return scenarios(port, f"lookup {kind}", {"kind": "lookup", "users": list(range(users))}, duration,
-                             cpu_meters(proc, server.port if server else None), per_process)
-        finally:
-            proc.terminate()
-            proc.wait(30)
+        return measure_service(store, workers, [f"warehouse={tmp}", f"landing={tmp}"], f"lookup {kind}",
+                               {"kind": "lookup", "users": list(range(users))}, duration,
+                               server.port if server else None, per_process, rounds)
     finally:
         if server is not None:
             server.stop()
 
 
-def scenarios(port: int, label: str, spec: dict, duration: float, cpu: dict | None = None,
-              per_process: tuple[int, ...] = (1,)) -> list[dict]:
-    """1 and 50 entities per request, each to 4 clients (a process each) and 100 clients (``per_process``
-    connections to a client process, each value in turn)."""
+def measure_service(store: ServingStore, workers: tuple[int, ...], settings: list[str], label: str, spec: dict,
+                    duration: float, redis_port: int | None, per_process: tuple[int, ...], rounds: int) -> list[dict]:
+    """For each number of ``workers``: the service started over ``store`` with ``settings``, :func:`scenarios`
+    run against it, each result tagged with its ``workers``."""
     results = []
-    for keys in (1, 50):
-        for clients, conns in ((4, 1), *((100, n) for n in per_process)):
-            print(f"http {label}: {clients} clients ({conns} per process), {keys} key(s) per request ...",
-                  file=sys.stderr)
-            results.append({"what": label, **run_clients(port, clients, {**spec, "keys": keys}, duration, cpu=cpu,
-                                                         per_process=conns)})
+    for n in workers:
+        proc, port = start_service(store, n, settings)
+        try:
+            results += [{**r, "workers": n} for r in scenarios(port, label, spec, duration,
+                                                               cpu_meters(proc, redis_port), per_process, rounds)]
+        finally:
+            proc.terminate()
+            proc.wait(30)
     return results
+
+
+def scenarios(port: int, label: str, spec: dict, duration: float, cpu: dict | None = None,
+              per_process: tuple[int, ...] = (1,), rounds: int = 1) -> list[dict]:
+    """1 and 50 entities per request, each to 4 clients (a process each) and 100 clients (``per_process``
+    connections to a client process, each value in turn); ``rounds`` times, every other round in reverse order,
+    each scenario reported as the median of its rounds (:func:`median_run`)."""
+    cases = [(keys, clients, conns) for keys in (1, 50)
+             for clients, conns in ((4, 1), *((100, n) for n in per_process))]
+    runs: dict[tuple[int, int, int], list[dict]] = {case: [] for case in cases}
+    for r in range(rounds):
+        for keys, clients, conns in cases if r % 2 == 0 else cases[::-1]:
+            print(f"http {label}: round {r + 1}/{rounds}, {clients} clients ({conns} per process), {keys} key(s) "
+                  "per request ...", file=sys.stderr)
+            runs[keys, clients, conns].append(run_clients(port, clients, {**spec, "keys": keys}, duration, cpu=cpu,
+                                                          per_process=conns))
+    return [{"what": label, **median_run(runs[case])} for case in cases]
+
+
+def median_run(runs: list[dict]) -> dict:
+    """One scenario's rounds as one result: the median of each figure, the errors of all rounds, the slowest
+    request and connect of any, the load average's lowest before and highest after, and the spread of requests/s
+    and p99 (``req_per_s_range``, ``p99_ms_range``: the lowest and highest round)."""
+    out = {k: statistics.median(r[k] for r in runs) for k, v in runs[0].items() if isinstance(v, float)}
+    out.update({k: runs[0][k] for k in ("clients", "procs", "keys")}, rounds=len(runs),
+               requests=sum(r["requests"] for r in runs), errors=sum(r["errors"] for r in runs),
+               max_ms=max(r["max_ms"] for r in runs), max_connect_ms=max(r["max_connect_ms"] for r in runs),
+               load_avg_before=min(r["load_avg_before"] for r in runs),
+               load_avg_after=max(r["load_avg_after"] for r in runs),
+               req_per_s_range=(min(r["req_per_s"] for r in runs), max(r["req_per_s"] for r in runs)),
+               p99_ms_range=(min(r["p99_ms"] for r in runs), max(r["p99_ms"] for r in runs)))
+    return out
 
 
 def load_users(store: ServingStore, users: int) -> None:
@@ -441,26 +472,33 @@ def load_users(store: ServingStore, users: int) -> None:
     store.close()
 
 
-def http_report(results: list[dict], workers: int, users: int) -> None:
-    print(f"lookup and online-score service (jobs/serve.py, {workers} uvicorn workers; lookups: {users:,} users' "
+def http_report(results: list[dict], users: int) -> None:
+    rounds = results[0].get("rounds", 1) if results else 1
+    print(f"lookup and online-score service (jobs/serve.py, workers: its uvicorn processes; lookups: {users:,} users' "
           f"top-10 lists); every client one keep-alive connection, procs: the client processes they share; "
           f"{os.cpu_count()} CPUs shared by all")
+    print(f"every figure the median of {rounds} round(s) (every other one in reverse order); req/s and p99 also "
+          "as the lowest-highest round; errors: all rounds; max: the slowest of any round")
     print("cores: CPU seconds per second of the measured window used by the service (all its processes), the "
           "redis-server and the client processes")
-    print(f"{'what':14} {'keys/req':>8} {'clients':>7} {'procs':>5} {'req/s':>8} {'keys/s':>9} {'p50 ms':>7} "
-          f"{'p99 ms':>7} "
+    print(f"{'what':14} {'workers':>7} {'keys/req':>8} {'clients':>7} {'procs':>5} {'req/s':>8} {'req/s range':>13} "
+          f"{'keys/s':>9} "
+          f"{'p50 ms':>7} {'p99 ms':>7} {'p99 range':>13} "
           f"{'max ms':>7} {'errors':>6} {'connect ms':>10} {'service':>7} {'redis':>5} {'clients':>7} {'load avg':>9}")
     for r in results:
-        print(f"{r['what']:14} {r['keys']:>8} {r['clients']:>7} {r['procs']:>5} {r['req_per_s']:>8,.0f} "
-              f"{r['keys_per_s']:>9,.0f} "
-              f"{r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} {r['max_ms']:>7.1f} {r['errors']:>6} "
+        (rlo, rhi), (plo, phi) = r["req_per_s_range"], r["p99_ms_range"]
+        print(f"{r['what']:14} {r['workers']:>7} {r['keys']:>8} {r['clients']:>7} {r['procs']:>5} "
+              f"{r['req_per_s']:>8,.0f} "
+              f"{f'{rlo:,.0f}-{rhi:,.0f}':>13} {r['keys_per_s']:>9,.0f} "
+              f"{r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} {f'{plo:.1f}-{phi:.1f}':>13} {r['max_ms']:>7.1f} "
+              f"{r['errors']:>6} "
               f"{r['max_connect_ms']:>10.1f} {r.get('service_cores', 0):>7.2f} {r.get('redis_cores', 0):>5.2f} "
               f"{r['client_cores']:>7.2f} {r['load_avg_before']:>4.1f}-{r['load_avg_after']:<4.1f}")
     for r in results:
         for label, ok in targets(r):
             verdict = "met" if ok else "MISSED"
-            print(f"target {r['what']} {r['keys']} key(s), {r['clients']} clients in {r['procs']} processes: {label}: "
-                  f"{verdict}")
+            print(f"target {r['what']} ({r['workers']} workers) {r['keys']} key(s), {r['clients']} clients in "
+                  f"{r['procs']} processes: {label}: {verdict}")
 
 
 def targets(r: dict) -> list[tuple[str, bool]]:
@@ -507,9 +545,11 @@ def online_lake(tmp: Path, redis_port: int, events: int, users: int, items: int)
     return overrides, ids
 
 
-def online_bench(workers: int, duration: float, tmp: str, events: int, users: int, items: int,
-                 per_process: tuple[int, ...] = (1,)) -> list[dict]:
-    """``POST /v1/score/ranker`` of 1 and 50 (user, item) rows to 4 and 100 clients (:func:`scenarios`)."""
+def online_bench(workers: tuple[int, ...], duration: float, tmp: str, events: int, users: int, items: int,
+                 per_process: tuple[int, ...] = (1,), rounds: int = 1,
+                 variants: tuple[str, ...] | None = None) -> list[dict]:
+    """``POST /v1/score/ranker`` of 1 and 50 (user, item) rows to 4 and 100 clients (:func:`scenarios`), for
+    each of :data:`ONLINE_VARIANTS` (those labelled in ``variants`` when given)."""
     from lakeloop.conf import load_conf
 
     server = _redis_server_class()(Path(tmp) / "redis-online").start()
@@ -518,15 +558,9 @@ def online_bench(workers: int, duration: float, tmp: str, events: int, users: in
         namespace = load_conf("local", overrides)["serving.namespace"]
         store = store_from_config(StoreSettings("redis", namespace, options={"port": server.port}))
         spec = {"kind": "score", "path": "/v1/score/ranker", "users": ids["user_id"], "items": ids["item_id"]}
-        results = []
-        for label, settings in ONLINE_VARIANTS:
-            proc, port = start_service(store, workers, [*overrides, *settings])
-            try:
-                results += scenarios(port, label, spec, duration, cpu_meters(proc, server.port), per_process)
-            finally:
-                proc.terminate()
-                proc.wait(30)
-        return results
+        return [r for label, settings in ONLINE_VARIANTS if variants is None or label in variants
+                for r in measure_service(store, workers, [*overrides, *settings], label, spec, duration,
+                                         server.port, per_process, rounds)]
     finally:
         server.stop()
 
@@ -539,11 +573,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--redis-port", type=int, default=None, help="use this running redis-server on 127.0.0.1")
     p.add_argument("--stores", default="redis,sqlite")
     p.add_argument("--users", type=int, default=100_000, help="HTTP part: users in the served version")
-    p.add_argument("--workers", type=int, default=2, help="HTTP part: uvicorn worker processes")
+    p.add_argument("--workers", default="2", help="HTTP part: uvicorn worker processes (a comma-separated list: "
+                   "each scenario is run against a service of each size)")
+    p.add_argument("--online-variants", default=None, help="online part: the variants to run, by label, "
+                   "comma-separated (default: all of " + ", ".join(label for label, _ in ONLINE_VARIANTS) + ")")
     p.add_argument("--duration", type=float, default=5.0, help="HTTP part: measured seconds per scenario")
     p.add_argument("--http-stores", default="redis,sqlite", help="HTTP part: stores the service reads")
     p.add_argument("--conns-per-process", default="1,25", help="HTTP part: the 100-client scenarios run once "
                    "for each of these numbers of connections per client process (1: 100 client processes)")
+    p.add_argument("--rounds", type=int, default=3, help="HTTP part: rounds of every scenario (every other one in "
+                   "reverse order), each figure the median of its rounds")
     p.add_argument("--skip-load", action="store_true", help="run the HTTP part only")
     p.add_argument("--skip-online", action="store_true", help="HTTP part: no online-score scenarios")
     p.add_argument("--online-events", type=int, default=20_000, help="online part: datagen events per day")
@@ -554,14 +593,17 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(read_latency(json.loads(args.reader[0]), int(args.reader[1]), int(args.reader[2]))))
         return 0
     per_process = tuple(int(x) for x in args.conns_per_process.split(","))
+    workers = tuple(int(x) for x in args.workers.split(","))
+    variants = tuple(args.online_variants.split(",")) if args.online_variants else None
     if not args.skip_http:
         with tempfile.TemporaryDirectory(prefix="bench-serving-http-") as tmp:
             results = [r for kind in args.http_stores.split(",")
-                       for r in http_bench(kind, args.users, args.workers, args.duration, tmp, per_process)]
+                       for r in http_bench(kind, args.users, workers, args.duration, tmp, per_process,
+                                           args.rounds)]
             if not args.skip_online:
-                results += online_bench(args.workers, args.duration, tmp, args.online_events, 2_000, 500,
-                                        per_process)
-            http_report(results, args.workers, args.users)
+                results += online_bench(workers, args.duration, tmp, args.online_events, 2_000, 500,
+                                        per_process, args.rounds, variants)
+            http_report(results, args.users)
     if args.skip_load:
         return 0
 
