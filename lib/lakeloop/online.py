@@ -308,6 +308,7 @@ class OnlineModel:
         out = [dict(r) for r in rows]
         pending = list(self.spec.joins)
         seen: dict[str, str | None] = {}  # the version of each namespace this request read
+        ahead: dict[str, tuple[list[str], list[Any]]] = {}  # namespace -> keys and values read with a stage before
         while pending:
             have = set(out[0]).intersection(*out[1:]) if out else set()
             stage = [j for j in pending if set(j.entity) <= have] or pending[:1]
@@ -315,7 +316,7 @@ class OnlineModel:
             keys = [[*self._keys(out, j), ABSENT_KEY] for j in stage]
             stores = [self.stores[j.namespace] for j in stage]
             if self.cache is None:
-                found = stores[0].get_many_each(list(zip(stores, keys, strict=True)))
+                found = self._read(out, stage, keys, pending, ahead)
             else:
                 found = self.cache.read(stores, keys, seen, [self.stores[j.namespace] for j in pending])
             for join, values in zip(stage, found, strict=True):
@@ -324,6 +325,59 @@ class OnlineModel:
             for row in out:
                 if row.get(column) is None:
                     row[column] = value
+        return out
+
+    def _read(self, rows: list[dict[str, Any]], stage: list[OnlineJoin], keys: list[list[str]],
+              pending: list[OnlineJoin], ahead: dict[str, tuple[list[str], list[Any]]]) -> list[list[Any]]:
+        """The values of ``stage``'s ``keys``: those read ahead with the stage before when that read used the
+        same keys, the others now, with the next stage's joins read ahead where the store can (one round trip
+        for a join keyed by a column an earlier join adds, :meth:`ServingStore.read_ahead`)."""
+        found: list[list[Any] | None] = [ahead[j.namespace][1] if j.namespace in ahead and ahead[j.namespace][0] == k
+                                         else None for j, k in zip(stage, keys, strict=True)]
+        todo = [i for i, values in enumerate(found) if values is None]
+        if todo:
+            joins = [stage[i] for i in todo]
+            nxt = self._templates(rows, joins, pending)
+            store = self.stores[joins[0].namespace]
+            first, then = store.read_ahead([(self.stores[j.namespace], keys[i]) for i, j in zip(todo, joins,
+                                                                                             strict=True)],
+                                           [(self.stores[j.namespace], t) for j, t in nxt])
+            for i, (_, values) in zip(todo, first, strict=True):
+                found[i] = values
+            for (join, _), got in zip(nxt, then, strict=True):
+                if got is not None:
+                    ahead[join.namespace] = (got[1], got[2])
+        return found  # type: ignore[return-value]
+
+    def _templates(self, rows: list[dict[str, Any]], stage: list[OnlineJoin],
+                   pending: list[OnlineJoin]) -> list[tuple[OnlineJoin, list[list[Any]]]]:
+        """The joins of ``pending`` keyed by columns ``rows`` will have once ``stage`` is attached, each with its
+        keys as :data:`lakeloop.serving.base.KeyTemplate` parts: a column the row has as text, a column a join of
+        ``stage`` adds as ``(its index in stage, feature)`` (:meth:`_attach`: the first join adding it)."""
+        adds: dict[str, tuple[int, str]] = {}
+        for i, join in enumerate(stage):
+            for column, feature in join.columns:
+                adds.setdefault(column, (i, feature))
+        out = []
+        for join in pending:
+            templates = []
+            for row in rows:
+                parts: list[Any] = []
+                for c in join.entity:
+                    value = row.get(c)
+                    if value is None and c not in row and c in adds:
+                        parts.append(adds[c])
+                    elif type(value) is int or type(value) is str:
+                        parts.append(str(value))
+                    else:
+                        break
+                    parts.append(KEY_SEPARATOR)
+                else:
+                    templates.append(parts[:-1])
+                    continue
+                break
+            else:
+                out.append((join, [*templates, [ABSENT_KEY]]))
         return out
 
     @staticmethod

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 __all__ = ["ServingStore", "StoreSettings", "ServingError", "LoadRefused", "LoadInfo",
-           "encode_value", "decode_value", "LOADING", "COMMITTED"]
+           "encode_value", "decode_value", "LOADING", "COMMITTED", "KeyTemplate"]
 
 LOADING = "loading"
 COMMITTED = "committed"
@@ -46,6 +46,9 @@ DELETING = "deleting"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 _RESERVED_VERSIONS = frozenset({"current", "rt"})
 _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+
+#: a key of :meth:`ServingStore.read_ahead`: its parts, each text or ``(read index, field)``
+KeyTemplate = Sequence["str | tuple[int, str]"]
 
 
 class ServingError(LakeloopError):
@@ -410,6 +413,22 @@ class ServingStore(ABC):
             version, raw = store._read_current([key_text(k) for k in keys])
             out.append((version, [decode_value(r) for r in raw]))
         return out
+
+    def read_ahead(self, reads: Sequence[tuple[ServingStore, Sequence[Any]]],
+                   ahead: Sequence[tuple[ServingStore, Sequence[KeyTemplate]]]
+                   ) -> tuple[list[tuple[str | None, list[Any]]], list[tuple[str, list[str], list[Any]] | None]]:
+        """:meth:`read_each` of ``reads`` and, where the backend can in the same round trip, a read of keys
+        built from the values just read: ``(read_each answers, [(version, keys, values) or None per ahead
+        read])``, each ahead read consistent within its own namespace like the others.
+
+        Each ``ahead`` entry is a store and one template per key: a key is the concatenation of its parts,
+        a part either text or ``(i, field)``: the field ``field`` of the value ``reads[i]`` found for the key
+        at the same position, or, where that key has no value, of the value of ``reads[i]``'s last key (the
+        row that stands for a missing one).  A field that is neither text nor an integer, or no value at all,
+        leaves that ahead read ``None``; so does a backend that cannot read ahead (this default).  The keys
+        come back with the values so that the caller can check them against the keys it builds itself.
+        """
+        return self.read_each(reads), [None] * len(ahead)
 
     def lookup(self, key: Any) -> dict[str, Any] | None:
         """Batch value merged with the real-time view: the batch mapping plus a ``realtime`` field.

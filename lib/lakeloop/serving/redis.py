@@ -38,6 +38,7 @@ from lakeloop.serving.base import (
     COMMITTED,
     DELETING,
     LOADING,
+    KeyTemplate,
     LoadInfo,
     LoadRefused,
     ServingError,
@@ -174,9 +175,87 @@ redis.call('SADD', KEYS[4], ARGV[1])
 return 1
 """
 
+# read_ahead: ARGV = n, per read (namespace, count, keys...), m, per ahead read (namespace, count, per key:
+# parts, per part (source, text)); source 0: the text itself, i > 0: field `text` of read i's value at the key's
+# position (its last key's value where missing). Answer: per read {version or false, values...}; per ahead read
+# {version, keys..., values...}, or false where a field is not text or an integer (the caller reads it itself)
+_AHEAD = f"""
+local pos = 1
+local function take() pos = pos + 1; return ARGV[pos - 1] end
+local function mget(prefix, keys)
+  local out = {{}}
+  for s = 1, #keys, {_SLICE} do
+    local names = {{}}
+    for i = s, math.min(s + {_SLICE - 1}, #keys) do names[#names + 1] = prefix .. keys[i] end
+    local values = redis.call('MGET', unpack(names))
+    for i = 1, #names do out[#out + 1] = values[i] end
+  end
+  return out
+end
+local out, found, decoded = {{}}, {{}}, {{}}
+local n = tonumber(take())
+for r = 1, n do
+  local ns, count = take(), tonumber(take())
+  local keys = {{}}
+  for i = 1, count do keys[i] = take() end
+  local version = redis.call('GET', ns .. ':current')
+  local values = {{}}
+  if version and count > 0 then values = mget(ns .. ':' .. version .. ':', keys) end
+  found[r], decoded[r] = values, {{}}
+  local answer = {{version or false}}
+  for i = 1, count do answer[i + 1] = values[i] or false end
+  out[r] = answer
+end
+local function row(r, i)
+  local values = found[r]
+  if values == nil then return nil end
+  if not values[i] then i = #values end
+  if not values[i] then return nil end
+  local v = decoded[r][i]
+  if v == nil then
+    local ok, d = pcall(cjson.decode, values[i])
+    v = ok and type(d) == 'table' and d or false
+    decoded[r][i] = v
+  end
+  return v or nil
+end
+local function text(v)
+  if type(v) == 'string' then return v end
+  if type(v) == 'number' and v == math.floor(v) and math.abs(v) < 2^53 then return string.format('%d', v) end
+  return nil
+end
+local m = tonumber(take())
+for a = 1, m do
+  local ns, count = take(), tonumber(take())
+  local keys, ok = {{}}, true
+  for j = 1, count do
+    local parts = {{}}
+    for q = 1, tonumber(take()) do
+      local source, t = tonumber(take()), take()
+      if source > 0 then
+        local value = row(source, j)
+        t = value and text(value[t]) or nil
+      end
+      if t == nil then ok = false else parts[#parts + 1] = t end
+    end
+    keys[j] = table.concat(parts)
+  end
+  local answer = false
+  local version = ok and redis.call('GET', ns .. ':current')
+  if version then
+    answer = {{version}}
+    local values = mget(ns .. ':' .. version .. ':', keys)
+    for j = 1, count do answer[j + 1] = keys[j] end
+    for j = 1, count do answer[count + j + 1] = values[j] or false end
+  end
+  out[n + a] = answer
+end
+return out
+"""
+
 _SCRIPTS = {"count_new": _COUNT_NEW, "expire": _EXPIRE, "commit": _COMMIT, "read": _READ,
             "begin": _BEGIN, "lookup_many": _LOOKUP_MANY, "switch": _SWITCH, "mark_removing": _MARK_REMOVING,
-            "copy": _COPY}
+            "copy": _COPY, "ahead": _AHEAD}
 
 
 _resp = resp.command
@@ -329,12 +408,42 @@ class RedisStore(ServingStore):
         raise ServingError(f"{self._describe()}: a read script is missing on the server")
 
     def read_each(self, reads: Sequence[tuple[ServingStore, Sequence[Any]]]) -> list[tuple[str | None, list[Any]]]:
-        if not all(isinstance(store, RedisStore) and store.settings.options == self.settings.options
-                   for store, _ in reads):
+        if not self._same_server(reads):
             return super().read_each(reads)
         found = self._read_many([(store.namespace, [k if type(k) is str else key_text(k) for k in keys], False)
                                  for store, keys in reads])
         return [(version, [decode_value(r) for r in raw]) for version, raw, _ in found]
+
+    def read_ahead(self, reads: Sequence[tuple[ServingStore, Sequence[Any]]],
+                   ahead: Sequence[tuple[ServingStore, Sequence[KeyTemplate]]]
+                   ) -> tuple[list[tuple[str | None, list[Any]]], list[tuple[str, list[str], list[Any]] | None]]:
+        """The base class's :meth:`~ServingStore.read_ahead` in one script run, when every store is on this
+        server: the fields are read from the JSON values on the server (``cjson``)."""
+        if not ahead or not self._same_server(reads) or not self._same_server(ahead):
+            return super().read_ahead(reads, ahead)
+        args = [str(len(reads))]
+        for store, keys in reads:
+            args += [store.namespace, str(len(keys)), *(k if type(k) is str else key_text(k) for k in keys)]
+        args.append(str(len(ahead)))
+        for store, templates in ahead:
+            args += [store.namespace, str(len(templates))]
+            for parts in templates:
+                args.append(str(len(parts)))
+                for part in parts:
+                    args += ("0", part) if type(part) is str else (str(part[0] + 1), part[1])
+        answer = self._read_scripts([("ahead", [], args)])[0]
+        first = [(got[0].decode() if got[0] else None, [decode_value(r) for r in got[1:]])
+                 for got in answer[:len(reads)]]
+        then: list[tuple[str, list[str], list[Any]] | None] = []
+        for (_, templates), got in zip(ahead, answer[len(reads):], strict=True):
+            n = len(templates)
+            then.append((got[0].decode(), [k.decode() for k in got[1:n + 1]], [decode_value(r) for r in got[n + 1:]])
+                        if got else None)
+        return first, then
+
+    def _same_server(self, reads: Sequence[tuple[ServingStore, Any]]) -> bool:
+        return all(isinstance(store, RedisStore) and store.settings.options == self.settings.options
+                   for store, _ in reads)
 
     # -- load ------------------------------------------------------------------------------------
     def _begin(self, version: str) -> None:
