@@ -15,10 +15,11 @@ connect, against the targets (100 clients: p99 <= 50 ms and no error; 1 key, 4 c
 Online scoring (unless ``--skip-online``): the recommender's lake is built in a temporary folder (two days of
 ``--online-events`` events through datagen .. features, a trained ``@champion``, ``materialize`` into Redis),
 then the service answers ``POST /v1/score/ranker`` with 1 and 50 (user, item) rows per request to 4 and 100
-clients (targets: 1 row, 4 clients: p99 <= 5 ms and >= 1,500 req/s; 100 clients: p99 <= 50 ms, no error), three
+clients (targets: 1 row, 4 clients: p99 <= 5 ms and >= 1,500 req/s; 100 clients: p99 <= 50 ms, no error), four
 times over the same lake (:data:`ONLINE_VARIANTS`): xgboost's ``inplace_predict`` and every feature read from
-Redis, the compiled trees (:mod:`lakeloop.trees`) with every read from Redis, and the compiled trees with the
-per-worker feature cache.  Every scenario also prints the cores used during its measured seconds by the service
+Redis; the compiled trees (:mod:`lakeloop.trees`) with every read from Redis, the join keyed by the item's
+category in a second round trip (``serve.online.read_ahead=false``) and in the first (the default); and the
+compiled trees with the per-worker feature cache.  Every scenario also prints the cores used during its measured seconds by the service
 (all its processes), the redis-server and the client processes, which share the same CPUs.
 
 Load part:
@@ -61,6 +62,7 @@ ONLINE_DAYS = ("2026-11-01", "2026-11-02")
 POOL = 10_000  # distinct values, cycled, so the benchmark does not hold 1M Python objects
 #: the online-score services measured, each over the same lake: (label, conf overrides)
 ONLINE_VARIANTS = (("score xgboost", ["serve.online.compile=false", "serve.online.cache_entries=0"]),
+                   ("score 2 reads", ["serve.online.cache_entries=0", "serve.online.read_ahead=false"]),
                    ("score", ["serve.online.cache_entries=0"]),
                    ("score cached", ["serve.online.cache_entries=50000"]))
 

@@ -14,9 +14,21 @@ def _load(store, version: str, values: dict) -> None:
     store.commit_load(version, len(values))
 
 
-def _calls(store, command: str) -> int:
-    stats = store._client.info("commandstats")
-    return stats.get(f"cmdstat_{command}", {}).get("calls", 0)
+def _sent(store, fn) -> list[str]:
+    """The commands clients sent to ``store``'s server while ``fn`` ran (``MONITOR``), without those scripts ran,
+    the health checks and the setup of a new connection (``PING``, ``HELLO``, ``CLIENT``)."""
+    client = store._client
+    with client.monitor() as monitor:
+        fn()
+        client.echo("end of the commands watched")
+        sent = []
+        for command in monitor.listen():
+            if command["command"] == "ECHO end of the commands watched":
+                return sent
+            name = command["command"].split(" ", 1)[0]
+            if command["client_type"] != "lua" and name not in ("PING", "HELLO", "CLIENT"):
+                sent.append(name)
+    raise AssertionError("unreachable")
 
 
 ITEMS = {"1": {"cat": "shoes", "price": 9.5}, "2": {"cat": "hats"}, "3": {"cat": 7}, "4": {"cat": 2.5},
@@ -85,16 +97,11 @@ ROWS = [{"user_id": 42, "item_id": 1}, {"user_id": 43, "item_id": 2}, {"user_id"
 def test_online_features_read_ahead_on_redis_equal_the_two_reads_on_sqlite(make_store):
     redis_stores = _stores(make_store, "redis")
     redis_model, sqlite_model = _model(redis_stores), _model(_stores(make_store, "sqlite"))
-    store = redis_stores["item"]
-    before = {c: _calls(store, c) for c in ("evalsha", "mget")}
     online = redis_model.features(ROWS)
     assert online == sqlite_model.features(ROWS)
     assert [r["affinity"] for r in online] == [0.5, 0.25, 0.1, 0.0, 0.9]  # 43|shoes: absent, filled
-    # one script run for the two first joins and the affinity join (its three MGETs count in the server's
-    # stats); read one by one, it would be three runs of the read script, or MGETs of the client's own
-    assert {c: _calls(store, c) - before[c] for c in before} == {"evalsha": 1, "mget": 3}
-    assert redis_model.features(ROWS[::-1]) == online[::-1]
-    assert {c: _calls(store, c) - before[c] for c in before} == {"evalsha": 2, "mget": 6}
+    # the two first joins and the affinity join in one round trip: one run of the read-ahead script
+    assert _sent(redis_stores["item"], lambda: redis_model.features(ROWS[::-1])) == ["EVALSHA"]
 
 
 def test_a_read_ahead_reads_the_version_current_at_the_read(make_store):
@@ -114,3 +121,12 @@ def test_a_category_that_is_no_key_is_a_bad_row_on_either_store(make_store, kind
     with pytest.raises(OnlineError, match=r"rows\[0\]") as err:
         _model(stores).features(ROWS[:1])
     assert err.value.status == 422
+
+
+def test_read_ahead_off_reads_each_stage_in_a_round_trip_of_its_own(make_store):
+    stores = _stores(make_store, "redis")
+    model = _model(stores)
+    model.read_ahead = False
+    assert model.features(ROWS) == _model(stores).features(ROWS)
+    # both versions known: the first joins' MGETs sent together, then the affinity join's
+    assert _sent(stores["item"], lambda: model.features(ROWS)) == ["MGET", "MGET", "MGET"]

@@ -83,6 +83,7 @@ class ServeSettings:
     online_refresh_s: float = 10.0
     online_cache_entries: int = 0
     online_compile: bool = True
+    online_read_ahead: bool = True
     readiness: Mapping[str, ReadinessCheck] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -107,7 +108,8 @@ class ServeSettings:
         values = {name: conf[f"serve.{name}"] for name in names}
         values.update(online=online_specs(conf), online_refresh_s=conf["serve.online.refresh_s"],
                       online_cache_entries=conf["serve.online.cache_entries"],
-                      online_compile=conf["serve.online.compile"])
+                      online_compile=conf["serve.online.compile"],
+                      online_read_ahead=conf["serve.online.read_ahead"])
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
@@ -293,7 +295,7 @@ def online_models(store: ServingStore, settings: ServeSettings) -> dict[str, Any
         spec = OnlineSpec.from_dict(raw)
         stores = {j.namespace: store_from_config(replace(store.settings, namespace=j.namespace)) for j in spec.joins}
         models[name] = OnlineModel(spec, stores, settings.online_refresh_s, settings.online_cache_entries,
-                                   settings.online_compile).start()
+                                   settings.online_compile, settings.online_read_ahead).start()
     return models
 
 
