@@ -18,9 +18,10 @@ then the service answers ``POST /v1/score/ranker`` with 1 and 50 (user, item) ro
 clients (targets: 1 row, 4 clients: p99 <= 5 ms and >= 1,500 req/s; 100 clients: p99 <= 50 ms, no error), four
 times over the same lake (:data:`ONLINE_VARIANTS`): xgboost's ``inplace_predict`` and every feature read from
 Redis; the compiled trees (:mod:`lakeloop.trees`) with every read from Redis, the join keyed by the item's
-category in a second round trip (``serve.online.read_ahead=false``) and in the first (the default); and the
-compiled trees with the per-worker feature cache.  Every scenario also prints the cores used during its measured seconds by the service
-(all its processes), the redis-server and the client processes, which share the same CPUs.
+category in a second round trip (``serve.online.read_ahead_rows=0``) and, up to 8 rows, in the first (the
+default); and the compiled trees with the per-worker feature cache.  Every scenario also prints the cores used
+during its measured seconds by the service (all its processes), the redis-server and the client processes, which
+share the same CPUs.
 
 Load part:
 Loads ``--keys`` top-10 recommendation lists into each store through the public API
@@ -62,7 +63,7 @@ ONLINE_DAYS = ("2026-11-01", "2026-11-02")
 POOL = 10_000  # distinct values, cycled, so the benchmark does not hold 1M Python objects
 #: the online-score services measured, each over the same lake: (label, conf overrides)
 ONLINE_VARIANTS = (("score xgboost", ["serve.online.compile=false", "serve.online.cache_entries=0"]),
-                   ("score 2 reads", ["serve.online.cache_entries=0", "serve.online.read_ahead=false"]),
+                   ("score 2 reads", ["serve.online.cache_entries=0", "serve.online.read_ahead_rows=0"]),
                    ("score", ["serve.online.cache_entries=0"]),
                    ("score cached", ["serve.online.cache_entries=50000"]))
 
@@ -599,7 +600,7 @@ def main(argv: list[str] | None = None) -> int:
     variants = tuple(args.online_variants.split(",")) if args.online_variants else None
     if not args.skip_http:
         with tempfile.TemporaryDirectory(prefix="bench-serving-http-") as tmp:
-            results = [r for kind in args.http_stores.split(",")
+            results = [r for kind in filter(None, args.http_stores.split(","))
                        for r in http_bench(kind, args.users, workers, args.duration, tmp, per_process,
                                            args.rounds)]
             if not args.skip_online:

@@ -123,10 +123,12 @@ def test_a_category_that_is_no_key_is_a_bad_row_on_either_store(make_store, kind
     assert err.value.status == 422
 
 
-def test_read_ahead_off_reads_each_stage_in_a_round_trip_of_its_own(make_store):
+@pytest.mark.parametrize("limit", [0, len(ROWS) - 1])
+def test_above_read_ahead_rows_each_stage_is_a_round_trip_of_its_own(make_store, limit):
     stores = _stores(make_store, "redis")
     model = _model(stores)
-    model.read_ahead = False
+    model.read_ahead_rows = limit
     assert model.features(ROWS) == _model(stores).features(ROWS)
     # both versions known: the first joins' MGETs sent together, then the affinity join's
     assert _sent(stores["item"], lambda: model.features(ROWS)) == ["MGET", "MGET", "MGET"]
+    assert _sent(stores["item"], lambda: model.features(ROWS[:limit or 1])) == (["EVALSHA"] if limit else ["MGET"] * 3)

@@ -208,8 +208,9 @@ SPEC: dict[str, Field] = {
                                      "version, key); 0: none (docs/serving.md, Online scoring)"),
     "serve.online.compile": _f("bool", "score a tree model with the compiled evaluator (lakeloop.trees) when it "
                                "gives exactly xgboost's scores"),
-    "serve.online.read_ahead": _f("bool", "read a join keyed by a column an earlier join adds in the same round "
-                                  "trip where the store can (Redis: the keys built on the server)"),
+    "serve.online.read_ahead_rows": _f("int", "requests of at most this many rows read a join keyed by a column an "
+                                       "earlier join adds in the same round trip where the store can (Redis: the "
+                                       "keys built on the server); 0: never"),
     # -- training, MLflow tracking and registry -------------------------------------------------------
     "mlflow.tracking_uri": _f("str", "MLflow tracking URI; null: sqlite:///<warehouse>/_mlflow/mlflow.db",
                               nullable=True),
@@ -379,7 +380,7 @@ DEFAULTS: dict[str, Any] = {
     "serve.online.refresh_s": 10.0,
     "serve.online.cache_entries": 50_000,
     "serve.online.compile": True,
-    "serve.online.read_ahead": True,
+    "serve.online.read_ahead_rows": 8,
     "mlflow.tracking_uri": None,
     "mlflow.registry_uri": None,
     "mlflow.artifact_root": None,

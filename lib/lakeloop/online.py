@@ -237,9 +237,9 @@ class OnlineModel:
     """One model answered online in this process: its feature stores, the loaded champion, the refresher."""
 
     def __init__(self, spec: OnlineSpec, stores: Mapping[str, ServingStore], refresh_s: float = 10.0,
-                 cache_entries: int = 0, compile_trees: bool = True, read_ahead: bool = True) -> None:
+                 cache_entries: int = 0, compile_trees: bool = True, read_ahead_rows: int = 8) -> None:
         self.spec, self.stores, self.refresh_s, self.compile_trees = spec, stores, refresh_s, compile_trees
-        self.read_ahead = read_ahead
+        self.read_ahead_rows = read_ahead_rows
         cacheable = cache_entries > 0 and not any(s.settings.ttl_seconds for s in stores.values())
         self.cache = FeatureCache(cache_entries) if cacheable else None
         self._loaded: tuple[ModelRef, Any] | None = None
@@ -338,7 +338,9 @@ class OnlineModel:
         todo = [i for i, values in enumerate(found) if values is None]
         if todo:
             joins = [stage[i] for i in todo]
-            nxt = self._templates(rows, joins, pending) if self.read_ahead else []
+            # on Redis the values read ahead pass through a script, whose cost per row outgrows the round trip
+            # it saves beyond about ten rows (docs/serving.md, Read-ahead)
+            nxt = self._templates(rows, joins, pending) if 0 < len(rows) <= self.read_ahead_rows else []
             store = self.stores[joins[0].namespace]
             first, then = store.read_ahead([(self.stores[j.namespace], keys[i]) for i, j in zip(todo, joins,
                                                                                              strict=True)],

@@ -192,7 +192,7 @@ local function mget(prefix, keys)
   end
   return out
 end
-local out, found, decoded = {{}}, {{}}, {{}}
+local out, found = {{}}, {{}}
 local n = tonumber(take())
 for r = 1, n do
   local ns, count = take(), tonumber(take())
@@ -201,28 +201,31 @@ for r = 1, n do
   local version = redis.call('GET', ns .. ':current')
   local values = {{}}
   if version and count > 0 then values = mget(ns .. ':' .. version .. ':', keys) end
-  found[r], decoded[r] = values, {{}}
+  found[r] = values
   local answer = {{version or false}}
   for i = 1, count do answer[i + 1] = values[i] or false end
   out[r] = answer
 end
-local function row(r, i)
+local function field(r, i, name)
   local values = found[r]
   if values == nil then return nil end
-  if not values[i] then i = #values end
-  if not values[i] then return nil end
-  local v = decoded[r][i]
-  if v == nil then
-    local ok, d = pcall(cjson.decode, values[i])
-    v = ok and type(d) == 'table' and d or false
-    decoded[r][i] = v
+  local raw = values[i] or values[#values]
+  if not raw then return nil end
+  local quoted = '"' .. name .. '":'
+  local s, e = string.find(raw, quoted, 1, true)
+  while s ~= nil and string.byte(raw, s - 1) ~= 123 and string.byte(raw, s - 1) ~= 44 do
+    s, e = string.find(raw, quoted, e + 1, true)
   end
-  return v or nil
-end
-local function text(v)
-  if type(v) == 'string' then return v end
-  if type(v) == 'number' and v == math.floor(v) and math.abs(v) < 2^53 then return string.format('%d', v) end
-  return nil
+  if s == nil then return nil end
+  if string.byte(raw, e + 1) == 34 then
+    local close = string.find(raw, '"', e + 2, true)
+    local t = close and string.sub(raw, e + 2, close - 1)
+    if t == nil or string.find(t, '\\\\', 1, true) then return nil end
+    return t
+  end
+  local t = string.match(raw, '^-?%d+', e + 1)
+  if t == nil or string.find(string.sub(raw, e + 1 + #t, e + 1 + #t), '[.eE]') then return nil end
+  return t
 end
 local m = tonumber(take())
 for a = 1, m do
@@ -232,10 +235,7 @@ for a = 1, m do
     local parts = {{}}
     for q = 1, tonumber(take()) do
       local source, t = tonumber(take()), take()
-      if source > 0 then
-        local value = row(source, j)
-        t = value and text(value[t]) or nil
-      end
+      if source > 0 then t = field(source, j, t) end
       if t == nil then ok = false else parts[#parts + 1] = t end
     end
     keys[j] = table.concat(parts)

@@ -83,15 +83,17 @@ class ServeSettings:
     online_refresh_s: float = 10.0
     online_cache_entries: int = 0
     online_compile: bool = True
-    online_read_ahead: bool = True
+    online_read_ahead_rows: int = 8
     readiness: Mapping[str, ReadinessCheck] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         for name in ("workers", "backlog", "max_body_bytes", "max_url_bytes", "max_header_bytes", "max_batch_keys"):
             if getattr(self, name) < 1:
                 raise ValueError(f"serve.{name}: expected an integer >= 1, got {getattr(self, name)!r}")
-        if self.online_cache_entries < 0:
-            raise ValueError(f"serve.online.cache_entries: expected an integer >= 0, got {self.online_cache_entries!r}")
+        for name in ("cache_entries", "read_ahead_rows"):
+            value = getattr(self, f"online_{name}")
+            if value < 0:
+                raise ValueError(f"serve.online.{name}: expected an integer >= 0, got {value!r}")
         for name in ("keepalive_timeout_s", "request_timeout_s", "drain_timeout_s", "store_timeout_s",
                      "online_refresh_s"):
             if getattr(self, name) <= 0:
@@ -109,7 +111,7 @@ class ServeSettings:
         values.update(online=online_specs(conf), online_refresh_s=conf["serve.online.refresh_s"],
                       online_cache_entries=conf["serve.online.cache_entries"],
                       online_compile=conf["serve.online.compile"],
-                      online_read_ahead=conf["serve.online.read_ahead"])
+                      online_read_ahead_rows=conf["serve.online.read_ahead_rows"])
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
@@ -295,7 +297,7 @@ def online_models(store: ServingStore, settings: ServeSettings) -> dict[str, Any
         spec = OnlineSpec.from_dict(raw)
         stores = {j.namespace: store_from_config(replace(store.settings, namespace=j.namespace)) for j in spec.joins}
         models[name] = OnlineModel(spec, stores, settings.online_refresh_s, settings.online_cache_entries,
-                                   settings.online_compile, settings.online_read_ahead).start()
+                                   settings.online_compile, settings.online_read_ahead_rows).start()
     return models
 
 
