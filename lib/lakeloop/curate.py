@@ -34,7 +34,7 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from lakeloop.errors import DataQualityError
-from lakeloop.filesize import row_bytes, sized
+from lakeloop.filesize import files_in, row_bytes, sized
 from lakeloop.ingest import BOM, bronze_schema
 from lakeloop.job import JobResult, add_range_arguments, per_date_summary, run_dates
 from lakeloop.lake import Lake
@@ -235,9 +235,11 @@ def _typed(c: Column, text: SparkColumn) -> SparkColumn:
     if t == "string":
         return text
     if t in ("int", "long"):
+        # digits alone, nearly every value, cast as they are; only the other number forms (12.0, 1.2e1) take
+        # the exact decimal, whose arithmetic costs several times more
         as_dec = s.try_cast("decimal(38,18)")
-        integral = as_dec == F.floor(as_dec)
-        return F.when(is_number & integral, as_dec.try_cast(c.sql_type))
+        integral = F.when(as_dec == F.floor(as_dec), as_dec.try_cast(c.sql_type))
+        return F.when(is_number, F.coalesce(s.try_cast(c.sql_type), integral))
     if t == "double":
         d = s.try_cast("double")
         return F.when(is_number & ~F.isnan(d) & (F.abs(d) != F.lit(float("inf"))), d)
@@ -467,7 +469,15 @@ def _bronze(spark: SparkSession, lake: Lake, schema: SourceSchema, dates: Sequen
             version: int | None) -> DataFrame:
     if version is None:
         return spark.createDataFrame([], bronze_schema(schema))
-    return lake.read(spark, f"bronze.{schema.source}", version=version, where=_dates_in(dates))
+    table = f"bronze.{schema.source}"
+    lines = lake.read(spark, table, version=version, where=_dates_in(dates))
+    cores = spark.sparkContext.defaultParallelism
+    # a day of bronze is often one file of one row group, which Spark reads in one task: parsing and cleansing,
+    # most of curate's cost, would run on one core.  A hash of _line needs no sort, where a round-robin
+    # repartition sorts every row first to stay deterministic
+    if "_line" in lines.columns and files_in(lake, table, dates) < cores:
+        return lines.repartition(cores, "_line")
+    return lines
 
 
 def _dates_in(dates: Sequence[str]) -> str:
