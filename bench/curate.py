@@ -38,6 +38,7 @@ import time
 from pathlib import Path
 
 from checkout import ROOT  # noqa: E402 - first: this checkout's lakeloop, also in the Python workers
+from memory import tree_cpu  # noqa: E402
 
 DAY = dt.date(2026, 11, 1)
 STAGES = ("read", "parse", "cleanse", "classify", "dedup", "curate", "job")
@@ -76,29 +77,14 @@ def stage_frames(spark, conf, source: str) -> dict:
             "job": lambda: lambda: curate.curate_source(spark, conf, source, DAY.isoformat(), force=True)}
 
 
-def session_cpu() -> float:
-    """CPU seconds so far of this process and its children (the JVM, Python workers), user + system."""
-    import psutil
-
-    total = 0.0
-    me = psutil.Process()
-    for proc in [me, *me.children(recursive=True)]:
-        try:
-            times = proc.cpu_times()
-            total += times.user + times.system
-        except psutil.NoSuchProcess:
-            pass
-    return total
-
-
 def measure(frame) -> tuple[float, float]:
     """Wall and CPU seconds of writing ``frame`` to the ``noop`` sink (of calling it, for the job)."""
-    cpu, t0 = session_cpu(), time.perf_counter()
+    cpu, t0 = tree_cpu(), time.perf_counter()
     if callable(frame):
         frame()
     else:
         frame.write.format("noop").mode("overwrite").save()
-    return time.perf_counter() - t0, session_cpu() - cpu
+    return time.perf_counter() - t0, tree_cpu() - cpu
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,5 @@
-"""Peak resident memory of a job's processes, sampled while it runs (shared by the benchmarks that print it).
+"""Peak resident memory of a job's processes, sampled while it runs, and the CPU a process tree used (shared by
+the benchmarks that print them).
 
 :class:`Peaks` follows one process (a job's driver Python), its Java child (the driver's JVM), its other
 descendants (the driver's Python workers in local mode) and every executor JVM of a standalone worker with its
@@ -10,9 +11,24 @@ from __future__ import annotations
 import threading
 import time
 
-__all__ = ["Peaks", "GB"]
+__all__ = ["Peaks", "GB", "tree_cpu"]
 
 GB = 1024 ** 3
+
+
+def tree_cpu(pid: int | None = None) -> float:
+    """CPU seconds so far, user + system, of process ``pid`` (this one when None) and all its descendants."""
+    import psutil
+
+    total = 0.0
+    root = psutil.Process(pid)
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            times = proc.cpu_times()
+            total += times.user + times.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
 
 
 class Peaks:

@@ -378,20 +378,9 @@ def run_clients(port: int, clients: int, spec: dict, duration: float, warmup: fl
 
 def cpu_meters(service: subprocess.Popen, redis_port: int | None) -> dict:
     """CPU-seconds readers of the service (its process and every worker) and of the redis-server."""
-    import psutil
+    from memory import tree_cpu
 
-    def service_cpu() -> float:
-        total = 0.0
-        root = psutil.Process(service.pid)
-        for proc in [root, *root.children(recursive=True)]:
-            try:
-                times = proc.cpu_times()
-                total += times.user + times.system
-            except psutil.NoSuchProcess:
-                pass
-        return total
-
-    meters = {"service": service_cpu}
+    meters = {"service": lambda: tree_cpu(service.pid)}
     if redis_port is not None:
         meters["redis"] = Meter(redis_port)._server_cpu
     return meters
