@@ -33,10 +33,13 @@ def _kernel() -> Any:
     @numba.njit(nogil=True, cache=False)
     def predict(x, roots, left, right, feature, value, default_left, base, sigmoid, out):  # noqa: ANN001
         one, cap = np.float32(1.0), np.float32(88.7)
-        for i in range(x.shape[0]):
-            margin = base
-            for t in range(roots.shape[0]):
-                node = roots[t]
+        out[:] = base
+        # tree by tree over all the rows: one tree's nodes stay in cache while every row walks it; each row's
+        # margin still adds the trees in their order, so the sums are the same float32 sums
+        for t in range(roots.shape[0]):
+            root = roots[t]
+            for i in range(x.shape[0]):
+                node = root
                 while left[node] != -1:
                     f = x[i, feature[node]]
                     if np.isnan(f):
@@ -45,9 +48,10 @@ def _kernel() -> Any:
                         node = left[node]
                     else:
                         node = right[node]
-                margin += value[node]
-            # xgboost's Sigmoid: 1 / (exp(min(-x, 88.7)) + 1) in float32
-            out[i] = one / (np.exp(min(-margin, cap)) + one) if sigmoid else margin
+                out[i] += value[node]
+        if sigmoid:  # xgboost's Sigmoid: 1 / (exp(min(-x, 88.7)) + 1) in float32
+            for i in range(x.shape[0]):
+                out[i] = one / (np.exp(min(-out[i], cap)) + one)
         return out
 
     return predict
