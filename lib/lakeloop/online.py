@@ -363,23 +363,8 @@ class OnlineModel:
                 adds.setdefault(column, (i, feature))
         out = []
         for join in pending:
-            templates = []
-            for row in rows:
-                parts: list[Any] = []
-                for c in join.entity:
-                    value = row.get(c)
-                    if value is None and c not in row and c in adds:
-                        parts.append(adds[c])
-                    elif type(value) is int or type(value) is str:
-                        parts.append(str(value))
-                    else:
-                        break
-                    parts.append(KEY_SEPARATOR)
-                else:
-                    templates.append(parts[:-1])
-                    continue
-                break
-            else:
+            templates = [_template(row, join.entity, adds) for row in rows]
+            if all(t is not None for t in templates):
                 out.append((join, [*templates, [ABSENT_KEY]]))
         return out
 
@@ -429,6 +414,22 @@ class OnlineModel:
         names = ("score", "prediction")[:len(outputs)]
         results = [{n: o[i].item() for n, o in zip(names, outputs, strict=True)} for i in range(len(rows))]
         return {"model": self.spec.model, "version": ref.version, "results": results}
+
+
+def _template(row: Mapping[str, Any], entity: Sequence[str], adds: Mapping[str, tuple[int, str]]) -> list[Any] | None:
+    """The key of ``row`` for a join keyed by ``entity`` as template parts (``adds``: the columns a stage being
+    read adds, by column), or None when a column is neither in ``adds`` nor a text or integer value of the row."""
+    parts: list[Any] = []
+    for c in entity:
+        value = row.get(c)
+        if value is None and c not in row and c in adds:
+            parts.append(adds[c])
+        elif type(value) is int or type(value) is str:
+            parts.append(str(value))
+        else:
+            return None
+        parts.append(KEY_SEPARATOR)
+    return parts[:-1]
 
 
 _NAN = float("nan")
