@@ -34,7 +34,7 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from lakeloop.errors import DataQualityError
-from lakeloop.filesize import files_in, row_bytes, sized
+from lakeloop.filesize import row_bytes, sized
 from lakeloop.ingest import BOM, bronze_schema
 from lakeloop.job import JobResult, add_range_arguments, per_date_summary, run_dates
 from lakeloop.lake import Lake
@@ -475,7 +475,8 @@ def _bronze(spark: SparkSession, lake: Lake, schema: SourceSchema, dates: Sequen
     # a day of bronze is often one file of one row group, which Spark reads in one task: parsing and cleansing,
     # most of curate's cost, would run on one core.  A hash of _line needs no sort, where a round-robin
     # repartition sorts every row first to stay deterministic
-    if "_line" in lines.columns and files_in(lake, table, dates) < cores:
+    files = lake.partition_files(table)
+    if "_line" in lines.columns and sum(len(files.get(d, ())) for d in dates) < cores:
         return lines.repartition(cores, "_line")
     return lines
 

@@ -12,7 +12,7 @@ into ``ceil(bytes / target)`` files.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
     from lakeloop.lake import Lake
 
-__all__ = ["row_bytes", "files_in", "files_for", "sized"]
+__all__ = ["row_bytes", "files_for", "sized"]
 
 # bytes per row assumed for a table with no files yet (about a dozen short columns, compressed)
 DEFAULT_ROW_BYTES = 64.0
@@ -42,24 +42,6 @@ def row_bytes(lake: Lake, table: str, default: float = DEFAULT_ROW_BYTES) -> flo
     rows = sum(n for n in actions.column("num_records").to_pylist() if n)
     size = sum(actions.column("size_bytes").to_pylist())
     return size / rows if rows else default
-
-
-def files_in(lake: Lake, table: str, values: Sequence[str], column: str = "dt") -> int:
-    """Data files of ``table``'s latest snapshot in the partitions whose ``column`` is one of ``values`` (from the
-    log: no data is read); 0 when the table has none or does not exist."""
-    import pyarrow as pa
-
-    from lakeloop.delta.log import load_table, locate
-
-    snapshot = load_table(locate(lake.uri(table), lake.storage_options))
-    if snapshot is None:
-        return 0
-    actions = pa.table(snapshot.get_add_actions(flatten=True))
-    name = f"partition.{column}"
-    if name not in actions.column_names:
-        return actions.num_rows
-    wanted = set(values)
-    return sum(1 for v in actions.column(name).to_pylist() if v in wanted)
 
 
 def files_for(rows: int, bytes_per_row: float, target: int) -> int:

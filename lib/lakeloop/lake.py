@@ -91,15 +91,12 @@ class Lake:
     def partition_values(self, table: str, column: str = "dt") -> list[str]:
         """The distinct values of partition column ``column`` in ``table``'s latest snapshot (from the log: no
         data is read), sorted; empty when there is no table."""
-        import pyarrow as pa
+        return sorted(self.partition_files(table, column))
 
-        from lakeloop.delta.log import load_table, locate
-
-        snapshot = load_table(locate(self.uri(table), self.storage_options))
-        if snapshot is None or column not in snapshot.metadata().partition_columns:
-            return []
-        actions = pa.table(snapshot.get_add_actions(flatten=True))
-        return sorted({v for v in actions.column(f"partition.{column}").to_pylist() if v is not None})
+    def partition_files(self, table: str, column: str = "dt") -> dict[str, list[str]]:
+        """``{value: data file paths}`` of partition column ``column`` in ``table``'s latest snapshot (from the
+        log: no data is read); empty when there is no table or it is not partitioned by ``column``."""
+        return self._partitioned(table, column)[1] or {}
 
     def partition_state(self, table: str, column: str = "dt") -> tuple[int | None, dict[str, str]]:
         """``(version, {value: fingerprint})`` of ``table``'s latest snapshot, from the log (no data is read): the
@@ -107,22 +104,29 @@ class Lake:
         adds or removes a file of that partition.  ``(None, {})`` when there is no table."""
         import hashlib
 
+        version, files = self._partitioned(table, column)
+        return version, {v: hashlib.sha256("\n".join(sorted(p)).encode()).hexdigest()[:20]
+                         for v, p in (files or {}).items()}
+
+    def _partitioned(self, table: str, column: str) -> tuple[int | None, dict[str, list[str]] | None]:
+        """The latest snapshot's version and its data files by value of ``column`` (None values left out):
+        ``(None, None)`` without a table, ``(version, None)`` when it is not partitioned by ``column``."""
         import pyarrow as pa
 
         from lakeloop.delta.log import load_table, locate
 
         snapshot = load_table(locate(self.uri(table), self.storage_options))
         if snapshot is None:
-            return None, {}
+            return None, None
         if column not in snapshot.metadata().partition_columns:
-            return snapshot.version(), {}
+            return snapshot.version(), None
         actions = pa.table(snapshot.get_add_actions(flatten=True))
         files: dict[str, list[str]] = {}
         for value, path in zip(actions.column(f"partition.{column}").to_pylist(),
                                actions.column("path").to_pylist(), strict=True):
-            files.setdefault(value, []).append(path)
-        return snapshot.version(), {v: hashlib.sha256("\n".join(sorted(p)).encode()).hexdigest()[:20]
-                                    for v, p in files.items() if v is not None}
+            if value is not None:
+                files.setdefault(value, []).append(path)
+        return snapshot.version(), files
 
     @staticmethod
     def partitions_between(state: tuple[int | None, dict[str, str]], lo: str | None, hi: str) -> Any:
