@@ -306,29 +306,43 @@ class OnlineModel:
 
         The joins run in the training set's order, in stages: the joins keyed only by columns the rows have are
         read together (one round trip on Redis), then each join keyed by a column an earlier join adds."""
-        out = [dict(r) for r in rows]
+        columns = self._columns(rows)
+        return [{c: v[i] for c, v in columns.items() if v[i] is not _NONE} for i in range(len(rows))]
+
+    def _columns(self, rows: Sequence[Mapping[str, Any]], wanted: frozenset[str] | None = None) -> dict[str, list[Any]]:
+        """What :meth:`features` gives, column by column (a value per row; :data:`_NONE` where a request row has
+        no such column): only the columns in ``wanted`` and the joins' keys are attached and filled (all: None).
+
+        Column lists, not a dict per row: a request's rows are attached, filled and turned into the feature
+        matrix by list comprehensions over a column, the costs per value several times lower."""
+        names = dict.fromkeys(c for r in rows for c in r)
+        out = {c: [r.get(c, _NONE) for r in rows] for c in names}
+        if wanted is not None:
+            wanted = wanted.union(*(j.entity for j in self.spec.joins))
+        have = {c for c, values in out.items() if _NONE not in values}  # the columns every row has
         pending = list(self.spec.joins)
         seen: dict[str, str | None] = {}  # the version of each namespace this request read
         ahead: dict[str, tuple[list[str], list[Any]]] = {}  # namespace -> keys and values read with a stage before
         while pending:
-            have = set(out[0]).intersection(*out[1:]) if out else set()
             stage = [j for j in pending if set(j.entity) <= have] or pending[:1]
             pending = [j for j in pending if j not in stage]
-            keys = [[*self._keys(out, j), ABSENT_KEY] for j in stage]
+            keys = [[*self._keys(out, len(rows), j), ABSENT_KEY] for j in stage]
             stores = [self.stores[j.namespace] for j in stage]
             if self.cache is None:
-                found = self._read(out, stage, keys, pending, ahead)
+                found = self._read(out, len(rows), stage, keys, pending, ahead)
             else:
                 found = self.cache.read(stores, keys, seen, [self.stores[j.namespace] for j in pending])
             for join, values in zip(stage, found, strict=True):
-                self._attach(join, out, values)
+                self._attach(join, out, values, wanted)
+                have.update(c for c, _ in join.columns if c in out and _NONE not in out[c])
         for column, value in self.spec.fill.items():
-            for row in out:
-                if row.get(column) is None:
-                    row[column] = value
+            if wanted is None or column in wanted:
+                given = out.get(column)
+                out[column] = ([value] * len(rows) if given is None
+                               else [value if v is None or v is _NONE else v for v in given])
         return out
 
-    def _read(self, rows: list[dict[str, Any]], stage: list[OnlineJoin], keys: list[list[str]],
+    def _read(self, columns: dict[str, list[Any]], n: int, stage: list[OnlineJoin], keys: list[list[str]],
               pending: list[OnlineJoin], ahead: dict[str, tuple[list[str], list[Any]]]) -> list[list[Any]]:
         """The values of ``stage``'s ``keys``: those read ahead with the stage before when that read used the
         same keys, the others now, with the next stage's joins read ahead where the store can (one round trip
@@ -340,7 +354,7 @@ class OnlineModel:
             joins = [stage[i] for i in todo]
             # on Redis the values read ahead pass through a script, whose cost per row outgrows the round trip
             # it saves beyond about ten rows (docs/serving.md, Read-ahead)
-            nxt = self._templates(rows, joins, pending) if 0 < len(rows) <= self.read_ahead_rows else []
+            nxt = self._templates(columns, n, joins, pending) if 0 < n <= self.read_ahead_rows else []
             store = self.stores[joins[0].namespace]
             first, then = store.read_ahead([(self.stores[j.namespace], keys[i]) for i, j in zip(todo, joins,
                                                                                              strict=True)],
@@ -352,9 +366,10 @@ class OnlineModel:
                     ahead[join.namespace] = (got[1], got[2])
         return found  # type: ignore[return-value]
 
-    def _templates(self, rows: list[dict[str, Any]], stage: list[OnlineJoin],
+    @staticmethod
+    def _templates(columns: dict[str, list[Any]], n: int, stage: list[OnlineJoin],
                    pending: list[OnlineJoin]) -> list[tuple[OnlineJoin, list[list[Any]]]]:
-        """The joins of ``pending`` keyed by columns ``rows`` will have once ``stage`` is attached, each with its
+        """The joins of ``pending`` keyed by columns the rows will have once ``stage`` is attached, each with its
         keys as :data:`lakeloop.serving.base.KeyTemplate` parts: a column the row has as text, a column a join of
         ``stage`` adds as ``(its index in stage, feature)`` (:meth:`_attach`: the first join adding it)."""
         adds: dict[str, tuple[int, str]] = {}
@@ -363,34 +378,43 @@ class OnlineModel:
                 adds.setdefault(column, (i, feature))
         out = []
         for join in pending:
-            templates = [_template(row, join.entity, adds) for row in rows]
+            values = [columns.get(c, [_NONE] * n) for c in join.entity]
+            templates = [_template(row, join.entity, adds) for row in zip(*values, strict=True)]
             if all(t is not None for t in templates):
                 out.append((join, [*templates, [ABSENT_KEY]]))
         return out
 
     @staticmethod
-    def _attach(join: OnlineJoin, rows: list[dict[str, Any]], found: list[Any]) -> None:
-        """``join``'s feature columns into ``rows`` from the values read (the last one: the absent row)."""
+    def _attach(join: OnlineJoin, columns: dict[str, list[Any]], found: list[Any],
+                wanted: frozenset[str] | None) -> None:
+        """``join``'s feature columns (those in ``wanted``, all when None) into ``columns`` from the values read
+        (the last one: the absent row), where a row has no value for the column yet."""
         *values, absent = found
         if absent is None:
             raise OnlineError(503, f"feature set {join.set} is not materialized (run the materialize job)")
-        for row, value in zip(rows, values, strict=True):
-            found_row = absent if value is None else value
-            for column, feature in join.columns:
-                if column not in row:
-                    row[column] = found_row.get(feature)
+        found_rows = [absent if value is None else value for value in values]
+        for column, feature in join.columns:
+            given = columns.get(column)
+            if (wanted is not None and column not in wanted) or (given is not None and _NONE not in given):
+                continue
+            got = [row.get(feature) for row in found_rows]
+            columns[column] = got if given is None else [g if v is _NONE else v for v, g in zip(given, got,
+                                                                                                  strict=True)]
 
-    def _keys(self, rows: list[dict[str, Any]], join: OnlineJoin) -> list[str]:
-        """The store keys of ``join`` for ``rows`` (:func:`entity_key` of each row's entity columns)."""
-        columns = [[row.get(c) for row in rows] for c in join.entity]
-        if not all(type(v) is int or type(v) is str for values in columns for v in values):
-            return [self._key(row, join, i) for i, row in enumerate(rows)]  # names the row that is wrong
-        if len(columns) == 1:  # str() of a str or an int is what key_text gives, without its checks
-            return [str(v) for v in columns[0]]
-        return [KEY_SEPARATOR.join(map(str, values)) for values in zip(*columns, strict=True)]
+    def _keys(self, columns: dict[str, list[Any]], n: int, join: OnlineJoin) -> list[str]:
+        """The store keys of ``join`` for the rows (:func:`entity_key` of each row's entity columns)."""
+        values = [columns.get(c, [_NONE] * n) for c in join.entity]
+        if not all(type(v) is int or type(v) is str for column in values for v in column):
+            return [self._key(dict(zip(join.entity, row, strict=True)), join, i)  # names the row that is wrong
+                    for i, row in enumerate(zip(*values, strict=True))]
+        if len(values) == 1:  # str() of a str or an int is what key_text gives, without its checks
+            return [str(v) for v in values[0]]
+        if len(values) == 2:
+            return [f"{a}{KEY_SEPARATOR}{b}" for a, b in zip(*values, strict=True)]
+        return [KEY_SEPARATOR.join(map(str, row)) for row in zip(*values, strict=True)]
 
     def _key(self, row: Mapping[str, Any], join: OnlineJoin, i: int) -> str:
-        missing = [c for c in join.entity if row.get(c) is None]
+        missing = [c for c in join.entity if row.get(c) is None or row[c] is _NONE]
         if missing:
             raise OnlineError(422, f"rows[{i}]: no {missing[0]!r}: every row needs "
                                    f"{', '.join(self.spec.request_keys)} (set {join.set} is keyed by "
@@ -408,21 +432,22 @@ class OnlineModel:
         if loaded is None:
             raise OnlineError(503, self._error or "no model loaded")
         ref, scorer = loaded
-        rows_with_features = self.features(rows)
-        matrix = _matrix(rows_with_features, ref.features)
-        outputs = task_outputs(scorer(matrix), self.spec.task)
-        names = ("score", "prediction")[:len(outputs)]
-        results = [{n: o[i].item() for n, o in zip(names, outputs, strict=True)} for i in range(len(rows))]
+        matrix = _matrix(self._columns(rows, frozenset(ref.features)), ref.features, len(rows))
+        outputs = [o.tolist() for o in task_outputs(scorer(matrix), self.spec.task)]
+        if len(outputs) == 1:
+            results = [{"score": s} for s in outputs[0]]
+        else:
+            results = [{"score": s, "prediction": p} for s, p in zip(*outputs, strict=True)]
         return {"model": self.spec.model, "version": ref.version, "results": results}
 
 
-def _template(row: Mapping[str, Any], entity: Sequence[str], adds: Mapping[str, tuple[int, str]]) -> list[Any] | None:
-    """The key of ``row`` for a join keyed by ``entity`` as template parts (``adds``: the columns a stage being
-    read adds, by column), or None when a column is neither in ``adds`` nor a text or integer value of the row."""
+def _template(values: Sequence[Any], entity: Sequence[str], adds: Mapping[str, tuple[int, str]]) -> list[Any] | None:
+    """The key of a row whose ``entity`` columns hold ``values`` (:data:`_NONE`: the row has no such column) as
+    template parts (``adds``: the columns a stage being read adds, by column), or None when a column is neither in
+    ``adds`` nor a text or integer value of the row."""
     parts: list[Any] = []
-    for c in entity:
-        value = row.get(c)
-        if value is None and c not in row and c in adds:
+    for c, value in zip(entity, values, strict=True):
+        if value is _NONE and c in adds:
             parts.append(adds[c])
         elif type(value) is int or type(value) is str:
             parts.append(str(value))
@@ -432,21 +457,25 @@ def _template(row: Mapping[str, Any], entity: Sequence[str], adds: Mapping[str, 
     return parts[:-1]
 
 
-_NAN = float("nan")
+#: a request row without the column: not a value (an explicit null is one, and is filled like a missing row)
+_NONE: Any = type("_NoValue", (), {"__repr__": lambda self: "<no value>"})()
 
 
-def _matrix(rows: Sequence[Mapping[str, Any]], features: Sequence[str]) -> np.ndarray:
-    """The float32 feature matrix of ``rows`` (None as NaN), as :func:`lakeloop.infer.feature_matrix` builds it."""
-    try:  # one conversion of plain floats: a numpy item assignment per value costs several times more
-        return np.array([[_NAN if (v := row.get(name)) is None else float(v) for name in features] for row in rows],
-                        dtype=np.float32).reshape(len(rows), len(features))
-    except (TypeError, ValueError):
-        pass
-    for i, row in enumerate(rows):  # name the first value that is not a number
-        for name in features:
-            value = row.get(name)
+def _matrix(columns: Mapping[str, list[Any]], features: Sequence[str], n: int) -> np.ndarray:
+    """The float32 feature matrix of the rows in ``columns`` (None as NaN), as :func:`lakeloop.infer.feature_matrix`
+    builds it: each value a double first (what Arrow holds in the batch path), then float32."""
+    values = [[None] * n if (column := columns.get(name)) is None
+              else [None if v is _NONE else v for v in column] if _NONE in column else column for name in features]
+    try:  # one conversion in numpy: None is NaN in a float array
+        matrix = np.array(values, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
+        matrix = None
+    if matrix is not None and matrix.shape == (len(features), n):
+        return matrix.T.astype(np.float32, order="C")
+    for i in range(n):  # name the first value that is not a number
+        for name, column in zip(features, values, strict=True):
             try:
-                float(np.nan if value is None else value)
-            except (TypeError, ValueError):
-                raise OnlineError(422, f"rows[{i}].{name}: {value!r} is not a number") from None
-    raise AssertionError("unreachable: a value failed to convert once and not again")
+                float(np.nan if column[i] is None else column[i])
+            except (TypeError, ValueError, OverflowError):
+                raise OnlineError(422, f"rows[{i}].{name}: {column[i]!r} is not a number") from None
+    raise OnlineError(422, "rows: a feature value is not a number")

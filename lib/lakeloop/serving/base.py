@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 __all__ = ["ServingStore", "StoreSettings", "ServingError", "LoadRefused", "LoadInfo",
-           "encode_value", "decode_value", "LOADING", "COMMITTED", "KeyTemplate"]
+           "encode_value", "decode_value", "decode_values", "LOADING", "COMMITTED", "KeyTemplate"]
 
 LOADING = "loading"
 COMMITTED = "committed"
@@ -70,6 +70,19 @@ def encode_value(value: Any) -> bytes:
 def decode_value(raw: bytes | str | None) -> Any:
     """The value stored by :func:`encode_value`; ``None`` stays ``None``."""
     return None if raw is None else orjson.loads(raw)
+
+
+def decode_values(raws: Sequence[bytes | str | None]) -> list[Any]:
+    """:func:`decode_value` of each of ``raws``, the stored bytes parsed as one JSON array (one parser call,
+    not one per value); a value that is not JSON fails as :func:`decode_value` fails on it."""
+    if len(raws) > 1 and all(type(r) is bytes for r in raws if r is not None):
+        try:
+            values = orjson.loads(b"[" + b",".join([b"null" if r is None else r for r in raws]) + b"]")
+        except orjson.JSONDecodeError:
+            values = None
+        if values is not None and len(values) == len(raws):  # not so for a stored text like b'1,2'
+            return values
+    return [decode_value(r) for r in raws]
 
 
 def check_name(what: str, name: str) -> str:
@@ -397,7 +410,7 @@ class ServingStore(ABC):
         if not texts:
             return []
         _, raw = self._read_current(texts)
-        return [decode_value(r) for r in raw]
+        return decode_values(raw)
 
     def get_many_each(self, reads: Sequence[tuple[ServingStore, Sequence[Any]]]) -> list[list[Any]]:
         """:meth:`get_many` of each ``(store, keys)``; in one round trip where the backend can (Redis stores
@@ -411,7 +424,7 @@ class ServingStore(ABC):
         out = []
         for store, keys in reads:
             version, raw = store._read_current([key_text(k) for k in keys])
-            out.append((version, [decode_value(r) for r in raw]))
+            out.append((version, decode_values(raw)))
         return out
 
     def read_ahead(self, reads: Sequence[tuple[ServingStore, Sequence[Any]]],

@@ -44,6 +44,7 @@ from lakeloop.serving.base import (
     ServingError,
     ServingStore,
     decode_value,
+    decode_values,
     key_text,
 )
 
@@ -412,7 +413,7 @@ class RedisStore(ServingStore):
             return super().read_each(reads)
         found = self._read_many([(store.namespace, [k if type(k) is str else key_text(k) for k in keys], False)
                                  for store, keys in reads])
-        return [(version, [decode_value(r) for r in raw]) for version, raw, _ in found]
+        return [(version, decode_values(raw)) for version, raw, _ in found]
 
     def read_ahead(self, reads: Sequence[tuple[ServingStore, Sequence[Any]]],
                    ahead: Sequence[tuple[ServingStore, Sequence[KeyTemplate]]]
@@ -432,7 +433,7 @@ class RedisStore(ServingStore):
                 for part in parts:
                     args += ("0", part) if type(part) is str else (str(part[0] + 1), part[1])
         answer = self._read_scripts([("ahead", [], args)])[0]
-        first = [(got[0].decode() if got[0] else None, [decode_value(r) for r in got[1:]])
+        first = [(got[0].decode() if got[0] else None, decode_values(got[1:]))
                  for got in answer[:len(reads)]]
         then: list[tuple[str, list[str], list[Any]] | None] = []
         for (_, templates), got in zip(ahead, answer[len(reads):], strict=True):

@@ -18,7 +18,7 @@ __all__ = ["command", "bulk_strings", "bulk_pairs", "concatenated", "key_text_ar
 
 def command(*args: bytes) -> bytes:
     """One command in the Redis protocol."""
-    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%b\r\n" % (len(a), a) for a in args)
+    return b"*%d\r\n" % len(args) + b"".join([b"$%d\r\n%b\r\n" % (len(a), a) for a in args])
 
 
 def key_text_array(keys: pa.Array) -> pa.Array:
