@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/serving.py [--workers 2] [--duration 5] [--keys 1000000] [--lookups 20000]
     .venv/bin/python bench/serving.py --skip-load          # the HTTP part only
+    .venv/bin/python bench/serving.py --in-process         # OnlineModel.score alone, CPU per request
 
 HTTP part: the service (``jobs/serve.py``, ``--workers`` uvicorn processes, Redis store holding
 ``--users`` top-10 lists) answers 1 and 50 users per request (``GET /v1/recommendations/<id>``,
@@ -557,6 +558,41 @@ def online_bench(workers: tuple[int, ...], duration: float, tmp: str, events: in
         server.stop()
 
 
+def in_process_bench(tmp: str, events: int, users: int, items: int, requests: int, passes: int,
+                     sizes: tuple[int, ...] = (1, 50)) -> None:
+    """``OnlineModel.score`` in this process over the recommender's lake (:func:`online_lake`), Redis on
+    loopback, no feature cache: CPU µs per request of ``requests`` random (user, item) requests of each size,
+    the median (lowest-highest) of ``passes`` passes after a warm-up pass of 200 requests. No HTTP, no clients:
+    what one request costs the worker that scores it."""
+    from lakeloop.conf import load_conf
+    from lakeloop.serving import open_store
+    from lakeloop.serving.server import ServeSettings, online_models
+
+    server = _redis_server_class()(Path(tmp) / "redis-in-process").start()
+    try:
+        overrides, ids = online_lake(Path(tmp) / "online", server.port, events, users, items)
+        conf = load_conf("local", [*overrides, "serve.online.cache_entries=0"])
+        model = online_models(open_store(conf), ServeSettings.from_conf(conf))["ranker"]
+        rng = random.Random(1)
+        for n in sizes:
+            batch = [[{"user_id": rng.choice(ids["user_id"]), "item_id": rng.choice(ids["item_id"])}
+                      for _ in range(n)] for _ in range(requests)]
+            for rows in batch[:200]:
+                model.score(rows)
+            cpu = []
+            for _ in range(passes):
+                start = time.process_time()
+                for rows in batch:
+                    model.score(rows)
+                cpu.append((time.process_time() - start) / requests * 1e6)
+            print(f"in process: {n} row(s) per request: {statistics.median(cpu):,.0f} us of CPU per request "
+                  f"({min(cpu):,.0f}-{max(cpu):,.0f}; {statistics.median(cpu) / n:.1f} per row), "
+                  f"{requests:,} requests x {passes} passes")
+        model.stop()
+    finally:
+        server.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--keys", type=int, default=1_000_000)
@@ -579,6 +615,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-online", action="store_true", help="HTTP part: no online-score scenarios")
     p.add_argument("--online-events", type=int, default=20_000, help="online part: datagen events per day")
     p.add_argument("--skip-http", action="store_true", help="run the load part only")
+    p.add_argument("--in-process", action="store_true", help="only OnlineModel.score in this process (no HTTP): "
+                   "CPU per request of 1 and 50 rows")
     p.add_argument("--reader", nargs=3, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.reader:
@@ -587,6 +625,10 @@ def main(argv: list[str] | None = None) -> int:
     per_process = tuple(int(x) for x in args.conns_per_process.split(","))
     workers = tuple(int(x) for x in args.workers.split(","))
     variants = tuple(args.online_variants.split(",")) if args.online_variants else None
+    if args.in_process:
+        with tempfile.TemporaryDirectory(prefix="bench-serving-in-process-") as tmp:
+            in_process_bench(tmp, args.online_events, 2_000, 500, requests=1000, passes=5)
+        return 0
     if not args.skip_http:
         with tempfile.TemporaryDirectory(prefix="bench-serving-http-") as tmp:
             results = [r for kind in filter(None, args.http_stores.split(","))
