@@ -132,3 +132,30 @@ def test_above_read_ahead_rows_each_stage_is_a_round_trip_of_its_own(make_store,
     # both versions known: the first joins' MGETs sent together, then the affinity join's
     assert _sent(stores["item"], lambda: model.features(ROWS)) == ["MGET", "MGET", "MGET"]
     assert _sent(stores["item"], lambda: model.features(ROWS[:limit or 1])) == (["EVALSHA"] if limit else ["MGET"] * 3)
+
+
+@pytest.mark.parametrize("kind", ["redis", "sqlite"])
+def test_request_values_explicit_nulls_and_extra_columns_are_kept_row_by_row(make_store, kind):
+    """A value a request row carries is used as it is (a null too, then filled); a column only some rows carry is
+    kept in those rows; a column no join adds stays as given."""
+    rows = [{"user_id": 42, "item_id": 1, "price": 1.25}, {"user_id": 43, "item_id": 2, "affinity": None},
+            {"user_id": 42, "item_id": 99, "extra": "x"}]
+    assert _model(_stores(make_store, kind)).features(rows) == [
+        {"user_id": 42, "item_id": 1, "price": 1.25, "category": "shoes", "events": 3, "affinity": 0.5},
+        {"user_id": 43, "item_id": 2, "affinity": 0.0, "category": "hats", "price": None, "events": 1},
+        {"user_id": 42, "item_id": 99, "extra": "x", "category": "unknown", "price": None, "events": 3,
+         "affinity": 0.1}]
+
+
+def test_the_feature_matrix_is_float32_with_missing_values_as_nan_and_names_a_bad_value():
+    import numpy as np
+    from lakeloop.online import _NONE, OnlineError, _matrix
+
+    matrix = _matrix({"a": [1, None, True], "b": [_NONE, 2.5, "3"]}, ["a", "b", "c"], 3)
+    expected = np.array([[1, np.nan, np.nan], [np.nan, 2.5, np.nan], [1, 3, np.nan]], dtype=np.float32)
+    assert matrix.dtype == np.float32 and matrix.flags.c_contiguous
+    assert np.array_equal(matrix, expected, equal_nan=True)
+    for bad in ("x", [1, 2], {"v": 1}, 10 ** 400):
+        with pytest.raises(OnlineError, match=r"rows\[1\]\.b: .* is not a number") as err:
+            _matrix({"a": [1, 2], "b": [0.5, bad]}, ["a", "b"], 2)
+        assert err.value.status == 422
