@@ -378,8 +378,8 @@ class OnlineModel:
                 adds.setdefault(column, (i, feature))
         out = []
         for join in pending:
-            values = [columns.get(c, [_NONE] * n) for c in join.entity]
-            templates = [_template(row, join.entity, adds) for row in zip(*values, strict=True)]
+            templates = [_template(row, join.entity, adds) for row in zip(*_entity_values(columns, n, join),
+                                                                          strict=True)]
             if all(t is not None for t in templates):
                 out.append((join, [*templates, [ABSENT_KEY]]))
         return out
@@ -403,7 +403,7 @@ class OnlineModel:
 
     def _keys(self, columns: dict[str, list[Any]], n: int, join: OnlineJoin) -> list[str]:
         """The store keys of ``join`` for the rows (:func:`entity_key` of each row's entity columns)."""
-        values = [columns.get(c, [_NONE] * n) for c in join.entity]
+        values = _entity_values(columns, n, join)
         if not all(type(v) is int or type(v) is str for column in values for v in column):
             return [self._key(dict(zip(join.entity, row, strict=True)), join, i)  # names the row that is wrong
                     for i, row in enumerate(zip(*values, strict=True))]
@@ -439,6 +439,11 @@ class OnlineModel:
         else:
             results = [{"score": s, "prediction": p} for s, p in zip(*outputs, strict=True)]
         return {"model": self.spec.model, "version": ref.version, "results": results}
+
+
+def _entity_values(columns: Mapping[str, list[Any]], n: int, join: OnlineJoin) -> list[list[Any]]:
+    """The values of ``join``'s entity columns, a list per column (:data:`_NONE` for a column the rows lack)."""
+    return [columns.get(c, [_NONE] * n) for c in join.entity]
 
 
 def _template(values: Sequence[Any], entity: Sequence[str], adds: Mapping[str, tuple[int, str]]) -> list[Any] | None:

@@ -123,22 +123,16 @@ class CompiledTrees:
         """The trees as complete binary trees in heap order (children of position p at 2p+1 and 2p+2), level by
         level over all trees at once: ``(depth, feature, threshold, default right, leaves)``, one row per tree;
         None when that takes more than :data:`_FULL_POSITIONS` positions."""
-        nodes = self.roots[:, None]
-        depth = 0
-        while not np.all(self.left[nodes] == -1):
-            depth += 1
-            if len(self.roots) << depth > _FULL_POSITIONS:
-                return None
-            nodes = self._next_level(nodes)
         feature, threshold, right = [], [], []
         nodes = self.roots[:, None]
-        for _ in range(depth):
-            leaf = self.left[nodes] == -1  # a leaf above the bottom: a node whose two sides are that leaf
+        while not np.all(leaf := self.left[nodes] == -1):  # a leaf above the bottom: a node whose sides are it
+            if len(self.roots) << (len(feature) + 1) > _FULL_POSITIONS:
+                return None
             feature.append(np.where(leaf, 0, self.feature[nodes]))
             threshold.append(np.where(leaf, np.float32(0), self.value[nodes]))
             right.append(np.where(leaf, False, ~self.default_left[nodes]))
             nodes = self._next_level(nodes)
-        width = len(self.roots), 0
+        depth, width = len(feature), (len(self.roots), 0)
 
         def joined(parts: list[np.ndarray], dtype: Any) -> np.ndarray:
             return np.ascontiguousarray(np.concatenate(parts, axis=1) if parts else np.empty(width), dtype=dtype)
