@@ -116,7 +116,7 @@ def package_library(root: Path = PROJECT_ROOT, build_dir: Path | None = None) ->
     digest = "".join(_sources_digest(p) for p in packages)
     if target.exists() and stamp.exists() and stamp.read_text().strip() == digest:
         return target
-    tmp = target.with_suffix(".zip.tmp")
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")  # two submits at once each write their own
     with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
         for path in sorted(p for package in packages for p in package.rglob("*")):
             if path.is_file() and "__pycache__" not in path.parts:
